@@ -88,11 +88,10 @@ def make_state(model_cfg: ModelConfig, train_cfg: TrainConfig,
         torch.manual_seed(train_cfg.seed)
         G, D = build(model_cfg)
     G, D = G.to(device), D.to(device)
-    betas = (train_cfg.beta1, train_cfg.beta2)
     return TrainState(
         G=G, D=D, G_ema=make_ema(G) if train_cfg.ema_decay > 0 else None,
-        opt_g=torch.optim.Adam(G.parameters(), lr=train_cfg.lr_g, betas=betas),
-        opt_d=torch.optim.Adam(D.parameters(), lr=train_cfg.lr_d, betas=betas),
+        opt_g=torch.optim.Adam(G.parameters(), lr=train_cfg.lr_g, betas=train_cfg.betas_g),
+        opt_d=torch.optim.Adam(D.parameters(), lr=train_cfg.lr_d, betas=train_cfg.betas_d),
         model_cfg=model_cfg, train_cfg=train_cfg,
     )
 

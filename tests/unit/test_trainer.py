@@ -166,3 +166,16 @@ def test_bf16_autocast_path_runs() -> None:
     m = state.history[-1]
     assert all(torch.isfinite(torch.tensor(m[k])) for k in ("loss_d", "loss_g", "gp"))
     assert not same_weights(state.G, make_state(CDCGAN, tc).G)
+
+
+def test_separate_adam_betas_for_g_and_d():
+    from gan.config import ModelConfig, TrainConfig
+    from gan.trainer import make_state
+
+    cfg = TrainConfig(beta1=0.5, beta2=0.999, beta1_d=0.0, beta2_d=0.9)
+    st = make_state(ModelConfig(arch="mlp", g_hidden=(8,), d_hidden=(8,)), cfg)
+    assert st.opt_g.param_groups[0]["betas"] == (0.5, 0.999)
+    assert st.opt_d.param_groups[0]["betas"] == (0.0, 0.9)
+    # Unset D betas fall back to G's.
+    st = make_state(ModelConfig(arch="mlp", g_hidden=(8,), d_hidden=(8,)), TrainConfig(beta1=0.3))
+    assert st.opt_d.param_groups[0]["betas"] == (0.3, 0.999)
