@@ -1,0 +1,314 @@
+"""Metrics on digits with stand-in generators: real data scores about the floor, noise and a
+collapsed generator score far worse and are caught; plus the metric helpers on known inputs."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from gan import metrics as M
+from gan.checkpoint import generator_from_checkpoint, load_checkpoint, save_checkpoint
+from gan.config import DataConfig, EvalConfig, GateConfig, ModelConfig, TrainConfig
+from gan.data import PreparedData, prepare_arrays
+from gan.evaluate import (
+    compute_floors,
+    evaluate_generator,
+    gate,
+    proportional_labels,
+)
+from gan.images import from_uint8
+from gan.judge import Judge, JudgeError, train_judge
+from gan.records import Report
+from gan.trainer import make_state
+
+CFG = EvalConfig(judge_epochs=8)  # n = max(360 holdout, 1000) = 1000 samples
+
+
+# --------------------------------------------------------------------------- stand-in generators
+
+
+class TrainReplay(nn.Module):
+    """A perfect sampler of the train distribution: train images in a fixed order, no repeats."""
+
+    conditional = False
+
+    def __init__(self, images: Tensor) -> None:
+        super().__init__()
+        self.latent_dim = 8
+        perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(7))
+        self.images, self.next = images[perm], 0
+
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        idx = torch.arange(self.next, self.next + len(z)) % len(self.images)
+        self.next += len(z)
+        return self.images[idx]
+
+
+class PickByLatent(nn.Module):
+    """Returns the train image that z's first coordinate points at (per class if conditional).
+
+    `only_class` keeps one class: a generator collapsed onto a single mode.
+    """
+
+    def __init__(self, data: PreparedData, *, conditional: bool = False,
+                 only_class: int | None = None) -> None:
+        super().__init__()
+        self.latent_dim, self.conditional = 8, conditional
+        keep = data.y_train == only_class if only_class is not None else slice(None)
+        self.images, self.labels = data.x_train[keep], data.y_train[keep]
+
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        u = torch.special.ndtr(z[:, 0])  # (B,) uniform in (0, 1)
+        if not self.conditional:
+            return self.images[(u * len(self.images)).long().clamp(max=len(self.images) - 1)]
+        assert y is not None
+        out = torch.empty(len(z), *self.images.shape[1:])
+        for c in y.unique():
+            pool, rows = self.images[self.labels == c], y == c
+            out[rows] = pool[(u[rows] * len(pool)).long().clamp(max=len(pool) - 1)]
+        return out
+
+
+class Noise(nn.Module):
+    """tanh of a fixed random projection of z: structureless images, deterministic in z."""
+
+    conditional = False
+
+    def __init__(self, shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.latent_dim, self.shape = 64, shape
+        g = torch.Generator().manual_seed(3)
+        self.register_buffer("w", torch.randn(64, int(np.prod(shape)), generator=g))
+
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        return torch.tanh(z @ self.w).view(len(z), *self.shape)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Two shared cores: one intra-op thread is several times faster than two under contention.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def digits() -> PreparedData:
+    return prepare_arrays(DataConfig())
+
+
+@pytest.fixture(scope="module")
+def judge(digits: PreparedData) -> Judge:
+    return train_judge(digits, CFG, seed=0)
+
+
+@pytest.fixture(scope="module")
+def floors(judge: Judge, digits: PreparedData) -> dict:
+    fl = compute_floors(judge, digits, CFG)
+    rounded = {k: round(v, 4) for k, v in fl["floors"].items()}
+    ceilings = {k: round(v, 4) for k, v in fl["ceilings"].items()}
+    print(f"\ndigits real-vs-real (train vs holdout, n={fl['n']}): {rounded}; ceilings {ceilings}")
+    return fl
+
+
+def run(gen: nn.Module, digits: PreparedData, judge: Judge, floors: dict,
+        cfg: EvalConfig = CFG) -> tuple[dict, dict]:
+    return evaluate_generator(gen, digits, judge, cfg, floors=floors)
+
+
+def as_report(result: dict) -> Report:
+    return Report(run_id="t", dataset_version="v", report_uri="s3://b/r.json",
+                  markdown_uri="s3://b/r.md", **result)
+
+
+# --------------------------------------------------------------------------- on digits
+
+
+def test_real_data_scores_about_the_floor(digits, judge, floors):
+    result, _ = run(TrainReplay(digits.x_train), digits, judge, floors)
+    m, fl = result["metrics"], result["floors"]
+    print("\nreal-vs-real candidate:", {k: round(v, 4) for k, v in m.items()})
+    assert result["n_samples"] == 1000 and floors["n"] == 1000
+    assert abs(m["fid"] - fl["fid"]) < 0.5 * fl["fid"] + 0.05
+    assert abs(m["kid_mean"] - fl["kid_mean"]) < 2 * max(m["kid_std"], fl["kid_std"])
+    for k in ("precision", "recall"):
+        assert abs(m[k] - fl[k]) < 0.05, k
+    for k in ("density", "coverage"):
+        assert abs(m[k] - fl[k]) < 0.1, k
+    assert m["inception_score"] == pytest.approx(result["ceilings"]["inception_score"], rel=0.05)
+    assert result["classes_covered"] == 10 and m["class_kl"] < 0.05
+
+
+def test_noise_scores_far_worse_than_the_floor(digits, judge, floors):
+    result, _ = run(Noise((1, 28, 28)), digits, judge, floors)
+    m, fl = result["metrics"], result["floors"]
+    assert m["fid"] > 50 * fl["fid"]
+    assert m["kid_mean"] > fl["kid_mean"] + 50 * max(m["kid_std"], fl["kid_std"])
+    assert m["precision"] < 0.05 and m["recall"] < 0.05 and m["coverage"] < 0.05
+    assert m["inception_score"] < 0.5 * result["ceilings"]["inception_score"]
+
+
+def test_collapsed_generator_is_caught_and_refused_by_the_gate(digits, judge, floors):
+    result, _ = run(PickByLatent(digits, only_class=3), digits, judge, floors)
+    m = result["metrics"]
+    assert result["classes_covered"] == 1
+    assert max(result["class_hist"]) > 0.9 and result["class_hist"][3] > 0.9
+    assert m["class_kl"] > 5.0  # ≈ 0.9·ln(0.1/1e-6) for the nine empty classes
+    assert m["recall"] < 0.1 and m["fid"] > 50 * result["floors"]["fid"]
+    decision = gate(as_report(result), None, GateConfig())
+    assert not decision.promote
+    assert sum(r.startswith("FAIL") for r in decision.reasons) == 2  # classes and KL
+
+
+def test_conditional_generator_accuracy_and_one_row_per_class(digits, judge, floors):
+    result, pics = run(PickByLatent(digits, conditional=True), digits, judge, floors)
+    assert result["conditional_accuracy"] > 0.95
+    assert result["metrics"]["conditional_accuracy"] == result["conditional_accuracy"]
+    p_real = M.class_shares(digits.y_train, 10)
+    assert result["class_hist"] == pytest.approx(p_real.tolist(), abs=0.02)
+    # samples.png: 10×10 tiles of 28 px, 2 px padding, drawn at scale 2; row r shows class r.
+    img = np.asarray(Image.open(io.BytesIO(pics["samples"])))
+    assert img.shape == (604, 604)
+    small = torch.from_numpy(img[::2, ::2].copy())  # (302, 302) uint8
+    tiles = torch.stack([small[2 + r * 30:30 + r * 30, 2 + c * 30:30 + c * 30]
+                         for r in range(10) for c in range(10)])[:, None]  # (100, 1, 28, 28)
+    rows = judge.predict(from_uint8(tiles)).view(10, 10)
+    assert (rows == torch.arange(10)[:, None]).float().mean() > 0.9
+
+
+def test_same_generator_gives_the_same_report_and_pictures(digits, judge, floors):
+    a, pa = run(Noise((1, 28, 28)), digits, judge, floors)
+    b, pb = run(Noise((1, 28, 28)), digits, judge, floors)
+    assert a == b
+    assert pa == pb
+    assert a["seeds"] == {"eval": CFG.seed, "judge": 0}
+
+
+def test_pictures_are_valid_pngs(digits, judge, floors):
+    history = [{"epoch": e, "loss_d": 1.0, "loss_g": 2.0, "d_real": 0.6, "d_fake": 0.4}
+               for e in (1, 2, 3)]
+    _, pics = evaluate_generator(PickByLatent(digits), digits, judge, CFG, history,
+                                 floors=floors)
+    sizes = {k: Image.open(io.BytesIO(v)).size for k, v in pics.items()}
+    assert sizes == {"samples": (604, 604), "real_vs_generated": (604 + 16 + 604, 604),
+                     "curves": (1000, 400)}
+
+
+def test_untrustworthy_judge_fails_the_evaluation(digits):
+    small = prepare_arrays(DataConfig(limit=300))
+    perm = torch.randperm(len(small.y_train), generator=torch.Generator().manual_seed(0))
+    bad = train_judge(dataclasses.replace(small, y_train=small.y_train[perm]),
+                      EvalConfig(judge_epochs=2))
+    with pytest.raises(JudgeError, match="below eval.min_judge_accuracy=0.95"):
+        evaluate_generator(PickByLatent(digits), digits, bad, CFG)
+
+
+def test_nonfinite_samples_are_counted_not_fatal(digits, judge, floors):
+    class HalfNaN(PickByLatent):
+        def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+            x = super().forward(z, y).clone()
+            x[z[:, 1] > 0] = float("nan")
+            return x
+
+    result, _ = run(HalfNaN(digits), digits, judge, floors)
+    z = torch.randn(1000, 8, generator=torch.Generator().manual_seed(CFG.seed))
+    expected = float((z[:, 1] > 0).float().mean())
+    assert result["metrics"]["nonfinite_fraction"] == pytest.approx(expected)
+
+
+def test_wrong_output_shape_is_a_clear_error(digits, judge, floors):
+    with pytest.raises(ValueError, match=r"generator output \(1, 32, 32\) does not match"):
+        run(Noise((1, 32, 32)), digits, judge, floors)
+
+
+def test_untrained_model_from_a_checkpoint_is_scored_and_refused(digits, judge, floors):
+    model = ModelConfig(arch="mlp", conditional=True, g_hidden=(16, 32), d_hidden=(32, 16))
+    state = make_state(model, TrainConfig(ema_decay=0.0))
+    generator = generator_from_checkpoint(load_checkpoint(save_checkpoint(state)))
+    generator.train()
+    result, pics = run(generator, digits, judge, floors)
+    assert generator.training  # the caller's mode is restored
+    assert 0.0 <= result["conditional_accuracy"] < 0.5  # random weights do not draw digits
+    assert result["metrics"]["fid"] > 10 * result["floors"]["fid"]
+    assert not gate(as_report(result), None, GateConfig()).promote
+    assert set(pics) == {"samples", "real_vs_generated", "curves"}
+
+
+# --------------------------------------------------------------------------- metric helpers
+
+
+class Flat(nn.Module):
+    """(N, F, 1, 1) → (N, F): lets the metrics run on hand-made feature vectors."""
+
+    def __init__(self, f: int) -> None:
+        super().__init__()
+        self.num_features = f
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.flatten(1)
+
+
+def test_fid_matches_the_gaussian_closed_form():
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(20000, 4, 1, 1, generator=g)
+    fake = torch.randn(20000, 4, 1, 1, generator=g) * 2.0
+    fake[:, 0] += 1.0
+    # N(0, I) vs N(e0, 4I): ‖μ‖² + tr(I + 4I − 2·(4I)^½) = 1 + 4·(1 + 4 − 4) = 5
+    assert M.fid(Flat(4), real, fake) == pytest.approx(5.0, abs=0.15)
+
+
+def test_kid_is_seeded_and_near_zero_for_one_distribution():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(600, 8, 1, 1, generator=g), torch.randn(600, 8, 1, 1, generator=g)
+    k1, k2 = M.kid(Flat(8), a, b, seed=1), M.kid(Flat(8), a, b, seed=1)
+    assert k1 == k2
+    assert abs(k1[0]) < 3 * k1[1] + 1e-3
+    assert M.kid(Flat(8), a, b + 1.0, seed=1)[0] > 0.5
+
+
+def test_inception_score_bounds():
+    confident = 30.0 * torch.eye(10)[torch.arange(1000) % 10]  # (1000, 10) logits
+    one_class = 30.0 * torch.eye(10)[torch.zeros(1000, dtype=torch.long)]
+    assert M.inception_score(Flat(10), confident[:, :, None, None], seed=0)[0] > 9.5
+    assert M.inception_score(Flat(10), one_class[:, :, None, None], seed=0)[0] == pytest.approx(
+        1.0, abs=1e-3)
+
+
+def test_prdc_on_identical_and_disjoint_sets():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(200, 5)).astype(np.float32)
+    same = M.prdc_metrics(a, a)
+    assert same["precision"] == same["recall"] == same["coverage"] == 1.0
+    far = M.prdc_metrics(a, a + 100.0)
+    assert far == {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0}
+    with pytest.raises(ValueError, match="prdc needs"):
+        M.prdc_metrics(a[:5], a)
+
+
+def test_class_kl_and_coverage():
+    p = torch.full((10,), 0.1, dtype=torch.float64)
+    assert M.class_kl(p, p) == pytest.approx(0.0, abs=1e-12)
+    q = torch.tensor([0.2, 0.0] + [0.1] * 8, dtype=torch.float64)
+    kl = M.class_kl(p, q)
+    assert 1.0 < kl < 1.2 and np.isfinite(kl)  # 0.1·ln(0.1/1e-6) + 0.1·ln(0.5) ≈ 1.08
+    stats = M.class_stats(torch.tensor([0] * 97 + [1] * 3), p, threshold=0.02)
+    assert stats["classes_covered"] == 2 and stats["class_hist"][:2] == [0.97, 0.03]
+    assert M.class_stats(torch.tensor([0] * 98 + [1] * 2), p, 0.02)["classes_covered"] == 1
+
+
+def test_proportional_labels():
+    p = torch.tensor([0.5, 0.3, 0.2])
+    y = proportional_labels(p, 11, seed=0)
+    assert torch.bincount(y).tolist() == [6, 3, 2]  # 5.5, 3.3, 2.2 → largest remainder
+    assert torch.equal(y, proportional_labels(p, 11, seed=0))
+    assert not torch.equal(torch.sort(y).values, y) or len(set(y.tolist())) == 1
