@@ -20,13 +20,15 @@ run: install ## bring the stack up and run one retraining on the bundled digits
 	$(BIN)/gan retrain
 	@$(BIN)/gan stack status
 
-test: install test-unit test-integration ## unit tier, then integration tier (own stack, free ports)
+test: install ## unit tier, then integration tier (own stack, free ports); in this order, even with -j
+	$(MAKE) --no-print-directory test-unit
+	$(MAKE) --no-print-directory test-integration
 
-test-unit: install
+test-unit: install ## fast tier: no services
 	$(BIN)/pytest -q tests/unit
 
-test-integration: install
-	$(BIN)/pytest -q -m integration tests/integration tests/reliability
+test-integration: install ## real services: the tests start their own stack (temp GAN_HOME, free ports)
+	$(BIN)/pytest -q -m integration --durations=10 tests/integration tests/reliability
 
 up: install
 	$(BIN)/gan stack up

@@ -130,8 +130,14 @@ class TrainConfig(Frozen):
     batch_size: int = Field(64, ge=1, le=8192, description="Global batch size (all workers).")
     lr_g: float = Field(2e-4, gt=0.0, le=1.0, description="Adam learning rate of G.")
     lr_d: float = Field(2e-4, gt=0.0, le=1.0, description="Adam learning rate of D.")
-    beta1: float = Field(0.5, ge=0.0, lt=1.0, description="Adam beta1 (G and D).")
-    beta2: float = Field(0.999, ge=0.0, lt=1.0, description="Adam beta2 (G and D).")
+    beta1: float = Field(0.5, ge=0.0, lt=1.0,
+                         description="Adam beta1 of G (and of D unless set).")
+    beta2: float = Field(0.999, ge=0.0, lt=1.0,
+                         description="Adam beta2 of G (and of D unless set).")
+    beta1_d: float | None = Field(None, ge=0.0, lt=1.0,
+                                  description="Adam beta1 of D; None = beta1.")
+    beta2_d: float | None = Field(None, ge=0.0, lt=1.0,
+                                  description="Adam beta2 of D; None = beta2.")
     d_steps: int = Field(1, ge=1, le=10, description="D steps per G step.")
     gp_weight: float = Field(10.0, ge=0.0, description="Gradient-penalty weight (wgan-gp).")
     ema_decay: float = Field(
@@ -150,6 +156,17 @@ class TrainConfig(Frozen):
     time_limit_s: float | None = Field(
         None, gt=0, description="Wall-clock limit of training, enforced on the Ray side."
     )
+
+    @property
+    def betas_g(self) -> tuple[float, float]:
+        return (self.beta1, self.beta2)
+
+    @property
+    def betas_d(self) -> tuple[float, float]:
+        return (
+            self.beta1 if self.beta1_d is None else self.beta1_d,
+            self.beta2 if self.beta2_d is None else self.beta2_d,
+        )
 
     @model_validator(mode="after")
     def _bf16_needs_gpu(self) -> TrainConfig:
@@ -193,7 +210,8 @@ class RegistryConfig(Frozen):
     model_name: str | None = Field(
         None, description="Registered model name; default gan-<dataset>. Letters, digits, . _ -"
     )
-    experiment: str = Field("gan-retrain", min_length=1, max_length=200)
+    experiment: str = Field("gan-retrain", min_length=1, max_length=200,
+                            description="MLflow experiment the run is logged in.")
 
     @field_validator("model_name")
     @classmethod
@@ -216,6 +234,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "train": {
             "loss": "bce", "real_label": 0.9, "lr_g": 2e-4, "lr_d": 2e-4,
             "beta1": 0.5, "beta2": 0.999, "ema_decay": 0.0, "batch_size": 128,
+            "epochs": 210,  # ≈ 5 min on one idle core (gan.recipes calibrate), as the default
         },
     },
     # Chosen from measurements on digits (see README "Default recipe").
@@ -275,8 +294,10 @@ class RetrainParams(Frozen):
             "time_limit_s")}
         if self.use_gpu is False:
             train_over["bf16"] = False
-        data = DataConfig(**{**p.get("data", {}), **self.data.model_dump(exclude_unset=True)})
-        ev = EvalConfig(**{**p.get("eval", {}), **self.eval.model_dump(exclude_unset=True)})
+        # exclude_defaults, not exclude_unset: params that went through JSON (the Prefect UI,
+        # a deployment run) arrive with every field set, which must not erase the preset.
+        data = DataConfig(**{**p.get("data", {}), **self.data.model_dump(exclude_defaults=True)})
+        ev = EvalConfig(**{**p.get("eval", {}), **self.eval.model_dump(exclude_defaults=True)})
         return (
             data,
             ModelConfig(**{**p.get("model", {}), **_given(model_over)}),
@@ -321,7 +342,8 @@ class Settings(BaseSettings):
     """Where the services are. Read once (`Settings.load()`), then passed down.
 
     Precedence: environment variables, then the local stack's state in `GAN_HOME`
-    (`stack.json` for URLs, `credentials.json` (mode 0600) for the S3 keys).
+    (`stack.json` for URLs). S3 keys: with GAN_S3_ENDPOINT_URL set, AWS_* from the environment;
+    without it, the local stack's `credentials.json` (mode 0600).
     """
 
     model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
@@ -329,7 +351,8 @@ class Settings(BaseSettings):
     gan_home: Path = Field(Path(".gan"), validation_alias=_alias("GAN_HOME"))
     s3_endpoint_url: str | None = Field(None, validation_alias=_alias("GAN_S3_ENDPOINT_URL"))
     s3_bucket: str = Field(
-        "gan", validation_alias=_alias("GAN_S3_BUCKET"), pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+        "gan", validation_alias=_alias("GAN_S3_BUCKET"),
+        pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
     )
     aws_access_key_id: SecretStr | None = Field(None, validation_alias=_alias("AWS_ACCESS_KEY_ID"))
     aws_secret_access_key: SecretStr | None = Field(
@@ -366,7 +389,8 @@ class Settings(BaseSettings):
             raw = cls()
         except ValidationError as e:
             raise SettingsError(_explain(e)) from None
-        return raw.model_copy(update={"s3_external": raw.s3_endpoint_url is not None})._with_stack_state()
+        external = raw.s3_endpoint_url is not None
+        return raw.model_copy(update={"s3_external": external})._with_stack_state()
 
     # ---- derived values
 
@@ -446,7 +470,10 @@ class Settings(BaseSettings):
             updates["mlflow_tracking_uri"] = state["mlflow_uri"]
         if self.prefect_api_url is None and state.get("prefect_api_url"):
             updates["prefect_api_url"] = state["prefect_api_url"]
-        if self.aws_access_key_id is None and self.credentials_file.exists():
+        # The local stack's keys belong to its SeaweedFS, so without GAN_S3_ENDPOINT_URL they win
+        # over AWS_* in the environment (which usually belong to some other store); with it,
+        # only the environment's keys are used and credentials.json is never sent elsewhere.
+        if not self.s3_external and self.credentials_file.exists():
             try:
                 creds = json.loads(self.credentials_file.read_text())
                 updates["aws_access_key_id"] = SecretStr(creds["access_key_id"])

@@ -46,6 +46,7 @@ class TrainedRef(Record):
     images_per_s: float = 0.0
     diverged: bool = False
     divergence_reason: str | None = None
+    stopped_by_time_limit: bool = False  # stopped early at train_cfg.time_limit_s (checkpointed)
     ray_run_name: str = ""
     ray_storage_uri: str = ""
 

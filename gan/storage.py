@@ -44,8 +44,10 @@ class Storage:
     client: Any  # botocore S3 client
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, retries: int = 3, timeout_s: float = 10.0) -> Storage:
-        return cls(settings=settings, client=s3_client(settings, retries=retries, timeout_s=timeout_s))
+    def from_settings(cls, settings: Settings, *, retries: int = 3,
+                      timeout_s: float = 10.0) -> Storage:
+        client = s3_client(settings, retries=retries, timeout_s=timeout_s)
+        return cls(settings=settings, client=client)
 
     @property
     def endpoint(self) -> str:
@@ -53,7 +55,8 @@ class Storage:
 
     # ---- bytes
 
-    def put_bytes(self, uri: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+    def put_bytes(self, uri: str, data: bytes,
+                  content_type: str = "application/octet-stream") -> None:
         bucket, key = split_uri(uri)
         with self._errors(uri):
             self.client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)

@@ -1,0 +1,206 @@
+"""Shared fixtures.
+
+- `settings_env` (unit): a clean environment (no GAN_*/AWS_*/MLFLOW_*/PREFECT_*/RAY_* from the
+  caller) with GAN_HOME in a temporary folder; `load()` gives `Settings.load()`.
+- `stack` (integration, session): a real local stack, as a user starts it (`gan stack up` in a
+  subprocess), in a temporary GAN_HOME on free ports; yields `Settings.load()`. The session's
+  environment then holds GAN_HOME, GAN_*_PORT, MLFLOW_TRACKING_URI and PREFECT_API_URL, so
+  subprocesses and Ray workers find the same stack. `gan stack down` runs at the end, even
+  after a failure, and any process left with its working directory in that GAN_HOME is killed.
+- `storage`: `gan.storage.Storage` on that stack.
+- `gan_cli`: run the `gan` command in a subprocess (`.run`, `.status`, `.start`).
+- `make_stack_env` (integration): environments for extra, independent stacks (own GAN_HOME and
+  ports), each brought down at the end of the test.
+
+Only integration tests may request `stack`, `storage` or `make_stack_env`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import psutil
+import pytest
+
+from gan.config import Settings
+from gan.procs import port_free
+from gan.storage import Storage
+
+GAN_EXE = str(Path(sys.executable).parent / "gan")
+# Variables that point at services or keys: never taken from the caller's environment.
+STACK_VARS = (
+    "GAN_HOME", "GAN_S3_ENDPOINT_URL", "GAN_S3_BUCKET", "GAN_S3_PORT", "GAN_MLFLOW_PORT",
+    "GAN_PREFECT_PORT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+    "AWS_PROFILE", "AWS_DEFAULT_REGION", "MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL",
+    "PREFECT_API_URL", "PREFECT_API_KEY", "RAY_ADDRESS",
+)
+UP_TIMEOUT_S = 300  # a cold start on a busy 2-core machine takes ~30 s; leave room
+_rng = random.Random()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def free_stack_ports(taken: set[int] | None = None) -> dict[str, str]:
+    """GAN_S3_PORT (P..P+4 and P+10000..P+10004 all free), GAN_MLFLOW_PORT, GAN_PREFECT_PORT.
+
+    Chosen below the kernel's ephemeral range (32768+) so outgoing connections can't take them.
+    """
+    taken = set(taken or ())
+    for _ in range(500):
+        p = _rng.randrange(15000, 22000)
+        weed = [p + i for i in range(5)] + [p + 10000 + i for i in range(5)]
+        if not taken.intersection(weed) and all(port_free(x) for x in weed):
+            taken.update(weed)
+            break
+    else:
+        raise RuntimeError("no free block of SeaweedFS ports found")
+    others = []
+    while len(others) < 2:
+        x = _rng.randrange(22000, 32000)
+        if x not in taken and port_free(x):
+            taken.add(x)
+            others.append(x)
+    return {"GAN_S3_PORT": str(p), "GAN_MLFLOW_PORT": str(others[0]),
+            "GAN_PREFECT_PORT": str(others[1])}
+
+
+def isolated_env(home: Path, **extra: str) -> dict[str, str]:
+    """The caller's environment without STACK_VARS, with GAN_HOME=home and free ports."""
+    env = {k: v for k, v in os.environ.items() if k not in STACK_VARS}
+    return env | {"GAN_HOME": str(home)} | free_stack_ports() | extra
+
+
+def run_gan(*args: str, env: dict[str, str] | None = None,
+            timeout: float = UP_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+    """Run the `gan` command as a user would (env None: this process's environment)."""
+    return subprocess.run([GAN_EXE, *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def stack_status(env: dict[str, str] | None = None) -> dict:
+    r = run_gan("stack", "status", "--json", env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def kill_leftovers(home: Path) -> list[int]:
+    """Kill processes whose working directory lies in `home` (the stack starts its services
+    there): only what this test session started, never another user's services."""
+    home_s = str(home.resolve())
+    victims = []
+    for p in psutil.process_iter():
+        try:
+            if p.pid != os.getpid() and (p.cwd() + "/").startswith(home_s + "/"):
+                victims.append(p)
+        except (psutil.Error, OSError):
+            continue
+    for p in victims:
+        p.kill()
+    psutil.wait_procs(victims, timeout=10)
+    return [p.pid for p in victims]
+
+
+def start_stack(env: dict[str, str], retries: int = 2) -> subprocess.CompletedProcess[str]:
+    """`gan stack up`; on a port taken meanwhile by someone else, pick new ports and retry."""
+    r = run_gan("stack", "up", env=env)
+    while r.returncode != 0 and "is in use" in r.stderr and retries > 0:
+        env.update(free_stack_ports())
+        retries -= 1
+        r = run_gan("stack", "up", env=env)
+    return r
+
+
+def _logs_of(home: Path) -> str:
+    out = []
+    for log in sorted((home / "logs").glob("*.log")):
+        out.append(f"--- {log.name} (last 30 lines)\n" + "\n".join(
+            log.read_text(errors="replace").splitlines()[-30:]))
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def settings_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """Unit tests: a clean environment, GAN_HOME=tmp_path/home; `.load()` reads it."""
+    for k in STACK_VARS:
+        monkeypatch.delenv(k, raising=False)
+    home = tmp_path / "home"
+    monkeypatch.setenv("GAN_HOME", str(home))
+
+    class Env:
+        gan_home = home
+
+        @staticmethod
+        def set(**values: str) -> None:
+            for k, v in values.items():
+                monkeypatch.setenv(k, v)
+
+        @staticmethod
+        def load() -> Settings:
+            return Settings.load()
+
+    return Env
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """The session's local stack (see the module docstring)."""
+    home = tmp_path_factory.mktemp("gan_home")
+    env = isolated_env(home)
+    with pytest.MonkeyPatch.context() as mp:
+        for k in STACK_VARS:
+            mp.delenv(k, raising=False)
+        # Prefect clients keep their own profile and files out of the user's ~/.prefect.
+        mp.setenv("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect_client")))
+        try:
+            r = start_stack(env)
+            for k in ("GAN_HOME", "GAN_S3_PORT", "GAN_MLFLOW_PORT", "GAN_PREFECT_PORT"):
+                mp.setenv(k, env[k])
+            if r.returncode != 0:
+                pytest.fail(f"gan stack up failed ({r.returncode}):\n{r.stdout}\n{r.stderr}\n"
+                            + _logs_of(home), pytrace=False)
+            settings = Settings.load()
+            mp.setenv("MLFLOW_TRACKING_URI", settings.require_mlflow())
+            mp.setenv("PREFECT_API_URL", settings.require_prefect())
+            yield settings
+        finally:
+            run_gan("stack", "down", env=env, timeout=120)
+            kill_leftovers(home)
+
+
+@pytest.fixture(scope="session")
+def gan_cli() -> SimpleNamespace:
+    """Drive the `gan` command as a user would: `.run(*args, env=None)` (CompletedProcess),
+    `.status(env=None)` (the parsed `stack status --json`), `.start(env)` (`stack up`)."""
+    return SimpleNamespace(run=run_gan, status=stack_status, start=start_stack)
+
+
+@pytest.fixture
+def storage(stack: Settings) -> Storage:
+    return Storage.from_settings(stack)
+
+
+@pytest.fixture
+def make_stack_env(tmp_path: Path) -> Iterator[Callable[..., dict[str, str]]]:
+    """`make_stack_env(**extra)` → env of a new, independent stack; downed after the test."""
+    made: list[dict[str, str]] = []
+
+    def make(**extra: str) -> dict[str, str]:
+        env = isolated_env(tmp_path / f"gan_home{len(made)}", **extra)
+        made.append(env)
+        return env
+
+    yield make
+    for env in made:
+        run_gan("stack", "down", env=env, timeout=120)
+        kill_leftovers(Path(env["GAN_HOME"]))
