@@ -1,0 +1,67 @@
+"""The `retrain` deployment: served from a long-running process (`gan serve`, and the 4th
+service of `gan stack up`), with a cron schedule, so runs start on time or from the Prefect
+UI's Run button (with the parameters edited in the form) and execute in that process.
+
+What this module is: the deployment's name and default schedule, `check_cron`, `serve` (blocks
+until stopped) and `deployment_health_url` (200 once the deployment exists: the stack's health
+check for the serving process). Teams with a work pool use `prefect.yaml` at the repository
+root instead (same entrypoint, same schedule).
+
+What it is not: no flow logic (`flows.retrain`); reads no environment (the caller has set the
+API URL with `flows.prefect_setup.use_api`).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+FLOW_NAME = "retrain"  # the @flow's name
+DEPLOYMENT_NAME = "gan-retrain"
+DEFAULT_CRON = "0 3 * * *"  # nightly at 03:00 UTC
+TAGS = ["gan"]
+
+
+class DeployError(ValueError):
+    """A bad schedule or deployment name; the message names the value."""
+
+
+def check_cron(cron: str) -> str:
+    """`cron` if Prefect accepts it as a schedule, else DeployError naming it."""
+    from prefect.client.schemas.schedules import CronSchedule
+    from pydantic import ValidationError
+
+    try:
+        CronSchedule(cron=cron, timezone="UTC")
+    except ValidationError as e:
+        raise DeployError(f"--cron {cron!r} is not a valid cron schedule: "
+                          f"{e.errors()[0]['msg']}") from None
+    return cron
+
+
+def deployment_health_url(api_url: str, name: str = DEPLOYMENT_NAME) -> str:
+    """The Prefect API URL that answers 200 once deployment `retrain/<name>` exists."""
+    return f"{api_url.rstrip('/')}/deployments/name/{FLOW_NAME}/{quote(name, safe='')}"
+
+
+def serve(*, name: str = DEPLOYMENT_NAME, cron: str | None = DEFAULT_CRON) -> None:
+    """Create/update deployment `retrain/<name>` and execute its runs here until stopped.
+
+    `cron` None: no schedule (runs start only from the UI or the API). At most one run at a
+    time: a training run takes the machine's CPUs. The entrypoint is the module path
+    `flows.retrain.retrain`, so runs work whatever this process's working directory."""
+    from prefect.deployments.runner import EntrypointType
+
+    from flows.retrain import retrain
+
+    if cron is not None:
+        check_cron(cron)
+    retrain.serve(
+        name=name,
+        cron=cron,
+        tags=TAGS,
+        description="Retrain the GAN (prepare → train → evaluate → register). Edit the "
+        "parameters in the form; the preset gives the recipe, set fields override it.",
+        limit=1,
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        print_starting_message=True,
+    )

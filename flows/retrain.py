@@ -1,0 +1,235 @@
+"""The retraining flow: prepare_data → train → evaluate → register, as Prefect runs it.
+
+What this module is: the `retrain` flow (its one parameter, `RetrainParams`, is the Prefect UI
+form) and its four tasks, each a thin call into one `gan` entry point:
+
+    prepare_data  gan.data.prepare        cached on (DataConfig, source content fingerprint),
+                                          result persisted in the bucket (s3-bucket/gan-results),
+                                          retried on StorageError (2 s, 5 s, 10 s)
+    train         gan.distributed.train   no Prefect retries: Ray owns fault tolerance; a
+                                          progress artifact is updated every epoch
+    evaluate      gan.evaluate.evaluate   retried on StorageError (idempotent per run id)
+    register      gan.registry.register   retried on StorageError (idempotent per run id)
+
+then a markdown artifact (metrics vs champion and floors, gate decision, MLflow links) and the
+sample grid as an image artifact. The parameters are validated before any task runs; a stage
+that fails fails the flow with "<stage> failed: <reason>" in its state message, and a failed
+run registers nothing (register is the last stage). One run id names everything a run writes.
+
+What it is not: no tensor math, no storage layout, no MLflow logic (all in `gan.*`); the
+deployment and its schedule are in `flows.deploy`.
+"""
+
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import (
+    create_image_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    update_progress_artifact,
+)
+from prefect.cache_policies import INPUTS, NO_CACHE, CachePolicy
+from prefect.context import TaskRunContext
+
+from flows import params as P
+from flows import summary
+from flows.prefect_setup import RESULT_STORAGE, ensure_result_storage
+from flows.source_key import source_files, source_fingerprint
+from gan.config import DataConfig, EvalConfig, ModelConfig, RetrainParams, Settings, TrainConfig
+from gan.records import DatasetRef, ModelRef, Report, TrainedRef
+from gan.storage import Storage, StorageError
+
+
+class RetrainFailed(RuntimeError):
+    """A stage failed; the message is `<stage> failed: <reason>`."""
+
+
+@contextlib.contextmanager
+def stage(name: str) -> Iterator[None]:
+    """Re-raise any error of the block as RetrainFailed naming the stage (the state message)."""
+    try:
+        yield
+    except Exception as e:
+        raise RetrainFailed(f"{name} failed: {e}") from e
+
+
+def retry_on_storage_error(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry only when object storage failed (anywhere in the exception's cause chain)."""
+    try:
+        state.result()
+    except Exception as e:  # the task's exception, re-raised by result()
+        err: BaseException | None = e
+        while err is not None:
+            if isinstance(err, StorageError):
+                return True
+            err = err.__cause__
+    return False
+
+
+class SourceContent(CachePolicy):
+    """Cache key part: the content fingerprint of the source `prepare_data` reads."""
+
+    def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any],
+                    flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
+        cfg: DataConfig = inputs["cfg"]
+        needs_s3 = any(u.startswith("s3://") for u in source_files(cfg))
+        storage = Storage.from_settings(inputs["settings"]) if needs_s3 else None
+        return source_fingerprint(cfg, storage)
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+@task(name="prepare_data", cache_policy=INPUTS - "settings" + SourceContent(),
+      persist_result=True, result_storage=RESULT_STORAGE, result_serializer="json",
+      retries=3, retry_delay_seconds=[2, 5, 10], retry_condition_fn=retry_on_storage_error)
+def prepare_data(settings: Settings, cfg: DataConfig) -> DatasetRef:
+    """Source → validated, versioned dataset in the bucket (written once, then reused)."""
+    from gan import data
+
+    return data.prepare(cfg, Storage.from_settings(settings))
+
+
+@task(name="train", task_run_name="train {run_id}", cache_policy=NO_CACHE,
+      persist_result=False)
+def train(settings: Settings, dataset: DatasetRef, model_cfg: ModelConfig,
+          train_cfg: TrainConfig, run_id: str) -> TrainedRef:
+    """Ray Train on the dataset; live progress in a progress artifact."""
+    from gan import distributed
+
+    progress = EpochProgress(run_id, train_cfg.epochs)
+    return distributed.train(settings, dataset, model_cfg, train_cfg, run_id=run_id,
+                             on_epoch=progress)
+
+
+@task(name="evaluate", cache_policy=NO_CACHE, persist_result=False, retries=2,
+      retry_delay_seconds=[5, 10], retry_condition_fn=retry_on_storage_error)
+def evaluate(settings: Settings, dataset: DatasetRef, trained: TrainedRef,
+             cfg: EvalConfig) -> Report:
+    """Judge, metrics against the real-data floors, pictures, report in the bucket."""
+    from gan import evaluate as ev
+
+    return ev.evaluate(Storage.from_settings(settings), dataset, trained, cfg)
+
+
+@task(name="register", cache_policy=NO_CACHE, persist_result=False, retries=2,
+      retry_delay_seconds=[5, 10], retry_condition_fn=retry_on_storage_error)
+def register(settings: Settings, params: RetrainParams, configs: dict[str, Any],
+             dataset: DatasetRef, trained: TrainedRef, report: Report) -> ModelRef:
+    """MLflow run + model version (@challenger); the gate decides @champion."""
+    from gan import registry
+
+    return registry.register(
+        settings, run_id=trained.run_id, params=configs, trained=trained, report=report,
+        dataset=dataset, gate_cfg=params.gate, model_name=params.model_name,
+        lineage=_lineage(), experiment=params.registry.experiment)
+
+
+# --------------------------------------------------------------------------- the flow
+
+
+@flow(name="retrain", description="Retrain the GAN: prepare data → train (Ray) → evaluate → "
+      "register in MLflow; the gate decides whether the new version becomes @champion.",
+      persist_result=False)
+def retrain(params: RetrainParams = RetrainParams()) -> ModelRef:
+    """One retraining run; returns the registered model version."""
+    # Before any work: raises ParamsError naming the fields ("invalid retrain parameters: ...").
+    data_cfg, model_cfg, train_cfg, eval_cfg = P.resolve(params)
+    settings = Settings.load()
+    ensure_result_storage(settings)
+    run_id = params.run_id or P.new_run_id(params.model_name)
+    _name_flow_run(run_id)
+    with stage("prepare_data"):
+        dataset = prepare_data(settings, data_cfg)
+    with stage("train"):
+        trained = train(settings, dataset, model_cfg, train_cfg, run_id)
+    with stage("evaluate"):
+        report = evaluate(settings, dataset, trained, eval_cfg)
+    configs = {"preset": params.preset, "data": data_cfg, "model": model_cfg,
+               "train": train_cfg, "eval": eval_cfg, "gate": params.gate}
+    with stage("register"):
+        model = register(settings, params, configs, dataset, trained, report)
+    publish_summary(settings, run_id, dataset, trained, report, model)
+    return model
+
+
+# --------------------------------------------------------------------------- UI pieces
+
+
+class EpochProgress:
+    """`on_epoch` callback: one log line and a progress-artifact update per epoch."""
+
+    def __init__(self, run_id: str, total_epochs: int) -> None:
+        self.run_id, self.total = run_id, total_epochs
+        self.log = get_run_logger()  # held: the callback runs in this task's thread
+        self.artifact_id = create_progress_artifact(
+            progress=0.0, description=f"training run {run_id}: starting")
+
+    def __call__(self, metrics: dict[str, Any]) -> None:
+        from gan.ddp import format_progress
+
+        line = format_progress(metrics, self.total)
+        self.log.info(line)
+        done = min(100.0, 100.0 * float(metrics.get("epoch", 0)) / max(self.total, 1))
+        update_progress_artifact(self.artifact_id, progress=done,
+                                 description=f"training run {self.run_id}: {line}")
+
+
+def publish_summary(settings: Settings, run_id: str, dataset: DatasetRef, trained: TrainedRef,
+                    report: Report, model: ModelRef) -> None:
+    """The summary markdown and the sample grid as artifacts of this flow run.
+
+    The model is registered by now, so a failure here is logged, not raised: the run's outcome
+    (registered, promoted or not) stands either way."""
+    log = get_run_logger()
+    try:
+        links = summary.mlflow_links(settings.mlflow_tracking_uri, model)
+        text = summary.summary_markdown(
+            run_id=run_id, dataset=dataset, trained=trained, report=report, model=model,
+            champion=_champion_metrics(settings, model), links=links)
+        create_markdown_artifact(text, key=summary.artifact_key(model.name, "report"),
+                                 description=f"run {run_id}: {model.uri}")
+        if links.samples_png:
+            create_image_artifact(links.samples_png,
+                                  key=summary.artifact_key(model.name, "samples"),
+                                  description=f"samples of {model.uri} (run {run_id})")
+    except Exception as e:  # noqa: BLE001 (see docstring)
+        log.warning("could not publish the run summary artifacts: %s", e)
+    verdict = "promoted to @champion" if model.champion else "not promoted (stays @challenger)"
+    log.info("registered %s: %s", model.uri, verdict)
+    for reason in model.decision.reasons:
+        log.info("gate: %s", reason)
+
+
+def _champion_metrics(settings: Settings, model: ModelRef) -> dict[str, float] | None:
+    """Metrics of the version the gate compared against (None when there was none)."""
+    version = model.decision.champion_version
+    if not version:
+        return None
+    from gan import registry
+
+    tags = registry.client(settings).get_model_version(model.name, version).tags
+    return registry.metrics_from_tags(tags)
+
+
+def _lineage() -> dict[str, str]:
+    """MLflow run tags pointing back at this Prefect flow run."""
+    from prefect.runtime import flow_run
+
+    tags = {"prefect.flow_run_id": str(flow_run.id or ""),
+            "prefect.flow_run_url": str(flow_run.ui_url or "")}
+    return {k: v for k, v in tags.items() if v}
+
+
+def _name_flow_run(run_id: str) -> None:
+    """Name the flow run after the run id, so the UI lists runs by what they wrote."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    if flow_run.id and flow_run.name != run_id:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(flow_run.id, name=run_id)

@@ -1,0 +1,235 @@
+"""gan.registry against the real local stack: MLflow server (SQLite) with artifacts in SeaweedFS.
+
+Two runs of tiny conditional DCGANs are registered under one fresh model name: the first
+(no champion yet, gate passes) becomes `challenger` and `champion`; the second, worse one only
+`challenger`. Published weights come back identical (EMA copy, not raw G) through
+`load_generator`, `mlflow.pyfunc` and `gan sample`; registering a run again changes nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from mlflow import MlflowClient
+from PIL import Image
+
+from gan import mlflow_model as mm
+from gan import pictures, registry
+from gan.checkpoint import save_checkpoint
+from gan.config import GateConfig, ModelConfig, RetrainParams, Settings, TrainConfig
+from gan.records import DatasetRef, ModelRef, Report, TrainedRef
+from gan.storage import Storage
+from gan.trainer import TrainState, make_state
+
+pytestmark = pytest.mark.integration
+torch.set_num_threads(1)
+
+MODEL_CFG = ModelConfig(arch="dcgan", conditional=True, spectral_norm=True, base_channels=8,
+                        latent_dim=12)
+TRAIN_CFG = TrainConfig(epochs=2, batch_size=16, ema_decay=0.9)
+VERSION = "0123456789abcdef"
+
+
+def _state(seed: int) -> TrainState:
+    state = make_state(MODEL_CFG, TRAIN_CFG.model_copy(update={"seed": seed}))
+    with torch.no_grad():  # make raw G differ from its EMA copy: the EMA one must be published
+        for p in state.G.parameters():
+            p.add_(0.05)
+    return state
+
+
+def _publish_inputs(storage: Storage, run_id: str, seed: int, fid: float
+                    ) -> tuple[TrainState, TrainedRef, Report, DatasetRef]:
+    """A real checkpoint and real report files in S3, as training and evaluation leave them."""
+    s = storage.settings
+    state = _state(seed)
+    ckpt_uri = s.s3_uri("runs", run_id, "checkpoint.pt")
+    storage.put_bytes(ckpt_uri, save_checkpoint(state, dataset_version=VERSION))
+    history = [{"epoch": e, "step": 4 * e, "loss_d": 1.0 / e, "loss_g": 0.5 * e, "d_real": 0.6,
+                "d_fake": 0.4, "images_per_s": 100.0, "epoch_time_s": 0.5} for e in (1, 2)]
+    trained = TrainedRef(run_id=run_id, checkpoint_uri=ckpt_uri, dataset_version=VERSION,
+                         model_cfg=MODEL_CFG.model_dump(), train_cfg=TRAIN_CFG.model_dump(),
+                         epochs_completed=2, global_step=8, history=history,
+                         images_per_s=100.0, ray_run_name=f"ray-{run_id}",
+                         ray_storage_uri=s.s3_uri("ray"))
+    eval_prefix = s.s3_uri("runs", run_id, "eval")
+    with torch.no_grad():
+        fake = state.G_ema(torch.randn(10, 12), torch.arange(10))  # (10, 1, 28, 28)
+    artifacts = {"samples": f"{eval_prefix}/samples.png"}
+    storage.put_bytes(artifacts["samples"], pictures.sample_grid_png(fake), "image/png")
+    report = Report(run_id=run_id, dataset_version=VERSION,
+                    metrics={"fid": fid, "kid_mean": fid / 100, "class_kl": 0.01,
+                             "classes_covered": 10.0, "precision": 0.7},
+                    floors={"fid": 1.5}, ceilings={"inception_score": 9.1},
+                    class_hist=[0.1] * 10, classes_covered=10, judge_accuracy=0.97,
+                    conditional_accuracy=0.9, n_samples=200, seeds={"eval": 1},
+                    report_uri=f"{eval_prefix}/report.json",
+                    markdown_uri=f"{eval_prefix}/report.md", artifacts=artifacts)
+    storage.put_json(report.report_uri, report.model_dump(mode="json"))
+    storage.put_bytes(report.markdown_uri, b"# report\n", "text/markdown")
+    dataset = DatasetRef(name="digits", version=VERSION, uri=s.s3_uri("datasets/digits", VERSION),
+                         source="digits", n_train=100, n_holdout=20, num_classes=10,
+                         image_size=28)
+    return state, trained, report, dataset
+
+
+def _register(settings: Settings, storage: Storage, name: str, run_id: str,
+              inputs: tuple[TrainState, TrainedRef, Report, DatasetRef]) -> ModelRef:
+    _, trained, report, dataset = inputs
+    p = RetrainParams(preset="smoke")
+    data, _, _, ev = p.resolve()
+    return registry.register(
+        settings, run_id=run_id, trained=trained, report=report, dataset=dataset,
+        params={"data": data, "model": MODEL_CFG, "train": TRAIN_CFG, "eval": ev, "gate": p.gate},
+        gate_cfg=GateConfig(), model_name=name, storage=storage,
+        lineage={"prefect.flow_run_id": f"flow-{run_id}",
+                 "prefect.flow_run_url": f"http://127.0.0.1:1/runs/flow-run/flow-{run_id}"})
+
+
+@pytest.fixture(scope="module")
+def published(stack: Settings):
+    """Two registered runs under a fresh model name: (name, [(inputs, ref), ...])."""
+    storage = Storage.from_settings(stack)
+    name = f"gan-test-{uuid.uuid4().hex[:8]}"
+    out = []
+    for i, fid in enumerate((10.0, 20.0)):  # the second is worse: no promotion
+        run_id = f"reg-{uuid.uuid4().hex[:8]}-{i}"
+        inputs = _publish_inputs(storage, run_id, seed=i, fid=fid)
+        out.append((run_id, inputs, _register(stack, storage, name, run_id, inputs)))
+    return name, out
+
+
+def _z_y(n: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(7)
+    return torch.randn(n, MODEL_CFG.latent_dim, generator=g), torch.arange(n) % 10
+
+
+def test_first_champion_second_challenger(stack: Settings, published) -> None:
+    name, ((_, _, ref1), (_, _, ref2)) = published
+    assert (ref1.version, ref1.champion, ref1.decision.promote) == ("1", True, True)
+    assert ref1.decision.champion_version is None
+    assert (ref2.version, ref2.champion, ref2.decision.promote) == ("2", False, False)
+    assert ref2.decision.champion_version == "1" and ref2.decision.champion_fid == 10.0
+    assert any(r.startswith("FAIL: FID 20") for r in ref2.decision.reasons)
+    assert ref1.uri == f"models:/{name}/1" and ref1.mlflow_run_url.startswith("http://")
+    c = MlflowClient(stack.require_mlflow())
+    assert c.get_model_version_by_alias(name, "champion").version == "1"
+    assert c.get_model_version_by_alias(name, "challenger").version == "2"
+    v2 = c.get_model_version(name, "2")
+    assert v2.tags["fid"] == "20.0" and v2.tags["dataset_version"] == VERSION
+    assert v2.tags["run_id"] == published[1][1][0] and v2.tags["gate.promote"] == "false"
+    assert float(v2.tags["judge_accuracy"]) == 0.97 and "classes_covered" in v2.tags
+    assert "not promoted" in v2.description and "FAIL: FID" in v2.description
+    assert "promoted to champion" in c.get_model_version(name, "1").description
+
+
+def test_run_holds_params_metrics_artifacts_lineage(stack: Settings, published) -> None:
+    _, ((run_id, (_, trained, _, dataset), ref), _) = published
+    c = MlflowClient(stack.require_mlflow())
+    run = c.get_run(ref.mlflow_run_id)
+    assert run.info.status == "FINISHED"
+    p, tags = run.data.params, run.data.tags
+    assert p["model.arch"] == "dcgan" and p["train.epochs"] == "2" and p["data.limit"] == "200"
+    assert p["model.latent_dim"] == "12" and p["gate.max_class_kl"] == "0.1"
+    secret = stack.aws_secret_access_key.get_secret_value()
+    key_id = stack.aws_access_key_id.get_secret_value()
+    everything = " ".join([*p.values(), *p.keys(), *tags.values(), *tags.keys()])
+    assert secret not in everything and key_id not in everything
+    assert tags["gan.run_id"] == run_id and tags["prefect.flow_run_id"] == f"flow-{run_id}"
+    assert tags["gan.dataset.version"] == VERSION and tags["gan.dataset.uri"] == dataset.uri
+    assert tags["gan.checkpoint_uri"] == trained.checkpoint_uri
+    assert tags["gan.ray.run_name"] == f"ray-{run_id}" and tags["gan.code_version"]
+    hist = c.get_metric_history(ref.mlflow_run_id, "train/loss_d")
+    assert sorted((m.step, m.value) for m in hist) == [(1, 1.0), (2, 0.5)]
+    m = run.data.metrics
+    assert m["fid"] == 10.0 and m["floor_fid"] == 1.5 and m["ceiling_inception_score"] == 9.1
+    assert m["judge_accuracy"] == 0.97
+    arts = {a.path for a in c.list_artifacts(ref.mlflow_run_id, "evaluation")}
+    assert arts >= {"evaluation/report.json", "evaluation/report.md", "evaluation/samples.png"}
+
+
+def test_load_generator_equals_published_ema(stack: Settings, published) -> None:
+    name, ((_, inputs1, ref1), (_, inputs2, _)) = published
+    z, y = _z_y()
+    for uri, state in ((f"models:/{name}@champion", inputs1[0]), (ref1.uri, inputs1[0]),
+                       (f"runs:/{ref1.mlflow_run_id}/generator", inputs1[0]),
+                       (f"models:/{name}@challenger", inputs2[0])):
+        G = registry.load_generator(uri, settings=stack)
+        assert not G.training and next(G.parameters()).device.type == "cpu"
+        with torch.no_grad():
+            assert torch.equal(G(z, y), state.G_ema(z, y)), uri
+            assert not torch.allclose(G(z, y), state.G(z, y)), f"{uri}: raw G published"
+    D = registry.load_discriminator(f"models:/{name}@champion", settings=stack)
+    x = torch.rand(4, 1, 28, 28) * 2 - 1
+    D1 = inputs1[0].D.eval()
+    with torch.no_grad():
+        assert torch.equal(D(x, y[:4]), D1(x, y[:4]))
+
+
+def test_pyfunc_through_server(stack: Settings, published) -> None:
+    name, ((_, inputs1, _), _) = published
+    mlflow.set_tracking_uri(stack.require_mlflow())
+    model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    z, y = _z_y(5)
+    out = model.predict({"z": z.numpy(), "y": y.numpy()})
+    assert out.shape == (5, 1, 28, 28) and out.dtype == np.float32
+    assert -1.0 <= out.min() and out.max() <= 1.0
+    with torch.no_grad():
+        np.testing.assert_array_equal(out, inputs1[0].G_ema(z, y).numpy())
+    assert model.metadata.get_input_schema().input_names() == ["z", "y"]
+
+
+def test_reregistering_is_idempotent(stack: Settings, published) -> None:
+    name, ((run_id, inputs, ref), _) = published
+    storage = Storage.from_settings(stack)
+    c = MlflowClient(stack.require_mlflow())
+    runs_before = c.search_runs([c.get_run(ref.mlflow_run_id).info.experiment_id],
+                                max_results=1000)
+    again = _register(stack, storage, name, run_id, inputs)
+    assert again == ref
+    runs_after = c.search_runs([c.get_run(ref.mlflow_run_id).info.experiment_id],
+                               max_results=1000)
+    assert len(runs_after) == len(runs_before)
+    assert sorted(v.version for v in c.search_model_versions(f"name = '{name}'")) == ["1", "2"]
+    assert len(c.get_metric_history(ref.mlflow_run_id, "train/loss_d")) == 2  # not re-logged
+    assert c.get_model_version_by_alias(name, "champion").version == "1"
+
+
+def test_missing_models_give_clear_errors(stack: Settings, published) -> None:
+    name, _ = published
+    for uri in ("models:/no-such-model-xyz@champion", f"models:/{name}/99",
+                f"models:/{name}@no-such-alias"):
+        with pytest.raises(registry.ModelNotFoundError, match=f"model '{uri}'"):
+            registry.load_generator(uri, settings=stack)
+
+
+def test_gan_sample_cli(stack: Settings, published, gan_cli, tmp_path) -> None:
+    name, _ = published
+    r = gan_cli.run("sample", "--model", f"models:/{name}@champion", "--n", "23", "--seed", "3",
+                    "--out", str(tmp_path / "grid.png"), "--npz", str(tmp_path / "s.npz"),
+                    timeout=180)
+    assert r.returncode == 0, r.stderr
+    img = Image.open(tmp_path / "grid.png")
+    assert img.format == "PNG" and img.size[0] > 28 * 10
+    with np.load(tmp_path / "s.npz") as f:
+        assert f["x"].shape == (23, 1, 28, 28) and f["x"].dtype == np.float32
+        counts = np.bincount(f["y"], minlength=10)
+        assert counts.sum() == 23 and counts.max() - counts.min() <= 1
+        assert -1.0 <= f["x"].min() and f["x"].max() <= 1.0
+    r = gan_cli.run("sample", "--model", "models:/no-such-model-xyz@champion", "--n", "4",
+                    "--out", str(tmp_path / "x.png"), timeout=180)
+    assert r.returncode == 1 and "no-such-model-xyz" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_model_artifacts_live_in_the_bucket(stack: Settings, published) -> None:
+    storage = Storage.from_settings(stack)
+    keys = storage.list_keys(stack.s3_uri("mlflow"))
+    names = {k.rsplit("/", 1)[1] for k in keys}
+    assert {mm.GENERATOR_FILE, mm.DISCRIMINATOR_FILE, mm.CONFIG_FILE, "MLmodel",
+            "samples.png", "report.json"} <= names
+    assert not any(k.endswith((".pkl", ".pt", ".pth")) for k in keys)
