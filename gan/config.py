@@ -366,6 +366,9 @@ class Settings(BaseSettings):
     s3_port: int = Field(8333, ge=1024, le=65535, validation_alias=_alias("GAN_S3_PORT"))
     mlflow_port: int = Field(5000, ge=1024, le=65535, validation_alias=_alias("GAN_MLFLOW_PORT"))
     prefect_port: int = Field(4200, ge=1024, le=65535, validation_alias=_alias("GAN_PREFECT_PORT"))
+    # Schedule of the stack's `gan serve` deployment (cron, UTC); "off" = runs start only from
+    # the UI/API. Test stacks set "off" so a suite running at 03:00 never starts a retrain.
+    serve_cron: str = Field("0 3 * * *", validation_alias=_alias("GAN_SERVE_CRON"))
 
     @field_validator("s3_endpoint_url", "mlflow_tracking_uri", "prefect_api_url")
     @classmethod

@@ -216,7 +216,13 @@ def _serve_service(settings: Settings, home: Path, services: list[Service],
     ui = prefect.url.removesuffix("/api")
     return Service("serve", f"deployment retrain/{DEPLOYMENT_NAME}",
                    f"{ui}/deployments", deployment_health_url(prefect.url),
-                   (_tool("gan"), "serve"), env, needs=("s3", "mlflow", "prefect"))
+                   (_tool("gan"), "serve", *_schedule_args(settings.serve_cron)), env,
+                   needs=("s3", "mlflow", "prefect"))
+
+
+def _schedule_args(cron: str) -> tuple[str, ...]:
+    """`gan serve` flags for GAN_SERVE_CRON: "off" → no schedule, else that cron."""
+    return ("--no-schedule",) if cron.strip().lower() in {"off", "none", ""} else ("--cron", cron)
 
 
 def _is_external(uri: str | None, local: str, recorded: Any) -> bool:

@@ -39,7 +39,7 @@ STACK_VARS = (
     "GAN_HOME", "GAN_S3_ENDPOINT_URL", "GAN_S3_BUCKET", "GAN_S3_PORT", "GAN_MLFLOW_PORT",
     "GAN_PREFECT_PORT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
     "AWS_PROFILE", "AWS_DEFAULT_REGION", "MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL",
-    "PREFECT_API_URL", "PREFECT_API_KEY", "RAY_ADDRESS",
+    "PREFECT_API_URL", "PREFECT_API_KEY", "RAY_ADDRESS", "GAN_SERVE_CRON",
 )
 UP_TIMEOUT_S = 300  # a cold start on a busy 2-core machine takes ~30 s; leave room
 _rng = random.Random()
@@ -75,7 +75,8 @@ def free_stack_ports(taken: set[int] | None = None) -> dict[str, str]:
 def isolated_env(home: Path, **extra: str) -> dict[str, str]:
     """The caller's environment without STACK_VARS, with GAN_HOME=home and free ports."""
     env = {k: v for k, v in os.environ.items() if k not in STACK_VARS}
-    return env | {"GAN_HOME": str(home)} | free_stack_ports() | extra
+    # GAN_SERVE_CRON=off: a suite running at the nightly hour must not start a retrain.
+    return env | {"GAN_HOME": str(home), "GAN_SERVE_CRON": "off"} | free_stack_ports() | extra
 
 
 def run_gan(*args: str, env: dict[str, str] | None = None,
