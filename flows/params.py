@@ -41,6 +41,7 @@ OPTION_FIELDS: dict[str, str] = {
     "run_id": "run_id",
     "max_class_kl": "gate.max_class_kl",
     "fid_margin": "gate.fid_margin",
+    "min_recall_ratio": "gate.min_recall_ratio",
 }
 RUN_ID_MAX = 64  # RetrainParams.run_id's pattern allows 1-64 characters
 

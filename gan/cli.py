@@ -142,6 +142,9 @@ def retrain(
                                               "real vs generated class shares."),
     fid_margin: float | None = typer.Option(None, "--fid-margin", help="Gate: FID must beat "
                                             "the champion's by this much."),
+    min_recall_ratio: float | None = typer.Option(
+        None, "--min-recall-ratio", help="Gate: recall must reach this share of real data's "
+        "(catches mode collapse); 0 = off."),
 ) -> None:
     """Run the retraining flow now, recorded on the configured Prefect server."""
     from flows.params import ParamsError, new_run_id, params_from_options, resolve
@@ -152,7 +155,7 @@ def retrain(
             batch_size=batch_size, lr_g=lr_g, lr_d=lr_d, arch=arch, loss=loss,
             conditional=conditional, workers=workers, gpu=gpu, seed=seed,
             model_name=model_name, run_id=run_id, max_class_kl=max_class_kl,
-            fid_margin=fid_margin)
+            fid_margin=fid_margin, min_recall_ratio=min_recall_ratio)
         resolve(params)  # cross-field rules (e.g. dcgan needs image_size % 4 == 0)
     except ParamsError as e:
         raise _fail(str(e), code=2) from None

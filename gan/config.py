@@ -140,6 +140,10 @@ class TrainConfig(Frozen):
                                   description="Adam beta2 of D; None = beta2.")
     d_steps: int = Field(1, ge=1, le=10, description="D steps per G step.")
     gp_weight: float = Field(10.0, ge=0.0, description="Gradient-penalty weight (wgan-gp).")
+    mode_seeking: float = Field(
+        0.0, ge=0.0, le=100.0, description="Weight of the mode-seeking term (MSGAN) in G's loss; "
+        "0 = off. Keeps a conditional G from ignoring z (one image per class)."
+    )
     ema_decay: float = Field(
         0.999, ge=0.0, lt=1.0, description="EMA decay of G weights; 0 switches EMA off."
     )
@@ -202,6 +206,11 @@ class GateConfig(Frozen):
         0.0, ge=0.0, description="Candidate FID must be below champion FID minus this margin."
     )
     require_all_classes: bool = Field(True, description="Every class must be covered.")
+    min_recall_ratio: float = Field(
+        0.25, ge=0.0, le=1.0, description="Diversity: recall (Kynkäänniemi et al. 2019) must "
+        "reach this share of real data's recall. Catches mode collapse, e.g. a conditional G "
+        "that draws one image per class, which FID and class coverage barely see; 0 = off."
+    )
 
 
 class RegistryConfig(Frozen):

@@ -332,7 +332,8 @@ def gate(report: Report, champion_metrics: dict[str, float] | None, cfg: GateCon
     """Promote only if every rule passes; one line per rule in `reasons`, passed or failed.
 
     Rules: trained without divergence; covers every class (if `require_all_classes`); class KL
-    under `max_class_kl`; FID below the champion's minus `fid_margin` (a tie does not promote).
+    under `max_class_kl`; recall at least `min_recall_ratio` × real data's (mode collapse);
+    FID below the champion's minus `fid_margin` (a tie does not promote).
     With no champion, only the absolute rules apply.
     """
     if "fid" not in report.metrics or "class_kl" not in report.metrics:
@@ -348,6 +349,8 @@ def gate(report: Report, champion_metrics: dict[str, float] | None, cfg: GateCon
         checks.append((True, f"classes covered {report.classes_covered}/{k} (not required)"))
     kl = report.metrics["class_kl"]
     checks.append((kl < cfg.max_class_kl, f"class KL {kl:.4g} < max_class_kl {cfg.max_class_kl}"))
+    if cfg.min_recall_ratio > 0:
+        checks.append(_recall_check(report, cfg.min_recall_ratio))
     fid = report.metrics["fid"]
     champion_fid = None
     if champion_metrics is None:
@@ -363,3 +366,16 @@ def gate(report: Report, champion_metrics: dict[str, float] | None, cfg: GateCon
     reasons = [f"{'PASS' if ok else 'FAIL'}: {text}" for ok, text in checks]
     return GateDecision(promote=all(ok for ok, _ in checks), reasons=reasons,
                         champion_version=champion_version, champion_fid=champion_fid)
+
+
+def _recall_check(report: Report, ratio: float) -> tuple[bool, str]:
+    """Recall ≥ ratio × the real-vs-real recall floor: the share of real images that lie in the
+    generated manifold. A collapsed G (one image per class) keeps precision, class coverage and
+    a fair FID on digits, but its recall drops towards 0."""
+    recall, floor = report.metrics.get("recall"), report.floors.get("recall")
+    if recall is None or floor is None:
+        raise ValueError(f"report of run {report.run_id!r} lacks the recall metric or floor "
+                         "needed by gate.min_recall_ratio (set it to 0 to skip the rule)")
+    need = ratio * floor
+    return (recall >= need, f"recall {recall:.3g} >= {ratio} × real recall {floor:.3g} "
+            f"= {need:.3g} (diversity; low = mode collapse)")

@@ -125,10 +125,31 @@ def g_update(
                 fake = G(z, y)  # (B, C, H, W)
             logits = D(fake, y).float()  # (B,)
         loss = losses.g_loss(cfg.loss, logits)
+        metrics: dict[str, Tensor] = {}
+        if cfg.mode_seeking > 0:
+            ms = mode_seeking_term(G, fake, z, y, autocast_dtype)
+            loss = loss + cfg.mode_seeking * ms
+            metrics["mode_seeking"] = ms.detach()
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
     opt_g.step()
-    return {"loss_g": loss.detach()}
+    metrics["loss_g"] = loss.detach()
+    return metrics
+
+
+def mode_seeking_term(G: nn.Module, fake: Tensor, z: Tensor, y: Tensor,
+                      autocast_dtype: torch.dtype | None = None) -> Tensor:
+    """MSGAN (Mao et al. 2019): 1 / (mean|G(z,y) - G(z',y)| / mean|z - z'| + eps).
+
+    A second batch from fresh noise z' with the SAME labels y: a conditional G that maps every
+    z of a class to one image (within-class mode collapse, which class coverage and FID on
+    digits barely see) makes the ratio small and this term large. fake: (B, C, H, W) = G(z, y).
+    """
+    z2 = torch.randn_like(z)  # (B, latent_dim), from the trainer's seeded global stream
+    with autocast(z.device, autocast_dtype):
+        fake2 = G(z2, y)  # (B, C, H, W)
+    ratio = (fake.float() - fake2.float()).abs().mean() / (z - z2).abs().mean()
+    return 1.0 / (ratio + 1e-5)
 
 
 def _floats(metrics: dict[str, Tensor]) -> dict[str, float]:

@@ -39,7 +39,7 @@ MODEL = f"flowtest-{uuid.uuid4().hex[:8]}"
 DEPLOYMENT = f"flowtest-{uuid.uuid4().hex[:8]}"
 GOOD = {"preset": "smoke", "epochs": 20, "lr_g": 1e-3, "lr_d": 1e-3,
         "registry": {"model_name": MODEL},
-        "gate": {"require_all_classes": False, "max_class_kl": 100.0}}
+        "gate": {"require_all_classes": False, "max_class_kl": 100.0, "min_recall_ratio": 0.0}}
 WORSE_ARGS = ("--smoke", "--epochs", "1", "--lr-g", "1e-6", "--lr-d", "1e-6",
               "--model-name", MODEL, "--max-class-kl", "100")
 

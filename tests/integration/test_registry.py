@@ -63,8 +63,8 @@ def _publish_inputs(storage: Storage, run_id: str, seed: int, fid: float
     storage.put_bytes(artifacts["samples"], pictures.sample_grid_png(fake), "image/png")
     report = Report(run_id=run_id, dataset_version=VERSION,
                     metrics={"fid": fid, "kid_mean": fid / 100, "class_kl": 0.01,
-                             "classes_covered": 10.0, "precision": 0.7},
-                    floors={"fid": 1.5}, ceilings={"inception_score": 9.1},
+                             "classes_covered": 10.0, "precision": 0.7, "recall": 0.6},
+                    floors={"fid": 1.5, "recall": 0.9}, ceilings={"inception_score": 9.1},
                     class_hist=[0.1] * 10, classes_covered=10, judge_accuracy=0.97,
                     conditional_accuracy=0.9, n_samples=200, seeds={"eval": 1},
                     report_uri=f"{eval_prefix}/report.json",

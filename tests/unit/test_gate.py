@@ -12,11 +12,12 @@ from gan.records import Report
 
 
 def make_report(*, fid: float = 10.0, class_kl: float = 0.01, covered: int = 10,
-                diverged: bool = False, k: int = 10) -> Report:
+                diverged: bool = False, k: int = 10, recall: float = 0.8) -> Report:
     return Report(
         run_id="r1", dataset_version="v1",
-        metrics={"fid": fid, "class_kl": class_kl, "classes_covered": float(covered)},
-        floors={"fid": 1.0}, ceilings={"inception_score": 9.0},
+        metrics={"fid": fid, "class_kl": class_kl, "classes_covered": float(covered),
+                 "recall": recall},
+        floors={"fid": 1.0, "recall": 0.88}, ceilings={"inception_score": 9.0},
         class_hist=[1.0 / k] * k, classes_covered=covered, judge_accuracy=0.99, n_samples=1000,
         diverged=diverged, report_uri="s3://b/runs/r1/eval/report.json",
         markdown_uri="s3://b/runs/r1/eval/report.md",
@@ -30,7 +31,7 @@ def failed(decision) -> list[str]:
 def test_first_model_without_champion_is_judged_on_absolute_rules_only():
     d = gate(make_report(fid=500.0), None, GateConfig())
     assert d.promote, d.reasons
-    assert len(d.reasons) == 4 and all(r.startswith("PASS") for r in d.reasons)
+    assert len(d.reasons) == 5 and all(r.startswith("PASS") for r in d.reasons)
     assert any("no champion" in r for r in d.reasons)
     assert d.champion_fid is None and d.champion_version is None
 
@@ -92,10 +93,10 @@ def test_nan_fid_never_promotes_over_a_champion():
 
 
 def test_every_failed_rule_is_listed():
-    d = gate(make_report(fid=20.0, class_kl=3.0, covered=1, diverged=True), {"fid": 12.0},
-             GateConfig())
+    d = gate(make_report(fid=20.0, class_kl=3.0, covered=1, diverged=True, recall=0.01),
+             {"fid": 12.0}, GateConfig())
     assert not d.promote
-    assert len(d.reasons) == 4 and len(failed(d)) == 4
+    assert len(d.reasons) == 5 and len(failed(d)) == 5
 
 
 def test_champion_without_fid_is_a_clear_error():
@@ -106,4 +107,22 @@ def test_champion_without_fid_is_a_clear_error():
 def test_report_without_fid_is_a_clear_error():
     r = make_report().model_copy(update={"metrics": {"class_kl": 0.0}})
     with pytest.raises(ValueError, match="lacks 'fid'"):
+        gate(r, None, GateConfig())
+
+
+def test_collapsed_generator_fails_on_recall_whatever_its_fid():
+    """A conditional G that draws one image per class: FID fine, classes all there, recall ~0."""
+    collapsed = gate(make_report(fid=1.0, recall=0.058), None, GateConfig())
+    assert not collapsed.promote
+    assert len(failed(collapsed)) == 1 and "mode collapse" in failed(collapsed)[0]
+    # the bound is a share of real data's recall (0.25 × 0.88 = 0.22)
+    assert gate(make_report(recall=0.23), None, GateConfig()).promote
+    assert not gate(make_report(recall=0.21), None, GateConfig()).promote
+    assert gate(make_report(recall=0.0), None, GateConfig(min_recall_ratio=0.0)).promote
+
+
+def test_recall_rule_needs_recall_in_the_report():
+    r = make_report()
+    r = r.model_copy(update={"metrics": {k: v for k, v in r.metrics.items() if k != "recall"}})
+    with pytest.raises(ValueError, match="recall"):
         gate(r, None, GateConfig())

@@ -167,7 +167,24 @@ def test_collapsed_generator_is_caught_and_refused_by_the_gate(digits, judge, fl
     assert m["recall"] < 0.1 and m["fid"] > 50 * result["floors"]["fid"]
     decision = gate(as_report(result), None, GateConfig())
     assert not decision.promote
-    assert sum(r.startswith("FAIL") for r in decision.reasons) == 2  # classes and KL
+    assert sum(r.startswith("FAIL") for r in decision.reasons) == 3  # classes, KL and recall
+
+
+class OnePerClass(PickByLatent):
+    """A conditional G that ignores z: one real image per class (within-class collapse)."""
+
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        return super().forward(torch.zeros_like(z), y)
+
+
+def test_within_class_collapse_keeps_classes_but_the_gate_refuses_it(digits, judge, floors):
+    """Every class present in the right shares (class rules pass), yet recall is near 0."""
+    result, _ = run(OnePerClass(digits, conditional=True), digits, judge, floors)
+    assert result["classes_covered"] == 10 and result["metrics"]["class_kl"] < 0.05
+    assert result["metrics"]["recall"] < 0.1 and result["metrics"]["precision"] > 0.5
+    decision = gate(as_report(result), None, GateConfig())
+    failed = [r for r in decision.reasons if r.startswith("FAIL")]
+    assert not decision.promote and len(failed) == 1 and "recall" in failed[0], decision.reasons
 
 
 def test_conditional_generator_accuracy_and_one_row_per_class(digits, judge, floors):

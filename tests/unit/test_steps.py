@@ -193,3 +193,40 @@ def test_ema_warms_up_and_copies_buffers() -> None:
     ema_update(ema, G, decay=0.5, num_updates=10_000)  # past warm-up: d = decay
     for e, o, g in zip(ema.parameters(), late, G.parameters(), strict=True):
         assert torch.allclose(e, 0.5 * o + 0.5 * g, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- mode seeking
+
+
+class IgnoresZ(nn.Module):
+    """A conditional G collapsed within each class: the image depends on y only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(3, 1 * 8 * 8))
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.table[y] + 0 * z.sum(1, keepdim=True)).view(-1, 1, 8, 8)
+
+
+def test_mode_seeking_term_punishes_a_g_that_ignores_z():
+    from gan.steps import mode_seeking_term
+
+    torch.manual_seed(0)
+    G, _ = build(ModelConfig(**DCGAN))
+    z, y = torch.randn(16, 8), torch.arange(16) % 3
+    diverse = mode_seeking_term(G, G(z, y), z, y)
+    collapsed_g = IgnoresZ()
+    collapsed = mode_seeking_term(collapsed_g, collapsed_g(z, y), z, y)
+    assert torch.isfinite(diverse) and collapsed > 100 * diverse
+
+
+def test_mode_seeking_weight_adds_the_term_to_g_loss_and_reports_it():
+    plain = three_steps(DCGAN, {"loss": "hinge"})
+    seeking = three_steps(DCGAN, {"loss": "hinge", "mode_seeking": 1.0})
+    assert "mode_seeking" not in plain[0]
+    assert all(s["mode_seeking"] > 0 for s in seeking)
+    # the first G loss differs by exactly the weighted term (same seeds, same D step)
+    assert seeking[0]["loss_d"] == plain[0]["loss_d"]
+    assert seeking[0]["loss_g"] == pytest.approx(plain[0]["loss_g"] + seeking[0]["mode_seeking"],
+                                                 rel=1e-5)
