@@ -299,8 +299,10 @@ def _trained() -> TrainedRef:
 
 def _report(fid: float, class_kl: float) -> Report:
     return Report(run_id="r1", dataset_version="0123456789abcdef",
-                  metrics={"fid": fid, "kid_mean": 0.5, "class_kl": class_kl, "recall": 0.7},
-                  floors={"fid": 1.0, "recall": 0.9}, ceilings={"inception_score": 9.5}, class_hist=[0.1] * 10,
+                  metrics={"fid": fid, "kid_mean": 0.5, "class_kl": class_kl,
+                           "recall": 0.7},
+                  floors={"fid": 1.0, "recall": 0.9}, ceilings={"inception_score": 9.5},
+                  class_hist=[0.1] * 10,
                   classes_covered=10, judge_accuracy=0.99, n_samples=200,
                   report_uri="s3://gan/runs/r1/eval/report.json",
                   markdown_uri="s3://gan/runs/r1/eval/report.md")
