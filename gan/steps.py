@@ -113,8 +113,10 @@ def d_update(
 def g_update(
     G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, z: Tensor, y: Tensor,
     cfg: TrainConfig, *, fake: Tensor | None = None, autocast_dtype: torch.dtype | None = None,
+    rng: torch.Generator | None = None,
 ) -> dict[str, Tensor]:
     """One G step; `fake` may be the batch the preceding D step saw (with its graph).
+    `rng` draws the second latent batch of the mode-seeking term (the trainer's z stream).
 
     Objective (G minimises): bce/ns  -log σ(D(G(z)))  (non-saturating);  hinge/wgan-gp  -E[D(G(z))].
     D is frozen and, under DDP, its forward runs in `no_sync`: only G's gradients are reduced.
@@ -127,7 +129,7 @@ def g_update(
         loss = losses.g_loss(cfg.loss, logits)
         metrics: dict[str, Tensor] = {}
         if cfg.mode_seeking > 0:
-            ms = mode_seeking_term(G, fake, z, y, autocast_dtype)
+            ms = mode_seeking_term(G, fake, z, y, autocast_dtype, rng=rng)
             loss = loss + cfg.mode_seeking * ms
             metrics["mode_seeking"] = ms.detach()
         opt_g.zero_grad(set_to_none=True)
@@ -138,17 +140,23 @@ def g_update(
 
 
 def mode_seeking_term(G: nn.Module, fake: Tensor, z: Tensor, y: Tensor,
-                      autocast_dtype: torch.dtype | None = None) -> Tensor:
+                      autocast_dtype: torch.dtype | None = None, *,
+                      rng: torch.Generator | None = None) -> Tensor:
     """MSGAN (Mao et al. 2019): 1 / (mean|G(z,y) - G(z',y)| / mean|z - z'| + eps).
 
     A second batch from fresh noise z' with the SAME labels y: a conditional G that maps every
     z of a class to one image (within-class mode collapse, which class coverage and FID on
     digits barely see) makes the ratio small and this term large. fake: (B, C, H, W) = G(z, y).
     """
-    z2 = torch.randn_like(z)  # (B, latent_dim), from the trainer's seeded global stream
+    # z' from the caller's generator (the stream z came from), not the global RNG: the trainer
+    # seeds both with the same epoch seed, and on CUDA nothing else draws from the global
+    # stream, so randn_like gave z' == z and 0/0 = NaN at the first step (seen on an H100).
+    gen_device = rng.device if rng is not None else z.device
+    z2 = torch.randn(z.shape, generator=rng, device=gen_device).to(z.device)  # (B, latent_dim)
     with autocast(z.device, autocast_dtype):
         fake2 = G(z2, y)  # (B, C, H, W)
-    ratio = (fake.float() - fake2.float()).abs().mean() / (z - z2).abs().mean()
+    dz = (z - z2).abs().mean().clamp_min(1e-8)
+    ratio = (fake.float() - fake2.float()).abs().mean() / dz
     return 1.0 / (ratio + 1e-5)
 
 

@@ -199,7 +199,8 @@ def _run_epoch(state: TrainState, batches: Iterable[tuple[Tensor, Tensor]], cfg:
                       autocast_dtype=autocast_dtype)
         gm = None
         if do_g:
-            gm = g_update(G, D, state.opt_g, z, y, cfg, fake=fake, autocast_dtype=autocast_dtype)
+            gm = g_update(G, D, state.opt_g, z, y, cfg, fake=fake, autocast_dtype=autocast_dtype,
+                          rng=gen)
             if state.G_ema is not None:
                 ema_update(state.G_ema, G, cfg.ema_decay, state.ema_updates)
                 state.ema_updates += 1

@@ -15,27 +15,24 @@ from typer.testing import CliRunner
 
 from gan import anomaly, anomaly_eval, fanogan
 from gan.app_inputs import InputError
-from gan.app_models import save_model_dir, tiny_recipe
+from gan.app_models import tiny_recipe
 from gan.config import DataConfig
 from gan.data import prepare_arrays
 from gan.latent_search import SearchConfig
-from gan.trainer import train_local
 
 torch.set_num_threads(1)
 FAST = SearchConfig(steps=15, lr=0.1)
 
 
 @pytest.fixture(scope="module")
-def data():
-    return prepare_arrays(DataConfig(limit=300))
+def data(tiny_digits):
+    return tiny_digits
 
 
 @pytest.fixture(scope="module")
-def model_dir(data, tmp_path_factory) -> Path:
+def model_dir(tiny_cond_model_dir) -> Path:
     """A tiny conditional DCGAN trained in-process, saved as an MLflow model directory."""
-    model_cfg, train_cfg = tiny_recipe(conditional=True, epochs=2)
-    state = train_local(data, model_cfg, train_cfg)
-    return save_model_dir(tmp_path_factory.mktemp("anomaly") / "model", state)
+    return tiny_cond_model_dir
 
 
 @pytest.fixture(scope="module")

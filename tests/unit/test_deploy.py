@@ -35,7 +35,8 @@ def test_stack_serves_the_deployment_with_its_own_prefect(settings_env):
     s = settings_env.load()
     svc = {x.name: x for x in stack.plan(s, ("KEYID", "SECRETVALUE"))}
     serve = svc["serve"]
-    assert serve.argv[-1] == "serve" and serve.argv[0].endswith("gan")
+    assert serve.argv[0].endswith("gan")
+    assert tuple(serve.argv[1:]) == ("serve", "--cron", "0 3 * * *")
     assert serve.health_url == "http://127.0.0.1:21001/api/deployments/name/retrain/gan-retrain"
     assert serve.needs == ("s3", "mlflow", "prefect") and serve.ports == ()
     assert serve.env["PREFECT_API_URL"] == svc["prefect"].url
@@ -43,6 +44,14 @@ def test_stack_serves_the_deployment_with_its_own_prefect(settings_env):
     assert serve.env["GAN_HOME"] == str(s.gan_home.resolve())
     # The local store's keys are read from GAN_HOME by the flow, never passed around.
     assert not any("SECRETVALUE" in v or "KEYID" in v for v in (*serve.env.values(), *serve.argv))
+
+
+@pytest.mark.parametrize("cron, args", [("off", ("--no-schedule",)),
+                                         ("0 */6 * * *", ("--cron", "0 */6 * * *"))])
+def test_serve_schedule_follows_gan_serve_cron(settings_env, cron, args):
+    settings_env.set(GAN_SERVE_CRON=cron)
+    serve = {x.name: x for x in stack.plan(settings_env.load(), ("K", "S"))}["serve"]
+    assert tuple(serve.argv[1:]) == ("serve", *args)
 
 
 def test_external_prefect_gets_no_served_deployment(settings_env):

@@ -14,28 +14,23 @@ from typer.testing import CliRunner
 
 from gan import app_inputs, inpaint
 from gan.app_inputs import InputError
-from gan.app_models import save_model_dir, tiny_recipe
-from gan.config import DataConfig, EvalConfig
-from gan.data import prepare_arrays
+from gan.config import EvalConfig
 from gan.judge import train_judge
 from gan.latent_search import SearchConfig
 from gan.registry import load_discriminator, load_generator
-from gan.trainer import train_local
 
 torch.set_num_threads(1)
 FAST = SearchConfig(steps=10, lr=0.1)
 
 
 @pytest.fixture(scope="module")
-def data():
-    return prepare_arrays(DataConfig(limit=300))
+def data(tiny_digits):
+    return tiny_digits
 
 
 @pytest.fixture(scope="module")
-def model_dir(data, tmp_path_factory) -> Path:
-    model_cfg, train_cfg = tiny_recipe(conditional=True, epochs=2)
-    state = train_local(data, model_cfg, train_cfg)
-    return save_model_dir(tmp_path_factory.mktemp("inpaint") / "model", state)
+def model_dir(tiny_cond_model_dir) -> Path:
+    return tiny_cond_model_dir
 
 
 @pytest.fixture(scope="module")

@@ -230,3 +230,21 @@ def test_mode_seeking_weight_adds_the_term_to_g_loss_and_reports_it():
     assert seeking[0]["loss_d"] == plain[0]["loss_d"]
     assert seeking[0]["loss_g"] == pytest.approx(plain[0]["loss_g"] + seeking[0]["mode_seeking"],
                                                  rel=1e-5)
+
+
+def test_mode_seeking_second_batch_comes_from_the_given_generator_not_the_global_rng():
+    """The trainer seeds its z generator and the global RNG alike; z' must still differ from z
+    (a z' equal to z made 0/0 = NaN on CUDA, where nothing else draws from the global RNG)."""
+    from gan.steps import mode_seeking_term
+
+    torch.manual_seed(0)
+    G, _ = build(ModelConfig(**DCGAN))
+    gen = torch.Generator().manual_seed(5)
+    torch.manual_seed(5)  # the global stream now repeats gen's
+    z = sample_latent(16, 8, gen)
+    y = torch.arange(16) % 3
+    term = mode_seeking_term(G, G(z, y), z, y, rng=gen)
+    assert torch.isfinite(term) and term < 1e4
+    torch.manual_seed(5)
+    same = mode_seeking_term(G, G(z, y), z, y, rng=torch.Generator().manual_seed(5))
+    assert torch.isfinite(same)  # z' == z: no NaN, the clamp keeps it finite
