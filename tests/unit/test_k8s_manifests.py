@@ -1,0 +1,136 @@
+"""infra/k8s: the manifests parse, and carry what the code relies on.
+
+Env var names are the ones `gan.config.Settings` reads; secrets come from the Secret (never
+inline); the GPU group requests GPUs and the CPU group none; rayVersion and the image's Ray
+match the installed Ray's major.minor; the Secret/ConfigMap example defines every key used.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import ray
+import yaml
+from pydantic import AliasChoices
+
+from gan.config import Settings
+
+K8S = Path(__file__).resolve().parents[2] / "infra" / "k8s"
+SECRET_VARS = {"GAN_S3_ENDPOINT_URL", "GAN_S3_BUCKET", "AWS_ACCESS_KEY_ID",
+               "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"}
+CONFIG_VARS = {"MLFLOW_TRACKING_URI", "PREFECT_API_URL"}
+
+
+def settings_env_names() -> set[str]:
+    names = set()
+    for f in Settings.model_fields.values():
+        if isinstance(f.validation_alias, AliasChoices):
+            names.update(str(c) for c in f.validation_alias.choices)
+    return names
+
+
+def docs(name: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((K8S / name).read_text()) if d]
+
+
+def one(name: str, kind: str) -> dict[str, Any]:
+    found = [d for d in docs(name) if d["kind"] == kind]
+    assert len(found) == 1, f"{name}: expected one {kind}"
+    return found[0]
+
+
+def major_minor(version: str) -> str:
+    m = re.match(r"(\d+)\.(\d+)", version)
+    assert m, version
+    return f"{m[1]}.{m[2]}"
+
+
+def ray_pods() -> list[dict[str, Any]]:
+    spec = one("raycluster.yaml", "RayCluster")["spec"]
+    return [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
+
+
+def containers(group: dict[str, Any]) -> list[dict[str, Any]]:
+    return group["template"]["spec"]["containers"]
+
+
+def test_every_manifest_parses() -> None:
+    files = sorted(K8S.glob("*.yaml"))
+    assert {f.name for f in files} >= {"raycluster.yaml", "gan-settings.example.yaml",
+                                       "prefect-worker.yaml"}
+    for f in files:
+        assert all("apiVersion" in d and "kind" in d for d in docs(f.name)), f.name
+    json.loads((K8S / "prefect-base-job-template.json").read_text())
+
+
+def test_raycluster_shape_and_ray_version() -> None:
+    rc = one("raycluster.yaml", "RayCluster")
+    assert rc["apiVersion"] == "ray.io/v1"
+    assert major_minor(rc["spec"]["rayVersion"]) == major_minor(ray.__version__)
+    groups = {g["groupName"]: g for g in rc["spec"]["workerGroupSpecs"]}
+    assert set(groups) == {"cpu", "gpu"}
+    assert rc["spec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    for g in groups.values():
+        assert g["minReplicas"] <= g["replicas"] <= g["maxReplicas"]
+    # Every image carries our Ray version in its tag (the Dockerfile's base decides it).
+    for group in ray_pods():
+        for c in containers(group):
+            tag = c["image"].rsplit(":", 1)[1]
+            assert f"ray{major_minor(ray.__version__)}" in tag, c["image"]
+
+
+def test_gpu_group_requests_gpus_and_cpu_group_none() -> None:
+    groups = {g["groupName"]: g for g in one("raycluster.yaml", "RayCluster")["spec"][
+        "workerGroupSpecs"]}
+    gpu = containers(groups["gpu"])[0]["resources"]
+    assert int(gpu["limits"]["nvidia.com/gpu"]) >= 1
+    assert int(groups["gpu"]["rayStartParams"]["num-gpus"]) == int(gpu["limits"]["nvidia.com/gpu"])
+    cpu = containers(groups["cpu"])[0]["resources"]
+    assert "nvidia.com/gpu" not in cpu.get("limits", {})
+    assert int(groups["cpu"]["rayStartParams"]["num-cpus"]) <= int(cpu["limits"]["cpu"])
+
+
+def test_ray_pods_get_the_settings_gan_reads_from_secret_and_configmap() -> None:
+    known = settings_env_names()
+    secret = one("gan-settings.example.yaml", "Secret")
+    config = one("gan-settings.example.yaml", "ConfigMap")
+    for group in ray_pods():
+        for c in containers(group):
+            env = {e["name"]: e for e in c["env"]}
+            assert set(env) <= known, f"{sorted(set(env) - known)} are not read by gan.config"
+            assert SECRET_VARS | CONFIG_VARS <= set(env)
+            for name in SECRET_VARS:
+                ref = env[name]["valueFrom"]["secretKeyRef"]
+                assert "value" not in env[name]  # never inline
+                assert ref["name"] == secret["metadata"]["name"]
+                assert ref["key"] in secret["stringData"]
+            for name in CONFIG_VARS:
+                ref = env[name]["valueFrom"]["configMapKeyRef"]
+                assert ref["name"] == config["metadata"]["name"] and ref["key"] in config["data"]
+            # RAY_ADDRESS belongs to the flow-run pods, never to the Ray pods themselves.
+            assert "RAY_ADDRESS" not in env
+
+
+def test_settings_example_and_flow_run_pods() -> None:
+    secret = one("gan-settings.example.yaml", "Secret")
+    config = one("gan-settings.example.yaml", "ConfigMap")
+    known = settings_env_names()
+    assert set(secret["stringData"]) == SECRET_VARS
+    assert set(config["data"]) <= known and "RAY_ADDRESS" in config["data"]
+    head = one("raycluster.yaml", "RayCluster")["metadata"]["name"]
+    assert config["data"]["RAY_ADDRESS"].startswith(f"ray://{head}-head-svc:")
+    template = json.loads((K8S / "prefect-base-job-template.json").read_text())
+    pod = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
+    env_from = pod["containers"][0]["envFrom"]
+    assert {"secretRef": {"name": secret["metadata"]["name"]}} in env_from
+    assert {"configMapRef": {"name": config["metadata"]["name"]}} in env_from
+
+
+def test_dockerfile_ray_matches_installed() -> None:
+    text = (K8S / "Dockerfile").read_text()
+    m = re.search(r"^ARG RAY_IMAGE=rayproject/ray:(\S+)$", text, re.M)
+    assert m, "Dockerfile must pin its Ray base image"
+    assert major_minor(m[1]) == major_minor(ray.__version__)
