@@ -7,9 +7,13 @@ form) and its four tasks, each a thin call into one `gan` entry point:
                                           result persisted in the bucket (s3-bucket/gan-results),
                                           retried on StorageError (2 s, 5 s, 10 s)
     train         gan.distributed.train   no Prefect retries: Ray owns fault tolerance; a
-                                          progress artifact is updated every epoch
+                                          progress artifact is updated every epoch; storage
+                                          lost mid-run fails it naming the endpoint (a rerun
+                                          of the run id resumes from its last checkpoint)
     evaluate      gan.evaluate.evaluate   retried on StorageError (idempotent per run id)
-    register      gan.registry.register   retried on StorageError (idempotent per run id)
+    register      gan.registry.register   retried on StorageError or an unreachable MLflow
+                                          (RegistryUnavailable), 5 s, 10 s (idempotent per
+                                          run id: one MLflow run and version however often)
 
 then a markdown artifact (metrics vs champion and floors, gate decision, MLflow links) and the
 sample grid as an image artifact. The parameters are validated before any task runs; a stage
@@ -58,13 +62,14 @@ def stage(name: str) -> Iterator[None]:
 
 
 def retry_on_storage_error(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry only when object storage failed (anywhere in the exception's cause chain)."""
+    """Retry only when object storage failed or a service did not answer (a StorageError or a
+    ConnectionError, e.g. `gan.registry.RegistryUnavailable`, anywhere in the cause chain)."""
     try:
         state.result()
     except Exception as e:  # the task's exception, re-raised by result()
         err: BaseException | None = e
         while err is not None:
-            if isinstance(err, StorageError):
+            if isinstance(err, (StorageError, ConnectionError)):
                 return True
             err = err.__cause__
     return False
@@ -102,8 +107,14 @@ def train(settings: Settings, dataset: DatasetRef, model_cfg: ModelConfig,
     from gan import distributed
 
     progress = EpochProgress(run_id, train_cfg.epochs)
-    return distributed.train(settings, dataset, model_cfg, train_cfg, run_id=run_id,
-                             on_epoch=progress)
+    try:
+        return distributed.train(settings, dataset, model_cfg, train_cfg, run_id=run_id,
+                                 on_epoch=progress)
+    except OSError as e:  # pyarrow's S3 errors: Ray Train writes run files through pyarrow
+        raise StorageError(
+            f"S3 endpoint {settings.s3_endpoint_url} failed while training run {run_id}; "
+            f"rerun with run id {run_id} to resume from its last complete checkpoint ({e})"
+        ) from e
 
 
 @task(name="evaluate", cache_policy=NO_CACHE, persist_result=False, retries=2,

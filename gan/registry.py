@@ -25,8 +25,12 @@ from `Settings` because MLflow's `log_model` only reads that one.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
-from collections.abc import Callable, Mapping
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +41,7 @@ from mlflow.entities import LoggedModelStatus, Run
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
+from safetensors import SafetensorError
 
 from gan import mlflow_model, mlflow_run
 from gan.config import MODEL_NAME_RE, GateConfig, Settings
@@ -63,6 +68,41 @@ class ModelNotFoundError(RegistryError, LookupError):
     """A model URI that names nothing: no such model, version, alias, run or directory."""
 
 
+class RegistryUnavailable(RegistryError, ConnectionError):
+    """The MLflow tracking server does not answer; the message names its URL. A ConnectionError,
+    so the flow's `register` task retries it (registration is idempotent per run id)."""
+
+
+def check_reachable(settings: Settings, *, attempts: int = 3, delay_s: float = 1.0) -> None:
+    """Raise RegistryUnavailable naming the URL unless MLflow answers `/health`.
+
+    Why a probe of our own: MLflow's client retries a refused connection with exponential
+    backoff for minutes (MLFLOW_HTTP_REQUEST_MAX_RETRIES=7) before failing; probing first makes
+    a down server fail the stage in seconds, before anything is written, with its URL named.
+    Backoff: delay_s, 2·delay_s, ... between attempts. Any HTTP answer below 500 counts as
+    reachable (an auth proxy in front of MLflow may answer 401 to an anonymous probe)."""
+    uri = settings.require_mlflow()
+    if not uri.startswith(("http://", "https://")):
+        return  # a file:/sqlite: store has no server to be down
+    last = ""
+    for i in range(attempts):
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=5) as r:  # noqa: S310
+                if r.status < 500:
+                    return
+                last = f"HTTP {r.status}"
+        except urllib.error.HTTPError as e:
+            if e.code < 500:
+                return
+            last = f"HTTP {e.code}"
+        except (urllib.error.URLError, OSError) as e:
+            last = str(getattr(e, "reason", e))
+        if i + 1 < attempts:
+            time.sleep(delay_s * 2**i)
+    raise RegistryUnavailable(f"MLflow tracking server {uri} unreachable after {attempts} "
+                              f"attempts ({last}); nothing was registered")
+
+
 def client(settings: Settings) -> MlflowClient:
     """A client for `settings`' tracking server; also points MLflow's fluent API there."""
     uri = settings.require_mlflow()
@@ -86,6 +126,7 @@ def register(settings: Settings, *, run_id: str, params: Mapping[str, Any], trai
     `gate_fn`: defaults to `gan.evaluate.gate`. Idempotent per `run_id` (see module doc).
     """
     _check_inputs(run_id, trained, report, dataset, model_name)
+    check_reachable(settings)  # fail fast, naming the server, before anything is written
     c = client(settings)
     storage = storage or Storage.from_settings(settings)
     exp_id = mlflow_run.experiment_id(c, experiment)
@@ -249,6 +290,16 @@ def _decide_and_apply(c: MlflowClient, name: str, version: str, report: Report,
     else:
         decision = gate_fn(report, champ_metrics, gate_cfg, champion_version=champ_version)
         _write_decision(c, name, version, decision)
+    for _ in range(3):
+        # A concurrent run may have moved `champion` while this one decided (MLflow has no
+        # compare-and-set on aliases): re-read it and judge again against the new champion,
+        # so the better of two concurrent candidates ends as champion. See README Reliability.
+        now = _alias_version(c, name, CHAMPION) if decision.promote else None
+        if not decision.promote or now in (decision.champion_version, version):
+            break
+        champ_version, champ_metrics = champion(c, name)
+        decision = gate_fn(report, champ_metrics, gate_cfg, champion_version=champ_version)
+        _write_decision(c, name, version, decision)
     if decision.promote:
         c.set_registered_model_alias(name, CHAMPION, version)
     c.set_model_version_tag(name, version, APPLIED_TAG, "true")
@@ -276,7 +327,9 @@ def download_model(uri: str, dst: str | Path, *, settings: Settings | None = Non
         if not (local / "MLmodel").is_file():
             raise ModelNotFoundError(f"model {uri!r}: no MLflow model directory there")
     else:
-        tracking = (settings or Settings.load()).require_mlflow()
+        settings = settings or Settings.load()
+        tracking = settings.require_mlflow()
+        check_reachable(settings, attempts=2)  # seconds, not MLflow's minutes of retries
         try:
             local = Path(mlflow.artifacts.download_artifacts(
                 artifact_uri=uri, dst_path=str(dst), tracking_uri=tracking, registry_uri=tracking))
@@ -297,7 +350,7 @@ def load_generator(uri: str, *, settings: Settings | None = None,
                    device: torch.device | str = "cpu") -> Generator:
     """The published G as a torch module in eval mode on `device`. `settings`: where MLflow
     is (default `Settings.load()`); raises ModelNotFoundError naming a URI that names nothing."""
-    with tempfile.TemporaryDirectory(prefix="gan-load-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="gan-load-") as tmp, _weights_errors(uri):
         return mlflow_model.load_generator_from_bundle(
             download_model(uri, tmp, settings=settings), device)
 
@@ -305,6 +358,18 @@ def load_generator(uri: str, *, settings: Settings | None = None,
 def load_discriminator(uri: str, *, settings: Settings | None = None,
                        device: torch.device | str = "cpu") -> Discriminator:
     """The D published with the generator (same URI forms as `load_generator`)."""
-    with tempfile.TemporaryDirectory(prefix="gan-load-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="gan-load-") as tmp, _weights_errors(uri):
         return mlflow_model.load_discriminator_from_bundle(
             download_model(uri, tmp, settings=settings), device)
+
+
+@contextlib.contextmanager
+def _weights_errors(uri: str) -> Iterator[None]:
+    """A weights file that is not safetensors (e.g. a pickle planted in the store) is refused
+    by the safetensors parser without executing anything; say so, naming the model."""
+    try:
+        yield
+    except SafetensorError as e:
+        raise mlflow_model.BundleError(
+            f"model {uri!r}: its weights are not a valid safetensors file; refused, nothing "
+            f"was executed ({e})") from e
