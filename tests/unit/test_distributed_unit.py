@@ -363,11 +363,11 @@ def _ddp_rank(rank: int, world: int, store: str, out_dir: str) -> None:
 
 
 def test_ddp_g_step_reduces_no_d_gradient_and_d_sync_stays_correct(tmp_path: Path) -> None:
-    # fork, not spawn: the children start in milliseconds instead of re-importing torch, the
-    # package and sklearn (~20 s each on a loaded 2-core machine); this process has used one
-    # torch thread only and never a process group, so forking it is safe.
+    # spawn, not fork: after the rest of the unit tier this process holds OpenMP/intra-op
+    # thread pools, and a forked child that enters a parallel region waits forever on a futex
+    # (seen in CI: the whole tier hung here). Spawned children cost a few seconds of imports.
     mp.start_processes(_ddp_rank, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2,
-                       join=True, start_method="fork")
+                       join=True, start_method="spawn")
     for rank in (0, 1):
         r = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert r["d_step"] == [1, 0, True]  # D reduced once (one bucket), G not at all
