@@ -134,7 +134,10 @@ def register(settings: Settings, *, run_id: str, params: Mapping[str, Any], trai
                                    lineage=lineage)
     run = mlflow_run.open_run(c, exp_id, run_id, tags)
     mlflow_run_id = run.info.run_id
-    # The fluent run: log_model needs it; it ends FINISHED, or FAILED on an exception.
+    # The fluent run: log_model needs it; it ends FINISHED, or FAILED on an exception. The
+    # process's active experiment must be the run's, or start_run refuses the run id ("active
+    # experiment ID does not match"): a caller (a notebook, another test) may have set another.
+    mlflow.set_experiment(experiment_id=exp_id)
     with mlflow.start_run(run_id=mlflow_run_id):
         mlflow_run.log_params(c, run, params)
         mlflow_run.log_training(c, run, trained)

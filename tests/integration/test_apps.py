@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from gan import mlflow_model as mm
-from gan import registry
+from gan import mlflow_run, registry
 from gan.app_inputs import npz_bytes
 from gan.app_models import tiny_recipe
 from gan.config import DataConfig, Settings
@@ -47,8 +47,9 @@ def published(stack: Settings):
     model_cfg, train_cfg = tiny_recipe(conditional=True, epochs=2)
     state = train_local(data, model_cfg, train_cfg)
     c = registry.client(stack)
-    mlflow.set_experiment(NAME)
-    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run() as run:
+    # experiment_id on the run, not set_experiment: no process-wide state left for later tests
+    exp_id = mlflow_run.experiment_id(c, NAME)
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(experiment_id=exp_id) as run:
         bundle = mm.write_bundle(Path(tmp) / "gan_generator", model_cfg, state.generator,
                                  unwrap(state.D))
         info = mm.log_bundle_model(registry.MODEL_ARTIFACT, bundle)
