@@ -32,7 +32,7 @@ from gan import losses
 from gan.config import DataConfig, ModelConfig, TrainConfig, resolve_configs
 from gan.data import PreparedData, prepare_arrays
 from gan.models import build
-from gan.steps import ema_update, make_ema
+from gan.steps import ema_update, make_ema, mode_seeking_term
 from gan.trainer import train_local
 
 BENCH_MODELS = ("seed", "default")  # PRESETS names: seed MLP (batch 128), default DCGAN (64)
@@ -73,7 +73,8 @@ def steady(per_epoch: Sequence[float]) -> float:
 def bare_loop(model_cfg: ModelConfig, train_cfg: TrainConfig, data: PreparedData
               ) -> list[float]:
     """Per-epoch images/s of a plain loop doing the same work as `gan.steps` (one D forward
-    over real+fake, the G step reusing the fake batch, D frozen in it, EMA) and nothing else."""
+    over real+fake, the G step reusing the fake batch, D frozen in it, the mode-seeking term
+    when the recipe has one, EMA) and nothing else."""
     torch.manual_seed(train_cfg.seed)
     G, D = build(model_cfg)
     ema = make_ema(G) if train_cfg.ema_decay > 0 else None
@@ -87,7 +88,8 @@ def bare_loop(model_cfg: ModelConfig, train_cfg: TrainConfig, data: PreparedData
         for i in range(0, len(perm) - b + 1, b):
             idx = perm[i:i + b]
             x, y = x_all[idx], y_all[idx]  # (B, 1, 28, 28), (B,)
-            fake = G(torch.randn(b, model_cfg.latent_dim), y)  # (B, 1, 28, 28)
+            z = torch.randn(b, model_cfg.latent_dim)  # (B, latent_dim)
+            fake = G(z, y)  # (B, 1, 28, 28)
             logits = D(torch.cat([x, fake.detach()]), y.repeat(2))  # (2B,)
             loss_d = losses.d_loss(train_cfg.loss, logits[:b], logits[b:],
                                    real_label=train_cfg.real_label)
@@ -96,6 +98,8 @@ def bare_loop(model_cfg: ModelConfig, train_cfg: TrainConfig, data: PreparedData
             opt_d.step()
             D.requires_grad_(False)
             loss_g = losses.g_loss(train_cfg.loss, D(fake, y))
+            if train_cfg.mode_seeking > 0:  # the default recipe's second G forward (MSGAN)
+                loss_g = loss_g + train_cfg.mode_seeking * mode_seeking_term(G, fake, z, y)
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
