@@ -193,3 +193,16 @@ def http_ok(url: str, *, local: bool, timeout_s: float = 3.0) -> bool:
         return not local and e.code < 500
     except (urllib.error.URLError, OSError, ValueError):
         return False
+
+
+def listening_sockets(procs: Sequence[psutil.Process]) -> list[tuple[str, str, int]]:
+    """(process name, ip, port) of every listening TCP socket of `procs`; processes that are
+    gone or unreadable are skipped (used to prove services bind loopback only)."""
+    out = []
+    for p in procs:
+        try:
+            out += [(p.name(), c.laddr.ip, c.laddr.port) for c in p.net_connections("inet")
+                    if c.status == psutil.CONN_LISTEN]
+        except psutil.Error:
+            continue
+    return out

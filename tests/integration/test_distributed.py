@@ -25,6 +25,7 @@ from gan.checkpoint import generator_from_checkpoint, load_checkpoint
 from gan.config import DataConfig, ModelConfig, Settings, TrainConfig, resolve_configs
 from gan.data import prepare
 from gan.distributed import TrainingDiverged, train
+from gan.procs import listening_sockets
 from gan.ray_cluster import RaySession, start_local, stop
 from gan.records import DatasetRef
 from gan.storage import Storage
@@ -39,19 +40,6 @@ def configs(**train_kw: Any) -> tuple[ModelConfig, TrainConfig]:
 
 def run_id(tag: str) -> str:
     return f"it-{tag}-{uuid.uuid4().hex[:8]}"
-
-
-def listening_sockets() -> list[tuple[str, str, int]]:
-    """(process name, ip, port) of every listening TCP socket of this process's descendants:
-    the local Ray's GCS, raylet, agents and workers (the stack's services are not children)."""
-    out = []
-    for p in psutil.Process().children(recursive=True):
-        try:
-            out += [(p.name(), c.laddr.ip, c.laddr.port) for c in p.net_connections("inet")
-                    if c.status == psutil.CONN_LISTEN]
-        except psutil.Error:
-            continue
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +63,8 @@ def two_workers(stack: Settings, dataset: DatasetRef, ray_local: RaySession) -> 
 
     def on_epoch(metrics: dict[str, Any]) -> None:
         if not sockets:
-            sockets.extend(listening_sockets())
+            # this process's descendants: the local Ray's GCS, raylet, agents and workers
+            sockets.extend(listening_sockets(psutil.Process().children(recursive=True)))
         seen.append(metrics)
 
     model_cfg, train_cfg = configs(epochs=2, num_workers=2, cpus_per_worker=1)

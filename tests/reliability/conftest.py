@@ -10,7 +10,7 @@
 - `mlflow_client`: an MlflowClient on the session stack.
 
 Helpers (`faultlib.py`): `run_flow`, `task_runs`, `wait_until`, `stack_procs`, `sigkill`,
-`listening_sockets`, `versions_of`, `mlflow_runs_of`. Every destructive test restarts what it
+`versions_of`, `mlflow_runs_of`. Every destructive test restarts what it
 killed, so the session `stack` survives the suite.
 """
 

@@ -74,18 +74,6 @@ def sigkill(procs: list[psutil.Process]) -> list[int]:
     return [p.pid for p in procs]
 
 
-def listening_sockets(procs: list[psutil.Process]) -> list[tuple[str, str, int]]:
-    """(process name, ip, port) of every listening TCP socket of `procs`."""
-    out = []
-    for p in procs:
-        try:
-            out += [(p.name(), c.laddr.ip, c.laddr.port) for c in p.net_connections("inet")
-                    if c.status == psutil.CONN_LISTEN]
-        except psutil.Error:
-            continue
-    return out
-
-
 class Faults:
     """Kill services of the session stack for real, and bring them back with `gan stack up`."""
 

@@ -21,7 +21,6 @@ import pytest
 from faultlib import (
     LOOPBACK,
     SERVICES,
-    listening_sockets,
     mlflow_runs_of,
     run_flow,
     sigkill,
@@ -33,6 +32,7 @@ from faultlib import (
 )
 
 from gan.config import Settings
+from gan.procs import listening_sockets
 from gan.storage import Storage
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
