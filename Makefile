@@ -46,7 +46,7 @@ bench: install
 	$(BIN)/gan bench
 
 gpu-check: install ## on a GPU machine: default model, fixed steps, images/s, memory, bf16
-	$(BIN)/python -m gan.gpu_check
+	$(BIN)/python -m gan.tools.gpu_check
 
 lint: install
 	$(BIN)/ruff check .

@@ -2,10 +2,10 @@
 
 What this module is: three flows, each a few tasks that are thin calls into one `gan` function:
 
-    score_anomalies(model_uri, input_uri, output_uri)   gan.anomaly.score_file per input .npz
+    score_anomalies(model_uri, input_uri, output_uri)   gan.apps.anomaly.score_file per input .npz
         input_uri: one .npz, or an s3:// prefix whose .npz files are scored one by one
         output_uri: a .csv (one input) or a prefix: <prefix>/<input stem>.scores.csv
-    inpaint_batch(model_uri, input_uri, output_uri, mask)   gan.inpaint.inpaint_file per .npz
+    inpaint_batch(model_uri, input_uri, output_uri, mask)   gan.apps.inpaint.inpaint_file per .npz
         outputs <prefix>/<input stem>.inpainted.npz (x filled, known mask, y)
     augment_dataset(model_uri, n_per_class, output_uri)   n labelled samples per class → .npz
 
@@ -25,8 +25,8 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.retrain import retry_on_storage_error
-from gan.config import Settings
-from gan.latent_search import SearchConfig
+from gan.apps.latent_search import SearchConfig
+from gan.core.config import Settings
 
 IO_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [2, 5, 10],
                               "retry_condition_fn": retry_on_storage_error}
@@ -39,7 +39,7 @@ def list_inputs(settings: Settings, input_uri: str) -> list[str]:
         return [input_uri]
     if not input_uri.startswith("s3://"):
         raise ValueError(f"input {input_uri!r}: give an .npz file or an s3:// prefix")
-    from gan.storage import Storage
+    from gan.io.storage import Storage
 
     keys = Storage.from_settings(settings).list_keys(input_uri.rstrip("/") + "/")
     found = [k for k in keys if k.endswith(".npz")]
@@ -61,7 +61,7 @@ def output_for(output_uri: str, input_uri: str, suffix: str, n_inputs: int) -> s
       persist_result=False, **IO_RETRIES)
 def score_file(settings: Settings, model_uri: str, input_uri: str, output_uri: str,
                search: SearchConfig, lam: float, device: str) -> dict[str, Any]:
-    from gan.anomaly import score_file as score
+    from gan.apps.anomaly import score_file as score
 
     return score(model_uri, input_uri, output_uri, settings=settings, cfg=search, lam=lam,
                  device=device)
@@ -71,7 +71,7 @@ def score_file(settings: Settings, model_uri: str, input_uri: str, output_uri: s
       persist_result=False, **IO_RETRIES)
 def inpaint_file(settings: Settings, model_uri: str, input_uri: str, output_uri: str,
                  mask: str, search: SearchConfig, device: str) -> dict[str, Any]:
-    from gan.inpaint import inpaint_file as fill
+    from gan.apps.inpaint import inpaint_file as fill
 
     return fill(model_uri, input_uri, mask, out_png=None, out_npz=output_uri,
                 settings=settings, cfg=search, device=device)
@@ -80,9 +80,9 @@ def inpaint_file(settings: Settings, model_uri: str, input_uri: str, output_uri:
 @task(name="sample_dataset", cache_policy=NO_CACHE, persist_result=False, **IO_RETRIES)
 def sample_dataset(settings: Settings, model_uri: str, n_per_class: int, output_uri: str,
                    seed: int, device: str) -> dict[str, Any]:
-    from gan import app_inputs
-    from gan.augment import labelled_samples
-    from gan.registry import load_generator
+    from gan.apps import inputs as app_inputs
+    from gan.apps.augment import labelled_samples
+    from gan.registry.publish import load_generator
 
     G = load_generator(model_uri, settings=settings, device=device)
     x, y = labelled_samples(G, n_per_class, seed=seed)

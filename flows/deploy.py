@@ -13,11 +13,10 @@ API URL with `flows.prefect_setup.use_api`).
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from gan.core.deployment import DEFAULT_CRON, DEPLOYMENT_NAME, FLOW_NAME, deployment_health_url
 
-FLOW_NAME = "retrain"  # the @flow's name
-DEPLOYMENT_NAME = "gan-retrain"
-DEFAULT_CRON = "0 3 * * *"  # nightly at 03:00 UTC
+__all__ = ["DEFAULT_CRON", "DEPLOYMENT_NAME", "FLOW_NAME", "deployment_health_url", "serve"]
+
 TAGS = ["gan"]
 
 
@@ -36,11 +35,6 @@ def check_cron(cron: str) -> str:
         raise DeployError(f"--cron {cron!r} is not a valid cron schedule: "
                           f"{e.errors()[0]['msg']}") from None
     return cron
-
-
-def deployment_health_url(api_url: str, name: str = DEPLOYMENT_NAME) -> str:
-    """The Prefect API URL that answers 200 once deployment `retrain/<name>` exists."""
-    return f"{api_url.rstrip('/')}/deployments/name/{FLOW_NAME}/{quote(name, safe='')}"
 
 
 def serve(*, name: str = DEPLOYMENT_NAME, cron: str | None = DEFAULT_CRON) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gan.config import RetrainParams
+from gan.core.config import RetrainParams
 
 # CLI option (without `--`, `-` → `_`) → dotted RetrainParams field it sets.
 OPTION_FIELDS: dict[str, str] = {

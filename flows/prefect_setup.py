@@ -22,7 +22,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from gan.config import Settings
+from gan.core.config import Settings
 
 if TYPE_CHECKING:  # prefect_aws imports boto3 and Prefect: only when the blocks are used
     from prefect_aws import AwsCredentials
@@ -62,7 +62,7 @@ def credentials_block(settings: Settings) -> AwsCredentials:
         aws_client_parameters=AwsClientParameters(
             endpoint_url=endpoint,
             use_ssl=endpoint.startswith("https://"),
-            # Same addressing as gan.storage: SeaweedFS and MinIO want path-style requests.
+            # Same addressing as gan.io.storage: SeaweedFS and MinIO want path-style requests.
             config={"s3": {"addressing_style": "path"}, "signature_version": "s3v4"},
         ),
     )

@@ -3,15 +3,16 @@
 What this module is: the `retrain` flow (its one parameter, `RetrainParams`, is the Prefect UI
 form) and its four tasks, each a thin call into one `gan` entry point:
 
-    prepare_data  gan.data.prepare        cached on (DataConfig, source content fingerprint),
+    prepare_data  gan.data.prepare.prepare        cached on (DataConfig, source content
+    fingerprint),
                                           result persisted in the bucket (s3-bucket/gan-results),
                                           retried on StorageError (2 s, 5 s, 10 s)
-    train         gan.distributed.train   no Prefect retries: Ray owns fault tolerance; a
+    train         gan.train.ray.driver.train   no Prefect retries: Ray owns fault tolerance; a
                                           progress artifact is updated every epoch; storage
                                           lost mid-run fails it naming the endpoint (a rerun
                                           of the run id resumes from its last checkpoint)
-    evaluate      gan.evaluate.evaluate   retried on StorageError (idempotent per run id)
-    register      gan.registry.register   retried on StorageError or an unreachable MLflow
+    evaluate      gan.eval.evaluate.evaluate   retried on StorageError (idempotent per run id)
+    register      gan.registry.publish.register   retried on StorageError or an unreachable MLflow
                                           (RegistryUnavailable), 5 s, 10 s (idempotent per
                                           run id: one MLflow run and version however often)
 
@@ -42,10 +43,17 @@ from prefect.context import TaskRunContext
 from flows import params as P
 from flows import summary
 from flows.prefect_setup import RESULT_STORAGE, ensure_result_storage
-from flows.source_key import source_files, source_fingerprint
-from gan.config import DataConfig, EvalConfig, ModelConfig, RetrainParams, Settings, TrainConfig
-from gan.records import DatasetRef, ModelRef, Report, TrainedRef
-from gan.storage import Storage, StorageError
+from gan.core.config import (
+    DataConfig,
+    EvalConfig,
+    ModelConfig,
+    RetrainParams,
+    Settings,
+    TrainConfig,
+)
+from gan.core.records import DatasetRef, ModelRef, Report, TrainedRef
+from gan.data.fingerprint import source_files, source_fingerprint
+from gan.io.storage import Storage, StorageError
 
 
 class RetrainFailed(RuntimeError):
@@ -63,7 +71,8 @@ def stage(name: str) -> Iterator[None]:
 
 def retry_on_storage_error(task: Any, task_run: Any, state: Any) -> bool:
     """Retry only when object storage failed or a service did not answer (a StorageError or a
-    ConnectionError, e.g. `gan.registry.RegistryUnavailable`, anywhere in the cause chain)."""
+    ConnectionError, e.g. `gan.registry.publish.RegistryUnavailable`, anywhere in the cause
+    chain)."""
     try:
         state.result()
     except Exception as e:  # the task's exception, re-raised by result()
@@ -94,7 +103,7 @@ class SourceContent(CachePolicy):
       retries=3, retry_delay_seconds=[2, 5, 10], retry_condition_fn=retry_on_storage_error)
 def prepare_data(settings: Settings, cfg: DataConfig) -> DatasetRef:
     """Source → validated, versioned dataset in the bucket (written once, then reused)."""
-    from gan import data
+    from gan.data import prepare as data
 
     return data.prepare(cfg, Storage.from_settings(settings))
 
@@ -104,7 +113,7 @@ def prepare_data(settings: Settings, cfg: DataConfig) -> DatasetRef:
 def train(settings: Settings, dataset: DatasetRef, model_cfg: ModelConfig,
           train_cfg: TrainConfig, run_id: str) -> TrainedRef:
     """Ray Train on the dataset; live progress in a progress artifact."""
-    from gan import distributed
+    from gan.train.ray import driver as distributed
 
     progress = EpochProgress(run_id, train_cfg.epochs)
     try:
@@ -122,7 +131,7 @@ def train(settings: Settings, dataset: DatasetRef, model_cfg: ModelConfig,
 def evaluate(settings: Settings, dataset: DatasetRef, trained: TrainedRef,
              cfg: EvalConfig) -> Report:
     """Judge, metrics against the real-data floors, pictures, report in the bucket."""
-    from gan import evaluate as ev
+    from gan.eval import evaluate as ev
 
     return ev.evaluate(Storage.from_settings(settings), dataset, trained, cfg)
 
@@ -132,7 +141,7 @@ def evaluate(settings: Settings, dataset: DatasetRef, trained: TrainedRef,
 def register(settings: Settings, params: RetrainParams, configs: dict[str, Any],
              dataset: DatasetRef, trained: TrainedRef, report: Report) -> ModelRef:
     """MLflow run + model version (@challenger); the gate decides @champion."""
-    from gan import registry
+    from gan.registry import publish as registry
 
     return registry.register(
         settings, run_id=trained.run_id, params=configs, trained=trained, report=report,
@@ -181,7 +190,7 @@ class EpochProgress:
             progress=0.0, description=f"training run {run_id}: starting")
 
     def __call__(self, metrics: dict[str, Any]) -> None:
-        from gan.ddp import format_progress
+        from gan.train.ddp import format_progress
 
         line = format_progress(metrics, self.total)
         self.log.info(line)
@@ -221,7 +230,7 @@ def _champion_metrics(settings: Settings, model: ModelRef) -> dict[str, float] |
     version = model.decision.champion_version
     if not version:
         return None
-    from gan import registry
+    from gan.registry import publish as registry
 
     tags = registry.client(settings).get_model_version(model.name, version).tags
     return registry.metrics_from_tags(tags)

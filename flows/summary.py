@@ -5,7 +5,7 @@ artifact-proxy URLs of a run and model version, artifact keys, and the summary m
 (candidate vs champion vs real-data floor, the gate decision with one line per rule, links,
 the sample grid). `flows.retrain` publishes the result as Prefect artifacts.
 
-What it is not: no Prefect or MLflow calls, no metric computation (`gan.evaluate`).
+What it is not: no Prefect or MLflow calls, no metric computation (`gan.eval.evaluate`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import re
 import urllib.parse
 from dataclasses import dataclass
 
-from gan.records import DatasetRef, ModelRef, Report, TrainedRef
+from gan.core.records import DatasetRef, ModelRef, Report, TrainedRef
 
 # (metric key, label, better direction); keys as in Report.metrics and the version tags.
 ROWS = (
@@ -23,7 +23,7 @@ ROWS = (
     ("inception_score", "classifier IS", "↑"), ("classes_covered", "classes covered", "↑"),
     ("class_kl", "class KL", "↓"), ("conditional_accuracy", "conditional accuracy", "↑"),
 )
-SAMPLES_ARTIFACT = "evaluation/samples.png"  # where gan.mlflow_run logs the sample grid
+SAMPLES_ARTIFACT = "evaluation/samples.png"  # where gan.registry.run_log logs the sample grid
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,8 @@ def summary_markdown(*, run_id: str, dataset: DatasetRef, trained: TrainedRef, r
         lines.append(f"- MLflow run: [{links.run}]({links.run})")
     if links.model_version:
         lines.append(f"- model version: [{model.uri}]({links.model_version})")
-    lines += [f"- load it: `gan.registry.load_generator(\"models:/{model.name}@champion\")` or "
+    lines += ["- load it: `from gan.registry import load_generator`; "
+              f"`load_generator(\"models:/{model.name}@champion\")` or "
               f"`gan sample --model {model.uri}`", ""]
     if links.samples_png:
         lines += ["## Samples", "", f"![samples]({links.samples_png})", ""]

@@ -7,7 +7,7 @@
   environment then holds GAN_HOME, GAN_*_PORT, MLFLOW_TRACKING_URI and PREFECT_API_URL, so
   subprocesses and Ray workers find the same stack. `gan stack down` runs at the end, even
   after a failure, and any process left with its working directory in that GAN_HOME is killed.
-- `storage`: `gan.storage.Storage` on that stack.
+- `storage`: `gan.io.storage.Storage` on that stack.
 - `gan_cli`: run the `gan` command in a subprocess (`.run`, `.status`, `.start`).
 - `make_stack_env` (integration): environments for extra, independent stacks (own GAN_HOME and
   ports), each brought down at the end of the test.
@@ -29,9 +29,9 @@ from types import SimpleNamespace
 import psutil
 import pytest
 
-from gan.config import Settings
-from gan.procs import port_free
-from gan.storage import Storage
+from gan.core.config import Settings
+from gan.io.storage import Storage
+from gan.stack.procs import port_free
 
 GAN_EXE = str(Path(sys.executable).parent / "gan")
 # Variables that point at services or keys: never taken from the caller's environment.

@@ -13,10 +13,10 @@ import math
 import pytest
 import torch
 
-from gan.checkpoint import generator_from_checkpoint, save_checkpoint
-from gan.config import DataConfig, resolve_configs
-from gan.data import prepare_arrays
-from gan.trainer import train_local
+from gan.core.config import DataConfig, resolve_configs
+from gan.data.prepare import prepare_arrays
+from gan.train.checkpoint import generator_from_checkpoint, save_checkpoint
+from gan.train.loop import train_local
 
 pytestmark = [
     pytest.mark.gpu,

@@ -22,15 +22,16 @@ import numpy as np
 import pytest
 import torch
 
-from gan import mlflow_model as mm
-from gan import mlflow_run, registry
-from gan.app_inputs import npz_bytes
-from gan.app_models import tiny_recipe
-from gan.config import DataConfig, Settings
-from gan.data import prepare_arrays
-from gan.steps import unwrap
-from gan.storage import Storage
-from gan.trainer import train_local
+from gan.apps.inputs import npz_bytes
+from gan.apps.studies.demo_models import tiny_recipe
+from gan.core.config import DataConfig, Settings
+from gan.data.prepare import prepare_arrays
+from gan.io.storage import Storage
+from gan.registry import model_format as mm
+from gan.registry import publish as registry
+from gan.registry import run_log as mlflow_run
+from gan.train.loop import train_local
+from gan.train.steps import unwrap
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 torch.set_num_threads(1)
@@ -108,7 +109,7 @@ def test_commands_on_the_registered_model(published, storage: Storage, tmp_path:
     from PIL import Image
     from typer.testing import CliRunner
 
-    from gan.cli import app
+    from gan.cli.main import app
 
     uri, data = published
     run = CliRunner().invoke

@@ -1,4 +1,4 @@
-"""gan.data against the real local SeaweedFS: write once, reuse, round trip, s3:// sources,
+"""gan.data.prepare against the real local SeaweedFS: write once, reuse, round trip, s3:// sources,
 nothing written for a failing dataset, a half-written version never taken as complete."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from gan.config import DataConfig
-from gan.data import DataError, load_prepared, prepare, prepare_arrays
-from gan.storage import Storage
+from gan.core.config import DataConfig
+from gan.data.prepare import DataError, load_prepared, prepare, prepare_arrays
+from gan.io.storage import Storage
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

@@ -1,6 +1,6 @@
-"""gan.distributed on a real local Ray (started once for this file) and the real SeaweedFS.
+"""gan.train.ray.driver on a real local Ray (started once for this file) and the real SeaweedFS.
 
-Two CPU workers train and leave a checkpoint `gan.checkpoint` loads; 1 and 2 workers see the
+Two CPU workers train and leave a checkpoint `gan.train.checkpoint` loads; 1 and 2 workers see the
 same samples per epoch; a time-limited run stops cleanly and its rerun continues, and there a
 worker killed for real (`os._exit`) makes Ray restart the group from the latest checkpoint; a
 finished run id returns its result without training; a divergence fails with its reason,
@@ -21,14 +21,14 @@ import psutil
 import pytest
 import torch
 
-from gan.checkpoint import generator_from_checkpoint, load_checkpoint
-from gan.config import DataConfig, ModelConfig, Settings, TrainConfig, resolve_configs
-from gan.data import prepare
-from gan.distributed import TrainingDiverged, train
-from gan.procs import listening_sockets
-from gan.ray_cluster import RaySession, start_local, stop
-from gan.records import DatasetRef
-from gan.storage import Storage
+from gan.core.config import DataConfig, ModelConfig, Settings, TrainConfig, resolve_configs
+from gan.core.records import DatasetRef
+from gan.data.prepare import prepare
+from gan.io.storage import Storage
+from gan.stack.procs import listening_sockets
+from gan.train.checkpoint import generator_from_checkpoint, load_checkpoint
+from gan.train.ray.cluster import RaySession, start_local, stop
+from gan.train.ray.driver import TrainingDiverged, train
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}

@@ -11,14 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
-from gan.checkpoint import save_checkpoint
-from gan.config import DataConfig, EvalConfig, ModelConfig, TrainConfig
-from gan.data import load_prepared, prepare
-from gan.evaluate import evaluate, get_or_train_judge
-from gan.judge import JudgeError, judge_prefix, judge_to_bytes, train_judge
-from gan.records import DatasetRef, Report, TrainedRef
-from gan.storage import Storage
-from gan.trainer import train_local
+from gan.core.config import DataConfig, EvalConfig, ModelConfig, TrainConfig
+from gan.core.records import DatasetRef, Report, TrainedRef
+from gan.data.prepare import load_prepared, prepare
+from gan.eval.evaluate import evaluate, get_or_train_judge
+from gan.eval.judge import JudgeError, judge_prefix, judge_to_bytes, train_judge
+from gan.io.storage import Storage
+from gan.train.checkpoint import save_checkpoint
+from gan.train.loop import train_local
 
 pytestmark = pytest.mark.integration
 

@@ -28,9 +28,9 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from gan import registry
-from gan.config import RetrainParams, Settings
-from gan.storage import Storage
+from gan.core.config import RetrainParams, Settings
+from gan.io.storage import Storage
+from gan.registry import publish as registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
 

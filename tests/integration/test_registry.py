@@ -1,4 +1,5 @@
-"""gan.registry against the real local stack: MLflow server (SQLite) with artifacts in SeaweedFS.
+"""gan.registry.publish against the real local stack: MLflow server (SQLite) with artifacts in
+SeaweedFS.
 
 Two runs of tiny conditional DCGANs are registered under one fresh model name: the first
 (no champion yet, gate passes) becomes `challenger` and `champion`; the second, worse one only
@@ -17,13 +18,14 @@ import torch
 from mlflow import MlflowClient
 from PIL import Image
 
-from gan import mlflow_model as mm
-from gan import pictures, registry
-from gan.checkpoint import save_checkpoint
-from gan.config import GateConfig, ModelConfig, RetrainParams, Settings, TrainConfig
-from gan.records import DatasetRef, ModelRef, Report, TrainedRef
-from gan.storage import Storage
-from gan.trainer import TrainState, make_state
+from gan.core.config import GateConfig, ModelConfig, RetrainParams, Settings, TrainConfig
+from gan.core.records import DatasetRef, ModelRef, Report, TrainedRef
+from gan.eval import pictures
+from gan.io.storage import Storage
+from gan.registry import model_format as mm
+from gan.registry import publish as registry
+from gan.train.checkpoint import save_checkpoint
+from gan.train.state import TrainState, make_state
 
 pytestmark = pytest.mark.integration
 torch.set_num_threads(1)

@@ -25,10 +25,10 @@ from boto3.s3.transfer import TransferConfig
 from botocore import UNSIGNED
 from pydantic import SecretStr
 
-from gan import procs
-from gan.config import Settings
-from gan.stack import RAY_LOCAL
-from gan.storage import Storage, StorageError, arrow_fs, arrow_path
+from gan.core.config import Settings
+from gan.io.storage import Storage, StorageError, arrow_fs, arrow_path
+from gan.stack import procs
+from gan.stack.supervisor import RAY_LOCAL
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 

@@ -1,6 +1,6 @@
 """Fixtures of the reliability suite: real faults injected into the real stack.
 
-- `ray_local` (package): one local Ray (2 CPUs, loopback, `gan.ray_cluster.start_local`, the
+- `ray_local` (package): one local Ray (2 CPUs, loopback, `gan.train.ray.cluster.start_local`, the
   function training uses when no Ray runs) shared by every flow run of the suite; `train()`
   joins it instead of paying a Ray start per run.
 - `flow_api` (package): the session `stack`, with this process's Prefect client pointed at it.
@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from faultlib import Faults
 
-from gan.config import Settings
+from gan.core.config import Settings
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -30,7 +30,7 @@ from gan.config import Settings
 @pytest.fixture(scope="package")
 def ray_local() -> Iterator[Any]:
     """One local Ray for the suite, started like training starts it (loopback only)."""
-    from gan.ray_cluster import start_local, stop
+    from gan.train.ray.cluster import start_local, stop
 
     session = start_local(num_cpus=2)
     try:

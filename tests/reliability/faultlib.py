@@ -14,7 +14,7 @@ from typing import Any
 
 import psutil
 
-from gan.config import RetrainParams, Settings
+from gan.core.config import RetrainParams, Settings
 
 GAN_EXE = str(Path(sys.executable).parent / "gan")
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
@@ -100,7 +100,7 @@ class Faults:
         return time.monotonic() - t0
 
     def healthy(self) -> bool:
-        from gan.stack import status
+        from gan.stack.supervisor import status
 
         return bool(status(self.settings)["healthy"])
 

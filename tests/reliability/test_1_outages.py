@@ -32,10 +32,10 @@ from faultlib import (
     wait_until,
 )
 
-from gan import data
-from gan.checkpoint import CheckpointError, load_checkpoint
-from gan.config import Settings
-from gan.storage import Storage
+from gan.core.config import Settings
+from gan.data import prepare as data
+from gan.io.storage import Storage
+from gan.train.checkpoint import CheckpointError, load_checkpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 EPOCHS = 6

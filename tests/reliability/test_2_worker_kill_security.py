@@ -31,9 +31,9 @@ from faultlib import (
     wait_until,
 )
 
-from gan.config import Settings
-from gan.procs import listening_sockets
-from gan.storage import Storage
+from gan.core.config import Settings
+from gan.io.storage import Storage
+from gan.stack.procs import listening_sockets
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 EPOCHS = 20

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from faultlib import mlflow_runs_of, run_flow, smoke_params, task_runs, unique, versions_of
 
-from gan.config import Settings
-from gan.registry import metrics_from_tags
-from gan.storage import Storage
+from gan.core.config import Settings
+from gan.io.storage import Storage
+from gan.registry.publish import metrics_from_tags
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

@@ -4,7 +4,7 @@ nothing is written.
 Parameters are checked without any service (the checks run before any connection): the
 Prefect form/API validation of the flow's parameter, `gan retrain`'s options, and the CLI in a
 subprocess with an empty GAN_HOME (no stack at all: reaching a service would be a different
-error). Dataset files are refused by `gan.data.prepare` against the real bucket, which stays
+error). Dataset files are refused by `gan.data.prepare.prepare` against the real bucket, which stays
 untouched. `gan sample` refuses a silly `--n` with no stack, and an unknown model URI against
 the real MLflow, writing no file either way.
 """
@@ -21,9 +21,9 @@ import pytest
 from faultlib import GAN_EXE, unique
 
 from flows.params import ParamsError, params_from_options, resolve
-from gan.config import DataConfig, Settings
-from gan.data import DataError, prepare
-from gan.storage import Storage
+from gan.core.config import DataConfig, Settings
+from gan.data.prepare import DataError, prepare
+from gan.io.storage import Storage
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 SCRUB = ("GAN_HOME", "GAN_S3_ENDPOINT_URL", "GAN_S3_PORT", "GAN_MLFLOW_PORT", "GAN_PREFECT_PORT",

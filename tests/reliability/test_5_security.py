@@ -17,13 +17,13 @@ from botocore import UNSIGNED
 from pyarrow import fs as pafs
 from pydantic import SecretStr
 
-from gan import registry
-from gan.checkpoint import CheckpointError, load_checkpoint
-from gan.config import DataConfig, Settings, SettingsError, resolve_configs
-from gan.data import prepare
-from gan.mlflow_model import GENERATOR_FILE, BundleError, write_bundle
-from gan.models import build_generator
-from gan.storage import Storage, StorageError, arrow_fs, arrow_path
+from gan.core.config import DataConfig, Settings, SettingsError, resolve_configs
+from gan.data.prepare import prepare
+from gan.io.storage import Storage, StorageError, arrow_fs, arrow_path
+from gan.nets.models import build_generator
+from gan.registry import publish as registry
+from gan.registry.model_format import GENERATOR_FILE, BundleError, write_bundle
+from gan.train.checkpoint import CheckpointError, load_checkpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -104,7 +104,7 @@ def test_model_weights_or_flavour_holding_pickled_code_are_refused(tmp_path: Pat
     # 1. A genuine gan bundle whose weights file was replaced by a pickle.
     bundle = tmp_path / "bundle"
     write_bundle(bundle / "data", m, G)
-    mlflow.pyfunc.save_model(str(bundle / "model"), loader_module="gan.mlflow_model",
+    mlflow.pyfunc.save_model(str(bundle / "model"), loader_module="gan.registry.model_format",
                              data_path=str(bundle / "data"))
     weights = next((bundle / "model").rglob(GENERATOR_FILE))
     torch.save({"weight": _Payload(marker)}, weights)

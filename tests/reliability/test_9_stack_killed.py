@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from faultlib import SERVICES, run_flow, sigkill, smoke_params, stack_procs, unique
 
-from gan import registry
-from gan.config import Settings
-from gan.data import MANIFEST_FILE, load_prepared
-from gan.sampling import generate
-from gan.storage import Storage
+from gan.apps.sampling import generate
+from gan.core.config import Settings
+from gan.data.prepare import MANIFEST_FILE, load_prepared
+from gan.io.storage import Storage
+from gan.registry import publish as registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

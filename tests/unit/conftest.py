@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from gan.app_models import save_model_dir, tiny_recipe
-from gan.config import DataConfig
-from gan.data import PreparedData, prepare_arrays
-from gan.trainer import train_local
+from gan.apps.studies.demo_models import save_model_dir, tiny_recipe
+from gan.core.config import DataConfig
+from gan.data.prepare import PreparedData, prepare_arrays
+from gan.train.loop import train_local
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""gan.anomaly / gan.anomaly_eval / `gan anomaly`: AnoGAN scores, baselines on the same split,
+"""gan.apps.anomaly / gan.apps.studies.anomaly_eval / `gan anomaly`: AnoGAN scores, baselines on
+the same split,
 the one-class protocol on an easy split, the CSV output and clear errors for bad input."""
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from gan import anomaly, anomaly_eval, fanogan
-from gan.app_inputs import InputError
-from gan.app_models import tiny_recipe
-from gan.config import DataConfig
-from gan.data import prepare_arrays
-from gan.latent_search import SearchConfig
+from gan.apps import anomaly, fanogan
+from gan.apps.inputs import InputError
+from gan.apps.latent_search import SearchConfig
+from gan.apps.studies import anomaly_eval
+from gan.apps.studies.demo_models import tiny_recipe
+from gan.core.config import DataConfig
+from gan.data.prepare import prepare_arrays
 
 torch.set_num_threads(1)
 FAST = SearchConfig(steps=15, lr=0.1)
@@ -65,7 +67,7 @@ def test_one_class_easy_split_beats_chance(zero_split_result) -> None:
 
 
 def test_fanogan_scores_and_errors(model_dir, data) -> None:
-    from gan.registry import load_discriminator, load_generator
+    from gan.registry.publish import load_discriminator, load_generator
 
     G, D = load_generator(str(model_dir)), load_discriminator(str(model_dir))
     x, y = data.x_train[:40], data.y_train[:40]
@@ -138,7 +140,7 @@ def test_score_file_csv(model_dir, data, tmp_path: Path) -> None:
 
 
 def test_cli_anomaly(model_dir, data, tmp_path: Path, settings_env) -> None:
-    from gan.cli import app
+    from gan.cli.main import app
 
     u8 = ((data.x_holdout[:4].numpy() + 1) * 127.5).round().astype(np.uint8)[:, 0]  # (4, 28, 28)
     np.savez(tmp_path / "in.npz", x=u8)
@@ -170,7 +172,7 @@ def test_bad_inputs_named(model_dir, tmp_path: Path, arrays, message) -> None:
 
 
 def test_empty_and_missing_files(model_dir, tmp_path: Path, settings_env) -> None:
-    from gan.cli import app
+    from gan.cli.main import app
 
     (tmp_path / "empty.npz").write_bytes(b"")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
@@ -201,8 +203,8 @@ def test_cli_anomaly_eval(model_dir, data, tmp_path: Path, settings_env, monkeyp
     with the per-class protocol; the small digits subset replaces the default split."""
     import json
 
-    from gan import apps_eval
-    from gan.cli import app
+    from gan.apps.studies import runs as apps_eval
+    from gan.cli.main import app
 
     monkeypatch.setattr(apps_eval, "prepare_arrays", lambda cfg: data)
     args = ["anomaly-eval", "--classes", "0,1", "--epochs", "1", "--steps", "3",

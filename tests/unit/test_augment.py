@@ -1,4 +1,4 @@
-"""gan.augment / `gan augment-eval`: labelled samples, the stratified subset, step-matched
+"""gan.apps.augment / `gan augment-eval`: labelled samples, the stratified subset, step-matched
 arms on the same subset and holdout, and errors for impossible requests."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from gan import augment
-from gan.app_models import save_model_dir, tiny_recipe
-from gan.config import DataConfig
-from gan.data import prepare_arrays
-from gan.models import build_generator
-from gan.trainer import train_local
+from gan.apps import augment
+from gan.apps.studies.demo_models import save_model_dir, tiny_recipe
+from gan.core.config import DataConfig
+from gan.data.prepare import prepare_arrays
+from gan.nets.models import build_generator
+from gan.train.loop import train_local
 
 torch.set_num_threads(1)
 
@@ -82,8 +82,8 @@ def test_evaluation_arms_share_subset_and_holdout(data, state) -> None:
 def test_cli_augment_eval(data, state, tmp_path: Path, settings_env, monkeypatch) -> None:
     """The command on a local model dir; the digits are replaced by the small subset so the
     test stays fast (the command itself always evaluates on the default digits split)."""
-    from gan import apps_eval
-    from gan.cli import app
+    from gan.apps.studies import runs as apps_eval
+    from gan.cli.main import app
 
     monkeypatch.setattr(apps_eval, "prepare_arrays", lambda cfg: data)
     model = save_model_dir(tmp_path / "model", state)

@@ -1,4 +1,4 @@
-"""gan.checkpoint: self-describing round trip, weights-only loading, refusal of pickled objects."""
+"""gan.train.checkpoint: self-describing round trip, weights-only loading, pickles refused."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from gan.checkpoint import (
+from gan.core.config import ModelConfig, TrainConfig
+from gan.data.prepare import PreparedData
+from gan.nets.models import sample_latent
+from gan.train.checkpoint import (
     CheckpointError,
     discriminator_from_checkpoint,
     generator_from_checkpoint,
@@ -17,10 +20,7 @@ from gan.checkpoint import (
     model_config,
     save_checkpoint,
 )
-from gan.config import ModelConfig, TrainConfig
-from gan.data import PreparedData
-from gan.models import sample_latent
-from gan.trainer import train_local
+from gan.train.loop import train_local
 
 torch.set_num_threads(1)
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from gan.config import RetrainParams, SettingsError
+from gan.core.config import RetrainParams, SettingsError
 
 SECRET = "s3cr3t-Value-That-Must-Not-Leak-0123456789"
 

@@ -1,4 +1,4 @@
-"""gan.data: sources, validation errors, split, version. Real IDX/npz files written here."""
+"""gan.data.prepare: sources, validation errors, split, version. Real IDX/npz files written here."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from gan.config import DataConfig
-from gan.data import CANONICAL, DataError, load_source, prepare_arrays, read_idx
+from gan.core.config import DataConfig
+from gan.data.prepare import CANONICAL, DataError, load_source, prepare_arrays, read_idx
 
 torch.set_num_threads(1)
 
@@ -92,7 +92,7 @@ def test_mnist_folder_concatenates_train_and_t10k_without_resizing(tmp_path: Pat
 def test_non_canonical_file_skips_md5_with_a_note(tmp_path: Path,
                                                   caplog: pytest.LogCaptureFixture) -> None:
     folder = write_idx_folder(tmp_path / "m")
-    with caplog.at_level(logging.INFO, logger="gan.data"):
+    with caplog.at_level(logging.INFO, logger="gan.data.prepare"):
         load_source(DataConfig(source="fashion-mnist", uri=str(folder)))
     assert "MD5 check skipped" in caplog.text and "t10k-labels-idx1-ubyte.gz" in caplog.text
 
@@ -256,7 +256,7 @@ def test_npz_with_pickled_objects_is_refused(tmp_path: Path) -> None:
 
 
 _VERSION_SCRIPT = (
-    "from gan.config import DataConfig; from gan.data import prepare_arrays; "
+    "from gan.core.config import DataConfig; from gan.data.prepare import prepare_arrays; "
     "import sys; print(prepare_arrays(DataConfig(source='npz', uri=sys.argv[1], "
     "image_size=12)).version)"
 )

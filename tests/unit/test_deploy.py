@@ -15,8 +15,8 @@ from flows.deploy import (
     check_cron,
     deployment_health_url,
 )
-from gan import stack
-from gan.cli import app
+from gan.cli.main import app
+from gan.stack import supervisor as stack
 
 
 def test_cron_is_checked_and_named():

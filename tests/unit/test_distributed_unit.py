@@ -1,4 +1,5 @@
-"""gan.ddp / gan.distributed / gan.ray_worker / gan.bench / gan.gpu_check: the pure parts.
+"""gan.train.ddp / gan.train.ray.driver / gan.train.ray.worker / gan.tools.bench /
+gan.tools.gpu_check: the pure parts.
 
 Batch math, the DistributedSampler source (1 and W workers see the same samples per epoch),
 the fault-hook spec, progress text, the run-files logic (finished / stopped / diverged /
@@ -22,9 +23,10 @@ import torch.multiprocessing as mp
 from pyarrow import fs as pafs
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
-from gan import losses
-from gan.config import ModelConfig, TrainConfig
-from gan.ddp import (
+from gan.core.config import ModelConfig, TrainConfig
+from gan.core.records import DatasetRef, TrainedRef
+from gan.train import losses
+from gan.train.ddp import (
     CountingBatches,
     FaultSpec,
     all_sum,
@@ -33,9 +35,9 @@ from gan.ddp import (
     sharded_batches,
     wrap_models,
 )
-from gan.records import DatasetRef, TrainedRef
-from gan.steps import d_update, g_update, generate, unwrap
-from gan.trainer import make_state, run_epochs
+from gan.train.loop import run_epochs
+from gan.train.state import make_state
+from gan.train.steps import d_update, g_update, generate, unwrap
 
 torch.set_num_threads(1)
 
@@ -169,7 +171,7 @@ DATASET = DatasetRef(name="tiny", version="v1", uri="s3://b/datasets/tiny/v1/", 
 
 
 def test_run_files_round_trip_with_nan(tmp_path: Path) -> None:
-    from gan.ray_worker import read_json, write_json
+    from gan.train.ray.worker import read_json, write_json
 
     fs, path = pafs.LocalFileSystem(), f"{tmp_path}/run/x.json"
     assert read_json(fs, path) is None
@@ -179,8 +181,8 @@ def test_run_files_round_trip_with_nan(tmp_path: Path) -> None:
 
 
 def test_previous_result_decides_finished_stopped_diverged_mismatched(tmp_path: Path) -> None:
-    from gan.distributed import TrainingDiverged, _previous_result
-    from gan.ray_worker import DIVERGED_FILE, RUN_FILE, TRAINED_FILE, write_json
+    from gan.train.ray.driver import TrainingDiverged, _previous_result
+    from gan.train.ray.worker import DIVERGED_FILE, RUN_FILE, TRAINED_FILE, write_json
 
     fs, run_dir = pafs.LocalFileSystem(), f"{tmp_path}/r1"
 
@@ -208,7 +210,7 @@ def test_previous_result_decides_finished_stopped_diverged_mismatched(tmp_path: 
 
 
 def test_check_request_names_the_problem() -> None:
-    from gan.distributed import _check_request
+    from gan.train.ray.driver import _check_request
 
     _check_request(DATASET, MODEL, cfg(), "run-1")
     with pytest.raises(ValueError, match="run id 'a/b' is not accepted"):
@@ -222,7 +224,7 @@ def test_check_request_names_the_problem() -> None:
 def test_loopback_switch_is_restored() -> None:
     from ray._private import ray_constants
 
-    from gan.ray_cluster import _loopback_node_ip
+    from gan.train.ray.cluster import _loopback_node_ip
 
     before = ray_constants.ENABLE_RAY_CLUSTER
     with _loopback_node_ip():
@@ -234,7 +236,7 @@ def test_loopback_switch_is_restored() -> None:
 
 
 def test_bench_pieces() -> None:
-    from gan.bench import bare_loop, bench_data, steady
+    from gan.tools.bench import bare_loop, bench_data, steady
 
     assert steady([1.0, 10.0, 20.0, 30.0]) == 20.0 and steady([5.0]) == 5.0
     data = bench_data(300)
@@ -245,7 +247,7 @@ def test_bench_pieces() -> None:
 
 
 def test_gpu_check_says_why_without_cuda(capsys: pytest.CaptureFixture[str]) -> None:
-    from gan.gpu_check import NO_CUDA_EXIT, main, no_cuda_message
+    from gan.tools.gpu_check import NO_CUDA_EXIT, main, no_cuda_message
 
     if torch.cuda.is_available():  # a GPU machine: the check would run, not refuse
         assert no_cuda_message() is None
@@ -270,7 +272,7 @@ class Missing(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Missing())
 import torch
 torch.set_num_threads(1)
-from gan.gpu_check import main
+from gan.tools.gpu_check import main
 code = main(["--device", "cpu", "--steps", "3"])
 print("LOADED", json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in MISSING)))
 sys.exit(code)
@@ -410,7 +412,7 @@ class _FakeTrainer:
 
 
 def test_fit_with_progress_calls_on_epoch_in_order_and_survives_its_errors() -> None:
-    from gan.distributed import _fit
+    from gan.train.ray.driver import _fit
 
     seen: list[int] = []
 

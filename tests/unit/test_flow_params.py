@@ -17,12 +17,12 @@ from typer.testing import CliRunner
 
 from flows import params as P
 from flows import summary
-from flows.source_key import source_fingerprint
-from gan.cli import app
-from gan.config import PRESETS, DataConfig, RetrainParams
-from gan.mlflow_run import SECRET_KEY_RE
-from gan.records import DatasetRef, GateDecision, ModelRef, Report, TrainedRef
-from gan.storage import StorageError
+from gan.cli.main import app
+from gan.core.config import PRESETS, DataConfig, RetrainParams
+from gan.core.records import DatasetRef, GateDecision, ModelRef, Report, TrainedRef
+from gan.data.fingerprint import source_fingerprint
+from gan.io.storage import StorageError
+from gan.registry.run_log import SECRET_KEY_RE
 
 RUN_ID_RE = re.compile(RetrainParams.model_fields["run_id"].metadata[0].pattern)
 
@@ -205,7 +205,7 @@ def test_only_storage_errors_are_retried():
     from prefect.states import Failed
 
     from flows.retrain import retry_on_storage_error
-    from gan.data import DataError
+    from gan.data.prepare import DataError
 
     def retried(exc: Exception) -> bool:
         return retry_on_storage_error(None, None, Failed(data=exc))

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from gan.config import GateConfig
-from gan.evaluate import gate
-from gan.records import Report
+from gan.core.config import GateConfig
+from gan.core.records import Report
+from gan.eval.evaluate import gate
 
 
 def make_report(*, fid: float = 10.0, class_kl: float = 0.01, covered: int = 10,

@@ -1,4 +1,4 @@
-"""gan.inpaint / `gan inpaint`: known pixels kept bit for bit, the search lowers its loss,
+"""gan.apps.inpaint / `gan inpaint`: known pixels kept bit for bit, the search lowers its loss,
 baselines on the same images and mask, masks and their errors, grid and .npz outputs."""
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from gan import app_inputs, inpaint
-from gan.app_inputs import InputError
-from gan.config import EvalConfig
-from gan.judge import train_judge
-from gan.latent_search import SearchConfig
-from gan.registry import load_discriminator, load_generator
+from gan.apps import inpaint
+from gan.apps import inputs as app_inputs
+from gan.apps.inputs import InputError
+from gan.apps.latent_search import SearchConfig
+from gan.core.config import EvalConfig
+from gan.eval.judge import train_judge
+from gan.registry.publish import load_discriminator, load_generator
 
 torch.set_num_threads(1)
 FAST = SearchConfig(steps=10, lr=0.1)
@@ -133,7 +134,7 @@ def test_masks_and_mask_errors(tmp_path: Path) -> None:
 
 
 def test_cli_inpaint_grid_and_npz(model_dir, data, tmp_path: Path, settings_env) -> None:
-    from gan.cli import app
+    from gan.cli.main import app
 
     x, y = data.x_holdout[:3].numpy(), data.y_holdout[:3].numpy()
     np.savez(tmp_path / "in.npz", x=x, y=y)
@@ -151,7 +152,7 @@ def test_cli_inpaint_grid_and_npz(model_dir, data, tmp_path: Path, settings_env)
 
 
 def test_cli_inpaint_errors(model_dir, tmp_path: Path, settings_env) -> None:
-    from gan.cli import app
+    from gan.cli.main import app
 
     np.savez(tmp_path / "in.npz", x=np.zeros((2, 28, 28), np.float32))
     np.save(tmp_path / "m.npy", np.ones((2, 14, 14)))
@@ -174,8 +175,8 @@ def test_cli_inpaint_eval(model_dir, data, tmp_path: Path, settings_env, monkeyp
     """`gan inpaint-eval` end to end on a local model dir (small digits subset, few steps)."""
     import json
 
-    from gan import apps_eval
-    from gan.cli import app
+    from gan.apps.studies import runs as apps_eval
+    from gan.cli.main import app
 
     monkeypatch.setattr(apps_eval, "prepare_arrays", lambda cfg: data)
     r = CliRunner().invoke(app, ["inpaint-eval", "--model", str(model_dir), "--quick", "--n",

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from gan.config import DataConfig, EvalConfig
-from gan.data import PreparedData, prepare_arrays
-from gan.judge import (
+from gan.core.config import DataConfig, EvalConfig
+from gan.data.prepare import PreparedData, prepare_arrays
+from gan.eval.judge import (
     Judge,
     JudgeError,
     check_judge,

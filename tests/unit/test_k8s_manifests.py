@@ -1,6 +1,6 @@
 """infra/k8s: the manifests parse, and carry what the code relies on.
 
-Env var names are the ones `gan.config.Settings` reads; secrets come from the Secret (never
+Env var names are the ones `gan.core.config.Settings` reads; secrets come from the Secret (never
 inline); the GPU group requests GPUs and the CPU group none; rayVersion and the image's Ray
 match the installed Ray's major.minor; the Secret/ConfigMap example defines every key used.
 """
@@ -16,7 +16,7 @@ import ray
 import yaml
 from pydantic import AliasChoices
 
-from gan.config import Settings
+from gan.core.config import Settings
 
 K8S = Path(__file__).resolve().parents[2] / "infra" / "k8s"
 SECRET_VARS = {"GAN_S3_ENDPOINT_URL", "GAN_S3_BUCKET", "AWS_ACCESS_KEY_ID",
@@ -100,7 +100,7 @@ def test_ray_pods_get_the_settings_gan_reads_from_secret_and_configmap() -> None
     for group in ray_pods():
         for c in containers(group):
             env = {e["name"]: e for e in c["env"]}
-            assert set(env) <= known, f"{sorted(set(env) - known)} are not read by gan.config"
+            assert set(env) <= known, f"{sorted(set(env) - known)} are not read by gan.core.config"
             assert SECRET_VARS | CONFIG_VARS <= set(env)
             for name in SECRET_VARS:
                 ref = env[name]["valueFrom"]["secretKeyRef"]

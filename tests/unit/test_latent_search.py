@@ -1,4 +1,4 @@
-"""gan.latent_search: the shared z search lowers its objective, is batch-independent, tries
+"""gan.apps.latent_search: the shared z search lowers its objective, is batch-independent, tries
 every class of a conditional generator and keeps the best, and leaves G as it found it."""
 
 from __future__ import annotations
@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gan import latent_search as ls
-from gan.app_models import tiny_recipe
-from gan.config import DataConfig
-from gan.data import prepare_arrays
-from gan.trainer import train_local
+from gan.apps import latent_search as ls
+from gan.apps.studies.demo_models import tiny_recipe
+from gan.core.config import DataConfig
+from gan.data.prepare import prepare_arrays
+from gan.train.loop import train_local
 
 torch.set_num_threads(1)
 
@@ -92,7 +92,7 @@ def test_restarts_keep_the_lowest(trained) -> None:
 
 def test_unconditional_and_frozen_restored() -> None:
     model_cfg, _ = tiny_recipe(conditional=False)
-    from gan.models import build_generator
+    from gan.nets.models import build_generator
 
     torch.manual_seed(0)
     G = build_generator(model_cfg).train()

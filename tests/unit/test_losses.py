@@ -1,4 +1,4 @@
-"""gan.losses against values computed by hand (python math, not torch)."""
+"""gan.train.losses against values computed by hand (python math, not torch)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from gan import losses
+from gan.train import losses
 
 torch.set_num_threads(1)
 

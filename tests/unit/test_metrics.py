@@ -12,20 +12,20 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from gan import metrics as M
-from gan.checkpoint import generator_from_checkpoint, load_checkpoint, save_checkpoint
-from gan.config import DataConfig, EvalConfig, GateConfig, ModelConfig, TrainConfig
-from gan.data import PreparedData, prepare_arrays
-from gan.evaluate import (
+from gan.core.config import DataConfig, EvalConfig, GateConfig, ModelConfig, TrainConfig
+from gan.core.images import from_uint8
+from gan.core.records import Report
+from gan.data.prepare import PreparedData, prepare_arrays
+from gan.eval import metrics as M
+from gan.eval.evaluate import (
     compute_floors,
     evaluate_generator,
     gate,
     proportional_labels,
 )
-from gan.images import from_uint8
-from gan.judge import Judge, JudgeError, train_judge
-from gan.records import Report
-from gan.trainer import make_state
+from gan.eval.judge import Judge, JudgeError, train_judge
+from gan.train.checkpoint import generator_from_checkpoint, load_checkpoint, save_checkpoint
+from gan.train.state import make_state
 
 CFG = EvalConfig(judge_epochs=8)  # n = max(360 holdout, 1000) = 1000 samples
 

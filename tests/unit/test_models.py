@@ -1,4 +1,4 @@
-"""gan.models: shapes, interface, conditioning, spectral norm, the seed architecture exactly."""
+"""gan.nets.models: shapes, interface, conditioning, spectral norm, the exact seed nets."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from gan.config import ModelConfig
-from gan.models import (
+from gan.core.config import ModelConfig
+from gan.nets.models import (
     DCGANDiscriminator,
     build,
     build_discriminator,

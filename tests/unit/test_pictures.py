@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gan import pictures
+from gan.eval import pictures
 
 
 def decode(png: bytes) -> Image.Image:

@@ -1,4 +1,4 @@
-"""The recipe runner (`gan.recipes`) on the smoke preset: trains, evaluates, writes its tables."""
+"""The recipe runner (`gan.tools.recipes`) on the smoke preset: trains, evaluates, writes tables."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from gan import recipes
-from gan.checkpoint import load_checkpoint
-from gan.config import PRESETS, DataConfig, EvalConfig
-from gan.data import prepare_arrays
+from gan.core.config import PRESETS, DataConfig, EvalConfig
+from gan.data.prepare import prepare_arrays
+from gan.tools import recipes
+from gan.train.checkpoint import load_checkpoint
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

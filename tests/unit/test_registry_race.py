@@ -1,4 +1,4 @@
-"""`gan.registry._decide_and_apply` when another run moves `champion` meanwhile (reliability
+"""`gan.registry.publish._decide_and_apply` when another run moves `champion` meanwhile (reliability
 scenario 6, two runs at once): the decision is retaken against the new champion, so the
 worse candidate never overwrites a better champion that arrived while it was deciding.
 
@@ -15,9 +15,9 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 
-from gan import registry
-from gan.config import GateConfig
-from gan.records import GateDecision
+from gan.core.config import GateConfig
+from gan.core.records import GateDecision
+from gan.registry import publish as registry
 
 
 class Registry(MlflowClient):

@@ -1,4 +1,5 @@
-"""gan.registry / gan.mlflow_run / gan.mlflow_model / gan.sampling without any service.
+"""gan.registry.publish / gan.registry.run_log / gan.registry.model_format / gan.apps.sampling
+without any service.
 
 Param flattening and lineage never carry a credential; the safetensors bundle round-trips G and
 D exactly; the pyfunc wrapper (directly and through a locally saved MLflow model) returns
@@ -19,17 +20,19 @@ from PIL import Image
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from gan import mlflow_model as mm
-from gan import mlflow_run, registry, sampling
-from gan.config import (
+from gan.apps import sampling
+from gan.core.config import (
     DataConfig,
     GateConfig,
     ModelConfig,
     RetrainParams,
     TrainConfig,
 )
-from gan.models import build
-from gan.records import DatasetRef, Report, TrainedRef
+from gan.core.records import DatasetRef, Report, TrainedRef
+from gan.nets.models import build
+from gan.registry import model_format as mm
+from gan.registry import publish as registry
+from gan.registry import run_log as mlflow_run
 
 torch.set_num_threads(1)
 
@@ -263,7 +266,7 @@ def test_write_grid_and_npz(tmp_path: Path) -> None:
 
 
 def test_cli_sample_local_model(tmp_path: Path, settings_env) -> None:
-    from gan.cli import app
+    from gan.cli.main import app
 
     cfg, G, D = tiny_models("dcgan", True)
     path = tmp_path / "model"

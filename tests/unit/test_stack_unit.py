@@ -18,8 +18,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from gan import procs, stack
-from gan.stack import StackError
+from gan.stack import procs
+from gan.stack import supervisor as stack
+from gan.stack.supervisor import StackError
 
 
 def _by_name(services):

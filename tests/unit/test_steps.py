@@ -1,4 +1,4 @@
-"""gan.steps: pinned seeded losses, one D forward per D step, gradient isolation, DDP, EMA."""
+"""gan.train.steps: pinned seeded losses, one D forward per D step, gradient isolation, DDP, EMA."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from gan.config import ModelConfig, TrainConfig
-from gan.models import build, sample_latent
-from gan.steps import d_step, ema_update, frozen, g_step, make_ema, maybe_no_sync, unwrap
+from gan.core.config import ModelConfig, TrainConfig
+from gan.nets.models import build, sample_latent
+from gan.train.steps import d_step, ema_update, frozen, g_step, make_ema, maybe_no_sync, unwrap
 
 torch.set_num_threads(1)
 
@@ -210,7 +210,7 @@ class IgnoresZ(nn.Module):
 
 
 def test_mode_seeking_term_punishes_a_g_that_ignores_z():
-    from gan.steps import mode_seeking_term
+    from gan.train.steps import mode_seeking_term
 
     torch.manual_seed(0)
     G, _ = build(ModelConfig(**DCGAN))
@@ -235,7 +235,7 @@ def test_mode_seeking_weight_adds_the_term_to_g_loss_and_reports_it():
 def test_mode_seeking_second_batch_comes_from_the_given_generator_not_the_global_rng():
     """The trainer seeds its z generator and the global RNG alike; z' must still differ from z
     (a z' equal to z made 0/0 = NaN on CUDA, where nothing else draws from the global RNG)."""
-    from gan.steps import mode_seeking_term
+    from gan.train.steps import mode_seeking_term
 
     torch.manual_seed(0)
     G, _ = build(ModelConfig(**DCGAN))

@@ -1,4 +1,4 @@
-"""gan.trainer: the loop, report/checkpoint cadence, determinism, resume, divergence guard."""
+"""gan.train.loop: the loop, report/checkpoint cadence, determinism, resume, divergence guard."""
 
 from __future__ import annotations
 
@@ -8,19 +8,12 @@ from typing import Any
 import pytest
 import torch
 
-from gan.checkpoint import load_checkpoint, save_checkpoint
-from gan.config import ModelConfig, TrainConfig
-from gan.data import PreparedData
-from gan.models import sample_latent
-from gan.trainer import (
-    DivergenceError,
-    local_batches,
-    main,
-    make_state,
-    run_epochs,
-    state_from_checkpoint,
-    train_local,
-)
+from gan.core.config import ModelConfig, TrainConfig
+from gan.data.prepare import PreparedData
+from gan.nets.models import sample_latent
+from gan.train.checkpoint import load_checkpoint, save_checkpoint, state_from_checkpoint
+from gan.train.loop import DivergenceError, local_batches, main, run_epochs, train_local
+from gan.train.state import make_state
 
 torch.set_num_threads(1)
 
@@ -169,8 +162,8 @@ def test_bf16_autocast_path_runs() -> None:
 
 
 def test_separate_adam_betas_for_g_and_d():
-    from gan.config import ModelConfig, TrainConfig
-    from gan.trainer import make_state
+    from gan.core.config import ModelConfig, TrainConfig
+    from gan.train.state import make_state
 
     cfg = TrainConfig(beta1=0.5, beta2=0.999, beta1_d=0.0, beta2_d=0.9)
     st = make_state(ModelConfig(arch="mlp", g_hidden=(8,), d_hidden=(8,)), cfg)

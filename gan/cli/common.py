@@ -1,0 +1,32 @@
+"""What every `gan` command shares: the console, the one-line error exit, `Settings` loading.
+
+What it is not: no commands (`gan.cli.main`, `gan.cli.apps`), no library logic.
+"""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from gan.core.config import Settings, SettingsError
+
+
+def stdout() -> Console:
+    # soft_wrap: messages stay one line each (greppable), whatever the terminal width.
+    return Console(highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print `error: <message>` in red on stderr; return the Exit to raise (code 2: bad usage)."""
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err.print(f"[red]error:[/red] {escape(message)}")
+    return typer.Exit(code)
+
+
+def load_settings() -> Settings:
+    """`Settings.load()`, or a clear one-line error naming the variable and exit code 2."""
+    try:
+        return Settings.load()
+    except SettingsError as e:
+        raise fail(str(e), code=2) from None

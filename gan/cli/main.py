@@ -1,0 +1,281 @@
+"""The `gan` command (typer): a thin front over the library.
+
+What this module is: argument parsing, `Settings.load()` once per command, and printing. Each
+command is one small function calling one library entry point; errors from the library
+(`SettingsError`, `StackError`, ...) become one red line and exit code 1 (2 for settings).
+
+What it is not: no logic that a test or a flow would need; that lives in `gan.*`.
+To add a command (`retrain`, `serve`, `sample`, `bench`), write one `@app.command()` function
+below the stack section that loads settings, calls the library and prints the result.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from gan.cli import apps as apps_cli
+from gan.cli.common import fail, load_settings, stdout
+from gan.core.config import Settings, SettingsError
+from gan.stack import supervisor as stack_lib
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="GAN retraining pipeline: local stack, retraining, serving, sampling.")
+stack_app = typer.Typer(no_args_is_help=True,
+                        help="The local stack: SeaweedFS (S3), MLflow server, Prefect server.")
+app.add_typer(stack_app, name="stack")
+
+
+# --------------------------------------------------------------------------- stack
+
+
+@stack_app.command("up")
+def stack_up(
+    timeout: float = typer.Option(180.0, min=1, help="Seconds to wait for all services' health."),
+) -> None:
+    """Start SeaweedFS, MLflow and Prefect (what is not running yet) and wait for health."""
+    settings = load_settings()
+    console = stdout()
+    try:
+        st = stack_lib.up(settings, timeout_s=timeout, echo=lambda m: console.print(escape(m)))
+    except stack_lib.StackError as e:
+        raise fail(str(e)) from None
+    _print_status(st, console)
+
+
+@stack_app.command("down")
+def stack_down(
+    grace: float = typer.Option(15.0, min=0, help="Seconds between SIGTERM and SIGKILL."),
+) -> None:
+    """Stop the processes `gan stack up` started; data in GAN_HOME is kept."""
+    settings = load_settings()
+    console = stdout()
+    try:
+        stack_lib.down(settings, grace_s=grace, echo=lambda m: console.print(escape(m)))
+    except stack_lib.StackError as e:
+        raise fail(str(e)) from None
+
+
+@stack_app.command("status")
+def stack_status(
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead."),
+) -> None:
+    """Each service's URL, health and pid; the credentials FILE (never its values)."""
+    settings = load_settings()
+    try:
+        st = stack_lib.status(settings)
+    except stack_lib.StackError as e:
+        raise fail(str(e)) from None
+    if as_json:
+        typer.echo(json.dumps(st, indent=2))
+    else:
+        _print_status(st, stdout())
+
+
+def _print_status(st: dict[str, Any], console: Console) -> None:
+    table = Table(title=f"gan stack ({escape(st['gan_home'])})", title_justify="left")
+    for col in ("service", "url", "healthy", "pid"):
+        table.add_column(col)
+    for s in st["services"].values():
+        ok = "[green]yes[/green]" if s["healthy"] else "[red]no[/red]"
+        pid = str(s["pid"]) if s["pid"] else ("external" if s["external"] else "-")
+        table.add_row(escape(s["title"]), escape(s["url"]), ok, pid)
+    table.add_row("prefect UI", escape(st["prefect_ui_url"]), "", "")
+    table.add_row("ray", escape(st["ray"]), "", "")
+    console.print(table)
+    console.print(f"bucket: {escape(st['bucket'])}")
+    creds = st["credentials_file"] or "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (environment)"
+    console.print(f"S3 credentials: {escape(creds)}")
+
+
+# --------------------------------------------------------------------------- other commands
+# retrain / serve / sample / bench: one function each, added by their issues.
+
+
+@app.command()
+def retrain(
+    preset: str | None = typer.Option(None, "--preset", help="Starting recipe: default, seed "
+                                      "or smoke; the options below override it."),
+    smoke: bool = typer.Option(False, "--smoke", help="Same as --preset smoke: tiny, fast."),
+    source: str | None = typer.Option(None, "--source", help="digits, mnist, fashion-mnist "
+                                      "or npz."),
+    uri: str | None = typer.Option(None, "--uri", help="Where mnist/fashion-mnist IDX files or "
+                                   "the .npz lie: local path, s3:// or http(s)://."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Training epochs."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Global batch size."),
+    lr_g: float | None = typer.Option(None, "--lr-g", help="Generator learning rate."),
+    lr_d: float | None = typer.Option(None, "--lr-d", help="Discriminator learning rate."),
+    arch: str | None = typer.Option(None, "--arch", help="mlp or dcgan."),
+    loss: str | None = typer.Option(None, "--loss", help="bce, ns, hinge or wgan-gp."),
+    conditional: bool | None = typer.Option(None, "--conditional/--unconditional",
+                                            help="Class-conditional generator or not."),
+    workers: int | None = typer.Option(None, "--workers", help="Ray Train workers."),
+    gpu: bool | None = typer.Option(None, "--gpu/--cpu", help="One GPU per worker, or CPU."),
+    seed: int | None = typer.Option(None, "--seed", help="Training seed."),
+    model_name: str | None = typer.Option(None, "--model-name", help="Registered model name "
+                                          "(default gan-<dataset>)."),
+    run_id: str | None = typer.Option(None, "--run-id", help="Names everything the run writes; "
+                                      "reuse one to resume a stopped run."),
+    max_class_kl: float | None = typer.Option(None, "--max-class-kl", help="Gate: max KL of "
+                                              "real vs generated class shares."),
+    fid_margin: float | None = typer.Option(None, "--fid-margin", help="Gate: FID must beat "
+                                            "the champion's by this much."),
+    min_recall_ratio: float | None = typer.Option(
+        None, "--min-recall-ratio", help="Gate: recall must reach this share of real data's "
+        "(catches mode collapse); 0 = off."),
+) -> None:
+    """Run the retraining flow now, recorded on the configured Prefect server."""
+    from flows.params import ParamsError, new_run_id, params_from_options, resolve
+
+    try:  # every value is checked (pydantic, naming the field) before anything starts
+        params = params_from_options(
+            smoke=smoke, preset=preset, source=source, uri=uri, epochs=epochs,
+            batch_size=batch_size, lr_g=lr_g, lr_d=lr_d, arch=arch, loss=loss,
+            conditional=conditional, workers=workers, gpu=gpu, seed=seed,
+            model_name=model_name, run_id=run_id, max_class_kl=max_class_kl,
+            fid_margin=fid_margin, min_recall_ratio=min_recall_ratio)
+        resolve(params)  # cross-field rules (e.g. dcgan needs image_size % 4 == 0)
+    except ParamsError as e:
+        raise fail(str(e), code=2) from None
+    settings = load_settings()
+    params = params.model_copy(update={"run_id": params.run_id or new_run_id(params.model_name)})
+    console = stdout()
+    try:
+        from flows.prefect_setup import use_api
+
+        api = use_api(settings)  # before anything reads Prefect's settings
+    except SettingsError as e:
+        raise fail(str(e), code=2) from None
+    console.print(f"retraining run {params.run_id} (preset {params.preset}, data "
+                  f"{escape(params.data.source)}), Prefect API {escape(api)}")
+    from flows.retrain import retrain as retrain_flow
+
+    state = retrain_flow(params, return_state=True)
+    if not state.is_completed():
+        why = (state.message or state.type.value).removeprefix(
+            "Flow run encountered an exception: ")
+        raise fail(f"retraining run {params.run_id} {state.type.value.lower()}: {why}")
+    run_url = f"{api.removesuffix('/api')}/runs/flow-run/{state.state_details.flow_run_id}"
+    _print_model(state.result(), settings, console, run_url)
+
+
+def _print_model(model: Any, settings: Settings, console: Console, flow_run_url: str) -> None:
+    """The registered version, the gate's verdict and where to look."""
+    from flows.summary import mlflow_links
+
+    links = mlflow_links(settings.mlflow_tracking_uri, model)
+    verdict = ("[green]champion[/green] (promoted)" if model.champion
+               else "[yellow]not promoted[/yellow] (stays challenger)")
+    console.print(f"registered {escape(model.uri)}: {verdict}")
+    for reason in model.decision.reasons:
+        console.print(f"  gate {escape(reason)}")
+    if links.run:
+        console.print(f"MLflow run: {escape(links.run)}")
+    if links.model_version:
+        console.print(f"model version: {escape(links.model_version)}")
+    console.print(f"Prefect flow run: {escape(flow_run_url)}")
+    console.print(f"model URI: {escape(model.uri)}  (champion: models:/{escape(model.name)}"
+                  "@champion)")
+
+
+@app.command()
+def serve(
+    cron: str = typer.Option("0 3 * * *", "--cron", help="Cron schedule of the deployment "
+                             "(UTC); default nightly at 03:00."),
+    no_schedule: bool = typer.Option(False, "--no-schedule", help="No schedule: runs start "
+                                     "only from the Prefect UI's Run button or the API."),
+    name: str = typer.Option("gan-retrain", "--name", help="Deployment name "
+                             "(retrain/<name> in the UI)."),
+) -> None:
+    """Serve the retrain deployment until stopped: scheduled and UI-started runs execute here."""
+    settings = load_settings()
+    try:
+        from flows.prefect_setup import use_api
+
+        use_api(settings)  # before anything imports Prefect, which reads it once
+    except SettingsError as e:
+        raise fail(str(e), code=2) from None
+    from flows.deploy import DeployError, check_cron
+    from flows.deploy import serve as serve_deployment
+
+    try:
+        schedule = None if no_schedule else check_cron(cron)
+    except DeployError as e:
+        raise fail(str(e), code=2) from None
+    serve_deployment(name=name, cron=schedule)
+
+
+@app.command()
+def sample(
+    model: str = typer.Option(..., "--model", help="Model URI: models:/<name>@champion, "
+                              "models:/<name>/<version>, runs:/<run>/generator or a model dir."),
+    n: int = typer.Option(64, "--n", help="Number of samples, 1 to 100000."),
+    out: str | None = typer.Option(None, "--out", help="Write a PNG grid of the samples here."),
+    npz: str | None = typer.Option(None, "--npz", help="Write raw samples here: x float32 "
+                                    "(N, C, H, W) in [-1, 1], y int64 labels (conditional)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the latents."),
+    label: int | None = typer.Option(None, "--label", help="Only this class (conditional "
+                                     "models); default: every class equally often."),
+    device: str = typer.Option("cpu", "--device", help="torch device to sample on."),
+) -> None:
+    """Draw samples from a published generator: a PNG grid and/or an .npz for augmentation."""
+    # Imported here: MLflow and torch take seconds to import, which `gan --help` should not pay.
+    from gan.apps import sampling
+    from gan.registry.model_format import BundleError
+    from gan.registry.publish import RegistryError
+
+    try:  # the request is checked before anything is fetched
+        sampling.check_request(n, out=out, npz=npz, label=label)
+    except sampling.SamplingError as e:
+        raise fail(str(e), code=2) from None
+    settings = load_settings()
+    try:
+        summary = sampling.sample_to_files(model, n, out=out, npz=npz, seed=seed, label=label,
+                                           settings=settings, device=device)
+    except (sampling.SamplingError, RegistryError, BundleError, SettingsError) as e:
+        raise fail(str(e)) from None
+    console = stdout()
+    for path in summary["written"]:  # type: ignore[union-attr]
+        console.print(f"wrote {escape(path)}: {n} samples of {escape(model)} (seed {seed})")
+
+
+@app.command()
+def bench(
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per model."),
+    model: list[str] = typer.Option(["seed", "default"], "--model",
+                                    help="Preset to measure (repeatable): seed, default."),
+    images: int = typer.Option(4096, "--images", min=256, help="Training images per epoch."),
+    epochs: int = typer.Option(4, "--epochs", min=2, help="Epochs per variant; the first is "
+                               "warm-up."),
+) -> None:
+    """Images/s of the training step: bare PyTorch, in-process loop, Ray Train 1 and 2 workers."""
+    from gan.tools.bench import BenchConfig, format_table, run_bench
+
+    unknown = [m for m in model if m not in ("seed", "default")]
+    if unknown:
+        raise fail(f"--model {unknown[0]!r}: choose seed or default", code=2)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    results = run_bench(model, BenchConfig(images=images, epochs=epochs),
+                        echo=lambda m: err.print(escape(m)))
+    if as_json:
+        for r in results:
+            typer.echo(json.dumps(r))
+    else:
+        typer.echo(format_table(results))
+
+
+@app.command()
+def version() -> None:
+    """Print the package version."""
+    from importlib.metadata import version as pkg_version
+
+    typer.echo(pkg_version("gan-retrain"))
+
+
+# anomaly / inpaint / augment-eval / anomaly-eval / inpaint-eval live in gan.cli.apps.
+apps_cli.register(app)

@@ -1,0 +1,510 @@
+"""One frozen config tree for every knob, and the environment `Settings`.
+
+What this module is: pydantic models (frozen, extra fields forbidden) whose field names are
+at once the Prefect UI form, the MLflow params and the CLI flags, plus `Settings`, read once
+from the environment and the local stack's state files.
+
+What it is not: it reads no environment variable outside `Settings.load()`, builds no model
+and opens no connection (the S3 clients are built in `gan.io.storage` from a `Settings`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Names MLflow's registry accepts without surprises in URIs (`models:/<name>@alias`).
+MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class Frozen(BaseModel):
+    """Base for config records: immutable, unknown fields rejected (typos fail loudly)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --------------------------------------------------------------------------- data
+
+
+class DataConfig(Frozen):
+    """Where images come from and how they are prepared (see `gan.data.prepare`)."""
+
+    source: Literal["digits", "mnist", "fashion-mnist", "npz"] = Field(
+        "digits",
+        description="Dataset source: bundled scikit-learn digits, MNIST/Fashion-MNIST IDX "
+        "files, or an .npz with x (and optional y).",
+    )
+    uri: str | None = Field(
+        None,
+        description="For mnist/fashion-mnist: base URL, s3:// prefix or local folder holding "
+        "the four IDX .gz files. For npz: path or s3:// URI of the .npz file.",
+    )
+    name: str | None = Field(
+        None,
+        description="Dataset name used in storage paths and model names; defaults to the "
+        "source (or the npz file's stem).",
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+    )
+    image_size: int = Field(28, ge=8, le=128, description="Images are resized to this H=W.")
+    holdout_fraction: float = Field(
+        0.2, gt=0.0, lt=0.9, description="Share of images held out (stratified) for evaluation."
+    )
+    split_seed: int = Field(0, ge=0, description="Seed of the stratified train/holdout split.")
+    limit: int | None = Field(
+        None, ge=20, description="Keep at most this many images (smoke runs); None keeps all."
+    )
+
+    @model_validator(mode="after")
+    def _uri_required(self) -> DataConfig:
+        if self.source in ("mnist", "fashion-mnist", "npz") and not self.uri:
+            raise ValueError(f"data.uri is required for source {self.source!r}")
+        return self
+
+    @property
+    def dataset_name(self) -> str:
+        if self.name:
+            return self.name
+        if self.source == "npz" and self.uri:
+            stem = Path(self.uri.rstrip("/")).name.removesuffix(".npz")
+            return re.sub(r"[^a-z0-9_-]", "-", stem.lower()) or "npz"
+        return self.source
+
+
+# --------------------------------------------------------------------------- model
+
+
+class ModelConfig(Frozen):
+    """Architecture of G and D; stored in every checkpoint so `build()` can rebuild it."""
+
+    arch: Literal["mlp", "dcgan"] = Field("dcgan", description="mlp: the seed GAN; dcgan: conv.")
+    conditional: bool = Field(False, description="Class-conditional G and D (labelled samples).")
+    latent_dim: int = Field(100, ge=2, le=1024, description="Size of z.")
+    image_size: int = Field(28, ge=8, le=128, description="H=W of generated images.")
+    channels: int = Field(1, ge=1, le=4, description="Image channels.")
+    num_classes: int = Field(10, ge=2, le=1000, description="Classes, for conditional models.")
+    g_hidden: tuple[int, ...] = Field((256, 512, 1024), description="MLP G hidden widths.")
+    d_hidden: tuple[int, ...] = Field((1024, 512, 256), description="MLP D hidden widths.")
+    base_channels: int = Field(64, ge=4, le=512, description="DCGAN width (channels at 1/4 res).")
+    spectral_norm: bool = Field(False, description="Spectral normalisation on D's layers.")
+    leaky_slope: float = Field(0.2, ge=0.0, lt=1.0, description="LeakyReLU slope.")
+    d_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout in the MLP D.")
+
+    @model_validator(mode="after")
+    def _size_fits_arch(self) -> ModelConfig:
+        if self.arch == "dcgan" and self.image_size % 4:
+            raise ValueError(f"model.image_size {self.image_size} must be divisible by 4 for dcgan")
+        return self
+
+
+# --------------------------------------------------------------------------- training
+
+LossName = Literal["bce", "ns", "hinge", "wgan-gp"]
+
+
+class TrainConfig(Frozen):
+    """Optimisation, loop and distribution knobs (see `gan.train.loop`, `gan.train.ray.driver`)."""
+
+    loss: LossName = Field(
+        "hinge",
+        description="bce: the seed's BCE with one-sided label smoothing; ns: non-saturating; "
+        "hinge; wgan-gp: Wasserstein with gradient penalty.",
+    )
+    real_label: float = Field(
+        0.9, gt=0.5, le=1.0, description="Target for real images in bce (one-sided smoothing)."
+    )
+    epochs: int = Field(30, ge=1, le=10_000, description="Passes over the train split.")
+    batch_size: int = Field(64, ge=1, le=8192, description="Global batch size (all workers).")
+    lr_g: float = Field(2e-4, gt=0.0, le=1.0, description="Adam learning rate of G.")
+    lr_d: float = Field(2e-4, gt=0.0, le=1.0, description="Adam learning rate of D.")
+    beta1: float = Field(0.5, ge=0.0, lt=1.0,
+                         description="Adam beta1 of G (and of D unless set).")
+    beta2: float = Field(0.999, ge=0.0, lt=1.0,
+                         description="Adam beta2 of G (and of D unless set).")
+    beta1_d: float | None = Field(None, ge=0.0, lt=1.0,
+                                  description="Adam beta1 of D; None = beta1.")
+    beta2_d: float | None = Field(None, ge=0.0, lt=1.0,
+                                  description="Adam beta2 of D; None = beta2.")
+    d_steps: int = Field(1, ge=1, le=10, description="D steps per G step.")
+    gp_weight: float = Field(10.0, ge=0.0, description="Gradient-penalty weight (wgan-gp).")
+    mode_seeking: float = Field(
+        0.0, ge=0.0, le=100.0, description="Weight of the mode-seeking term (MSGAN) in G's loss; "
+        "0 = off. Keeps a conditional G from ignoring z (one image per class)."
+    )
+    ema_decay: float = Field(
+        0.999, ge=0.0, lt=1.0, description="EMA decay of G weights; 0 switches EMA off."
+    )
+    seed: int = Field(0, ge=0, description="Seed of weights, noise and shuffling.")
+    divergence_patience: int = Field(
+        200, ge=1, description="Stop after this many consecutive saturated-D steps."
+    )
+    checkpoint_every: int = Field(5, ge=1, description="Checkpoint every K epochs (and at end).")
+    num_workers: int = Field(1, ge=1, le=256, description="Ray Train workers.")
+    use_gpu: bool = Field(False, description="One GPU per worker, NCCL.")
+    cpus_per_worker: int = Field(1, ge=1, le=256, description="CPUs reserved per worker.")
+    bf16: bool = Field(False, description="bf16 autocast (GPU only).")
+    max_failures: int = Field(2, ge=0, le=100, description="Worker-group restarts Ray allows.")
+    time_limit_s: float | None = Field(
+        None, gt=0, description="Wall-clock limit of training, enforced on the Ray side."
+    )
+
+    @property
+    def betas_g(self) -> tuple[float, float]:
+        return (self.beta1, self.beta2)
+
+    @property
+    def betas_d(self) -> tuple[float, float]:
+        return (
+            self.beta1 if self.beta1_d is None else self.beta1_d,
+            self.beta2 if self.beta2_d is None else self.beta2_d,
+        )
+
+    @model_validator(mode="after")
+    def _bf16_needs_gpu(self) -> TrainConfig:
+        if self.bf16 and not self.use_gpu:
+            raise ValueError("train.bf16 needs train.use_gpu")
+        return self
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+class EvalConfig(Frozen):
+    """How a generator is judged (see `gan.eval.evaluate`)."""
+
+    n_samples: int | None = Field(
+        None, ge=100, le=100_000, description="Generated samples; None = max(holdout, 1000)."
+    )
+    seed: int = Field(1234, ge=0, description="Seed of the evaluation latents.")
+    min_judge_accuracy: float = Field(
+        0.95, ge=0.0, le=1.0, description="Judge holdout accuracy below this fails evaluation."
+    )
+    judge_epochs: int = Field(15, ge=1, le=200, description="Epochs to train the judge.")
+    class_share_threshold: float = Field(
+        0.02, ge=0.0, lt=1.0, description="A class is covered when its share exceeds this."
+    )
+
+
+class GateConfig(Frozen):
+    """Promotion rules (see `gan.eval.evaluate.gate`)."""
+
+    max_class_kl: float = Field(0.1, ge=0.0, description="Max KL(real classes || generated).")
+    fid_margin: float = Field(
+        0.0, ge=0.0, description="Candidate FID must be below champion FID minus this margin."
+    )
+    require_all_classes: bool = Field(True, description="Every class must be covered.")
+    min_recall_ratio: float = Field(
+        0.25, ge=0.0, le=1.0, description="Diversity: recall (Kynkäänniemi et al. 2019) must "
+        "reach this share of real data's recall. Catches mode collapse, e.g. a conditional G "
+        "that draws one image per class, which FID and class coverage barely see; 0 = off."
+    )
+
+
+class RegistryConfig(Frozen):
+    """Where a generator is published (see `gan.registry.publish`)."""
+
+    model_name: str | None = Field(
+        None, description="Registered model name; default gan-<dataset>. Letters, digits, . _ -"
+    )
+    experiment: str = Field("gan-retrain", min_length=1, max_length=200,
+                            description="MLflow experiment the run is logged in.")
+
+    @field_validator("model_name")
+    @classmethod
+    def _valid_name(cls, v: str | None) -> str | None:
+        if v is not None and not MODEL_NAME_RE.match(v):
+            raise ValueError(
+                f"model name {v!r} is not accepted: use 1-128 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit"
+            )
+        return v
+
+
+# --------------------------------------------------------------------------- presets
+
+# Each preset is a partial config tree; user values override it (see `RetrainParams.resolve`).
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # The classic MLP GAN exactly as the seed describes it.
+    "seed": {
+        "model": {"arch": "mlp", "conditional": False, "spectral_norm": False},
+        "train": {
+            "loss": "bce", "real_label": 0.9, "lr_g": 2e-4, "lr_d": 2e-4,
+            "beta1": 0.5, "beta2": 0.999, "ema_decay": 0.0, "batch_size": 128,
+            "epochs": 210,  # ≈ 5 min on one idle core (gan.tools.recipes calibrate), as the default
+        },
+    },
+    # Chosen from measurements on digits (README "Default recipe"; `python -m gan.tools.recipes`).
+    # Without the mode-seeking term this conditional G drew one image per class (recall 0.06).
+    "default": {
+        "model": {"arch": "dcgan", "conditional": True, "spectral_norm": True, "base_channels": 32},
+        "train": {"loss": "hinge", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.0, "beta2": 0.9,
+                  "ema_decay": 0.999, "batch_size": 64, "mode_seeking": 0.5,
+                  "epochs": 100},  # ≈ 4-5 min on one core, the seed preset's budget
+    },
+    # Tiny and fast: for tests and `--smoke` runs.
+    "smoke": {
+        "data": {"limit": 200},
+        "model": {"arch": "mlp", "g_hidden": (32, 64), "d_hidden": (64, 32)},
+        "train": {"epochs": 1, "batch_size": 32, "checkpoint_every": 1},
+        "eval": {"n_samples": 200, "judge_epochs": 2, "min_judge_accuracy": 0.0},
+    },
+}
+
+
+class RetrainParams(Frozen):
+    """Everything one retraining run takes: the Prefect UI form and `gan retrain`'s flags.
+
+    The preset gives a full recipe; each field left empty (None) keeps the preset's value.
+    """
+
+    preset: Literal["default", "seed", "smoke"] = Field(
+        "default", description="Starting recipe: default (measured best), seed (classic MLP "
+        "GAN), smoke (tiny, seconds). Fields below override it."
+    )
+    data: DataConfig = Field(default_factory=DataConfig, description="Dataset source.")
+    arch: Literal["mlp", "dcgan"] | None = Field(None, description="Model architecture.")
+    conditional: bool | None = Field(None, description="Class-conditional generator.")
+    loss: LossName | None = Field(None, description="GAN loss.")
+    epochs: int | None = Field(None, ge=1, le=10_000, description="Training epochs.")
+    batch_size: int | None = Field(None, ge=1, le=8192, description="Global batch size.")
+    lr_g: float | None = Field(None, gt=0.0, le=1.0, description="Generator learning rate.")
+    lr_d: float | None = Field(None, gt=0.0, le=1.0, description="Discriminator learning rate.")
+    num_workers: int | None = Field(None, ge=1, le=256, description="Ray Train workers.")
+    use_gpu: bool | None = Field(None, description="Train on GPUs (one per worker).")
+    seed: int | None = Field(None, ge=0, description="Training seed.")
+    time_limit_s: float | None = Field(None, gt=0, description="Training wall-clock limit (s).")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation settings.")
+    gate: GateConfig = Field(default_factory=GateConfig, description="Promotion thresholds.")
+    registry: RegistryConfig = Field(default_factory=RegistryConfig, description="Model name.")
+    run_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
+        description="Names everything this run writes; reuse one to resume a stopped run.",
+    )
+
+    def resolve(self) -> tuple[DataConfig, ModelConfig, TrainConfig, EvalConfig]:
+        """Preset + overrides → validated configs. Raises ValueError naming the field."""
+        p = PRESETS[self.preset]
+        model_over = {"arch": self.arch, "conditional": self.conditional,
+                      "image_size": self.data.image_size}
+        train_over = {k: getattr(self, k) for k in (
+            "loss", "epochs", "batch_size", "lr_g", "lr_d", "num_workers", "use_gpu", "seed",
+            "time_limit_s")}
+        if self.use_gpu is False:
+            train_over["bf16"] = False
+        # exclude_defaults, not exclude_unset: params that went through JSON (the Prefect UI,
+        # a deployment run) arrive with every field set, which must not erase the preset.
+        data = DataConfig(**{**p.get("data", {}), **self.data.model_dump(exclude_defaults=True)})
+        ev = EvalConfig(**{**p.get("eval", {}), **self.eval.model_dump(exclude_defaults=True)})
+        return (
+            data,
+            ModelConfig(**{**p.get("model", {}), **_given(model_over)}),
+            TrainConfig(**{**p.get("train", {}), **_given(train_over)}),
+            ev,
+        )
+
+    @property
+    def model_name(self) -> str:
+        return self.registry.model_name or f"gan-{self.data.dataset_name}"
+
+
+def _given(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def resolve_configs(
+    preset: str, model: dict[str, Any] | None = None, train: dict[str, Any] | None = None
+) -> tuple[ModelConfig, TrainConfig]:
+    """Preset + overrides → validated (ModelConfig, TrainConfig); for the library and tests."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    p = PRESETS[preset]
+    return (
+        ModelConfig(**{**p.get("model", {}), **(model or {})}),
+        TrainConfig(**{**p.get("train", {}), **(train or {})}),
+    )
+
+
+# --------------------------------------------------------------------------- settings
+
+
+class SettingsError(ValueError):
+    """A missing or invalid environment value; the message names the variable."""
+
+
+def _alias(*names: str) -> Any:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """Where the services are. Read once (`Settings.load()`), then passed down.
+
+    Precedence: environment variables, then the local stack's state in `GAN_HOME`
+    (`stack.json` for URLs). S3 keys: with GAN_S3_ENDPOINT_URL set, AWS_* from the environment;
+    without it, the local stack's `credentials.json` (mode 0600).
+    """
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    gan_home: Path = Field(Path(".gan"), validation_alias=_alias("GAN_HOME"))
+    s3_endpoint_url: str | None = Field(None, validation_alias=_alias("GAN_S3_ENDPOINT_URL"))
+    s3_bucket: str = Field(
+        "gan", validation_alias=_alias("GAN_S3_BUCKET"),
+        pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+    )
+    aws_access_key_id: SecretStr | None = Field(None, validation_alias=_alias("AWS_ACCESS_KEY_ID"))
+    aws_secret_access_key: SecretStr | None = Field(
+        None, validation_alias=_alias("AWS_SECRET_ACCESS_KEY")
+    )
+    aws_default_region: str = Field("us-east-1", validation_alias=_alias("AWS_DEFAULT_REGION"))
+    mlflow_tracking_uri: str | None = Field(None, validation_alias=_alias("MLFLOW_TRACKING_URI"))
+    prefect_api_url: str | None = Field(None, validation_alias=_alias("PREFECT_API_URL"))
+    ray_address: str | None = Field(None, validation_alias=_alias("RAY_ADDRESS"))
+    # Ports of the local stack (only used when this machine runs the stack).
+    s3_port: int = Field(8333, ge=1024, le=65535, validation_alias=_alias("GAN_S3_PORT"))
+    mlflow_port: int = Field(5000, ge=1024, le=65535, validation_alias=_alias("GAN_MLFLOW_PORT"))
+    prefect_port: int = Field(4200, ge=1024, le=65535, validation_alias=_alias("GAN_PREFECT_PORT"))
+    # Schedule of the stack's `gan serve` deployment (cron, UTC); "off" = runs start only from
+    # the UI/API. Test stacks set "off" so a suite running at 03:00 never starts a retrain.
+    serve_cron: str = Field("0 3 * * *", validation_alias=_alias("GAN_SERVE_CRON"))
+
+    @field_validator("s3_endpoint_url", "mlflow_tracking_uri", "prefect_api_url")
+    @classmethod
+    def _http_url(cls, v: str | None, info: Any) -> str | None:
+        if v is None or v == "":
+            return None
+        if info.field_name == "mlflow_tracking_uri" and not v.startswith(("http://", "https://")):
+            # file: or sqlite: stores are allowed for MLflow but not for S3 or Prefect.
+            return v
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https://, got {v!r}")
+        return v.rstrip("/")
+
+    # True when GAN_S3_ENDPOINT_URL was set: the user's own store, no local SeaweedFS.
+    s3_external: bool = Field(False, exclude=True)
+
+    @classmethod
+    def load(cls) -> Settings:
+        """Read the environment once and fill gaps from the local stack's state."""
+        try:
+            raw = cls()
+        except ValidationError as e:
+            raise SettingsError(_explain(e)) from None
+        external = raw.s3_endpoint_url is not None
+        return raw.model_copy(update={"s3_external": external})._with_stack_state()
+
+    # ---- derived values
+
+    @property
+    def state_file(self) -> Path:
+        return self.gan_home / "stack.json"
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.gan_home / "credentials.json"
+
+    def s3_uri(self, *parts: str) -> str:
+        """`s3://<bucket>/<parts joined by />`."""
+        key = "/".join(p.strip("/") for p in parts if p)
+        return f"s3://{self.s3_bucket}/{key}" if key else f"s3://{self.s3_bucket}"
+
+    def require_s3(self) -> tuple[str, str, str]:
+        """(endpoint, key id, secret) or a SettingsError naming what is missing."""
+        missing = [
+            name
+            for name, val in (
+                ("GAN_S3_ENDPOINT_URL", self.s3_endpoint_url),
+                ("AWS_ACCESS_KEY_ID", self.aws_access_key_id),
+                ("AWS_SECRET_ACCESS_KEY", self.aws_secret_access_key),
+            )
+            if not val
+        ]
+        if missing:
+            raise SettingsError(
+                f"object storage is not configured: {', '.join(missing)} unset and no local "
+                f"stack state in {self.gan_home} (run `gan stack up` or set them)"
+            )
+        assert self.aws_access_key_id and self.aws_secret_access_key and self.s3_endpoint_url
+        return (
+            self.s3_endpoint_url,
+            self.aws_access_key_id.get_secret_value(),
+            self.aws_secret_access_key.get_secret_value(),
+        )
+
+    def require_mlflow(self) -> str:
+        if not self.mlflow_tracking_uri:
+            raise SettingsError(
+                "MLFLOW_TRACKING_URI is unset and no local stack state in "
+                f"{self.gan_home} (run `gan stack up` or set it)"
+            )
+        return self.mlflow_tracking_uri
+
+    def require_prefect(self) -> str:
+        if not self.prefect_api_url:
+            raise SettingsError(
+                "PREFECT_API_URL is unset and no local stack state in "
+                f"{self.gan_home} (run `gan stack up` or set it)"
+            )
+        return self.prefect_api_url
+
+    def public_dict(self) -> dict[str, Any]:
+        """Everything safe to print or log: secrets masked, never their values."""
+        d = self.model_dump(mode="json")
+        for k in ("aws_access_key_id", "aws_secret_access_key"):
+            d[k] = "***" if getattr(self, k) else None
+        return d
+
+    # ---- internals
+
+    def _state(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.state_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def _with_stack_state(self) -> Settings:
+        state = self._state()
+        updates: dict[str, Any] = {}
+        if self.s3_endpoint_url is None and state.get("s3_endpoint"):
+            updates["s3_endpoint_url"] = state["s3_endpoint"]
+        if self.mlflow_tracking_uri is None and state.get("mlflow_uri"):
+            updates["mlflow_tracking_uri"] = state["mlflow_uri"]
+        if self.prefect_api_url is None and state.get("prefect_api_url"):
+            updates["prefect_api_url"] = state["prefect_api_url"]
+        # The local stack's keys belong to its SeaweedFS, so without GAN_S3_ENDPOINT_URL they win
+        # over AWS_* in the environment (which usually belong to some other store); with it,
+        # only the environment's keys are used and credentials.json is never sent elsewhere.
+        if not self.s3_external and self.credentials_file.exists():
+            try:
+                creds = json.loads(self.credentials_file.read_text())
+                updates["aws_access_key_id"] = SecretStr(creds["access_key_id"])
+                updates["aws_secret_access_key"] = SecretStr(creds["secret_access_key"])
+            except (KeyError, json.JSONDecodeError) as e:
+                raise SettingsError(f"{self.credentials_file} is unreadable: {e}") from None
+        return self.model_copy(update=updates) if updates else self
+
+
+def _explain(err: ValidationError) -> str:
+    """Turn a pydantic error into one line per variable, named as the user sets it."""
+    lines = []
+    for e in err.errors():
+        field = str(e["loc"][0]) if e["loc"] else "?"
+        info = Settings.model_fields.get(field)
+        alias = field
+        if info and isinstance(info.validation_alias, AliasChoices):
+            alias = str(info.validation_alias.choices[0])
+        lines.append(f"{alias}: {e['msg']}")
+    return "invalid environment: " + "; ".join(lines)

@@ -1,0 +1,91 @@
+"""The small typed records the four stages pass to each other by value (URIs, not tensors).
+
+prepare_data → DatasetRef → train → TrainedRef → evaluate → Report → register → ModelRef.
+Each is JSON-serialisable (Prefect results, MLflow tags) and frozen.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DatasetRef(Record):
+    """A prepared, versioned dataset in object storage (`gan.data.prepare.prepare`)."""
+
+    name: str  # e.g. "digits"
+    version: str  # content hash of the tensors + preparation config (hex, 16 chars)
+    uri: str  # s3://<bucket>/datasets/<name>/<version>/
+    source: str  # where the raw data came from (source kind + uri)
+    n_train: int
+    n_holdout: int
+    num_classes: int
+    image_size: int
+    channels: int = 1
+    class_hist_train: list[int] = Field(default_factory=list)
+    reused: bool = False  # True when the version was already in storage
+
+
+class TrainedRef(Record):
+    """The outcome of training (`gan.train.ray.driver.train`)."""
+
+    run_id: str  # names everything the run writes
+    checkpoint_uri: str  # s3://.../checkpoint.pt of the final (or last complete) checkpoint
+    dataset_version: str
+    model_cfg: dict[str, Any]  # ModelConfig.model_dump(): rebuilds G and D
+    train_cfg: dict[str, Any]  # TrainConfig.model_dump()
+    epochs_completed: int
+    global_step: int
+    history: list[dict[str, float]] = Field(default_factory=list)  # one dict per epoch
+    resumed_from_epoch: int = 0  # >0 when the run continued from a checkpoint
+    images_per_s: float = 0.0
+    diverged: bool = False
+    divergence_reason: str | None = None
+    stopped_by_time_limit: bool = False  # stopped early at train_cfg.time_limit_s (checkpointed)
+    ray_run_name: str = ""
+    ray_storage_uri: str = ""
+
+
+class Report(Record):
+    """An evaluation (`gan.eval.evaluate.evaluate`); `metrics` feed MLflow and the gate."""
+
+    run_id: str
+    dataset_version: str
+    metrics: dict[str, float]  # fid, kid_mean, precision, recall, density, coverage, ...
+    floors: dict[str, float]  # the same metrics real-train vs real-holdout
+    ceilings: dict[str, float]  # e.g. inception_score on real data
+    class_hist: list[float]  # generated class shares, len = num_classes
+    classes_covered: int
+    judge_accuracy: float
+    conditional_accuracy: float | None = None
+    n_samples: int
+    seeds: dict[str, int] = Field(default_factory=dict)
+    diverged: bool = False
+    report_uri: str  # s3://.../report.json
+    markdown_uri: str
+    artifacts: dict[str, str] = Field(default_factory=dict)  # name → s3:// URI of PNGs
+    markdown: str = ""
+
+
+class GateDecision(Record):
+    promote: bool
+    reasons: list[str]  # one line per rule, passed or failed
+    champion_version: str | None = None
+    champion_fid: float | None = None
+
+
+class ModelRef(Record):
+    """A registered model version (`gan.registry.publish.register`)."""
+
+    name: str
+    version: str
+    uri: str  # models:/<name>/<version>
+    champion: bool
+    decision: GateDecision
+    mlflow_run_id: str
+    mlflow_run_url: str = ""

@@ -1,0 +1,81 @@
+"""The content fingerprint of a dataset source: the part of `prepare_data`'s cache key that
+changes when the files behind an unchanged `DataConfig` change.
+
+What this module is: `source_fingerprint(cfg, storage)`, cheap metadata only (no download):
+    digits        the scikit-learn version (the data ships inside the package)
+    local file    size and modification time (ns)
+    s3://         the object's ETag and size (HEAD)
+    http(s)://    ETag, Last-Modified and Content-Length (HEAD)
+for every file the source reads (one .npz, or the four MNIST IDX files). When a file's
+metadata cannot be read, the fingerprint is unique (`uncached:<uuid>`): the task then runs and
+`gan.data.prepare.prepare` reports the real problem, or re-derives the same dataset version.
+
+What it is not: no reading or validation of the data (`gan.data.prepare`), no Prefect (the cache
+policy
+that uses it lives in `flows.retrain`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import urllib.error
+import urllib.request
+import uuid
+from importlib.metadata import version as dist_version
+from pathlib import Path
+
+from gan.core.config import DataConfig
+from gan.data.prepare import IDX_FILES, PREP_FORMAT
+from gan.io.storage import Storage, StorageError, split_uri
+
+
+class _Unknown(Exception):
+    """A file whose metadata cannot be read: no caching for this call."""
+
+
+def source_files(cfg: DataConfig) -> list[str]:
+    """The URIs/paths `gan.data.prepare.load_source` reads for `cfg` (empty for bundled digits)."""
+    if cfg.source == "digits" or not cfg.uri:
+        return []
+    if cfg.source == "npz":
+        return [cfg.uri]
+    return [f"{cfg.uri.rstrip('/')}/{name}" for name in IDX_FILES.values()]
+
+
+def _file_meta(uri: str, storage: Storage | None) -> str:
+    if uri.startswith("s3://"):
+        if storage is None:
+            raise _Unknown(uri)
+        bucket, key = split_uri(uri)
+        try:
+            head = storage.client.head_object(Bucket=bucket, Key=key)
+        except Exception as e:  # botocore ClientError / EndpointConnectionError
+            raise _Unknown(uri) from e
+        return f"etag={head.get('ETag')} size={head.get('ContentLength')}"
+    if uri.startswith(("http://", "https://")):
+        req = urllib.request.Request(uri, method="HEAD")
+        try:
+            with urllib.request.urlopen(req, timeout=15) as r:  # noqa: S310 (http(s) only)
+                fields = [r.headers.get(h) for h in ("ETag", "Last-Modified", "Content-Length")]
+        except (urllib.error.URLError, OSError) as e:
+            raise _Unknown(uri) from e
+        if not any(fields[:2]):  # size alone does not identify content
+            raise _Unknown(uri)
+        return "etag={} modified={} size={}".format(*fields)
+    try:
+        st = Path(uri.removeprefix("file://")).stat()
+    except OSError as e:
+        raise _Unknown(uri) from e
+    return f"size={st.st_size} mtime_ns={st.st_mtime_ns}"
+
+
+def source_fingerprint(cfg: DataConfig, storage: Storage | None = None) -> str:
+    """A short hex digest of the source's content metadata and the preparation format."""
+    parts = [f"prep_format={PREP_FORMAT}", f"source={cfg.source}"]
+    if cfg.source == "digits":
+        parts.append(f"scikit-learn={dist_version('scikit-learn')}")
+    try:
+        parts += [f"{uri}: {_file_meta(uri, storage)}" for uri in source_files(cfg)]
+    except (_Unknown, StorageError):
+        return f"uncached:{uuid.uuid4().hex}"
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]

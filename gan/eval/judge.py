@@ -1,0 +1,351 @@
+"""The judge: a small CNN classifier whose penultimate layer is the evaluation feature space.
+
+What this module is: the judge network (`JudgeNet`), its deterministic training on a prepared
+dataset's train split (`train_judge`), its holdout-accuracy check (`check_judge`, raising
+`JudgeError`) and its cache in object storage, one judge per dataset version
+(`s3://<bucket>/judges/<dataset_version>/`: `judge.safetensors` first, `judge.json` last, so a
+reader that finds the JSON finds complete weights). Inception weights cannot be downloaded here
+and do not fit 28×28 digits, so FID/KID/IS are computed in this classifier's feature space.
+
+What it is not: no metric math (see `gan.eval.metrics`), no pictures, no MLflow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import safetensors.torch
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gan.core.config import EvalConfig
+
+if TYPE_CHECKING:
+    from gan.data.prepare import PreparedData
+    from gan.io.storage import Storage
+
+JUDGE_FORMAT = 1  # bump when judge.json's meaning changes; older caches are then retrained
+WEIGHTS_FILE = "judge.safetensors"
+META_FILE = "judge.json"
+
+
+class JudgeError(RuntimeError):
+    """The judge cannot be trusted (holdout accuracy under the threshold) or its cache is bad."""
+
+
+@dataclass(frozen=True)
+class JudgeArch:
+    """Everything needed to rebuild a `JudgeNet`; stored in judge.json."""
+
+    channels: int
+    image_size: int
+    num_classes: int
+    width: int = 16
+    feature_dim: int = 64
+
+
+def _conv(c_in: int, c_out: int) -> list[nn.Module]:
+    # BatchNorm makes the judge converge in few epochs and much less seed-dependent.
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+
+class JudgeNet(nn.Module):
+    """Three conv blocks → 4×4 pooled map → `feature_dim` features (ReLU) → class logits.
+
+    Kept small on purpose (≈2 M multiply-adds per 28×28 image) so it trains in seconds on
+    two CPU cores; the adaptive pool lets the same net take any `image_size`.
+    """
+
+    def __init__(self, arch: JudgeArch) -> None:
+        super().__init__()
+        w = arch.width
+        self.arch = arch
+        self.body = nn.Sequential(
+            *_conv(arch.channels, w), nn.MaxPool2d(2),  # (B, w, H/2, W/2)
+            *_conv(w, 2 * w), nn.MaxPool2d(2),  # (B, 2w, H/4, W/4)
+            *_conv(2 * w, 4 * w), nn.AdaptiveAvgPool2d(4),  # (B, 4w, 4, 4)
+            nn.Flatten(),  # (B, 64w)
+            nn.Linear(64 * w, arch.feature_dim), nn.ReLU(),  # (B, F): the metric feature space
+        )
+        self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(arch.feature_dim, arch.num_classes))
+        # Set after training so that mean(f²) = 1 on the train split: KID's polynomial kernel
+        # (f·g/F + 1)³ is then well conditioned (raw activations made it vary by ±10 per subset).
+        self.register_buffer("feature_scale", torch.ones(()))
+
+    def features(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) in [-1, 1] → (B, feature_dim), scaled by `feature_scale`."""
+        return self.body(x) * self.feature_scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) in [-1, 1] → (B, num_classes) logits."""
+        return self.head(self.body(x))
+
+
+class FeatureExtractor(nn.Module):
+    """The judge's penultimate layer as torchmetrics' custom `feature` module.
+
+    torchmetrics reads `num_features` instead of probing with a dummy uint8 image, and passes
+    our float images in [-1, 1] through unchanged when a custom module is used.
+    """
+
+    def __init__(self, net: JudgeNet) -> None:
+        super().__init__()
+        self.net = net
+        self.num_features = net.arch.feature_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net.features(x.float())  # (B, F)
+
+
+class LogitsExtractor(nn.Module):
+    """The judge's logits, the `feature` module of torchmetrics' InceptionScore."""
+
+    def __init__(self, net: JudgeNet) -> None:
+        super().__init__()
+        self.net = net
+        self.num_features = net.arch.num_classes
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x.float())  # (B, K)
+
+
+@dataclass
+class Judge:
+    """A trained judge (in eval mode) and what is known about it."""
+
+    net: JudgeNet
+    accuracy: float  # on the dataset's holdout split
+    dataset_version: str
+    seed: int
+    epochs: int
+    train_seconds: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return self.net.arch.num_classes
+
+    def feature_module(self) -> FeatureExtractor:
+        return FeatureExtractor(self.net)
+
+    def logits_module(self) -> LogitsExtractor:
+        return LogitsExtractor(self.net)
+
+    @torch.no_grad()
+    def features(self, images: Tensor, batch_size: int = 512) -> Tensor:
+        """(N, C, H, W) → (N, F) float32."""
+        return torch.cat([self.net.features(b.float()) for b in images.split(batch_size)])
+
+    @torch.no_grad()
+    def predict(self, images: Tensor, batch_size: int = 512) -> Tensor:
+        """(N, C, H, W) → (N,) int64 predicted classes."""
+        return torch.cat([self.net(b.float()).argmax(1) for b in images.split(batch_size)])
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _random_shift(x: Tensor, max_shift: int, gen: torch.Generator) -> Tensor:
+    """Shift each image by up to ±max_shift pixels (light augmentation); (B, C, H, W) → same.
+
+    Border pixels are replicated, which for digit-like data is the background.
+    """
+    b, _, h, w = x.shape
+    padded = F.pad(x, (max_shift,) * 4, mode="replicate")  # (B, C, H+2s, W+2s)
+    dy = torch.randint(0, 2 * max_shift + 1, (b,), generator=gen)
+    dx = torch.randint(0, 2 * max_shift + 1, (b,), generator=gen)
+    rows = (dy[:, None] + torch.arange(h))[:, :, None]  # (B, H, 1)
+    cols = (dx[:, None] + torch.arange(w))[:, None, :]  # (B, 1, W)
+    out = padded.permute(0, 2, 3, 1)[torch.arange(b)[:, None, None], rows, cols]  # (B, H, W, C)
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def _validate_data(data: PreparedData) -> None:
+    x, y = data.x_train, data.y_train
+    if x.ndim != 4:
+        raise ValueError(
+            f"dataset {data.name!r}: x_train must be (N, C, H, W), got {tuple(x.shape)}"
+        )
+    if data.num_classes < 2:
+        raise ValueError(
+            f"dataset {data.name!r} has num_classes={data.num_classes}: the judge needs labels"
+        )
+    for split, xs, ys in (("train", x, y), ("holdout", data.x_holdout, data.y_holdout)):
+        if len(xs) != len(ys) or len(xs) == 0:
+            raise ValueError(
+                f"dataset {data.name!r}: {split} split has {len(xs)} images and {len(ys)} labels"
+            )
+        if int(ys.min()) < 0 or int(ys.max()) >= data.num_classes:
+            raise ValueError(
+                f"dataset {data.name!r}: {split} labels outside [0, {data.num_classes})"
+            )
+
+
+def train_judge(
+    data: PreparedData,
+    cfg: EvalConfig,
+    seed: int = 0,
+    *,
+    arch: JudgeArch | None = None,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    max_shift: int = 2,
+) -> Judge:
+    """Train a judge on `data`'s train split; deterministic for a seed (CPU).
+
+    Holdout accuracy is measured and stored on the judge; it is not checked here (see
+    `check_judge`), so a bad judge can still be inspected.
+    """
+    _validate_data(data)
+    _, c, h, w = data.x_train.shape
+    if h != w:
+        raise ValueError(f"dataset {data.name!r}: images must be square, got {h}×{w}")
+    arch = arch or JudgeArch(channels=c, image_size=h, num_classes=data.num_classes)
+    start = time.perf_counter()
+    # A private RNG scope: the judge's init, dropout, shuffling and shifts depend on `seed` only,
+    # and the caller's global RNG state is left as it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        net = JudgeNet(arch)
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        x, y = data.x_train.float(), data.y_train.long()
+        steps = cfg.judge_epochs * -(-len(x) // batch_size)
+        # Cosine decay to zero: the last epochs settle instead of bouncing between minima.
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+        net.train()
+        for _ in range(cfg.judge_epochs):
+            order = torch.randperm(len(x), generator=gen)
+            for idx in order.split(batch_size):
+                xb = _random_shift(x[idx], max_shift, gen) if max_shift else x[idx]
+                loss = F.cross_entropy(net(xb), y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+    net.eval()
+    with torch.no_grad():
+        raw = torch.cat([net.body(b) for b in data.x_train.float().split(512)])  # (N, F)
+        net.feature_scale.fill_(float(raw.square().mean().clamp(min=1e-12).rsqrt()))
+    judge = Judge(net=net, accuracy=0.0, dataset_version=data.version, seed=seed,
+                  epochs=cfg.judge_epochs, train_seconds=time.perf_counter() - start)
+    judge.accuracy = holdout_accuracy(judge, data)
+    return judge
+
+
+def holdout_accuracy(judge: Judge, data: PreparedData) -> float:
+    """Share of holdout images the judge classifies correctly."""
+    pred = judge.predict(data.x_holdout)
+    return float((pred == data.y_holdout.long()).float().mean())
+
+
+def check_judge(judge: Judge, cfg: EvalConfig) -> None:
+    """Raise `JudgeError` when the judge's holdout accuracy is under the configured minimum."""
+    if not judge.accuracy >= cfg.min_judge_accuracy:
+        raise JudgeError(
+            f"judge for dataset version {judge.dataset_version!r} has holdout accuracy "
+            f"{judge.accuracy:.4f}, below eval.min_judge_accuracy={cfg.min_judge_accuracy}: "
+            "its features cannot be trusted to score generators"
+        )
+
+
+# --------------------------------------------------------------------------- (de)serialisation
+
+
+def judge_to_bytes(judge: Judge) -> tuple[bytes, dict[str, Any]]:
+    """(safetensors weights, judge.json document)."""
+    state = {k: v.detach().contiguous() for k, v in judge.net.state_dict().items()}
+    weights = safetensors.torch.save(state)
+    meta = {
+        "format": JUDGE_FORMAT,
+        "dataset_version": judge.dataset_version,
+        "holdout_accuracy": judge.accuracy,
+        "arch": asdict(judge.net.arch),
+        "seed": judge.seed,
+        "epochs": judge.epochs,
+        "train_seconds": round(judge.train_seconds, 3),
+        "weights_file": WEIGHTS_FILE,
+        "weights_sha256": hashlib.sha256(weights).hexdigest(),
+        "torch_version": torch.__version__,
+    }
+    return weights, meta
+
+
+def judge_from_bytes(weights: bytes, meta: dict[str, Any], where: str = "judge") -> Judge:
+    """Rebuild a judge from its safetensors weights and judge.json; JudgeError on mismatch."""
+    if meta.get("format") != JUDGE_FORMAT:
+        raise JudgeError(f"{where}: judge.json format {meta.get('format')!r} != {JUDGE_FORMAT}")
+    if hashlib.sha256(weights).hexdigest() != meta.get("weights_sha256"):
+        raise JudgeError(f"{where}: weights do not match weights_sha256 in judge.json")
+    try:
+        net = JudgeNet(JudgeArch(**meta["arch"]))
+        net.load_state_dict(safetensors.torch.load(weights))
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise JudgeError(f"{where}: cannot rebuild the judge: {e}") from e
+    net.eval()
+    return Judge(net=net, accuracy=float(meta["holdout_accuracy"]),
+                 dataset_version=str(meta["dataset_version"]), seed=int(meta["seed"]),
+                 epochs=int(meta["epochs"]), train_seconds=float(meta.get("train_seconds", 0.0)),
+                 meta=meta)
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def judge_prefix(storage: Storage, dataset_version: str) -> str:
+    """`s3://<bucket>/judges/<dataset_version>`."""
+    return storage.settings.s3_uri("judges", dataset_version)
+
+
+def _load_cached(storage: Storage, prefix: str) -> tuple[Judge | None, str]:
+    """(the cached judge, "") or (None, why it cannot be used)."""
+    meta_uri = f"{prefix}/{META_FILE}"
+    if not storage.exists(meta_uri):
+        return None, "no cached judge"
+    meta = storage.get_json(meta_uri)
+    if meta.get("format") != JUDGE_FORMAT:
+        return None, f"cached judge has format {meta.get('format')!r}, not {JUDGE_FORMAT}"
+    try:
+        return judge_from_bytes(storage.get_bytes(f"{prefix}/{WEIGHTS_FILE}"), meta, prefix), ""
+    except JudgeError as e:
+        # e.g. another writer's weights landed between our read of the JSON and the weights.
+        return None, str(e)
+
+
+def get_or_train_judge(storage: Storage, data: PreparedData, cfg: EvalConfig, *,
+                       seed: int = 0) -> Judge:
+    """The cached judge of `data.version`, or a new one trained, stored and returned.
+
+    The judge depends on the dataset version only (fixed `seed`, not the eval seed), so every
+    run on a version shares one judge. Concurrent first runs may both train it; training is
+    deterministic, so they write the same weights. An unreadable cache, or a cached judge that
+    fails the accuracy check after fewer epochs than `cfg.judge_epochs` asks (a smoke run's),
+    is replaced. Raises `JudgeError` when the judge's accuracy is under
+    `cfg.min_judge_accuracy`; `judge.meta` says whether it was `reused` and why not.
+    """
+    prefix = judge_prefix(storage, data.version)
+    judge, why = _load_cached(storage, prefix)
+    if judge is not None and judge.accuracy < cfg.min_judge_accuracy \
+            and judge.epochs < cfg.judge_epochs:
+        why = (f"cached judge ({judge.epochs} epochs, accuracy {judge.accuracy:.4f}) is under "
+               f"{cfg.min_judge_accuracy}; retraining with {cfg.judge_epochs} epochs")
+        judge = None
+    if judge is not None:
+        judge.meta["reused"] = True
+    else:
+        judge = train_judge(data, cfg, seed)
+        weights, meta = judge_to_bytes(judge)
+        meta["dataset_name"] = data.name
+        meta["n_train"], meta["n_holdout"] = len(data.x_train), len(data.x_holdout)
+        storage.put_bytes(f"{prefix}/{WEIGHTS_FILE}", weights)  # weights first ...
+        storage.put_bytes(f"{prefix}/{META_FILE}",
+                          json.dumps(meta, indent=2, sort_keys=True).encode(),
+                          "application/json")  # ... JSON last: its presence means complete
+        judge.meta = {**meta, "reused": False, "trained_because": why}
+    check_judge(judge, cfg)
+    return judge

@@ -1,0 +1,255 @@
+"""Generators and discriminators as pure `nn.Module`s, and the builders that map a ModelConfig.
+
+What this module is: the seed MLP GAN (exactly: G 100→256→512→1024→784 with LeakyReLU(0.2) and
+tanh; D 784→1024→512→256→1 logits), a DCGAN for any H×W divisible by 4, and class-conditional
+variants of both (G: label embedding concatenated to z, as in Mirza & Osindero 2014; D: the
+projection discriminator of Miyato & Koyama 2018). `build(cfg)` rebuilds any of them from the
+model config a checkpoint stores.
+
+What it is not: no I/O, no devices, no DDP, no printing, no losses.
+
+Interface every model keeps (the trainer, evaluation and serving rely on it):
+  G(z: (B, latent_dim) float, y: (B,) int64 | None) -> (B, C, H, W) in [-1, 1]
+  D(x: (B, C, H, W), y: (B,) int64 | None) -> (B,) logits;  D.features(x, y) -> (B, F)
+Conditional models raise ValueError when `y` is missing; unconditional ones accept and ignore
+`y`, so a training loop can always pass the batch labels.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from gan.core.config import ModelConfig
+
+EMBED_DIM = 50  # size of G's label embedding (conditional models)
+
+
+def _sn(module: nn.Module, on: bool) -> nn.Module:
+    """Spectral normalisation (Miyato et al. 2018) of one layer's weight, when asked."""
+    return spectral_norm(module) if on else module
+
+
+def _dcgan_init(module: nn.Module) -> None:
+    """DCGAN initialisation (Radford et al. 2016; pytorch/examples dcgan `weights_init`)."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+class Generator(nn.Module):
+    """Base of every G: holds the interface attributes and the optional label embedding."""
+
+    def __init__(self, *, latent_dim: int, image_shape: tuple[int, int, int], num_classes: int,
+                 conditional: bool) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.image_shape = tuple(image_shape)
+        self.num_classes = num_classes
+        self.conditional = conditional
+        self.embed = nn.Embedding(num_classes, EMBED_DIM) if conditional else None
+
+    @property
+    def input_dim(self) -> int:
+        return self.latent_dim + (EMBED_DIM if self.conditional else 0)
+
+    def _input(self, z: Tensor, y: Tensor | None) -> Tensor:
+        """z (B, latent_dim) → (B, input_dim): z, or [z, embed(y)] when conditional."""
+        if not self.conditional:
+            return z
+        if y is None:
+            raise ValueError("this generator is conditional: pass class labels y (B,) int64")
+        assert self.embed is not None
+        return torch.cat([z, self.embed(y)], dim=1)
+
+
+class Discriminator(nn.Module):
+    """Base of every D: `features` is the body, `forward` adds the head and the projection.
+    Subclasses build their body, then call `_add_head` (so modules list in forward order)."""
+
+    def __init__(self, *, num_classes: int, conditional: bool) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.conditional = conditional
+
+    def _add_head(self, feature_dim: int, spectral: bool) -> None:
+        self.feature_dim = feature_dim
+        self.head = _sn(nn.Linear(feature_dim, 1), spectral)  # ψ: (B, F) → (B, 1)
+        self.embed: nn.Module | None = None
+        if self.conditional:
+            emb = nn.Embedding(self.num_classes, feature_dim)
+            nn.init.xavier_uniform_(emb.weight)  # N(0,1) rows would swamp the head at init
+            self.embed = _sn(emb, spectral)
+
+    def features(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Penultimate features (B, F), independent of y (used for AnoGAN feature matching)."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        h = self.features(x)  # (B, F)
+        out = self.head(h).squeeze(1)  # (B,)
+        if self.conditional:
+            if y is None:
+                raise ValueError("this discriminator is conditional: pass class labels y (B,)")
+            assert self.embed is not None
+            # Projection (Miyato & Koyama 2018): D(x, y) = ψ(φ(x)) + <embed(y), φ(x)>.
+            out = out + (self.embed(y) * h).sum(dim=1)
+        return out
+
+
+# --------------------------------------------------------------------------- MLP (the seed)
+
+
+class MLPGenerator(Generator):
+    """The seed G: z → 256 → 512 → 1024 → C·H·W, LeakyReLU between, tanh at the end."""
+
+    def __init__(self, *, latent_dim: int = 100, image_shape: tuple[int, int, int] = (1, 28, 28),
+                 hidden: tuple[int, ...] = (256, 512, 1024), leaky_slope: float = 0.2,
+                 num_classes: int = 10, conditional: bool = False) -> None:
+        super().__init__(latent_dim=latent_dim, image_shape=image_shape,
+                         num_classes=num_classes, conditional=conditional)
+        layers: list[nn.Module] = []
+        width = self.input_dim
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.LeakyReLU(leaky_slope)]
+            width = h
+        c, hh, ww = self.image_shape
+        layers += [nn.Linear(width, c * hh * ww), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.net(self._input(z, y)).view(z.shape[0], *self.image_shape)  # (B, C, H, W)
+
+
+class MLPDiscriminator(Discriminator):
+    """The seed D: C·H·W → 1024 → 512 → 256 → 1 logit (the sigmoid lives in the loss)."""
+
+    def __init__(self, *, image_shape: tuple[int, int, int] = (1, 28, 28),
+                 hidden: tuple[int, ...] = (1024, 512, 256), leaky_slope: float = 0.2,
+                 dropout: float = 0.0, spectral: bool = False, num_classes: int = 10,
+                 conditional: bool = False) -> None:
+        super().__init__(num_classes=num_classes, conditional=conditional)
+        c, h, w = image_shape
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = c * h * w
+        for hid in hidden:
+            layers += [_sn(nn.Linear(width, hid), spectral), nn.LeakyReLU(leaky_slope)]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = hid
+        self.body = nn.Sequential(*layers)
+        self._add_head(hidden[-1], spectral)
+
+    def features(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.body(x)  # (B, hidden[-1])
+
+
+# --------------------------------------------------------------------------- DCGAN
+
+
+class DCGANGenerator(Generator):
+    """z → Linear → (c, H/4, W/4) → ConvT → (c/2, H/2, W/2) → ConvT → (C, H, W), BN + ReLU."""
+
+    def __init__(self, *, latent_dim: int = 100, image_shape: tuple[int, int, int] = (1, 28, 28),
+                 base_channels: int = 64, num_classes: int = 10, conditional: bool = False) -> None:
+        super().__init__(latent_dim=latent_dim, image_shape=image_shape,
+                         num_classes=num_classes, conditional=conditional)
+        c_img, h, w = self.image_shape
+        if h % 4 or w % 4:
+            raise ValueError(f"DCGAN needs H and W divisible by 4, got {h}×{w}")
+        c = base_channels
+        self.start = (c, h // 4, w // 4)
+        self.fc = nn.Sequential(
+            nn.Linear(self.input_dim, c * (h // 4) * (w // 4), bias=False),
+            nn.BatchNorm1d(c * (h // 4) * (w // 4)),
+            nn.ReLU(True),
+        )
+        self.up = nn.Sequential(
+            nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False),  # (B, c/2, H/2, W/2)
+            nn.BatchNorm2d(c // 2),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(c // 2, c_img, 4, 2, 1),  # (B, C, H, W)
+            nn.Tanh(),
+        )
+        self.apply(_dcgan_init)  # the label embedding keeps its N(0, 1) init: z's scale
+
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        h = self.fc(self._input(z, y)).view(z.shape[0], *self.start)  # (B, c, H/4, W/4)
+        return self.up(h)
+
+
+class DCGANDiscriminator(Discriminator):
+    """(C, H, W) → Conv → (c/2, H/2, W/2) → Conv → (c, H/4, W/4) → flatten → 1 logit.
+
+    No batch norm: samples never interact, so one forward over real+fake (+interpolates)
+    together gives the same logits as separate forwards, and the gradient penalty is per sample.
+    """
+
+    def __init__(self, *, image_shape: tuple[int, int, int] = (1, 28, 28), base_channels: int = 64,
+                 leaky_slope: float = 0.2, spectral: bool = False, num_classes: int = 10,
+                 conditional: bool = False) -> None:
+        c_img, h, w = image_shape
+        if h % 4 or w % 4:
+            raise ValueError(f"DCGAN needs H and W divisible by 4, got {h}×{w}")
+        c = base_channels
+        super().__init__(num_classes=num_classes, conditional=conditional)
+        convs = [nn.Conv2d(c_img, c // 2, 4, 2, 1), nn.Conv2d(c // 2, c, 4, 2, 1)]
+        for conv in convs:  # init before spectral_norm wraps the weight
+            _dcgan_init(conv)
+        self.body = nn.Sequential(
+            _sn(convs[0], spectral), nn.LeakyReLU(leaky_slope),  # (B, c/2, H/2, W/2)
+            _sn(convs[1], spectral), nn.LeakyReLU(leaky_slope),  # (B, c, H/4, W/4)
+            nn.Flatten(),  # (B, c·H/4·W/4)
+        )
+        self._add_head(c * (h // 4) * (w // 4), spectral)
+
+    def features(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.body(x)
+
+
+# --------------------------------------------------------------------------- builders
+
+
+def _image_shape(cfg: ModelConfig) -> tuple[int, int, int]:
+    return (cfg.channels, cfg.image_size, cfg.image_size)
+
+
+def build_generator(cfg: ModelConfig) -> Generator:
+    if cfg.arch == "mlp":
+        return MLPGenerator(latent_dim=cfg.latent_dim, image_shape=_image_shape(cfg),
+                            hidden=tuple(cfg.g_hidden), leaky_slope=cfg.leaky_slope,
+                            num_classes=cfg.num_classes, conditional=cfg.conditional)
+    return DCGANGenerator(latent_dim=cfg.latent_dim, image_shape=_image_shape(cfg),
+                          base_channels=cfg.base_channels, num_classes=cfg.num_classes,
+                          conditional=cfg.conditional)
+
+
+def build_discriminator(cfg: ModelConfig) -> Discriminator:
+    if cfg.arch == "mlp":
+        return MLPDiscriminator(image_shape=_image_shape(cfg), hidden=tuple(cfg.d_hidden),
+                                leaky_slope=cfg.leaky_slope, dropout=cfg.d_dropout,
+                                spectral=cfg.spectral_norm, num_classes=cfg.num_classes,
+                                conditional=cfg.conditional)
+    return DCGANDiscriminator(image_shape=_image_shape(cfg), base_channels=cfg.base_channels,
+                              leaky_slope=cfg.leaky_slope, spectral=cfg.spectral_norm,
+                              num_classes=cfg.num_classes, conditional=cfg.conditional)
+
+
+def build(cfg: ModelConfig) -> tuple[Generator, Discriminator]:
+    """(G, D) for a model config; seed torch beforehand for reproducible weights."""
+    return build_generator(cfg), build_discriminator(cfg)
+
+
+def sample_latent(n: int, latent_dim: int, generator: torch.Generator | None = None,
+                  device: torch.device | str | None = None) -> Tensor:
+    """z ~ N(0, I): (n, latent_dim) on `device`, drawn from `generator` when given."""
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if generator is not None and generator.device.type != dev.type:
+        # Draw where the generator lives, then move: keeps seeded streams device-independent.
+        return torch.randn(n, latent_dim, generator=generator, device=generator.device).to(dev)
+    return torch.randn(n, latent_dim, generator=generator, device=dev)

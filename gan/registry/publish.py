@@ -1,0 +1,380 @@
+"""MLflow registry: publish a trained generator, gate its promotion, load published ones.
+
+What this module is: the register stage of the pipeline and the consumers' entry points.
+
+    register(settings, run_id=..., ...) -> ModelRef
+        1. the MLflow run of `run_id` (found by tag `gan.run_id`, else created): params,
+           metrics, report artifacts, lineage tags (`gan.registry.run_log`)
+        2. the generator (EMA weights) + discriminator as one pyfunc model
+        (`gan.registry.model_format`)
+        3. a model version of `model_name` (found by its MLflow run, else created), tagged with
+           its key metrics, alias `challenger`
+        4. the champion's metrics read from its version tags right before deciding;
+           `gan.eval.evaluate.gate` decides; decision and reasons go to the version's description
+           and tags BEFORE `champion` moves (only on promote), then `gan.gate.applied`.
+    Calling it again with the same run_id creates no second run, model or version and does not
+    re-decide: every step is keyed and skipped once done, so a retried task is harmless.
+
+    load_generator(uri) / load_discriminator(uri) -> torch module (eval mode)
+        uri: models:/<name>@<alias>, models:/<name>/<version>, models:/<model_id>,
+        runs:/<mlflow run id>/generator, or a local model directory.
+
+What it is not: no training, no evaluation, no S3 layout of its own (the report's URIs are
+copied as given), no process-wide state beyond MLflow's tracking URI, which `client` sets
+from `Settings` because MLflow's `log_model` only reads that one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import torch
+from mlflow import MlflowClient
+from mlflow.entities import LoggedModelStatus, Run
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model
+from safetensors import SafetensorError
+
+from gan.core.config import MODEL_NAME_RE, GateConfig, Settings
+from gan.core.records import DatasetRef, GateDecision, ModelRef, Report, TrainedRef
+from gan.io.storage import Storage
+from gan.nets.models import Discriminator, Generator
+from gan.registry import model_format as mlflow_model
+from gan.registry import run_log as mlflow_run
+
+MODEL_ARTIFACT = "generator"  # the logged model's name inside the run
+CHALLENGER, CHAMPION = "challenger", "champion"
+DECISION_TAG, APPLIED_TAG, MODEL_ID_TAG = "gan.gate.decision", "gan.gate.applied", "gan.model_id"
+# Version tags that are not metrics (everything else without a dot is a metric).
+STRING_TAGS = frozenset({"dataset_version", "run_id"})
+_NOT_FOUND = frozenset({"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE",
+                        "ENDPOINT_NOT_FOUND"})
+
+GateFn = Callable[..., GateDecision]
+
+
+class RegistryError(RuntimeError):
+    """The registry refused an operation; the message names the model or URI."""
+
+
+class ModelNotFoundError(RegistryError, LookupError):
+    """A model URI that names nothing: no such model, version, alias, run or directory."""
+
+
+class RegistryUnavailable(RegistryError, ConnectionError):
+    """The MLflow tracking server does not answer; the message names its URL. A ConnectionError,
+    so the flow's `register` task retries it (registration is idempotent per run id)."""
+
+
+def check_reachable(settings: Settings, *, attempts: int = 3, delay_s: float = 1.0) -> None:
+    """Raise RegistryUnavailable naming the URL unless MLflow answers `/health`.
+
+    Why a probe of our own: MLflow's client retries a refused connection with exponential
+    backoff for minutes (MLFLOW_HTTP_REQUEST_MAX_RETRIES=7) before failing; probing first makes
+    a down server fail the stage in seconds, before anything is written, with its URL named.
+    Backoff: delay_s, 2·delay_s, ... between attempts. Any HTTP answer below 500 counts as
+    reachable (an auth proxy in front of MLflow may answer 401 to an anonymous probe)."""
+    uri = settings.require_mlflow()
+    if not uri.startswith(("http://", "https://")):
+        return  # a file:/sqlite: store has no server to be down
+    last = ""
+    for i in range(attempts):
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=5) as r:  # noqa: S310
+                if r.status < 500:
+                    return
+                last = f"HTTP {r.status}"
+        except urllib.error.HTTPError as e:
+            if e.code < 500:
+                return
+            last = f"HTTP {e.code}"
+        except (urllib.error.URLError, OSError) as e:
+            last = str(getattr(e, "reason", e))
+        if i + 1 < attempts:
+            time.sleep(delay_s * 2**i)
+    raise RegistryUnavailable(f"MLflow tracking server {uri} unreachable after {attempts} "
+                              f"attempts ({last}); nothing was registered")
+
+
+def client(settings: Settings) -> MlflowClient:
+    """A client for `settings`' tracking server; also points MLflow's fluent API there."""
+    uri = settings.require_mlflow()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+# --------------------------------------------------------------------------- register
+
+
+def register(settings: Settings, *, run_id: str, params: Mapping[str, Any], trained: TrainedRef,
+             report: Report, dataset: DatasetRef, gate_cfg: GateConfig, model_name: str,
+             lineage: Mapping[str, str] | None = None, experiment: str = "gan-retrain",
+             storage: Storage | None = None, gate_fn: GateFn | None = None) -> ModelRef:
+    """Log the run, publish the generator as a new version of `model_name`, apply the gate.
+
+    `params`: the config tree, e.g. {"data": DataConfig, "model": ModelConfig, "train": ...,
+    "eval": ..., "gate": ...} (models or dicts; flattened to `model.latent_dim`, ...).
+    `lineage`: extra run tags, e.g. {"prefect.flow_run_id": ..., "prefect.flow_run_url": ...}.
+    `gate_fn`: defaults to `gan.eval.evaluate.gate`. Idempotent per `run_id` (see module doc).
+    """
+    _check_inputs(run_id, trained, report, dataset, model_name)
+    check_reachable(settings)  # fail fast, naming the server, before anything is written
+    c = client(settings)
+    storage = storage or Storage.from_settings(settings)
+    exp_id = mlflow_run.experiment_id(c, experiment)
+    tags = mlflow_run.lineage_tags(run_id=run_id, trained=trained, dataset=dataset,
+                                   lineage=lineage)
+    run = mlflow_run.open_run(c, exp_id, run_id, tags)
+    mlflow_run_id = run.info.run_id
+    # The fluent run: log_model needs it; it ends FINISHED, or FAILED on an exception. The
+    # process's active experiment must be the run's, or start_run refuses the run id ("active
+    # experiment ID does not match"): a caller (a notebook, another test) may have set another.
+    mlflow.set_experiment(experiment_id=exp_id)
+    with mlflow.start_run(run_id=mlflow_run_id):
+        mlflow_run.log_params(c, run, params)
+        mlflow_run.log_training(c, run, trained)
+        mlflow_run.log_evaluation(c, run, report)
+        mlflow_run.log_artifacts(c, run, storage, report,
+                                 {"dataset": dataset, "trained": trained, "report": report})
+        model_id = _log_model(c, run, storage, trained)
+        mv = _model_version(c, model_name, mlflow_run_id, model_id,
+                            version_tags(report, dataset, run_id))
+        decision = _decide_and_apply(c, model_name, mv.version, report, gate_cfg,
+                                     gate_fn or _default_gate())
+    return ModelRef(
+        name=model_name, version=mv.version, uri=f"models:/{model_name}/{mv.version}",
+        champion=_alias_version(c, model_name, CHAMPION) == mv.version, decision=decision,
+        mlflow_run_id=mlflow_run_id, mlflow_run_url=_run_url(settings, exp_id, mlflow_run_id))
+
+
+def _check_inputs(run_id: str, trained: TrainedRef, report: Report, dataset: DatasetRef,
+                  model_name: str) -> None:
+    mlflow_run.check_run_id(run_id)
+    if not MODEL_NAME_RE.match(model_name or ""):
+        raise ValueError(f"model name {model_name!r} is not accepted: use 1-128 letters, digits, "
+                         "'.', '_' or '-', starting with a letter or digit")
+    for what, rid in (("trained.run_id", trained.run_id), ("report.run_id", report.run_id)):
+        if rid != run_id:
+            raise ValueError(f"{what} is {rid!r}, registering run {run_id!r}")
+    for what, ver in (("trained.dataset_version", trained.dataset_version),
+                      ("report.dataset_version", report.dataset_version)):
+        if ver != dataset.version:
+            raise ValueError(f"{what} is {ver!r}, dataset version is {dataset.version!r}")
+
+
+def _default_gate() -> GateFn:
+    # Imported when used: gan.eval.evaluate pulls in the judge and metrics stack.
+    from gan.eval.evaluate import gate
+
+    return gate
+
+
+def _run_url(settings: Settings, exp_id: str, mlflow_run_id: str) -> str:
+    base = settings.mlflow_tracking_uri or ""
+    if not base.startswith(("http://", "https://")):
+        return ""
+    return f"{base}/#/experiments/{exp_id}/runs/{mlflow_run_id}"
+
+
+def _log_model(c: MlflowClient, run: Run, storage: Storage, trained: TrainedRef) -> str:
+    """The run's logged model id: the one logged before, else G (EMA) + D logged now."""
+    from gan.train.checkpoint import (
+        discriminator_from_checkpoint,
+        generator_from_checkpoint,
+        load_checkpoint,
+        model_config,
+    )
+
+    known = run.data.tags.get(MODEL_ID_TAG)
+    if known:
+        try:
+            if c.get_logged_model(known).status == LoggedModelStatus.READY:
+                return known
+        except MlflowException:
+            pass  # deleted meanwhile: log it again
+    ckpt = load_checkpoint(storage.get_bytes(trained.checkpoint_uri))
+    meta = {"run_id": trained.run_id, "dataset_version": trained.dataset_version,
+            "checkpoint_uri": trained.checkpoint_uri,
+            "weights": "ema" if ckpt.get("generator_ema") else "raw"}
+    with tempfile.TemporaryDirectory(prefix="gan-model-") as tmp:
+        bundle = mlflow_model.write_bundle(
+            Path(tmp) / "gan_generator", model_config(ckpt),
+            generator_from_checkpoint(ckpt, use_ema=True), discriminator_from_checkpoint(ckpt),
+            meta=meta)
+        info = mlflow_model.log_bundle_model(MODEL_ARTIFACT, bundle, metadata=meta)
+    c.set_tag(run.info.run_id, MODEL_ID_TAG, info.model_id)
+    return info.model_id
+
+
+# --------------------------------------------------------------------------- versions
+
+
+def version_tags(report: Report, dataset: DatasetRef, run_id: str) -> dict[str, str]:
+    """Key metrics (repr: exact round trip), dataset version and run id of a version."""
+    metrics = dict(report.metrics)
+    metrics.update(classes_covered=float(report.classes_covered),
+                   judge_accuracy=float(report.judge_accuracy))
+    tags = {k: repr(float(v)) for k, v in metrics.items() if "." not in k}
+    return tags | {"dataset_version": dataset.version, "run_id": run_id}
+
+
+def metrics_from_tags(tags: Mapping[str, str]) -> dict[str, float]:
+    out = {}
+    for k, v in tags.items():
+        if "." in k or k in STRING_TAGS:
+            continue
+        try:
+            out[k] = float(v)
+        except ValueError:
+            continue
+    return out
+
+
+def _model_version(c: MlflowClient, name: str, mlflow_run_id: str, model_id: str,
+                   tags: dict[str, str]) -> ModelVersion:
+    """The version this MLflow run registered before, else a new one."""
+    try:
+        c.create_registered_model(name, description="GAN generator; `champion` passed the gate.")
+    except MlflowException as e:
+        if e.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise RegistryError(f"cannot create registered model {name!r}: {e.message}") from e
+    found = c.search_model_versions(f"name = '{name}' and run_id = '{mlflow_run_id}'")
+    if found:
+        return min(found, key=lambda v: int(v.version))
+    return c.create_model_version(name, source=f"models:/{model_id}", run_id=mlflow_run_id,
+                                  tags=tags, model_id=model_id)
+
+
+def _alias_version(c: MlflowClient, name: str, alias: str) -> str | None:
+    try:
+        return c.get_model_version_by_alias(name, alias).version
+    except MlflowException as e:
+        if e.error_code in _NOT_FOUND:
+            return None
+        raise
+
+
+def champion(settings_or_client: Settings | MlflowClient, name: str
+             ) -> tuple[str | None, dict[str, float] | None]:
+    """(version, metrics from its tags) of `name`@champion, or (None, None) when none."""
+    c = (settings_or_client if isinstance(settings_or_client, MlflowClient)
+         else client(settings_or_client))
+    version = _alias_version(c, name, CHAMPION)
+    if version is None:
+        return None, None
+    return version, metrics_from_tags(c.get_model_version(name, version).tags)
+
+
+def _decide_and_apply(c: MlflowClient, name: str, version: str, report: Report,
+                      gate_cfg: GateConfig, gate_fn: GateFn) -> GateDecision:
+    """Challenger → gate against the current champion → champion (on promote).
+
+    Order for crash safety: the decision is written before `champion` moves and
+    `gan.gate.applied` after, so a re-run either returns the applied decision or re-applies a
+    written one (re-deciding only when the champion changed meanwhile).
+    """
+    tags = c.get_model_version(name, version).tags
+    if tags.get(APPLIED_TAG) == "true" and DECISION_TAG in tags:
+        return GateDecision.model_validate_json(tags[DECISION_TAG])
+    c.set_registered_model_alias(name, CHALLENGER, version)
+    champ_version, champ_metrics = champion(c, name)  # read right before deciding
+    stored = (GateDecision.model_validate_json(tags[DECISION_TAG])
+              if DECISION_TAG in tags else None)
+    if stored is not None and champ_version in (stored.champion_version, version):
+        decision = stored
+    else:
+        decision = gate_fn(report, champ_metrics, gate_cfg, champion_version=champ_version)
+        _write_decision(c, name, version, decision)
+    for _ in range(3):
+        # A concurrent run may have moved `champion` while this one decided (MLflow has no
+        # compare-and-set on aliases): re-read it and judge again against the new champion,
+        # so the better of two concurrent candidates ends as champion. See README Reliability.
+        now = _alias_version(c, name, CHAMPION) if decision.promote else None
+        if not decision.promote or now in (decision.champion_version, version):
+            break
+        champ_version, champ_metrics = champion(c, name)
+        decision = gate_fn(report, champ_metrics, gate_cfg, champion_version=champ_version)
+        _write_decision(c, name, version, decision)
+    if decision.promote:
+        c.set_registered_model_alias(name, CHAMPION, version)
+    c.set_model_version_tag(name, version, APPLIED_TAG, "true")
+    return decision
+
+
+def _write_decision(c: MlflowClient, name: str, version: str, decision: GateDecision) -> None:
+    verdict = "promoted to champion" if decision.promote else "not promoted"
+    against = (f"against champion v{decision.champion_version}" if decision.champion_version
+               else "no champion before")
+    lines = [f"Gate: {verdict} ({against}).", ""] + [f"- {r}" for r in decision.reasons]
+    c.update_model_version(name, version, description="\n".join(lines))
+    c.set_model_version_tag(name, version, "gate.promote", str(decision.promote).lower())
+    c.set_model_version_tag(name, version, "gate.reasons", "\n".join(decision.reasons)[:5000])
+    c.set_model_version_tag(name, version, DECISION_TAG, decision.model_dump_json())
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def download_model(uri: str, dst: str | Path, *, settings: Settings | None = None) -> Path:
+    """Fetch a model into `dst` (a local directory is used as is); returns its bundle dir."""
+    local = Path(uri) if "://" not in uri and ":/" not in uri else None
+    if local is not None:
+        if not (local / "MLmodel").is_file():
+            raise ModelNotFoundError(f"model {uri!r}: no MLflow model directory there")
+    else:
+        settings = settings or Settings.load()
+        tracking = settings.require_mlflow()
+        check_reachable(settings, attempts=2)  # seconds, not MLflow's minutes of retries
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=str(dst), tracking_uri=tracking, registry_uri=tracking))
+        except MlflowException as e:
+            cls = ModelNotFoundError if e.error_code in _NOT_FOUND else RegistryError
+            raise cls(f"model {uri!r} not found at MLflow {tracking}: {e.message}") from e
+        except OSError as e:
+            raise RegistryError(f"model {uri!r}: download from MLflow {tracking} failed: {e}"
+                                ) from e
+    conf = Model.load(str(local / "MLmodel")).flavors.get("python_function", {})
+    if conf.get("loader_module") not in mlflow_model.LOADER_MODULES or "data" not in conf:
+        raise mlflow_model.BundleError(
+            f"model {uri!r} is not a gan generator (loader {conf.get('loader_module')!r})")
+    return local / conf["data"]
+
+
+def load_generator(uri: str, *, settings: Settings | None = None,
+                   device: torch.device | str = "cpu") -> Generator:
+    """The published G as a torch module in eval mode on `device`. `settings`: where MLflow
+    is (default `Settings.load()`); raises ModelNotFoundError naming a URI that names nothing."""
+    with tempfile.TemporaryDirectory(prefix="gan-load-") as tmp, _weights_errors(uri):
+        return mlflow_model.load_generator_from_bundle(
+            download_model(uri, tmp, settings=settings), device)
+
+
+def load_discriminator(uri: str, *, settings: Settings | None = None,
+                       device: torch.device | str = "cpu") -> Discriminator:
+    """The D published with the generator (same URI forms as `load_generator`)."""
+    with tempfile.TemporaryDirectory(prefix="gan-load-") as tmp, _weights_errors(uri):
+        return mlflow_model.load_discriminator_from_bundle(
+            download_model(uri, tmp, settings=settings), device)
+
+
+@contextlib.contextmanager
+def _weights_errors(uri: str) -> Iterator[None]:
+    """A weights file that is not safetensors (e.g. a pickle planted in the store) is refused
+    by the safetensors parser without executing anything; say so, naming the model."""
+    try:
+        yield
+    except SafetensorError as e:
+        raise mlflow_model.BundleError(
+            f"model {uri!r}: its weights are not a valid safetensors file; refused, nothing "
+            f"was executed ({e})") from e

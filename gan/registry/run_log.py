@@ -1,0 +1,297 @@
+"""The MLflow run of one pipeline run: params, metrics, report artifacts and lineage tags.
+
+What this module is: the run-logging half of `gan.registry.publish`. One pipeline `run_id` maps to
+exactly one MLflow run, found again by its tag `gan.run_id`, so registering a run twice (a
+retried Prefect task, a resumed flow) reuses the run and logs nothing twice: every logging
+step records a `gan.logged.<step>` tag when it completes and is skipped when the tag is there.
+
+    params    flattened config tree (`model.latent_dim`, `train.lr_g`, ...), no credentials
+    metrics   per-epoch training history (`train/<key>`, step = epoch); evaluation metrics,
+              `floor_<k>`, `ceiling_<k>`, `class_share_<i>`
+    artifacts evaluation/ (report.json, report.md, PNGs copied from S3), records/ (the stage
+              records as JSON)
+    tags      gan.run_id, dataset, Ray run and checkpoint, code version, the caller's lineage
+              (Prefect flow run id and URL)
+
+What it is not: no model logging, no registry (see `gan.registry.publish`,
+`gan.registry.model_format`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as dist_version
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.exceptions import MlflowException
+from pydantic import BaseModel, SecretStr
+from pydantic_settings import BaseSettings
+
+from gan.core.records import DatasetRef, Report, TrainedRef
+from gan.io.storage import Storage
+
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # = RetrainParams.run_id
+RUN_TAG = "gan.run_id"
+# Parameter names that would hold a credential: refused, never logged.
+SECRET_KEY_RE = re.compile(r"secret|password|passwd|token|credential|access_key|api_key",
+                           re.IGNORECASE)
+# Query parameters of a URL that carry a credential (presigned S3 URLs, tokens).
+SECRET_QUERY_RE = re.compile(r"signature|token|credential|key|password|secret", re.IGNORECASE)
+METRIC_KEY_BAD = re.compile(r"[^A-Za-z0-9_\-. :/]")
+PARAM_VALUE_MAX = 6000  # MLflow 3's limit on a param value
+BATCH = 1000  # MLflow's limit on metrics per log_batch
+
+
+class RunLoggingError(ValueError):
+    """Bad input to run logging (an invalid run id, a credential in the params)."""
+
+
+# --------------------------------------------------------------------------- params
+
+
+def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config tree (dicts or pydantic models) → {"model.latent_dim": "100", ...}.
+
+    Refuses credentials outright: a `Settings` object, a `SecretStr`, or a key that names a
+    secret raises RunLoggingError (naming the key), so a mistake cannot reach the server.
+    URLs lose their user:password part and credential-like query parameters.
+    """
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, BaseSettings):
+            raise RunLoggingError(f"param {name!r}: settings objects are never logged")
+        if isinstance(value, SecretStr):
+            raise RunLoggingError(f"param {name!r}: a secret value is never logged")
+        if SECRET_KEY_RE.search(str(key)):
+            raise RunLoggingError(f"param {name!r}: names a credential; it is never logged")
+        if isinstance(value, BaseModel):
+            value = value.model_dump(mode="json")
+        if isinstance(value, Mapping):
+            out.update(flatten_params(value, prefix=f"{name}."))
+            continue
+        if isinstance(value, (list, tuple)):
+            text = json.dumps(list(value))
+        else:
+            text = redact_url(value) if isinstance(value, str) else str(value)
+        out[name] = text[:PARAM_VALUE_MAX]
+    return out
+
+
+def redact_url(text: str) -> str:
+    """`https://user:pw@host/p?X-Amz-Signature=..` → `https://***@host/p?X-Amz-Signature=***`."""
+    if "://" not in text:
+        return text
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return text
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = "&".join(
+        f"{k}=***" if SECRET_QUERY_RE.search(k) else f"{k}={v}" if sep else k
+        for k, sep, v in (q.partition("=") for q in parts.query.split("&") if q)
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+# --------------------------------------------------------------------------- lineage
+
+
+def code_version() -> str:
+    """The git commit of this checkout (`+dirty` with local changes), else the package version."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],
+                                capture_output=True, text=True, timeout=10, check=True)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "gan"],
+                               capture_output=True, text=True, timeout=10, check=True)
+        return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        return f"gan-retrain=={dist_version('gan-retrain')}"
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def lineage_tags(*, run_id: str, trained: TrainedRef, dataset: DatasetRef,
+                 lineage: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The run's lineage: ours plus the caller's (e.g. `prefect.flow_run_id`, `..._url`)."""
+    code = code_version()
+    tags = {
+        RUN_TAG: run_id,
+        "mlflow.runName": run_id,
+        "gan.dataset.name": dataset.name,
+        "gan.dataset.version": dataset.version,
+        "gan.dataset.uri": dataset.uri,
+        "gan.dataset.source": redact_url(dataset.source),
+        "gan.ray.run_name": trained.ray_run_name,
+        "gan.ray.storage_uri": trained.ray_storage_uri,
+        "gan.checkpoint_uri": trained.checkpoint_uri,
+        "gan.code_version": code,
+        "gan.diverged": str(trained.diverged).lower(),
+    }
+    if re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", code):
+        tags["mlflow.source.git.commit"] = code.removesuffix("+dirty")
+    for k, v in (lineage or {}).items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise RunLoggingError(f"lineage tag {k!r}: keys and values must be strings")
+        tags[k] = redact_url(v)
+    return {k: v for k, v in tags.items() if v}
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def check_run_id(run_id: str) -> str:
+    if not RUN_ID_RE.match(run_id or ""):
+        raise RunLoggingError(f"run_id {run_id!r} is not valid: 1-64 letters, digits, _ or -")
+    return run_id
+
+
+def experiment_id(client: MlflowClient, name: str) -> str:
+    """The experiment's id, created when missing (a concurrent creator wins harmlessly)."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException:  # created meanwhile by another process: read it back
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def find_run(client: MlflowClient, exp_id: str, run_id: str) -> Run | None:
+    """The MLflow run tagged `gan.run_id = run_id` (the oldest, should there be several)."""
+    query = f"tags.`{RUN_TAG}` = '{check_run_id(run_id)}'"  # run_id checked: no quotes
+    runs = client.search_runs([exp_id], filter_string=query,
+                              order_by=["attributes.start_time ASC"], max_results=5)
+    return runs[0] if runs else None
+
+
+def open_run(client: MlflowClient, exp_id: str, run_id: str, tags: Mapping[str, str]) -> Run:
+    """Find the run of `run_id` or create it; (re)write the lineage tags either way."""
+    run = find_run(client, exp_id, run_id)
+    if run is None:
+        run = client.create_run(exp_id, run_name=run_id, tags={RUN_TAG: run_id})
+    client.log_batch(run.info.run_id, tags=[_tag(k, v) for k, v in tags.items()])
+    return client.get_run(run.info.run_id)
+
+
+def _tag(k: str, v: str) -> RunTag:
+    return RunTag(k, v[:8000])  # MLflow's limit on a tag value
+
+
+def done(run: Run, step: str) -> bool:
+    return run.data.tags.get(f"gan.logged.{step}") == "true"
+
+
+def mark_done(client: MlflowClient, run: Run, step: str) -> None:
+    client.set_tag(run.info.run_id, f"gan.logged.{step}", "true")
+
+
+# --------------------------------------------------------------------------- logging
+
+
+def log_params(client: MlflowClient, run: Run, params: Mapping[str, Any]) -> dict[str, str]:
+    """Log the flattened params the run lacks. MLflow params are immutable, so on a re-run
+    the first values stay (a resumed run may legitimately differ in e.g. num_workers)."""
+    flat = flatten_params(params)
+    new = [Param(k, v) for k, v in sorted(flat.items()) if k not in run.data.params]
+    for i in range(0, len(new), 100):  # MLflow's limit on params per batch
+        client.log_batch(run.info.run_id, params=new[i:i + 100])
+    return flat
+
+
+def metric_key(name: str) -> str:
+    return METRIC_KEY_BAD.sub("_", name)
+
+
+def _metrics(values: Mapping[str, Any], *, prefix: str = "", step: int = 0,
+             ts: int | None = None) -> list[Metric]:
+    ts = ts if ts is not None else int(time.time() * 1000)
+    out = []
+    for k, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
+            continue  # NaN (e.g. loss_g of an epoch with no G step) means "not measured"
+        out.append(Metric(metric_key(f"{prefix}{k}"), float(v), ts, step))
+    return out
+
+
+def _log_metrics(client: MlflowClient, run_id: str, metrics: list[Metric]) -> None:
+    for i in range(0, len(metrics), BATCH):
+        client.log_batch(run_id, metrics=metrics[i:i + BATCH])
+
+
+def log_training(client: MlflowClient, run: Run, trained: TrainedRef) -> None:
+    """Per-epoch history as `train/<key>` at step = epoch, and the run's summary numbers."""
+    if done(run, "training"):
+        return
+    metrics: list[Metric] = []
+    for i, row in enumerate(trained.history):
+        epoch = int(row.get("epoch", i + 1))
+        rest = {k: v for k, v in row.items() if k not in ("epoch", "step")}
+        metrics += _metrics(rest, prefix="train/", step=epoch)
+    metrics += _metrics({"epochs_completed": trained.epochs_completed,
+                         "global_step": trained.global_step,
+                         "images_per_s": trained.images_per_s,
+                         "resumed_from_epoch": trained.resumed_from_epoch},
+                        prefix="run/", step=trained.epochs_completed)
+    _log_metrics(client, run.info.run_id, metrics)
+    mark_done(client, run, "training")
+
+
+def evaluation_metrics(report: Report) -> dict[str, float]:
+    """Everything the report measured, flat: metrics, floor_*, ceiling_*, class shares."""
+    out: dict[str, float] = dict(report.metrics)
+    out.update({f"floor_{k}": v for k, v in report.floors.items()})
+    out.update({f"ceiling_{k}": v for k, v in report.ceilings.items()})
+    out.update({f"class_share_{i}": v for i, v in enumerate(report.class_hist)})
+    out.update(judge_accuracy=report.judge_accuracy, classes_covered=report.classes_covered,
+               n_samples=report.n_samples)
+    if report.conditional_accuracy is not None:
+        out["conditional_accuracy"] = report.conditional_accuracy
+    return out
+
+
+def log_evaluation(client: MlflowClient, run: Run, report: Report) -> None:
+    if done(run, "evaluation"):
+        return
+    _log_metrics(client, run.info.run_id, _metrics(evaluation_metrics(report)))
+    mark_done(client, run, "evaluation")
+
+
+def log_artifacts(client: MlflowClient, run: Run, storage: Storage, report: Report,
+                  records: Mapping[str, BaseModel]) -> None:
+    """Copy the report and its pictures from S3 into the run; the stage records as JSON."""
+    if done(run, "artifacts"):
+        return
+    sources = {"report.json": report.report_uri, "report.md": report.markdown_uri}
+    for name, uri in report.artifacts.items():
+        sources[f"{name}{Path(uri).suffix or '.png'}"] = uri
+    with tempfile.TemporaryDirectory(prefix="gan-mlflow-") as tmp:
+        ev, rec = Path(tmp, "evaluation"), Path(tmp, "records")
+        ev.mkdir()
+        rec.mkdir()
+        for name, uri in sources.items():
+            (ev / name).write_bytes(storage.get_bytes(uri))
+        for name, record in records.items():
+            (rec / f"{name}.json").write_text(record.model_dump_json(indent=2))
+        client.log_artifacts(run.info.run_id, str(ev), "evaluation")
+        client.log_artifacts(run.info.run_id, str(rec), "records")
+    mark_done(client, run, "artifacts")

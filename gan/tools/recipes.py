@@ -1,0 +1,417 @@
+"""Recipe comparison: train candidate recipes for the same budget and judge them alike.
+
+What this module is: the reproducible experiment behind `PRESETS["default"]`. A `Candidate` is
+a preset plus model/train overrides. `calibrate` measures each candidate's training images/s
+and converts a wall-clock budget into epochs; `compare` trains each candidate in this process
+(`gan.train.loop.train_local`, train seed fixed) for its calibrated epochs, a fixed number of
+epochs or a wall-clock budget, evaluates its generator (the EMA copy when enabled) with one
+judge (seed 0, cached in the output folder), one `EvalConfig` and one set of real-data floors,
+and writes `<out>/<candidate>/{result.json,samples.png,real_vs_generated.png,curves.png,
+checkpoint.pt}` plus the side-by-side `<out>/results.{json,md}`. An EMA candidate's raw G is
+evaluated too (`<candidate>-raw`): EMA on/off from one training run.
+
+    python -m gan.tools.recipes calibrate --candidates seed,default --threads 2
+    python -m gan.tools.recipes compare --candidates seed,default         # calibrated epochs
+    python -m gan.tools.recipes compare --candidates seed,default --budget-s 300   # wall clock
+    python -m gan.tools.recipes table                                     # rebuild results.md
+
+What it is not: no storage, MLflow or Ray (the pipeline's stages do that); no metric math
+(`gan.eval.evaluate`); nothing here is imported by the pipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gan.core.config import (
+    PRESETS,
+    DataConfig,
+    EvalConfig,
+    ModelConfig,
+    TrainConfig,
+    resolve_configs,
+)
+from gan.data.prepare import PreparedData, prepare_arrays
+from gan.eval.evaluate import PICTURE_FILES, compute_floors, evaluate_generator
+from gan.eval.judge import (
+    Judge,
+    JudgeError,
+    check_judge,
+    judge_from_bytes,
+    judge_to_bytes,
+    train_judge,
+)
+from gan.train.checkpoint import save_checkpoint
+from gan.train.loop import DivergenceError, train_local
+from gan.train.state import TrainState, make_state
+from gan.train.steps import unwrap
+
+DEFAULT_OUT = Path("out/recipes")
+CHECKPOINT_FILE = "checkpoint.pt"
+JUDGE_SEED = 0
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A recipe: a preset plus overrides; `epochs` None = the preset's (calibrated) epochs."""
+
+    name: str
+    preset: str
+    model: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+    def configs(self, **train_over: Any) -> tuple[ModelConfig, TrainConfig]:
+        return resolve_configs(self.preset, self.model, {**self.train, **train_over})
+
+
+# The conditional DCGAN, width 32, SN-D, hinge, Adam β=(0, 0.9), EMA 0.999, batch 64: the base
+# every variant below changes one thing of. Epochs are 300 s of 2-core CPU training at the
+# images/s measured by `calibrate` (see the README's "Default recipe").
+_CDC = {"arch": "dcgan", "conditional": True, "spectral_norm": True, "base_channels": 32}
+_HINGE = {"loss": "hinge", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.0, "beta2": 0.9,
+          "ema_decay": 0.999, "batch_size": 64}
+
+
+def candidates() -> dict[str, Candidate]:
+    """Every known candidate by name; `seed` and `default` are the live presets."""
+    c = [
+        Candidate("seed", "seed", note="the seed recipe: MLP, BCE (0.9 smoothing), batch 128"),
+        Candidate("default", "default", note="PRESETS['default'] as it is now"),
+        Candidate("cdcgan32-hinge", "default", dict(_CDC), {**_HINGE, "epochs": 210},
+                  note="conditional DCGAN 32, SN-D, hinge, EMA (the earlier default)"),
+        Candidate("dcgan32-hinge", "default", {**_CDC, "conditional": False},
+                  {**_HINGE, "epochs": 210}, note="the same, unconditional"),
+        Candidate("cdcgan32-ns", "default", dict(_CDC), {**_HINGE, "loss": "ns", "epochs": 210},
+                  note="non-saturating loss instead of hinge"),
+        Candidate("cdcgan32-ttur", "default", dict(_CDC),
+                  {**_HINGE, "lr_d": 4e-4, "epochs": 210}, note="TTUR: lr_d 4e-4, lr_g 2e-4"),
+        Candidate("cdcgan32-noema", "default", dict(_CDC),
+                  {**_HINGE, "ema_decay": 0.0, "epochs": 210}, note="EMA off (raw G)"),
+        Candidate("cdcgan32-nosn", "default", {**_CDC, "spectral_norm": False},
+                  {**_HINGE, "epochs": 210}, note="no spectral norm in D"),
+        Candidate("cdcgan32-nosn-ns", "default", {**_CDC, "spectral_norm": False},
+                  {**_HINGE, "loss": "ns", "epochs": 210}, note="no SN, non-saturating loss"),
+        Candidate("cdcgan32-nosn-ttur", "default", {**_CDC, "spectral_norm": False},
+                  {**_HINGE, "lr_d": 4e-4, "epochs": 210}, note="no SN, lr_d 4e-4"),
+        Candidate("cdcgan32-nosn-ttur8", "default", {**_CDC, "spectral_norm": False},
+                  {**_HINGE, "lr_d": 8e-4, "epochs": 210}, note="no SN, lr_d 8e-4"),
+        Candidate("cdcgan32-nosn-ttur-g1", "default", {**_CDC, "spectral_norm": False},
+                  {**_HINGE, "lr_g": 1e-4, "lr_d": 4e-4, "epochs": 210},
+                  note="no SN, lr_g 1e-4, lr_d 4e-4"),
+        Candidate("cdcgan32-nosn-ttur-b05", "default", {**_CDC, "spectral_norm": False},
+                  {**_HINGE, "lr_d": 4e-4, "beta1": 0.5, "beta2": 0.999, "epochs": 210},
+                  note="no SN, lr_d 4e-4, β=(0.5, 0.999)"),
+        Candidate("cdcgan32-nosn-d2", "default", {**_CDC, "spectral_norm": False},
+                  {**_HINGE, "d_steps": 2, "epochs": 210}, note="no SN, 2 D steps per G step"),
+        Candidate("cdcgan64-nosn", "default", {**_CDC, "spectral_norm": False,
+                                               "base_channels": 64},
+                  {**_HINGE, "epochs": 110}, note="no SN, width 64"),
+        Candidate("cdcgan32-bce", "default", {**_CDC, "spectral_norm": False},
+                  {**_HINGE, "loss": "bce", "real_label": 0.9, "beta1": 0.5, "beta2": 0.999,
+                   "epochs": 210}, note="classic DCGAN optimisation: BCE 0.9, β=(0.5, 0.999)"),
+        Candidate("cdcgan64-hinge", "default", {**_CDC, "base_channels": 64},
+                  {**_HINGE, "epochs": 110}, note="width 64"),
+        Candidate("cdcgan32-wgangp", "default", dict(_CDC),
+                  {**_HINGE, "loss": "wgan-gp", "lr_g": 1e-4, "lr_d": 1e-4, "d_steps": 5,
+                   "epochs": 110}, note="WGAN-GP, 5 D steps per G step, lr 1e-4"),
+        Candidate("cdcgan32-ms1", "default", dict(_CDC), {**_HINGE, "mode_seeking": 1.0},
+                  note="mode-seeking term (MSGAN) weight 1"),
+        Candidate("cdcgan32-ms05", "default", dict(_CDC), {**_HINGE, "mode_seeking": 0.5},
+                  note="mode-seeking term (MSGAN) weight 0.5"),
+        Candidate("cdcgan32-ms5", "default", dict(_CDC), {**_HINGE, "mode_seeking": 5.0},
+                  note="mode-seeking term (MSGAN) weight 5"),
+        Candidate("cmlp-bce", "seed", {"conditional": True}, {"epochs": 300},
+                  note="the seed recipe made conditional"),
+        Candidate("smoke", "smoke", note="tiny MLP for tests"),
+    ]
+    return {x.name: x for x in c}
+
+
+def pick(names: str | Sequence[str]) -> list[Candidate]:
+    """Candidates by name (comma-separated or a list); ValueError naming unknown ones."""
+    wanted = [n.strip() for n in (names.split(",") if isinstance(names, str) else names)
+              if n.strip()]
+    known = candidates()
+    unknown = [n for n in wanted if n not in known]
+    if unknown or not wanted:
+        raise ValueError(f"unknown candidate(s) {unknown or wanted!r}; choose from {sorted(known)}")
+    return [known[n] for n in wanted]
+
+
+def epochs_for_budget(budget_s: float, images_per_s: float, n_train: int, batch_size: int) -> int:
+    """Whole epochs that fit `budget_s` at `images_per_s` (at least 1); whole batches only."""
+    per_epoch = max(n_train // batch_size, 1) * min(batch_size, n_train)
+    if not (images_per_s > 0 and budget_s > 0):
+        raise ValueError(f"budget_s {budget_s} and images_per_s {images_per_s} must be > 0")
+    return max(1, int(budget_s * images_per_s // per_epoch))
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def calibrate(cands: Sequence[Candidate], data: PreparedData, *, epochs: int = 4,
+              budget_s: float = 300.0, log: Log = print) -> list[dict[str, Any]]:
+    """Steady training images/s of each candidate (median of per-epoch rates after the first)
+    and its process-CPU-time rate (robust to other load), with the epochs `budget_s` buys."""
+    rows = []
+    for cand in cands:
+        model_cfg, train_cfg = cand.configs(epochs=epochs, checkpoint_every=epochs)
+        cpu0 = time.process_time()
+        state = train_local(data, model_cfg, train_cfg)
+        cpu_s = time.process_time() - cpu0
+        rates = [float(h["images_per_s"]) for h in state.history]
+        n_img = sum(h["images_per_s"] * h["epoch_time_s"] for h in state.history)
+        wall = statistics.median(rates[1:] or rates)
+        row = {"name": cand.name, "threads": torch.get_num_threads(), "epochs_run": epochs,
+               "images_per_s": round(wall, 1), "cpu_images_per_s": round(n_img / cpu_s, 1),
+               "batch_size": train_cfg.batch_size, "budget_s": budget_s,
+               "budget_epochs": epochs_for_budget(budget_s, wall, len(data.y_train),
+                                                  train_cfg.batch_size),
+               "load_avg_1m": _load()}
+        log(json.dumps(row))
+        rows.append(row)
+    return rows
+
+
+def _load() -> float | None:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+# --------------------------------------------------------------------------- judge
+
+
+def judge_for(data: PreparedData, cfg: EvalConfig, out_dir: Path, *, seed: int = JUDGE_SEED,
+              log: Log = print) -> Judge:
+    """The judge of `data` cached under `out_dir/judge/` (same version, seed and epochs), or a
+    newly trained and cached one. Raises JudgeError when its accuracy is under the minimum."""
+    folder = out_dir / "judge"
+    meta_file, weights_file = folder / "judge.json", folder / "judge.safetensors"
+    judge = None
+    if meta_file.exists() and weights_file.exists():
+        meta = json.loads(meta_file.read_text())
+        if (meta.get("dataset_version"), meta.get("seed"), meta.get("epochs")) == (
+                data.version, seed, cfg.judge_epochs):
+            try:
+                judge = judge_from_bytes(weights_file.read_bytes(), meta, str(folder))
+            except JudgeError as e:
+                log(f"cached judge unusable ({e}); retraining")
+    if judge is None:
+        judge = train_judge(data, cfg, seed)
+        weights, meta = judge_to_bytes(judge)
+        folder.mkdir(parents=True, exist_ok=True)
+        weights_file.write_bytes(weights)
+        meta_file.write_text(json.dumps(meta, indent=2, sort_keys=True))  # JSON last
+        judge.meta = meta
+        log(f"judge trained: holdout accuracy {judge.accuracy:.4f} in {judge.train_seconds:.1f}s")
+    check_judge(judge, cfg)
+    return judge
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train_candidate(cand: Candidate, data: PreparedData, *, epochs: int | None = None,
+                    budget_s: float | None = None, seed: int = 0,
+                    log: Log = print) -> tuple[TrainState, dict[str, Any]]:
+    """Train one candidate: `epochs` (None = its own) or, with `budget_s`, epoch by epoch until
+    the wall-clock budget is spent. Returns the state and a training summary (divergence is
+    recorded, not raised: the generator as it was is still evaluated)."""
+    over: dict[str, Any] = {"seed": seed}
+    if epochs is not None:
+        over["epochs"] = epochs
+    model_cfg, train_cfg = cand.configs(**over)
+    state = make_state(model_cfg, train_cfg)
+    diverged = None
+    t0 = time.perf_counter()
+
+    def report(m: dict[str, Any], _ck: Any) -> None:
+        if m["epoch"] % 10 == 0 or m["epoch"] == 1:
+            log(f"  {cand.name} epoch {m['epoch']}: loss_d {m['loss_d']:.3f} loss_g "
+                f"{m['loss_g']:.3f} {m['images_per_s']:.0f} img/s")
+
+    try:
+        if budget_s is None:
+            train_local(data, model_cfg, train_cfg, report, state=state)
+        else:  # one epoch per call: the state continues where it stopped
+            while time.perf_counter() - t0 < budget_s and state.epoch < 10_000:
+                step_cfg = train_cfg.model_copy(update={"epochs": state.epoch + 1})
+                train_local(data, model_cfg, step_cfg, report, state=state)
+    except DivergenceError as e:
+        diverged = str(e)
+        log(f"  {cand.name}: {e}")
+    train_s = time.perf_counter() - t0
+    n_img = sum(h["images_per_s"] * h["epoch_time_s"] for h in state.history)
+    summary = {"name": cand.name, "note": cand.note, "epochs": state.epoch,
+               "train_s": round(train_s, 1), "images_per_s": round(n_img / max(train_s, 1e-9), 1),
+               "threads": torch.get_num_threads(), "diverged": diverged,
+               "model_config": model_cfg.model_dump(mode="json"),
+               "train_config": {**train_cfg.model_dump(mode="json"), "epochs": state.epoch}}
+    return state, summary
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+def compare(cands: Sequence[Candidate], data: PreparedData, eval_cfg: EvalConfig, out_dir: Path,
+            *, epochs: int | None = None, budget_s: float | None = None, seed: int = 0,
+            raw_too: bool = True, log: Log = print) -> list[dict[str, Any]]:
+    """Train and evaluate each candidate alike; write its folder; rebuild the tables.
+
+    Returns the rows of this call: training summary + evaluation result + picture paths, one
+    per candidate, plus with `raw_too` a `<name>-raw` row for each EMA candidate (its raw G, the
+    same run: EMA on/off without a second training). Each candidate's folder also holds its
+    final checkpoint (`gan.train.checkpoint` format), to re-evaluate or reuse the generator.
+    `results.{json,md}` hold every row in `out_dir` made with the same judge.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    judge = judge_for(data, eval_cfg, out_dir, log=log)
+    floors = compute_floors(judge, data, eval_cfg)
+    rows = []
+    for cand in cands:
+        log(f"training {cand.name} ({cand.note})")
+        state, summary = train_candidate(cand, data, epochs=epochs, budget_s=budget_s,
+                                         seed=seed, log=log)
+        (out_dir / cand.name).mkdir(parents=True, exist_ok=True)
+        (out_dir / cand.name / CHECKPOINT_FILE).write_bytes(save_checkpoint(state))
+        gens = [(cand.name, state.generator, summary)]
+        if raw_too and state.G_ema is not None:
+            gens.append((f"{cand.name}-raw", unwrap(state.G),
+                         {**summary, "name": f"{cand.name}-raw",
+                          "note": f"{cand.note}; raw G of the same run (EMA not used)"}))
+        for name, generator, info in gens:
+            result, pics = evaluate_generator(generator, data, judge, eval_cfg, state.history,
+                                              floors=floors)
+            row = {**info, **result, "pictures": _write_pictures(out_dir / name, pics),
+                   "dataset_version": data.version,
+                   "judge_sha256": judge.meta.get("weights_sha256"),
+                   "eval_config": eval_cfg.model_dump(mode="json"), "history": state.history}
+            (out_dir / name / "result.json").write_text(json.dumps(row, indent=1))
+            log(f"{name}: " + _one_line(row))
+            rows.append(row)
+    write_tables(out_dir, judge.meta.get("weights_sha256"))
+    return rows
+
+
+def _write_pictures(folder: Path, pics: dict[str, bytes]) -> dict[str, str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for key, png in pics.items():
+        (folder / PICTURE_FILES[key]).write_bytes(png)
+        paths[key] = str(folder / PICTURE_FILES[key])
+    return paths
+
+
+def _one_line(row: dict[str, Any]) -> str:
+    m, f = row["metrics"], row["floors"]
+    return (f"FID {m['fid']:.3f} (floor {f['fid']:.3f}), KL {m['class_kl']:.4f}, classes "
+            f"{row['classes_covered']}, {row['epochs']} epochs in {row['train_s']:.0f}s")
+
+
+def load_rows(out_dir: Path, judge_sha: str | None = None) -> list[dict[str, Any]]:
+    """Every `<out_dir>/*/result.json` (made with `judge_sha` when given), best FID first."""
+    rows = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*/result.json"))]
+    if judge_sha is not None:
+        rows = [r for r in rows if r.get("judge_sha256") == judge_sha]
+    return sorted(rows, key=lambda r: r["metrics"]["fid"])
+
+
+def _g(x: float | None, nd: int = 3) -> str:
+    return "—" if x is None else f"{x:.{nd}f}"
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Side-by-side table; the first line under the header is the real-data floor/ceiling."""
+    head = ("| recipe | cond | epochs | train s | img/s | FID (÷floor) | KID ×1e3 | P | R | D | C "
+            "| classes | class KL | IS | cond acc |")
+    lines = [head, "|" + "---|" * 15]
+    if rows:
+        f, c = rows[0]["floors"], rows[0]["ceilings"]
+        lines.append(f"| *real data (floor/ceiling)* | | | | | {_g(f['fid'])} | "
+                     f"{1e3 * f['kid_mean']:.2f} ± {1e3 * f['kid_std']:.2f} | "
+                     f"{_g(f['precision'])} | {_g(f['recall'])} | {_g(f['density'])} | "
+                     f"{_g(f['coverage'])} | {f['classes_covered']:.0f} | {_g(f['class_kl'], 4)}"
+                     f" | {_g(c['inception_score'])} | |")
+    for r in rows:
+        m, f = r["metrics"], r["floors"]
+        ratio = m["fid"] / f["fid"] if f["fid"] > 0 else math.inf
+        cond = "yes" if r["model_config"].get("conditional") else "no"
+        name = r["name"] + (" (diverged)" if r.get("diverged") else "")
+        lines.append(
+            f"| {name} | {cond} | {r['epochs']} | {r['train_s']:.0f} | {r['images_per_s']:.0f} | "
+            f"{m['fid']:.3f} ({ratio:.1f}×) | {1e3 * m['kid_mean']:.2f} ± "
+            f"{1e3 * m['kid_std']:.2f} | {_g(m['precision'])} | {_g(m['recall'])} | "
+            f"{_g(m['density'])} | {_g(m['coverage'])} | {r['classes_covered']} | "
+            f"{_g(m['class_kl'], 4)} | {_g(m['inception_score'])} | "
+            f"{_g(r.get('conditional_accuracy'))} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(out_dir: Path, judge_sha: str | None = None) -> str:
+    """Write `results.json` (rows without per-epoch history) and `results.md`; return the md."""
+    rows = load_rows(out_dir, judge_sha)
+    slim = [{k: v for k, v in r.items() if k != "history"} for r in rows]
+    (out_dir / "results.json").write_text(json.dumps(slim, indent=1))
+    md = markdown_table(rows)
+    pics = "\n".join(f"- {r['name']}: {r['pictures']['samples']}, "
+                     f"{r['pictures']['real_vs_generated']}" for r in rows)
+    (out_dir / "results.md").write_text(md + "\nSample grids:\n" + pics + "\n")
+    return md
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m gan.tools.recipes {calibrate,compare,table}` (see the module docstring)."""
+    ap = argparse.ArgumentParser(prog="python -m gan.tools.recipes", description=main.__doc__)
+    ap.add_argument("command", choices=("calibrate", "compare", "table"))
+    ap.add_argument("--candidates", default="seed,default",
+                    help=f"comma-separated, from {sorted(candidates())}")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="compare: the same epochs for all; calibrate: epochs measured")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="compare: wall-clock budget per candidate; calibrate: budget to convert"
+                    " (default 300)")
+    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    ap.add_argument("--seed", type=int, default=0, help="training seed of every candidate")
+    ap.add_argument("--no-raw", action="store_true",
+                    help="compare: skip the extra raw-G (no EMA) evaluation of EMA candidates")
+    ap.add_argument("--smoke", action="store_true",
+                    help="PRESETS['smoke'] data and evaluation (tests, seconds)")
+    args = ap.parse_args(argv)
+    if args.command == "table":
+        print(write_tables(args.out))
+        return 0
+    torch.set_num_threads(args.threads)
+    smoke = PRESETS["smoke"] if args.smoke else {}
+    data = prepare_arrays(DataConfig(**smoke.get("data", {})))
+    cands = pick(args.candidates)
+    if args.command == "calibrate":
+        rows = calibrate(cands, data, epochs=args.epochs or 4, budget_s=args.budget_s or 300.0)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "calibration.json").write_text(json.dumps(rows, indent=1))
+        return 0
+    compare(cands, data, EvalConfig(**smoke.get("eval", {})), args.out, epochs=args.epochs,
+            budget_s=args.budget_s, seed=args.seed, raw_too=not args.no_raw)
+    print(write_tables(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,293 @@
+"""What runs inside each Ray Train worker: set-up, the epoch loop, one report per epoch.
+
+What this module is: `RunSpec` (everything a worker needs, shipped by Ray with the function),
+`train_loop_per_worker` (the function Ray's TorchTrainer runs on every rank) and the run files
+(`run.json`, `trained.json`, `diverged.json`) both the driver and the workers read, through
+one pyarrow filesystem (S3, or a local folder for `gan bench`).
+
+Per worker: torch threads = CPUs reserved for it; device from Ray (one GPU each, NCCL) or CPU
+(gloo); state from `ray.train.get_checkpoint()` (resume) or fresh; G and D wrapped by
+`gan.train.ddp.wrap_models`; a `DistributedSampler` batch source; `gan.train.loop.run_epochs` with a
+report callback that, every epoch and on every rank, agrees on the sample count and the
+time-limit vote (one all-reduce), prints the progress line (rank 0), and calls
+`ray.train.report` (rank 0 attaches the checkpoint bytes as `checkpoint.pt`).
+
+What it is not: no GAN math (`gan.train.steps`, `gan.train.loop`), no Ray set-up
+(`gan.train.ray.cluster`,
+`gan.train.ray.driver`). Every Ray call is marked `# RAY`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray.train  # RAY
+import ray.train.torch  # RAY
+import torch
+from pyarrow import fs as pafs
+
+from gan.core.config import ModelConfig, Settings, TrainConfig
+from gan.core.records import DatasetRef
+from gan.data.prepare import PreparedData, load_prepared
+from gan.io.storage import Storage
+from gan.train.checkpoint import save_checkpoint, state_from_checkpoint
+from gan.train.ddp import (
+    CountingBatches,
+    FaultSpec,
+    all_sum,
+    format_progress,
+    sharded_batches,
+    wrap_models,
+)
+from gan.train.loop import DivergenceError, run_epochs
+from gan.train.state import TrainState, make_state
+
+log = logging.getLogger(__name__)  # in a Ray Train worker: to the console Ray forwards
+CHECKPOINT_FILE = "checkpoint.pt"
+RUN_FILE = "run.json"  # model config + dataset version a run id was started with
+TRAINED_FILE = "trained.json"  # the TrainedRef of the last train() that returned
+DIVERGED_FILE = "diverged.json"  # written by the rank that hit DivergenceError
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run, as every worker receives it (pickled by Ray with the train function).
+
+    Secrets: `settings` (S3 keys as SecretStr) and `run_fs` travel inside Ray's object store
+    only; repr=False keeps them, the data and the queue handle out of any log line."""
+
+    run_id: str
+    model_cfg: ModelConfig
+    train_cfg: TrainConfig
+    run_dir: str  # filesystem path of the run: "<bucket>/ray/<run_id>" or a local folder
+    run_fs: pafs.FileSystem = field(repr=False)
+    settings: Settings | None = field(default=None, repr=False)  # S3 access (dataset, marker)
+    dataset: DatasetRef | None = None  # read from storage by each worker, or
+    data: PreparedData | None = field(default=None, repr=False)  # in memory (bench)
+    deadline: float | None = None  # time.time() after which workers stop after their epoch
+    fault: FaultSpec | None = None  # test-only fault hook
+    # A complete checkpoint folder on run_fs to start from when Ray hands none (its run
+    # snapshot was lost, e.g. storage died before Ray wrote it); see gan.train.ray.driver.train.
+    resume_path: str | None = None
+    progress: Any = field(default=None, repr=False)  # ray.util.queue.Queue for rank 0's metrics
+    echo: bool = True  # rank 0 prints the per-epoch progress line
+
+    def file(self, name: str) -> str:
+        return f"{self.run_dir}/{name}"
+
+
+# --------------------------------------------------------------------------- run files
+
+
+def read_json(fs: pafs.FileSystem, path: str) -> dict[str, Any] | None:
+    """The JSON object at `path`, or None when there is none."""
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as f:
+        return json.loads(f.read())
+
+
+def write_json(fs: pafs.FileSystem, path: str, obj: Any) -> None:
+    """Write `obj` as JSON (NaN allowed: Python's json reads it back)."""
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(json.dumps(obj, indent=1, sort_keys=True).encode())
+
+
+# --------------------------------------------------------------------------- the worker
+
+
+class _TimeLimitReached(Exception):
+    """Raised by the report callback on every rank after the final checkpoint was reported."""
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
+    """Ray Train's per-worker entry point; returns rank 0's summary (Result.return_value)."""
+    spec: RunSpec = config["spec"]
+    ctx = ray.train.get_context()  # RAY
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    tc = spec.train_cfg
+    torch.set_num_threads(tc.cpus_per_worker)  # = the CPUs Ray reserved for this worker
+    _quiet_ray_info_logs()
+    diverged = read_json(spec.run_fs, spec.file(DIVERGED_FILE))
+    if diverged is not None:
+        # An earlier attempt diverged and Ray restarted the group: stop, train nothing.
+        return {"diverged": diverged} if rank == 0 else None
+    device = ray.train.torch.get_device() if tc.use_gpu else torch.device("cpu")  # RAY
+    data = spec.data if spec.data is not None else load_prepared(
+        Storage.from_settings(_need_settings(spec)), _need_dataset(spec))
+    state, resumed_from = _initial_state(spec, device, rank)
+    wrap_models(state, device, world)
+    batches = CountingBatches(
+        sharded_batches(data.x_train, data.y_train, tc, rank=rank, world_size=world,
+                        pin_memory=device.type == "cuda"),
+        before_batch=_fault_hook(spec, rank, state))
+    reporter = _Reporter(spec, state, rank=rank, device=device, batches=batches)
+    if rank == 0 and spec.echo:
+        log.info("run %s: epochs %d..%d on %d worker(s), %s, batch %d (per worker %d)",
+                 spec.run_id, state.epoch + 1, tc.epochs, world, device, tc.batch_size,
+                 tc.batch_size // world)
+    try:
+        run_epochs(state, batches, tc, reporter, device=device,
+                   autocast_dtype=torch.bfloat16 if tc.bf16 else None, is_chief=rank == 0,
+                   dataset_version=data.version, rank=rank)
+    except _TimeLimitReached:
+        pass
+    except DivergenceError as e:
+        # Tell the restarted group (and the driver) before Ray tears this group down.
+        write_json(spec.run_fs, spec.file(DIVERGED_FILE),
+                   {"step": e.step, "reason": e.reason, "rank": rank, "epoch": state.epoch + 1})
+        raise
+    if rank != 0:
+        return None
+    return {"history": state.history, "epochs_completed": state.epoch,
+            "global_step": state.step, "resumed_from_epoch": resumed_from,
+            "stopped_by_time_limit": reporter.stopped, "dataset_version": data.version,
+            "first_epoch_started_at": batches.started_at, "world_size": world}
+
+
+def _quiet_ray_info_logs() -> None:
+    """Keep this worker's console to our lines and Ray's warnings.
+
+    Ray Train logs every report (all metrics, every rank) at INFO through a logger named
+    after a file path, so its LoggingConfig(log_level=...) filter (which matches "ray.train*"
+    names) misses it. Root at WARNING silences it; our `gan` loggers stay at INFO (a record
+    propagates to the root's handlers whatever the root's level)."""
+    logging.getLogger().setLevel(logging.WARNING)
+    logging.getLogger("gan").setLevel(logging.INFO)
+
+
+def _need_settings(spec: RunSpec) -> Settings:
+    if spec.settings is None:
+        raise ValueError(f"run {spec.run_id}: a dataset in storage needs settings")
+    return spec.settings
+
+
+def _need_dataset(spec: RunSpec) -> DatasetRef:
+    if spec.dataset is None:
+        raise ValueError(f"run {spec.run_id}: neither a dataset reference nor in-memory data")
+    return spec.dataset
+
+
+def _initial_state(spec: RunSpec, device: torch.device, rank: int) -> tuple[TrainState, int]:
+    """(state, epoch resumed from): the latest checkpoint Ray hands this attempt, or fresh."""
+    checkpoint = ray.train.get_checkpoint()  # RAY
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:  # RAY (downloads from S3 when remote)
+            blob = Path(d, CHECKPOINT_FILE).read_bytes()
+        where = checkpoint.path
+    elif spec.resume_path is not None:
+        where = spec.resume_path
+        with spec.run_fs.open_input_stream(f"{where}/{CHECKPOINT_FILE}") as f:
+            blob = f.read()
+    else:
+        return make_state(spec.model_cfg, spec.train_cfg, device), 0
+    state = state_from_checkpoint(blob, device, train_cfg=spec.train_cfg)
+    if rank == 0 and spec.echo:
+        log.info("run %s: resumed from checkpoint at epoch %d (step %d, %s)", spec.run_id,
+                 state.epoch, state.step, where)
+    return state, state.epoch
+
+
+class _Reporter:
+    """The `report` callback of `run_epochs`: the same collective and `ray.train.report` call
+    on every rank every epoch; only rank 0 prints, feeds the progress queue and checkpoints."""
+
+    def __init__(self, spec: RunSpec, state: TrainState, *, rank: int, device: torch.device,
+                 batches: CountingBatches) -> None:
+        self.spec, self.state, self.rank, self.device, self.batches = (
+            spec, state, rank, device, batches)
+        self.stopped = False
+
+    def __call__(self, metrics: dict[str, Any], checkpoint: Callable[[], bytes] | None) -> None:
+        epoch, total = int(metrics["epoch"]), self.spec.train_cfg.epochs
+        out_of_time = (self.spec.deadline is not None and epoch < total
+                       and time.time() >= self.spec.deadline)
+        # One all-reduce: the samples all ranks consumed, and whether any rank is out of time
+        # (ranks must agree, or one would wait forever in the next epoch's all-reduce).
+        samples, votes = all_sum([float(self.batches.count), float(out_of_time)], self.device)
+        stop = votes > 0
+        dt = metrics["epoch_time_s"]
+        # Global figures (all ranks), also into the history the checkpoint stores.
+        extra = {"samples": int(samples), "images_per_s": samples / dt if dt > 0 else 0.0,
+                 "stopped_by_time_limit": float(stop)}
+        if self.device.type == "cuda":
+            extra["max_memory_allocated_mb"] = (
+                torch.cuda.max_memory_allocated(self.device) / 2**20)
+        self.state.history[-1].update(extra)
+        m = {**metrics, **extra}
+        if stop and checkpoint is None and self.rank == 0:
+            checkpoint = functools.partial(save_checkpoint, self.state)  # the final one
+        if self.rank == 0:
+            if self.spec.echo:
+                log.info("%s", format_progress(m, total))
+            if self.spec.progress is not None:
+                self.spec.progress.put_nowait(m)  # RAY (an actor call; the driver polls)
+        _report(m, checkpoint, epoch)
+        if stop:
+            self.stopped = True
+            raise _TimeLimitReached
+
+
+def _report(metrics: dict[str, Any], checkpoint: Callable[[], bytes] | None, epoch: int) -> None:
+    """`ray.train.report`, with the checkpoint bytes as `checkpoint.pt` in a temp folder."""
+    name = f"checkpoint_epoch_{epoch:05d}"
+    if checkpoint is None:
+        ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name)  # RAY
+        return
+    with tempfile.TemporaryDirectory(prefix="gan-ckpt-") as d:
+        Path(d, CHECKPOINT_FILE).write_bytes(checkpoint())
+        # SYNC upload (the default): the temp folder may go once report returns.
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d),  # RAY
+                         checkpoint_dir_name=name)
+
+
+# --------------------------------------------------------------------------- fault hook
+
+
+def _fault_hook(spec: RunSpec, rank: int, state: TrainState
+                ) -> Callable[[int, int], None] | None:
+    """The test-only fault (see `gan.train.ddp.FaultSpec`), or None."""
+    fault = spec.fault
+    if fault is None:
+        return None
+
+    def hook(epoch: int, batch_index: int) -> None:
+        if not fault.due(epoch, batch_index, rank) or not _claim(fault.once_marker, spec):
+            return
+        if fault.exit_at_epoch is not None:
+            # First let Ray register every report made so far: a report still waiting in this
+            # process for the controller's next poll (every 2 s) dies with it, and the restart
+            # would then go back one checkpoint further than the test expects.
+            ray.train.get_all_reported_checkpoints(  # RAY
+                consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
+            log.warning("run %s: fault hook: rank %d exits in epoch %d", spec.run_id, rank,
+                        epoch)
+            os._exit(1)  # a real process death: no exception, no clean-up
+        raise DivergenceError(state.step, f"injected by the test fault hook in epoch {epoch}")
+
+    return hook
+
+
+def _claim(marker: str, spec: RunSpec) -> bool:
+    """Create the once-marker; False when it already exists (the fault fired before)."""
+    if marker.startswith("s3://"):
+        storage = Storage.from_settings(_need_settings(spec))
+        if storage.exists(marker):
+            return False
+        storage.put_bytes(marker, b"fired")
+        return True
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        return True
+    except FileExistsError:
+        return False
