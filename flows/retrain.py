@@ -3,18 +3,16 @@
 What this module is: the `retrain` flow (its one parameter, `RetrainParams`, is the Prefect UI
 form) and its four tasks, each a thin call into one `gan` entry point:
 
-    prepare_data  gan.data.prepare.prepare        cached on (DataConfig, source content
-    fingerprint),
-                                          result persisted in the bucket (s3-bucket/gan-results),
-                                          retried on StorageError (2 s, 5 s, 10 s)
+    prepare_data  gan.data.prepare.prepare   cached on (DataConfig, source content fingerprint),
+                  result persisted in the bucket (s3-bucket/gan-results), retried on
+                  StorageError (2 s, 5 s, 10 s)
     train         gan.train.ray.driver.train   no Prefect retries: Ray owns fault tolerance; a
-                                          progress artifact is updated every epoch; storage
-                                          lost mid-run fails it naming the endpoint (a rerun
-                                          of the run id resumes from its last checkpoint)
+                  progress artifact is updated every epoch; storage lost mid-run fails it
+                  naming the endpoint (a rerun of the run id resumes from its last checkpoint)
     evaluate      gan.eval.evaluate.evaluate   retried on StorageError (idempotent per run id)
-    register      gan.registry.publish.register   retried on StorageError or an unreachable MLflow
-                                          (RegistryUnavailable), 5 s, 10 s (idempotent per
-                                          run id: one MLflow run and version however often)
+    register      gan.registry.publish.register   retried on StorageError or an unreachable
+                  MLflow (RegistryUnavailable), 5 s, 10 s (idempotent per run id: one MLflow
+                  run and version however often)
 
 then a markdown artifact (metrics vs champion and floors, gate decision, MLflow links) and the
 sample grid as an image artifact. The parameters are validated before any task runs; a stage
