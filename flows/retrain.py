@@ -45,7 +45,7 @@ from flows.prefect_setup import RESULT_STORAGE, ensure_result_storage
 from flows.source_key import source_files, source_fingerprint
 from gan.config import DataConfig, EvalConfig, ModelConfig, RetrainParams, Settings, TrainConfig
 from gan.records import DatasetRef, ModelRef, Report, TrainedRef
-from gan.storage import Storage, StorageError
+from gan.storage import ObjectMissing, Storage, StorageError
 
 
 class RetrainFailed(RuntimeError):
@@ -63,12 +63,15 @@ def stage(name: str) -> Iterator[None]:
 
 def retry_on_storage_error(task: Any, task_run: Any, state: Any) -> bool:
     """Retry only when object storage failed or a service did not answer (a StorageError or a
-    ConnectionError, e.g. `gan.registry.RegistryUnavailable`, anywhere in the cause chain)."""
+    ConnectionError, e.g. `gan.registry.RegistryUnavailable`, anywhere in the cause chain);
+    never for a missing object (`ObjectMissing`): that is a user error."""
     try:
         state.result()
     except Exception as e:  # the task's exception, re-raised by result()
         err: BaseException | None = e
         while err is not None:
+            if isinstance(err, ObjectMissing):  # an answer, not an outage: retrying won't help
+                return False
             if isinstance(err, (StorageError, ConnectionError)):
                 return True
             err = err.__cause__
