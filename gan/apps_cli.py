@@ -97,6 +97,7 @@ def anomaly(
     device: str = typer.Option("cpu", "--device", help="torch device (cpu, cuda, cuda:1)."),
 ) -> None:
     """Score images by how poorly the generator explains them (AnoGAN): higher = anomalous."""
+    _cli().check_device(device)
     cfg = _search_cfg(steps, lr, restarts, batch_size, seed)
     settings = _cli().load_settings()
     from gan.anomaly import score_file
@@ -134,6 +135,7 @@ def inpaint(
     device: str = typer.Option("cpu", "--device", help="torch device (cpu, cuda, cuda:1)."),
 ) -> None:
     """Fill a masked region with the generator; known pixels are kept exactly."""
+    _cli().check_device(device)
     cli = _cli()
     if out is None and npz is None:
         raise cli._fail("nothing to write: give --out (PNG grid) and/or --npz", code=2)
@@ -204,6 +206,7 @@ def augment_eval(
     json_out: str | None = typer.Option(None, "--json", help="Also write the result here."),
 ) -> None:
     """Table (1): judge holdout accuracy on a small real subset with and without samples."""
+    _cli().check_device(device)
     cli = _cli()
     _threads(threads)
     settings = cli.load_settings()
@@ -242,6 +245,7 @@ def anomaly_eval(
     json_out: str | None = typer.Option(None, "--json", help="Also write the result here."),
 ) -> None:
     """Table (2): one-class AUROC per digit, AnoGAN vs PCA and kNN on the same split."""
+    _cli().check_device(device)
     cli = _cli()
     _threads(threads)
     try:
@@ -283,6 +287,7 @@ def inpaint_eval(
     json_out: str | None = typer.Option(None, "--json", help="Also write the result here."),
 ) -> None:
     """Table (3): MSE / PSNR on the hole and judge accuracy, GAN vs mean vs NN fill."""
+    _cli().check_device(device)
     cli = _cli()
     _threads(threads)
     settings = cli.load_settings()

@@ -40,6 +40,22 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def check_device(device: str, option: str = "--device") -> None:
+    """A CUDA device asked for on a machine without one: one line and exit 2, not a traceback
+    from deep inside torch."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise _fail(f"{option} {device}: no CUDA device is available on this machine (torch "
+                    f"{torch.__version__}); use --device cpu", code=2)
+    index = device.partition(":")[2]
+    if index.isdigit() and int(index) >= torch.cuda.device_count():
+        raise _fail(f"{option} {device}: this machine has {torch.cuda.device_count()} CUDA "
+                    "device(s)", code=2)
+
+
 def load_settings() -> Settings:
     """`Settings.load()`, or a clear one-line error naming the variable and exit code 2."""
     try:
@@ -88,6 +104,12 @@ def stack_status(
         st = stack_lib.status(settings)
     except stack_lib.StackError as e:
         raise _fail(str(e)) from None
+    if not settings.state_file.exists() and not any(
+            s["pid"] or s["external"] for s in st["services"].values()):
+        # Not a stopped stack (that one has stack.json and shows its services as down): none was
+        # ever started here, typically a shell in another folder without GAN_HOME.
+        raise _fail(f"no local stack in GAN_HOME={st['gan_home']}: run `gan stack up`, or set "
+                    "GAN_HOME to the folder of a running stack")
     if as_json:
         typer.echo(json.dumps(st, indent=2))
     else:
@@ -160,6 +182,8 @@ def retrain(
     except ParamsError as e:
         raise _fail(str(e), code=2) from None
     settings = load_settings()
+    if params.use_gpu and not settings.ray_address:  # a cluster's GPUs are not ours to see
+        check_device("cuda", "--gpu:")
     params = params.model_copy(update={"run_id": params.run_id or new_run_id(params.model_name)})
     console = _out()
     try:
@@ -250,6 +274,7 @@ def sample(
         sampling.check_request(n, out=out, npz=npz, label=label)
     except sampling.SamplingError as e:
         raise _fail(str(e), code=2) from None
+    check_device(device)
     settings = load_settings()
     try:
         summary = sampling.sample_to_files(model, n, out=out, npz=npz, seed=seed, label=label,
@@ -284,6 +309,36 @@ def bench(
             typer.echo(json.dumps(r))
     else:
         typer.echo(format_table(results))
+
+
+data_app = typer.Typer(no_args_is_help=True, help="Data in the stack's object storage.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("upload")
+def data_upload(
+    folder: str = typer.Argument(..., help="Local folder: every file directly in it is sent."),
+    prefix: str = typer.Argument(..., help="s3://<bucket>/<prefix>/ to put the files under."),
+) -> None:
+    """Copy a folder's files into object storage, e.g. MNIST's IDX files for `--source mnist`."""
+    from pathlib import Path
+
+    from gan.storage import Storage, StorageError
+
+    files = sorted(p for p in Path(folder).glob("*") if p.is_file())
+    if not prefix.startswith("s3://") or not files:
+        why = "PREFIX must be an s3:// URI" if files else f"no files in folder {folder}"
+        raise _fail(why, code=2)
+    settings = load_settings()
+    console = _out()
+    try:
+        storage = Storage.from_settings(settings)
+        for p in files:
+            uri = f"{prefix.rstrip('/')}/{p.name}"
+            storage.put_file(uri, str(p))
+            console.print(f"uploaded {escape(str(p))} → {escape(uri)}")
+    except (StorageError, SettingsError) as e:
+        raise _fail(str(e)) from None
 
 
 @app.command()

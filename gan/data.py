@@ -124,10 +124,13 @@ def _read_bytes(uri: str, storage: Storage | None) -> bytes:
     if uri.startswith("s3://"):
         if storage is None:
             raise DataError(f"{uri}: an s3:// source needs object storage (no Storage given)")
-        from gan.storage import StorageError
+        from gan.storage import ObjectMissing, StorageError
 
         try:
             return storage.get_bytes(uri)
+        except ObjectMissing as e:
+            raise DataError(f"{e}; put the files there first (`gan data upload <folder> "
+                            f"{uri.rsplit('/', 1)[0]}/`)") from e
         except StorageError as e:
             raise DataError(f"{uri}: cannot read from object storage: {e}") from e
     if uri.startswith(("http://", "https://")):
