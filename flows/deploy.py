@@ -56,6 +56,9 @@ def serve(*, name: str = DEPLOYMENT_NAME, cron: str | None = DEFAULT_CRON) -> No
         description="Retrain the GAN (prepare → train → evaluate → register). Edit the "
         "parameters in the form; the preset gives the recipe, set fields override it.",
         limit=1,
+        # Prefect pauses a served schedule when its server stops (default True): a stopped or
+        # restarted `gan serve` would silently switch the nightly retraining off.
+        pause_on_shutdown=False,
         entrypoint_type=EntrypointType.MODULE_PATH,
         print_starting_message=True,
     )

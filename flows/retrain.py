@@ -51,7 +51,7 @@ from gan.core.config import (
 )
 from gan.core.records import DatasetRef, ModelRef, Report, TrainedRef
 from gan.data.fingerprint import source_files, source_fingerprint
-from gan.io.storage import Storage, StorageError
+from gan.io.storage import ObjectMissing, Storage, StorageError
 
 
 class RetrainFailed(RuntimeError):
@@ -70,12 +70,15 @@ def stage(name: str) -> Iterator[None]:
 def retry_on_storage_error(task: Any, task_run: Any, state: Any) -> bool:
     """Retry only when object storage failed or a service did not answer (a StorageError or a
     ConnectionError, e.g. `gan.registry.publish.RegistryUnavailable`, anywhere in the cause
-    chain)."""
+    chain);
+    never for a missing object (`ObjectMissing`): that is a user error."""
     try:
         state.result()
     except Exception as e:  # the task's exception, re-raised by result()
         err: BaseException | None = e
         while err is not None:
+            if isinstance(err, ObjectMissing):  # an answer, not an outage: retrying won't help
+                return False
             if isinstance(err, (StorageError, ConnectionError)):
                 return True
             err = err.__cause__

@@ -11,7 +11,7 @@ the candidate with the lowest final objective wins.
 Batched over candidates: Adam's update is elementwise, so minimising the SUM of per-candidate
 losses moves each z exactly as its own loss alone would; G and D stay in eval mode (BatchNorm
 uses running statistics), so candidates never interact and the batch size changes nothing but
-speed. Seeded: the start latents come from a CPU generator seeded by `cfg.seed`.
+speed. Seeded: the start latents come from a CPU generator seeded by `search_seed(cfg.seed)`.
 
 What it is not: no objective of its own (see `gan.apps.anomaly`, `gan.apps.inpaint`), no I/O, no
 printing
@@ -21,6 +21,7 @@ printing
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -100,6 +101,16 @@ def total_steps(G: Generator, n: int, labels: Tensor | None, cfg: SearchConfig) 
     return cfg.steps * -(-m // cfg.batch_size)
 
 
+def search_seed(seed: int) -> int:
+    """The start latents' seed: a stream of its own, derived from `seed`.
+
+    Why not `seed` itself: `gan sample --seed 0` draws its latents from torch's stream seeded
+    with 0, so a search seeded with 0 would start from the very latents that made those images
+    and score them 0.0 without searching (README's own example did exactly that)."""
+    digest = hashlib.sha256(f"gan.latent_search:{seed}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
 def search(G: Generator, objective: Objective, n: int, *, labels: Tensor | None = None,
            cfg: SearchConfig | None = None, progress: Progress | None = None,
            modules: tuple[nn.Module | None, ...] = ()) -> SearchResult:
@@ -117,7 +128,7 @@ def search(G: Generator, objective: Objective, n: int, *, labels: Tensor | None 
     m = n * per_image  # candidates, image-major: image i owns rows i·per_image … +per_image-1
     rows = torch.arange(n).repeat_interleave(per_image)  # (M,)
     ys = None if cand is None else cand.repeat_interleave(cfg.restarts, dim=1).reshape(m)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(search_seed(cfg.seed))
     z0 = sample_latent(m, G.latent_dim, gen)  # (M, latent_dim) on CPU: device-independent
     total = total_steps(G, n, labels, cfg)
     done = 0

@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from gan.cli.common import fail, load_settings, stdout
+from gan.cli.common import check_device, fail, load_settings, stdout
 
 MODEL_HELP = ("Model URI: models:/<name>@champion, models:/<name>/<version>, runs:/<run>/generator "
               "or a local MLflow model directory.")
@@ -93,6 +93,7 @@ def anomaly(
     device: str = typer.Option("cpu", "--device", help="torch device (cpu, cuda, cuda:1)."),
 ) -> None:
     """Score images by how poorly the generator explains them (AnoGAN): higher = anomalous."""
+    check_device(device)
     cfg = _search_cfg(steps, lr, restarts, batch_size, seed)
     settings = load_settings()
     from gan.apps.anomaly import score_file
@@ -130,6 +131,7 @@ def inpaint(
     device: str = typer.Option("cpu", "--device", help="torch device (cpu, cuda, cuda:1)."),
 ) -> None:
     """Fill a masked region with the generator; known pixels are kept exactly."""
+    check_device(device)
     if out is None and npz is None:
         raise fail("nothing to write: give --out (PNG grid) and/or --npz", code=2)
     if out is not None and Path(out).suffix.lower() != ".png":
@@ -199,6 +201,7 @@ def augment_eval(
     json_out: str | None = typer.Option(None, "--json", help="Also write the result here."),
 ) -> None:
     """Table (1): judge holdout accuracy on a small real subset with and without samples."""
+    check_device(device)
     _threads(threads)
     settings = load_settings()
     from gan.apps.studies.runs import run_augment
@@ -236,6 +239,7 @@ def anomaly_eval(
     json_out: str | None = typer.Option(None, "--json", help="Also write the result here."),
 ) -> None:
     """Table (2): one-class AUROC per digit, AnoGAN vs PCA and kNN on the same split."""
+    check_device(device)
     _threads(threads)
     try:
         picked = [int(c) for c in classes.split(",")] if classes else None
@@ -276,6 +280,7 @@ def inpaint_eval(
     json_out: str | None = typer.Option(None, "--json", help="Also write the result here."),
 ) -> None:
     """Table (3): MSE / PSNR on the hole and judge accuracy, GAN vs mean vs NN fill."""
+    check_device(device)
     _threads(threads)
     settings = load_settings()
     from gan.apps.studies.runs import run_inpaint

@@ -30,3 +30,19 @@ def load_settings() -> Settings:
         return Settings.load()
     except SettingsError as e:
         raise fail(str(e), code=2) from None
+
+
+def check_device(device: str, option: str = "--device") -> None:
+    """A CUDA device asked for on a machine without one: one line and exit 2, not a traceback
+    from deep inside torch."""
+    if not device.startswith("cuda"):
+        return
+    import torch  # lazy: `gan --help` and CPU-only commands do not pay torch's import
+
+    if not torch.cuda.is_available():
+        raise fail(f"{option} {device}: no CUDA device is available on this machine (torch "
+                   f"{torch.__version__}); use --device cpu", code=2)
+    index = device.partition(":")[2]
+    if index.isdigit() and int(index) >= torch.cuda.device_count():
+        raise fail(f"{option} {device}: this machine has {torch.cuda.device_count()} CUDA "
+                   "device(s)", code=2)

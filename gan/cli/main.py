@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from gan.cli import apps as apps_cli
-from gan.cli.common import fail, load_settings, stdout
+from gan.cli.common import check_device, fail, load_settings, stdout
 from gan.core.config import Settings, SettingsError
 from gan.stack import supervisor as stack_lib
 
@@ -71,6 +71,12 @@ def stack_status(
         st = stack_lib.status(settings)
     except stack_lib.StackError as e:
         raise fail(str(e)) from None
+    if not settings.state_file.exists() and not any(
+            s["pid"] or s["external"] for s in st["services"].values()):
+        # Not a stopped stack (that one has stack.json and shows its services as down): none was
+        # ever started here, typically a shell in another folder without GAN_HOME.
+        raise fail(f"no local stack in GAN_HOME={st['gan_home']}: run `gan stack up`, or set "
+                    "GAN_HOME to the folder of a running stack")
     if as_json:
         typer.echo(json.dumps(st, indent=2))
     else:
@@ -143,6 +149,8 @@ def retrain(
     except ParamsError as e:
         raise fail(str(e), code=2) from None
     settings = load_settings()
+    if params.use_gpu and not settings.ray_address:  # a cluster's GPUs are not ours to see
+        check_device("cuda", "--gpu:")
     params = params.model_copy(update={"run_id": params.run_id or new_run_id(params.model_name)})
     console = stdout()
     try:
@@ -233,6 +241,7 @@ def sample(
         sampling.check_request(n, out=out, npz=npz, label=label)
     except sampling.SamplingError as e:
         raise fail(str(e), code=2) from None
+    check_device(device)
     settings = load_settings()
     try:
         summary = sampling.sample_to_files(model, n, out=out, npz=npz, seed=seed, label=label,
@@ -267,6 +276,36 @@ def bench(
             typer.echo(json.dumps(r))
     else:
         typer.echo(format_table(results))
+
+
+data_app = typer.Typer(no_args_is_help=True, help="Data in the stack's object storage.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("upload")
+def data_upload(
+    folder: str = typer.Argument(..., help="Local folder: every file directly in it is sent."),
+    prefix: str = typer.Argument(..., help="s3://<bucket>/<prefix>/ to put the files under."),
+) -> None:
+    """Copy a folder's files into object storage, e.g. MNIST's IDX files for `--source mnist`."""
+    from pathlib import Path
+
+    from gan.io.storage import Storage, StorageError
+
+    files = sorted(p for p in Path(folder).glob("*") if p.is_file())
+    if not prefix.startswith("s3://") or not files:
+        why = "PREFIX must be an s3:// URI" if files else f"no files in folder {folder}"
+        raise fail(why, code=2)
+    settings = load_settings()
+    console = stdout()
+    try:
+        storage = Storage.from_settings(settings)
+        for p in files:
+            uri = f"{prefix.rstrip('/')}/{p.name}"
+            storage.put_file(uri, str(p))
+            console.print(f"uploaded {escape(str(p))} → {escape(uri)}")
+    except (StorageError, SettingsError) as e:
+        raise fail(str(e)) from None
 
 
 @app.command()

@@ -47,6 +47,10 @@ log = logging.getLogger(__name__)
 
 PREP_FORMAT = 1  # bump when preparation changes meaning: it is part of every version hash
 MAX_CLASSES = 1000  # ModelConfig.num_classes' upper bound
+# The one .npz image convention of the project: `--source npz`, `gan sample --npz` and the
+# applications' inputs all use it.
+NPZ_CONVENTION = ("x: float (N, H, W) or (N, 1, H, W) in [-1, 1], as `gan sample --npz` "
+                  "writes, or uint8 0..255; y: optional int labels (N,)")
 TENSORS_FILE = "tensors.safetensors"
 MANIFEST_FILE = "manifest.json"
 IDX_FILES = {  # role → canonical file name
@@ -120,10 +124,13 @@ def _read_bytes(uri: str, storage: Storage | None) -> bytes:
     if uri.startswith("s3://"):
         if storage is None:
             raise DataError(f"{uri}: an s3:// source needs object storage (no Storage given)")
-        from gan.io.storage import StorageError
+        from gan.io.storage import ObjectMissing, StorageError
 
         try:
             return storage.get_bytes(uri)
+        except ObjectMissing as e:
+            raise DataError(f"{e}; put the files there first (`gan data upload <folder> "
+                            f"{uri.rsplit('/', 1)[0]}/`)") from e
         except StorageError as e:
             raise DataError(f"{uri}: cannot read from object storage: {e}") from e
     if uri.startswith(("http://", "https://")):
@@ -222,7 +229,22 @@ def _load_npz(cfg: DataConfig, storage: Storage | None) -> tuple[np.ndarray, np.
         raise DataError(f"{origin}: not a readable .npz file ({type(e).__name__}: {e})") from e
     if "x" not in files:
         raise DataError(f"{origin}: .npz has no array 'x' (found {sorted(files) or 'none'})")
-    return validate(files["x"], files.get("y"), origin=origin, max_classes=MAX_CLASSES)
+    return validate(_npz_unit_range(files["x"], origin), files.get("y"), origin=origin,
+                    max_classes=MAX_CLASSES)
+
+
+def _npz_unit_range(x: np.ndarray, origin: str) -> np.ndarray:
+    """An .npz's float images, [-1, 1] by the project's one convention (NPZ_CONVENTION: what
+    `gan sample --npz` writes and the applications read), mapped to [0, 1] for `validate`.
+    uint8 passes through unchanged; NaN/inf are left for `validate` to name."""
+    if not np.issubdtype(x.dtype, np.floating) or x.size == 0:
+        return x
+    finite = x[np.isfinite(x)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    if lo < -1.0 or hi > 1.0:
+        raise DataError(f"{origin}: float images must lie in [-1, 1], found [{lo:g}, {hi:g}] "
+                        f"({NPZ_CONVENTION})")
+    return (x.astype(np.float32) + 1.0) / 2.0
 
 
 def _load_digits() -> tuple[np.ndarray, np.ndarray]:

@@ -26,6 +26,11 @@ class StorageError(RuntimeError):
     """Object storage unreachable, refused the credentials, or lacks an object."""
 
 
+class ObjectMissing(StorageError, LookupError):
+    """The store answered: no such object. A user error (wrong URI, data not uploaded), not an
+    outage, so the flow's storage retries skip it."""
+
+
 def split_uri(uri: str) -> tuple[str, str]:
     """`s3://bucket/a/b` → (`bucket`, `a/b`). Raises ValueError for anything else."""
     if not uri.startswith("s3://"):
@@ -135,7 +140,7 @@ class Storage:
         if isinstance(e, botocore.exceptions.ClientError):
             code = e.response.get("Error", {}).get("Code", "?")
             if code in ("NoSuchKey", "404"):
-                return StorageError(f"{uri} does not exist (S3 endpoint {self.endpoint})")
+                return ObjectMissing(f"{uri} does not exist (S3 endpoint {self.endpoint})")
             if code in ("SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "403"):
                 return StorageError(
                     f"S3 endpoint {self.endpoint} refused the credentials for {uri} ({code}); "

@@ -335,9 +335,11 @@ def download_model(uri: str, dst: str | Path, *, settings: Settings | None = Non
         settings = settings or Settings.load()
         tracking = settings.require_mlflow()
         check_reachable(settings, attempts=2)  # seconds, not MLflow's minutes of retries
+        c = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
         try:
             local = Path(mlflow.artifacts.download_artifacts(
-                artifact_uri=uri, dst_path=str(dst), tracking_uri=tracking, registry_uri=tracking))
+                artifact_uri=resolve_uri(c, uri), dst_path=str(dst), tracking_uri=tracking,
+                registry_uri=tracking))
         except MlflowException as e:
             cls = ModelNotFoundError if e.error_code in _NOT_FOUND else RegistryError
             raise cls(f"model {uri!r} not found at MLflow {tracking}: {e.message}") from e
@@ -349,6 +351,34 @@ def download_model(uri: str, dst: str | Path, *, settings: Settings | None = Non
         raise mlflow_model.BundleError(
             f"model {uri!r} is not a gan generator (loader {conf.get('loader_module')!r})")
     return local / conf["data"]
+
+
+def resolve_uri(c: MlflowClient, uri: str) -> str:
+    """`models:/...` → the artifact location it names, looked up with client `c`.
+
+    Why: MLflow resolves `models:/` URIs against its process-wide default registry whatever
+    registry URI `download_artifacts` is given (mlflow 3.17: ModelsArtifactRepository calls
+    `mlflow.get_registry_uri()`), and without MLFLOW_TRACKING_URI that default is a new
+    `./mlflow.db`. Resolving here with an explicit client keeps every lookup on `Settings`'
+    server. Other URIs (`runs:/`, `mlflow-artifacts:/`, ...) honour the given tracking URI."""
+    if not uri.startswith("models:/"):
+        return uri
+    ref, _, sub = uri.removeprefix("models:/").partition("/")
+    name, at, alias = ref.partition("@")
+    if at:
+        location = c.get_model_version_download_uri(
+            name, c.get_model_version_by_alias(name, alias).version)
+    elif sub and sub.split("/")[0].isdigit():
+        version, _, sub = sub.partition("/")
+        location = c.get_model_version_download_uri(name, version)
+    elif not sub:  # models:/<model_id>: a logged model
+        location = c.get_logged_model(name).artifact_location
+    else:
+        raise ModelNotFoundError(f"model {uri!r}: use models:/<name>@<alias>, "
+                                 "models:/<name>/<version> or models:/<model id>")
+    if location.startswith("models:/") and location != uri:  # a version whose source is
+        location = resolve_uri(c, location)                   # its logged model's models:/<id>
+    return f"{location.rstrip('/')}/{sub}" if sub else location
 
 
 def load_generator(uri: str, *, settings: Settings | None = None,

@@ -151,7 +151,7 @@ def _bad_sources(tmp: Path) -> list[tuple[str, DataConfig, str]]:
             "train-labels-idx1-ubyte.gz": _idx(np.full(40, 12), 0x801)}),
          "labels must lie in [0, 9], found [0, 12]"),
         ("pixels out of range", "npz", _npz(tmp / "big.npz", x * 255.0),
-         "float images must lie in [0, 1], found"),
+         "float images must lie in [-1, 1], found"),
         ("NaN", "npz", _npz(tmp / "nan.npz", nan_x, np.arange(50) % 5),
          "1 NaN/inf pixel values (first in image 7)"),
         ("mismatched npz", "npz", _npz(tmp / "mism.npz", x, np.arange(49) % 5),

@@ -80,6 +80,22 @@ def test_prefect_yaml_matches_the_served_deployment():
     (dep,) = doc["deployments"]
     path, _, func = dep["entrypoint"].partition(":")
     assert (root / path).is_file() and f"def {func}(" in (root / path).read_text()
-    assert dep["name"] == DEPLOYMENT_NAME and dep["enforce_parameter_schema"] is True
+    # its own name: deploying it must not take over the stack's served `retrain/gan-retrain`
+    assert dep["name"] == f"{DEPLOYMENT_NAME}-pool" and dep["enforce_parameter_schema"] is True
     assert [check_cron(s["cron"]) for s in dep["schedules"]] == [DEFAULT_CRON]
     assert dep["work_pool"]["name"] and dep["concurrency_limit"] == 1
+
+
+def test_stopping_serve_keeps_the_schedule(monkeypatch):
+    """Prefect's serve pauses the schedule on shutdown by default: `gan serve` must not."""
+    import inspect
+
+    from flows import deploy
+    from flows.retrain import retrain
+
+    assert "pause_on_shutdown" in inspect.signature(type(retrain).serve).parameters
+    seen: dict = {}
+    monkeypatch.setattr(retrain, "serve", lambda **kw: seen.update(kw))
+    deploy.serve(name="x", cron=DEFAULT_CRON)
+    assert seen["pause_on_shutdown"] is False and seen["cron"] == DEFAULT_CRON
+

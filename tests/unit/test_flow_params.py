@@ -206,6 +206,7 @@ def test_only_storage_errors_are_retried():
 
     from flows.retrain import retry_on_storage_error
     from gan.data.prepare import DataError
+    from gan.io.storage import ObjectMissing
 
     def retried(exc: Exception) -> bool:
         return retry_on_storage_error(None, None, Failed(data=exc))
@@ -214,6 +215,9 @@ def test_only_storage_errors_are_retried():
     assert retried(_raised(DataError("s3://b/x.npz: cannot read"), StorageError("timeout")))
     assert not retried(_raised(DataError("x.npz: not a readable .npz file")))
     assert not retried(_raised(ValueError("bad")))
+    # a missing object is the user's error (data not uploaded), not an outage: no retry
+    assert not retried(_raised(DataError("s3://b/raw/x.gz does not exist"),
+                               ObjectMissing("s3://b/raw/x.gz does not exist")))
 
 
 def test_stage_message_names_stage_and_reason():

@@ -83,7 +83,7 @@ def test_restarts_keep_the_lowest(trained) -> None:
 
     cfg = ls.SearchConfig(steps=1, lr=1e-9, restarts=5, seed=7)
     res = ls.search(G, norm, 4, labels=y, cfg=cfg)
-    z0 = torch.randn(20, G.latent_dim, generator=torch.Generator().manual_seed(7))
+    z0 = torch.randn(20, G.latent_dim, generator=torch.Generator().manual_seed(ls.search_seed(7)))
     best = (z0 * z0).sum(1).view(4, 5).min(1)
     torch.testing.assert_close(res.loss, best.values, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(res.z, z0.view(4, 5, -1)[torch.arange(4), best.indices],
@@ -115,3 +115,13 @@ def test_bad_requests(trained) -> None:
     with pytest.raises(ValueError, match="steps"):
         ls.SearchConfig(steps=0)
     assert ls.total_steps(G, 3, None, ls.SearchConfig(steps=4, batch_size=10)) == 4 * 3
+
+
+def test_search_does_not_start_from_the_samples_own_latents() -> None:
+    """`gan sample --seed s` draws from torch's stream seeded with s; the search must not (it
+    would start at the answer and score the samples 0.0)."""
+    for seed in (0, 1, 7):
+        assert ls.search_seed(seed) != seed
+        a = torch.randn(4, 8, generator=torch.Generator().manual_seed(seed))
+        b = torch.randn(4, 8, generator=torch.Generator().manual_seed(ls.search_seed(seed)))
+        assert not torch.allclose(a, b)

@@ -1,0 +1,69 @@
+"""One-line errors of the `gan` command where a user is most likely to go wrong: no stack in
+this folder, a CUDA device on a machine without one, `gan data upload` misuse; and the
+`models:/` URI resolution that must not fall back to MLflow's default registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from gan.cli.main import app
+from gan.registry import publish as registry
+
+run = CliRunner().invoke
+
+
+def _one_line_error(r, code: int, text: str) -> None:
+    assert r.exit_code == code, r.output
+    assert text in r.output and "Traceback" not in r.output
+
+
+def test_stack_status_without_a_stack_fails(settings_env) -> None:
+    r = run(app, ["stack", "status"])
+    _one_line_error(r, 1, f"no local stack in GAN_HOME={settings_env.gan_home}")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without CUDA")
+@pytest.mark.parametrize("args", [
+    ["sample", "--model", "m", "--n", "4", "--out", "g.png", "--device", "cuda"],
+    ["anomaly", "--model", "m", "--input", "b.npz", "--out", "s.csv", "--device", "cuda:0"],
+    ["inpaint", "--model", "m", "--input", "b.npz", "--out", "g.png", "--device", "cuda"],
+    ["retrain", "--smoke", "--gpu"],
+])
+def test_cuda_without_cuda_is_one_line(settings_env, args: list[str]) -> None:
+    _one_line_error(run(app, args), 2, "no CUDA device is available on this machine")
+
+
+def test_data_upload_refuses_a_non_s3_prefix(tmp_path: Path, settings_env) -> None:
+    (tmp_path / "a.gz").write_bytes(b"x")
+    _one_line_error(run(app, ["data", "upload", str(tmp_path), "/tmp/x"]), 2,
+                    "PREFIX must be an s3:// URI")
+
+
+class _Client:
+    """Answers like an MlflowClient for version 3 of `m`, alias champion → 3."""
+
+    def get_model_version_by_alias(self, name, alias):
+        assert (name, alias) == ("m", "champion")
+        return type("MV", (), {"version": "3"})()
+
+    def get_model_version_download_uri(self, name, version):
+        assert (name, version) == ("m", "3")
+        return "models:/m-abc"  # MLflow 3: a version's source is its logged model
+
+    def get_logged_model(self, model_id):
+        assert model_id == "m-abc"
+        return type("LM", (), {"artifact_location": "mlflow-artifacts:/1/models/m-abc/artifacts"})()
+
+
+@pytest.mark.parametrize("uri, resolved", [
+    ("models:/m@champion", "mlflow-artifacts:/1/models/m-abc/artifacts"),
+    ("models:/m/3", "mlflow-artifacts:/1/models/m-abc/artifacts"),
+    ("models:/m-abc", "mlflow-artifacts:/1/models/m-abc/artifacts"),
+    ("runs:/r1/generator", "runs:/r1/generator"),
+])
+def test_models_uris_resolve_with_the_given_client(uri: str, resolved: str) -> None:
+    assert registry.resolve_uri(_Client(), uri) == resolved  # type: ignore[arg-type]
