@@ -15,6 +15,7 @@ import urllib.parse
 from dataclasses import dataclass
 
 from gan.core.records import DatasetRef, ModelRef, Report, TrainedRef
+from gan.core.tables import markdown_table
 
 # (metric key, label, better direction); keys as in Report.metrics and the version tags.
 ROWS = (
@@ -63,17 +64,16 @@ def _fmt(x: float | None) -> str:
 
 
 def metrics_table(report: Report, champion: dict[str, float] | None,
-                  champion_version: str | None) -> list[str]:
+                  champion_version: str | None) -> str:
     head = f"champion v{champion_version}" if champion_version else "champion"
-    lines = [f"| metric | candidate | {head} | real data |", "|---|---|---|---|"]
+    rows = []
     for key, label, better in ROWS:
         if key not in report.metrics:
             continue
         ref = report.floors.get(key, report.ceilings.get(key))
         champ = (champion or {}).get(key)
-        lines.append(f"| {label} {better} | {_fmt(report.metrics[key])} | {_fmt(champ)} "
-                     f"| {_fmt(ref)} |")
-    return lines
+        rows.append([f"{label} {better}", _fmt(report.metrics[key]), _fmt(champ), _fmt(ref)])
+    return markdown_table(["metric", "candidate", head, "real data"], rows)
 
 
 def summary_markdown(*, run_id: str, dataset: DatasetRef, trained: TrainedRef, report: Report,
@@ -94,7 +94,7 @@ def summary_markdown(*, run_id: str, dataset: DatasetRef, trained: TrainedRef, r
            else ""),
         f"- evaluated on {report.n_samples} samples; judge holdout accuracy "
         f"{report.judge_accuracy:.3f}", "",
-        "## Metrics", "", *metrics_table(report, champion, d.champion_version), "",
+        "## Metrics", "", metrics_table(report, champion, d.champion_version), "",
         "## Gate decision", "",
         *[f"- {r}" for r in d.reasons], "",
         "## Links", "",

@@ -11,9 +11,9 @@ the value.
                  NONZERO = MISSING (the pixels to fill), zero = known — the convention of common
                  inpainting tools (white = fill)
 
-What it is not: no model code and no training data preparation (`gan.data.prepare` validates
-training
-sources, whose floats are in [0, 1]; here floats are in the generator's [-1, 1]).
+What it is not: no model code and no training data preparation; the checks of the arrays are
+`gan.data.validate`'s, which also validates training sources (floats in [0, 1] there; here floats
+are in the generator's [-1, 1]).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from gan.core.images import from_uint8
+from gan.data.validate import check_images, check_labels
 
 if TYPE_CHECKING:
     from gan.core.config import Settings
@@ -40,6 +41,21 @@ MASK_KINDS = ("center", "boxes")
 
 class InputError(ValueError):
     """Input the applications cannot use; the message names the file, the array and the value."""
+
+
+# Messages by kind of problem (`gan.data.validate.check_images`/`check_labels` fill them in).
+_MESSAGES = {
+    "shape": "{origin}: array 'x' has shape {shape}, the generator makes images of shape "
+             "(N, {c}, {h}, {w})",
+    "empty": "{origin}: array 'x' holds no images (N = 0)",
+    "nonfinite": "{origin}: array 'x' has {count} NaN/inf values",
+    "range": "{origin}: float images must lie in [-1, 1] (as `gan sample --npz` writes them), "
+             "found [{lo:g}, {hi:g}]; or store uint8 0..255",
+    "dtype": "{origin}: array 'x' has dtype {dtype}; use float32 in [-1, 1] or uint8",
+    "labels_shape": "{origin}: array 'y' has shape {shape}, expected ({n},)",
+    "labels_dtype": "{origin}: array 'y' must hold integers, got dtype {dtype}",
+    "labels_range": "{origin}: labels in 'y' must lie in [0, {num_classes}), found [{lo}, {hi}]",
+}
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,39 +117,17 @@ def images_from_arrays(x: np.ndarray, y: np.ndarray | None, shape: Sequence[int]
     c, h, w = (int(s) for s in shape)
     if x.ndim == 3 and c == 1:
         x = x[:, None]  # (N, H, W) → (N, 1, H, W)
-    if x.ndim != 4 or tuple(x.shape[1:]) != (c, h, w):
-        raise InputError(f"{origin}: array 'x' has shape {tuple(x.shape)}, the generator "
-                         f"makes images of shape (N, {c}, {h}, {w})")
-    if x.shape[0] == 0:
-        raise InputError(f"{origin}: array 'x' holds no images (N = 0)")
+    check_images(x, origin=origin, error=InputError, messages=_MESSAGES, channels=c,
+                 size=(h, w), value_range=(-1.0, 1.0), tol=1e-6)
     if x.dtype == np.uint8:
         xt = from_uint8(torch.from_numpy(np.ascontiguousarray(x)))
-    elif np.issubdtype(x.dtype, np.floating):
-        if not np.isfinite(x).all():
-            raise InputError(f"{origin}: array 'x' has {int((~np.isfinite(x)).sum())} NaN/inf "
-                             "values")
-        lo, hi = float(x.min()), float(x.max())
-        if lo < -1.0 - 1e-6 or hi > 1.0 + 1e-6:
-            raise InputError(f"{origin}: float images must lie in [-1, 1] (as `gan sample --npz` "
-                             f"writes them), found [{lo:g}, {hi:g}]; or store uint8 0..255")
-        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).clamp(-1.0, 1.0)
     else:
-        raise InputError(f"{origin}: array 'x' has dtype {x.dtype}; use float32 in [-1, 1] or "
-                         "uint8")
-    return ImageBatch(x=xt, y=_labels(y, len(xt), origin, num_classes), origin=origin)
-
-
-def _labels(y: np.ndarray | None, n: int, origin: str, num_classes: int | None) -> Tensor | None:
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).clamp(-1.0, 1.0)
     if y is None:
-        return None
-    if y.ndim != 1 or len(y) != n:
-        raise InputError(f"{origin}: array 'y' has shape {tuple(y.shape)}, expected ({n},)")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise InputError(f"{origin}: array 'y' must hold integers, got dtype {y.dtype}")
-    if num_classes is not None and (y.min() < 0 or y.max() >= num_classes):
-        raise InputError(f"{origin}: labels in 'y' must lie in [0, {num_classes}), found "
-                         f"[{int(y.min())}, {int(y.max())}]")
-    return torch.from_numpy(y.astype(np.int64))
+        return ImageBatch(x=xt, y=None, origin=origin)
+    check_labels(y, len(xt), origin=origin, error=InputError, messages=_MESSAGES,
+                 num_classes=num_classes)
+    return ImageBatch(x=xt, y=torch.from_numpy(y.astype(np.int64)), origin=origin)
 
 
 def load_images(uri: str, shape: Sequence[int], *, storage: Storage | None = None,

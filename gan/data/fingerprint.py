@@ -10,9 +10,8 @@ for every file the source reads (one .npz, or the four MNIST IDX files). When a 
 metadata cannot be read, the fingerprint is unique (`uncached:<uuid>`): the task then runs and
 `gan.data.prepare.prepare` reports the real problem, or re-derives the same dataset version.
 
-What it is not: no reading or validation of the data (`gan.data.prepare`), no Prefect (the cache
-policy
-that uses it lives in `flows.retrain`).
+What it is not: no reading or validation of the data (`gan.data.sources`, `gan.data.validate`),
+no Prefect (the cache policy that uses it lives in `flows.retrain`).
 """
 
 from __future__ import annotations
@@ -25,7 +24,8 @@ from importlib.metadata import version as dist_version
 from pathlib import Path
 
 from gan.core.config import DataConfig
-from gan.data.prepare import IDX_FILES, PREP_FORMAT
+from gan.data.prepare import PREP_FORMAT
+from gan.data.sources import IDX_FILES
 from gan.io.storage import Storage, StorageError, split_uri
 
 
@@ -34,7 +34,7 @@ class _Unknown(Exception):
 
 
 def source_files(cfg: DataConfig) -> list[str]:
-    """The URIs/paths `gan.data.prepare.load_source` reads for `cfg` (empty for bundled digits)."""
+    """The URIs/paths `gan.data.sources.load_source` reads for `cfg` (empty for bundled digits)."""
     if cfg.source == "digits" or not cfg.uri:
         return []
     if cfg.source == "npz":

@@ -1,13 +1,13 @@
-"""Datasets: sources, validation, stratified split, content-hash version, write-once storage.
+"""Dataset preparation: stratified split, content-hash version, write-once storage.
 
-What this module is: `load_source` reads a `DataConfig`'s source (scikit-learn digits, MNIST /
-Fashion-MNIST IDX files from a URL, `s3://` prefix or folder, or an `.npz`) and validates it;
-`prepare_arrays` resizes, quantises, limits and splits it and computes the dataset version;
+What this module is: `prepare_arrays` loads a `DataConfig`'s source (`gan.data.sources`, which
+validates it), resizes, quantises, limits and splits it and computes the dataset version;
 `prepare` writes the result once to `s3://<bucket>/datasets/<name>/<version>/` (tensors first,
 manifest LAST) or reuses it; `load_prepared` reads it back as float tensors in [-1, 1].
 
-What it is not: no training, no MLflow logging, no network access beyond the URL the config
-names. Nothing is written for a dataset that fails validation.
+What it is not: no training, no MLflow logging, no reading of source files (`gan.data.sources`)
+or checks of their content (`gan.data.validate`). Nothing is written for a dataset that fails
+validation.
 
 Stored form: uint8 (N, 1, S, S) images and int64 labels in one `.safetensors` file (compact and
 free of pickle); `PreparedData` holds them as float32 in [-1, 1] via `gan.core.images.from_uint8`,
@@ -16,17 +16,10 @@ so `prepare_arrays` and `load_prepared` return bit-identical tensors.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
 import json
 import logging
-import urllib.error
-import urllib.parse
-import urllib.request
-import zlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -39,47 +32,17 @@ from torch import Tensor
 from gan.core.config import DataConfig
 from gan.core.images import from_uint8, unit_to_uint8
 from gan.core.records import DatasetRef
+from gan.data.sources import load_source, source_label
+from gan.data.validate import DataError
 
-if TYPE_CHECKING:  # boto3/pyarrow load only when an s3:// source is actually read
+if TYPE_CHECKING:  # annotations only: boto3 loads where a Storage is made
     from gan.io.storage import Storage
 
 log = logging.getLogger(__name__)
 
 PREP_FORMAT = 1  # bump when preparation changes meaning: it is part of every version hash
-MAX_CLASSES = 1000  # ModelConfig.num_classes' upper bound
-# The one .npz image convention of the project: `--source npz`, `gan sample --npz` and the
-# applications' inputs all use it.
-NPZ_CONVENTION = ("x: float (N, H, W) or (N, 1, H, W) in [-1, 1], as `gan sample --npz` "
-                  "writes, or uint8 0..255; y: optional int labels (N,)")
 TENSORS_FILE = "tensors.safetensors"
 MANIFEST_FILE = "manifest.json"
-IDX_FILES = {  # role → canonical file name
-    "train_images": "train-images-idx3-ubyte.gz",
-    "train_labels": "train-labels-idx1-ubyte.gz",
-    "test_images": "t10k-images-idx3-ubyte.gz",
-    "test_labels": "t10k-labels-idx1-ubyte.gz",
-}
-# Published (size in bytes, MD5) of the canonical files: MNIST from yann.lecun.com/exdb/mnist
-# (also torchvision's MNIST.resources), Fashion-MNIST from github.com/zalandoresearch/fashion-mnist.
-CANONICAL: dict[str, dict[str, tuple[int, str]]] = {
-    "mnist": {
-        "train-images-idx3-ubyte.gz": (9912422, "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-        "train-labels-idx1-ubyte.gz": (28881, "d53e105ee54ea40749a09fcbcd1e9432"),
-        "t10k-images-idx3-ubyte.gz": (1648877, "9fb629c4189551a2d022fa330f9573f3"),
-        "t10k-labels-idx1-ubyte.gz": (4542, "ec29112dd5afa0611ce80d1b7f02629c"),
-    },
-    "fashion-mnist": {
-        "train-images-idx3-ubyte.gz": (26421880, "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
-        "train-labels-idx1-ubyte.gz": (29515, "25c81989df183df01b3e8a0aad5dffbe"),
-        "t10k-images-idx3-ubyte.gz": (4422102, "bef4ecab320f06d8554ea6380940ec79"),
-        "t10k-labels-idx1-ubyte.gz": (5148, "bb300cfdad3c16e7a12a480ee83cd310"),
-    },
-}
-_IDX_MAGIC = {3: 0x00000803, 1: 0x00000801}  # ndim → magic of unsigned-byte IDX files
-
-
-class DataError(ValueError):
-    """A dataset that cannot be used; the message names the file and the problem."""
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: tensors have no single truth value
@@ -104,219 +67,6 @@ class PreparedData:
         """Images per class in the `train` or `holdout` split."""
         y = self.y_train if split == "train" else self.y_holdout
         return torch.bincount(y, minlength=self.num_classes).tolist()
-
-
-# --------------------------------------------------------------------------- reading sources
-
-
-def _redact(uri: str) -> str:
-    """A URI without user:password (safe for manifests, logs and MLflow tags)."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        netloc = f"{host}:{parts.port}" if parts.port else host
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    return uri
-
-
-def _read_bytes(uri: str, storage: Storage | None) -> bytes:
-    """Bytes of a local path, an http(s) URL or an `s3://` URI; DataError when unreadable."""
-    if uri.startswith("s3://"):
-        if storage is None:
-            raise DataError(f"{uri}: an s3:// source needs object storage (no Storage given)")
-        from gan.io.storage import ObjectMissing, StorageError
-
-        try:
-            return storage.get_bytes(uri)
-        except ObjectMissing as e:
-            raise DataError(f"{e}; put the files there first (`gan data upload <folder> "
-                            f"{uri.rsplit('/', 1)[0]}/`)") from e
-        except StorageError as e:
-            raise DataError(f"{uri}: cannot read from object storage: {e}") from e
-    if uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(uri, timeout=60) as resp:  # noqa: S310 (http(s) only)
-                return resp.read()
-        except (urllib.error.URLError, OSError) as e:
-            raise DataError(f"{_redact(uri)}: download failed: {e}") from e
-    path = Path(uri.removeprefix("file://"))
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read: {e.strerror or e}") from e
-
-
-def _join(base: str, name: str) -> str:
-    return f"{base.rstrip('/')}/{name}"
-
-
-def _check_md5(source: str, fname: str, data: bytes, origin: str) -> None:
-    """Canonical name and size → the published MD5 must match; anything else is a test file."""
-    size, md5 = CANONICAL[source][fname]
-    if len(data) != size:
-        log.info("%s: not the canonical %s file (%d bytes, published %d); MD5 check skipped",
-                 origin, source, len(data), size)
-        return
-    got = hashlib.md5(data, usedforsecurity=False).hexdigest()
-    if got != md5:
-        raise DataError(
-            f"{origin}: has the canonical {source} name and size but MD5 {got} differs from the "
-            f"published {md5}: the download is corrupt or not the original file"
-        )
-
-
-def read_idx(data: bytes, origin: str, ndim: int) -> np.ndarray:
-    """A gzipped unsigned-byte IDX file → uint8 array with `ndim` dims (3: images, 1: labels)."""
-    if not data:
-        raise DataError(f"{origin}: file is empty (0 bytes)")
-    try:
-        raw = gzip.decompress(data)
-    except (EOFError, OSError, zlib.error) as e:
-        raise DataError(f"{origin}: truncated or corrupt gzip stream ({e})") from e
-    header = 4 + 4 * ndim
-    if len(raw) < 4:
-        raise DataError(f"{origin}: truncated: {len(raw)} bytes, no IDX header")
-    magic = int.from_bytes(raw[:4], "big")
-    if magic != _IDX_MAGIC[ndim]:
-        raise DataError(
-            f"{origin}: wrong IDX magic number 0x{magic:08x}, expected 0x{_IDX_MAGIC[ndim]:08x} "
-            f"({'images' if ndim == 3 else 'labels'}, unsigned byte, {ndim}-d)"
-        )
-    if len(raw) < header:
-        raise DataError(f"{origin}: truncated IDX header ({len(raw)} of {header} bytes)")
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    expected = int(np.prod(dims))
-    body = len(raw) - header
-    if body != expected:
-        what = "truncated" if body < expected else "trailing bytes"
-        raise DataError(f"{origin}: {what}: dims {dims} need {expected} data bytes, found {body}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
-
-
-def _load_idx(cfg: DataConfig, storage: Storage | None) -> tuple[np.ndarray, np.ndarray]:
-    """The four IDX files, train and t10k concatenated (the pipeline makes its own split)."""
-    assert cfg.uri is not None  # DataConfig requires it for this source
-    arrays: dict[str, np.ndarray] = {}
-    for role, fname in IDX_FILES.items():
-        uri = _join(cfg.uri, fname)
-        data = _read_bytes(uri, storage)
-        origin = _redact(uri)
-        _check_md5(cfg.source, fname, data, origin)
-        arrays[role] = read_idx(data, origin, 3 if role.endswith("images") else 1)
-    for split in ("train", "test"):
-        n_img, n_lab = len(arrays[f"{split}_images"]), len(arrays[f"{split}_labels"])
-        if n_img != n_lab:
-            raise DataError(
-                f"{_redact(_join(cfg.uri, IDX_FILES[f'{split}_images']))}: {n_img} images but "
-                f"{IDX_FILES[f'{split}_labels']} has {n_lab} labels"
-            )
-    x = np.concatenate([arrays["train_images"], arrays["test_images"]])
-    y = np.concatenate([arrays["train_labels"], arrays["test_labels"]])
-    return validate(x, y, origin=_redact(cfg.uri), max_classes=10)
-
-
-def _load_npz(cfg: DataConfig, storage: Storage | None) -> tuple[np.ndarray, np.ndarray]:
-    assert cfg.uri is not None
-    origin = _redact(cfg.uri)
-    data = _read_bytes(cfg.uri, storage)
-    if not data:
-        raise DataError(f"{origin}: file is empty (0 bytes)")
-    try:
-        # allow_pickle=False: an .npz holding object arrays is refused, never unpickled.
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            files = {k: npz[k] for k in npz.files}
-    except Exception as e:  # zipfile/ValueError/OSError: numpy raises several kinds
-        raise DataError(f"{origin}: not a readable .npz file ({type(e).__name__}: {e})") from e
-    if "x" not in files:
-        raise DataError(f"{origin}: .npz has no array 'x' (found {sorted(files) or 'none'})")
-    return validate(_npz_unit_range(files["x"], origin), files.get("y"), origin=origin,
-                    max_classes=MAX_CLASSES)
-
-
-def _npz_unit_range(x: np.ndarray, origin: str) -> np.ndarray:
-    """An .npz's float images, [-1, 1] by the project's one convention (NPZ_CONVENTION: what
-    `gan sample --npz` writes and the applications read), mapped to [0, 1] for `validate`.
-    uint8 passes through unchanged; NaN/inf are left for `validate` to name."""
-    if not np.issubdtype(x.dtype, np.floating) or x.size == 0:
-        return x
-    finite = x[np.isfinite(x)]
-    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
-    if lo < -1.0 or hi > 1.0:
-        raise DataError(f"{origin}: float images must lie in [-1, 1], found [{lo:g}, {hi:g}] "
-                        f"({NPZ_CONVENTION})")
-    return (x.astype(np.float32) + 1.0) / 2.0
-
-
-def _load_digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits  # bundled with scikit-learn: works offline
-
-    d = load_digits()
-    x = (d.images / 16.0).astype(np.float32)  # (1797, 8, 8) in [0, 1]
-    return validate(x, d.target, origin="sklearn digits", max_classes=10)
-
-
-def load_source(cfg: DataConfig, storage: Storage | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Raw validated images (N, H, W) — uint8 in [0, 255] or float32 in [0, 1] — and labels (N,)
-    int64. Unlabelled npz data gets label 0 everywhere. Raises DataError naming the problem."""
-    if cfg.source == "digits":
-        return _load_digits()
-    if cfg.source in ("mnist", "fashion-mnist"):
-        return _load_idx(cfg, storage)
-    if cfg.source == "npz":
-        return _load_npz(cfg, storage)
-    raise DataError(f"unknown data source {cfg.source!r}")
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def validate(
-    x: np.ndarray, y: np.ndarray | None, *, origin: str, max_classes: int = MAX_CLASSES
-) -> tuple[np.ndarray, np.ndarray]:
-    """Check shape, dtype, range, finiteness and labels; return (N, H, W) images, (N,) int64."""
-    if x.ndim == 4 and x.shape[1] == 1:
-        x = x[:, 0]  # (N, 1, H, W) → (N, H, W)
-    if x.ndim != 3:
-        raise DataError(
-            f"{origin}: images must be (N, H, W) or (N, 1, H, W), got shape {tuple(x.shape)}"
-        )
-    n, h, w = x.shape
-    if n == 0 or h < 2 or w < 2:
-        raise DataError(f"{origin}: no usable images (shape {tuple(x.shape)})")
-    if x.dtype == np.uint8:
-        pass
-    elif np.issubdtype(x.dtype, np.floating):
-        bad = ~np.isfinite(x)
-        if bad.any():
-            first = int(np.argwhere(bad)[0][0])
-            raise DataError(
-                f"{origin}: {int(bad.sum())} NaN/inf pixel values (first in image {first})"
-            )
-        lo, hi = float(x.min()), float(x.max())
-        if lo < 0.0 or hi > 1.0:
-            raise DataError(
-                f"{origin}: float images must lie in [0, 1], found [{lo:g}, {hi:g}] "
-                "(store uint8 0..255 or rescale)"
-            )
-        x = x.astype(np.float32, copy=False)
-    else:
-        raise DataError(f"{origin}: image dtype {x.dtype} not supported (use uint8 or float)")
-    return x, _validate_labels(y, n, origin=origin, max_classes=max_classes)
-
-
-def _validate_labels(y: np.ndarray | None, n: int, *, origin: str, max_classes: int) -> np.ndarray:
-    if y is None:
-        return np.zeros(n, dtype=np.int64)
-    if y.ndim != 1 or len(y) != n:
-        raise DataError(f"{origin}: labels must be (N,) = ({n},), got shape {tuple(y.shape)}")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"{origin}: labels must be integers, got dtype {y.dtype}")
-    lo, hi = int(y.min()), int(y.max())
-    if lo < 0 or hi >= max_classes:
-        raise DataError(
-            f"{origin}: labels must lie in [0, {max_classes - 1}], found [{lo}, {hi}]"
-        )
-    return y.astype(np.int64, copy=False)
 
 
 # --------------------------------------------------------------------------- preparation
@@ -369,12 +119,6 @@ def _content_hash(arrays: dict[str, np.ndarray], prep: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
-def _source_label(cfg: DataConfig) -> str:
-    if cfg.source == "digits":
-        return "digits (scikit-learn)"
-    return f"{cfg.source}:{_redact(cfg.uri or '')}"
-
-
 @dataclass(frozen=True)
 class _Prepared:
     """The stored form: uint8 images, int64 labels, and what the manifest says about them."""
@@ -401,7 +145,7 @@ class _Prepared:
 
 def _prepare(cfg: DataConfig, storage: Storage | None) -> _Prepared:
     x, y = load_source(cfg, storage)  # validation happens first, before any work
-    origin = _source_label(cfg)
+    origin = source_label(cfg)
     tr, ho = _split(y, cfg, origin)
     keep = np.concatenate([tr, ho])
     u8 = _to_uint8_images(x[keep], cfg.image_size)  # (len(keep), 1, S, S)

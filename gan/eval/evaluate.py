@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from gan.core.config import EvalConfig, GateConfig
 from gan.core.records import DatasetRef, GateDecision, Report, TrainedRef
+from gan.core.tables import markdown_table
 from gan.data.prepare import PreparedData, load_prepared
 from gan.eval import metrics as M
 from gan.eval import pictures
@@ -309,8 +310,8 @@ def render_markdown(report: Report) -> str:
         f"- dataset version `{report.dataset_version}`, {report.n_samples} generated samples",
         f"- judge holdout accuracy {report.judge_accuracy:.4f}; seeds: {seeds}",
         f"- diverged in training: {'yes' if report.diverged else 'no'}", "",
-        "| metric | candidate | real data (floor / ceiling) |", "|---|---|---|",
     ]
+    rows = []
     for key, label, better in _ROWS:
         if key not in report.metrics:
             continue
@@ -319,9 +320,10 @@ def render_markdown(report: Report) -> str:
         if key == "kid_mean":  # KID is noisy on small holdouts: show its spread over subsets
             cand += f" ± {_fmt(report.metrics.get('kid_std'))}"
             ref += f" ± {_fmt(report.floors.get('kid_std'))}"
-        lines.append(f"| {label} {better} | {cand} | {ref} |")
+        rows.append([f"{label} {better}", cand, ref])
     hist = " ".join(f"{i}:{s:.3f}" for i, s in enumerate(report.class_hist))
-    lines += ["", f"Generated class shares (judge): {hist}", ""]
+    lines += [markdown_table(["metric", "candidate", "real data (floor / ceiling)"], rows),
+              "", f"Generated class shares (judge): {hist}", ""]
     return "\n".join(lines)
 
 

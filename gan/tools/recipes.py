@@ -41,6 +41,7 @@ from gan.core.config import (
     TrainConfig,
     resolve_configs,
 )
+from gan.core.tables import markdown_table
 from gan.data.prepare import PreparedData, prepare_arrays
 from gan.eval.evaluate import PICTURE_FILES, compute_floors, evaluate_generator
 from gan.eval.judge import (
@@ -334,31 +335,30 @@ def _g(x: float | None, nd: int = 3) -> str:
     return "—" if x is None else f"{x:.{nd}f}"
 
 
-def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+def results_table(rows: Sequence[dict[str, Any]]) -> str:
     """Side-by-side table; the first line under the header is the real-data floor/ceiling."""
-    head = ("| recipe | cond | epochs | train s | img/s | FID (÷floor) | KID ×1e3 | P | R | D | C "
-            "| classes | class KL | IS | cond acc |")
-    lines = [head, "|" + "---|" * 15]
+    head = ["recipe", "cond", "epochs", "train s", "img/s", "FID (÷floor)", "KID ×1e3", "P", "R",
+            "D", "C", "classes", "class KL", "IS", "cond acc"]
+    body: list[list[object]] = []
     if rows:
         f, c = rows[0]["floors"], rows[0]["ceilings"]
-        lines.append(f"| *real data (floor/ceiling)* | | | | | {_g(f['fid'])} | "
-                     f"{1e3 * f['kid_mean']:.2f} ± {1e3 * f['kid_std']:.2f} | "
-                     f"{_g(f['precision'])} | {_g(f['recall'])} | {_g(f['density'])} | "
-                     f"{_g(f['coverage'])} | {f['classes_covered']:.0f} | {_g(f['class_kl'], 4)}"
-                     f" | {_g(c['inception_score'])} | |")
+        body.append(["*real data (floor/ceiling)*", "", "", "", "", _g(f["fid"]),
+                      f"{1e3 * f['kid_mean']:.2f} ± {1e3 * f['kid_std']:.2f}",
+                      _g(f["precision"]), _g(f["recall"]), _g(f["density"]), _g(f["coverage"]),
+                      f"{f['classes_covered']:.0f}", _g(f["class_kl"], 4),
+                      _g(c["inception_score"]), ""])
     for r in rows:
         m, f = r["metrics"], r["floors"]
         ratio = m["fid"] / f["fid"] if f["fid"] > 0 else math.inf
         cond = "yes" if r["model_config"].get("conditional") else "no"
         name = r["name"] + (" (diverged)" if r.get("diverged") else "")
-        lines.append(
-            f"| {name} | {cond} | {r['epochs']} | {r['train_s']:.0f} | {r['images_per_s']:.0f} | "
-            f"{m['fid']:.3f} ({ratio:.1f}×) | {1e3 * m['kid_mean']:.2f} ± "
-            f"{1e3 * m['kid_std']:.2f} | {_g(m['precision'])} | {_g(m['recall'])} | "
-            f"{_g(m['density'])} | {_g(m['coverage'])} | {r['classes_covered']} | "
-            f"{_g(m['class_kl'], 4)} | {_g(m['inception_score'])} | "
-            f"{_g(r.get('conditional_accuracy'))} |")
-    return "\n".join(lines) + "\n"
+        body.append([name, cond, r["epochs"], f"{r['train_s']:.0f}", f"{r['images_per_s']:.0f}",
+                      f"{m['fid']:.3f} ({ratio:.1f}×)",
+                      f"{1e3 * m['kid_mean']:.2f} ± {1e3 * m['kid_std']:.2f}",
+                      _g(m["precision"]), _g(m["recall"]), _g(m["density"]), _g(m["coverage"]),
+                      r["classes_covered"], _g(m["class_kl"], 4), _g(m["inception_score"]),
+                      _g(r.get("conditional_accuracy"))])
+    return markdown_table(head, body) + "\n"
 
 
 def write_tables(out_dir: Path, judge_sha: str | None = None) -> str:
@@ -366,7 +366,7 @@ def write_tables(out_dir: Path, judge_sha: str | None = None) -> str:
     rows = load_rows(out_dir, judge_sha)
     slim = [{k: v for k, v in r.items() if k != "history"} for r in rows]
     (out_dir / "results.json").write_text(json.dumps(slim, indent=1))
-    md = markdown_table(rows)
+    md = results_table(rows)
     pics = "\n".join(f"- {r['name']}: {r['pictures']['samples']}, "
                      f"{r['pictures']['real_vs_generated']}" for r in rows)
     (out_dir / "results.md").write_text(md + "\nSample grids:\n" + pics + "\n")

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from gan.core.config import DataConfig
-from gan.data.prepare import DataError, load_prepared, prepare, prepare_arrays
+from gan.data.prepare import load_prepared, prepare, prepare_arrays
+from gan.data.validate import DataError
 from gan.io.storage import Storage
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]

@@ -22,7 +22,8 @@ from faultlib import GAN_EXE, unique
 
 from flows.params import ParamsError, params_from_options, resolve
 from gan.core.config import DataConfig, Settings
-from gan.data.prepare import DataError, prepare
+from gan.data.prepare import prepare
+from gan.data.validate import DataError
 from gan.io.storage import Storage
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]

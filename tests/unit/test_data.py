@@ -1,4 +1,5 @@
-"""gan.data.prepare: sources, validation errors, split, version. Real IDX/npz files written here."""
+"""gan.data (sources, validate, prepare): sources, validation errors, split, version. Real IDX/npz
+files written here."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ import pytest
 import torch
 
 from gan.core.config import DataConfig
-from gan.data.prepare import CANONICAL, DataError, load_source, prepare_arrays, read_idx
+from gan.data.prepare import prepare_arrays
+from gan.data.sources import CANONICAL, load_source, read_idx
+from gan.data.validate import DataError
 
 torch.set_num_threads(1)
 
@@ -92,7 +95,7 @@ def test_mnist_folder_concatenates_train_and_t10k_without_resizing(tmp_path: Pat
 def test_non_canonical_file_skips_md5_with_a_note(tmp_path: Path,
                                                   caplog: pytest.LogCaptureFixture) -> None:
     folder = write_idx_folder(tmp_path / "m")
-    with caplog.at_level(logging.INFO, logger="gan.data.prepare"):
+    with caplog.at_level(logging.INFO, logger="gan.data.sources"):
         load_source(DataConfig(source="fashion-mnist", uri=str(folder)))
     assert "MD5 check skipped" in caplog.text and "t10k-labels-idx1-ubyte.gz" in caplog.text
 

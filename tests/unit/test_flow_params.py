@@ -205,7 +205,7 @@ def test_only_storage_errors_are_retried():
     from prefect.states import Failed
 
     from flows.retrain import retry_on_storage_error
-    from gan.data.prepare import DataError
+    from gan.data.validate import DataError
     from gan.io.storage import ObjectMissing
 
     def retried(exc: Exception) -> bool:

@@ -31,6 +31,7 @@ import torch
 from gan.apps.fanogan import EncoderConfig
 from gan.apps.latent_search import Progress, SearchConfig
 from gan.core.config import DataConfig, EvalConfig
+from gan.core.tables import markdown_table
 from gan.data.prepare import PreparedData, prepare_arrays
 
 if TYPE_CHECKING:
@@ -86,16 +87,14 @@ def run_augment(model_uri: str, *, settings: Settings | None = None, quick: bool
         judge_epochs=5 if quick else 15, arms=arms,
         on_run=lambda s, a, acc: echo(f"seed {s} {a}: holdout accuracy {acc:.4f}"))
     summ = res.summary()
-    lines = ["| training set | images | judge epochs | holdout accuracy (mean ± std) | min | max |",
-             "|---|---|---|---|---|---|"]
-    for arm in arms:
-        s = summ[arm]
-        lines.append(f"| {arm} | {res.n_train[arm]} | {res.epochs[arm]} | "
-                     f"{_pm(s['mean'], s['std'])} | {s['min']:.4f} | {s['max']:.4f} |")
+    table = markdown_table(
+        ["training set", "images", "judge epochs", "holdout accuracy (mean ± std)", "min", "max"],
+        [[arm, res.n_train[arm], res.epochs[arm], _pm(summ[arm]["mean"], summ[arm]["std"]),
+          f"{summ[arm]['min']:.4f}", f"{summ[arm]['max']:.4f}"] for arm in arms])
     gain = [b - a for a, b in zip(res.accuracy["real"], res.accuracy["real+gen"], strict=True)]
     return {"model": model_uri, "quick": quick, "data_note": _data_note(meta, data),
             "settings": res.settings, "seeds": res.seeds, "accuracy": res.accuracy,
-            "summary": summ, "gain_per_seed": gain, "table": "\n".join(lines)}
+            "summary": summ, "gain_per_seed": gain, "table": table}
 
 
 # --------------------------------------------------------------------------- anomaly
@@ -155,17 +154,14 @@ def run_anomaly(model_uri: str | None = None, *, settings: Settings | None = Non
     methods = ["anogan", "residual"] + (["fanogan"] if enc_cfg else []) + ["pca", "knn"]
     names = {"anogan": gan_col, "residual": "residual only", "fanogan": "f-AnoGAN (encoder)",
              "pca": "PCA recon.", "knn": "kNN (k=1)"}
-    lines = ["| normal digit | test images (anomalous) | "
-             + " | ".join(names[m] for m in methods) + " | best |",
-             "|---|---|" + "---|" * len(methods) + "---|"]
-    for r in results:
-        best = max(methods, key=lambda m: r.auroc[m])
-        lines.append(f"| {r.normal} | {len(r.split.x_test)} ({int(r.split.is_anomaly.sum())}) | "
-                     + " | ".join(f"{r.auroc[m]:.4f}" for m in methods) + f" | {best} |")
+    rows = [[r.normal, f"{len(r.split.x_test)} ({int(r.split.is_anomaly.sum())})",
+             *(f"{r.auroc[m]:.4f}" for m in methods), max(methods, key=lambda m: r.auroc[m])]
+            for r in results]
     means = {m: float(np.mean([r.auroc[m] for r in results])) for m in methods}
-    lines.append("| mean | | " + " | ".join(f"{means[m]:.4f}" for m in methods) + " | |")
-    return out | {"rows": [r.row() for r in results], "mean_auroc": means,
-                  "table": "\n".join(lines)}
+    rows.append(["mean", "", *(f"{means[m]:.4f}" for m in methods), ""])
+    table = markdown_table(["normal digit", "test images (anomalous)",
+                            *(names[m] for m in methods), "best"], rows)
+    return out | {"rows": [r.row() for r in results], "mean_auroc": means, "table": table}
 
 
 # --------------------------------------------------------------------------- inpainting
@@ -195,17 +191,18 @@ def run_inpaint(model_uri: str, *, settings: Settings | None = None, quick: bool
     cfg = SearchConfig(steps=steps or (50 if quick else 100))
     ev = evaluate_inpainting(G, D, data, judge, known, holdout_idx=idx, cfg=cfg,
                              progress=progress)
-    lines = ["| fill | MSE on hole ([0,1] scale) | PSNR on hole (dB) | judge accuracy |",
-             "|---|---|---|---|"]
+    rows = []
     for name, r in ev.rows.items():
         psnr = "—" if math.isinf(r["psnr"]) else f"{r['psnr']:.2f}"
         mse = "—" if name == "original" else f"{r['mse']:.4f}"
-        lines.append(f"| {name} | {mse} | {psnr} | {r['judge_accuracy']:.4f} |")
+        rows.append([name, mse, psnr, f"{r['judge_accuracy']:.4f}"])
+    table = markdown_table(
+        ["fill", "MSE on hole ([0,1] scale)", "PSNR on hole (dB)", "judge accuracy"], rows)
     return {"model": model_uri, "quick": quick, "mask": mask, "n_images": len(idx),
             "missing_share": float(1 - known.mean()), "data_note": _data_note(meta, data),
             "judge_accuracy_holdout": judge.accuracy, "search": cfg.model_dump(),
             "rows": ev.rows, "search_history": [ev.history[0], ev.history[-1]],
-            "table": "\n".join(lines)}
+            "table": table}
 
 
 def _stratified(y: torch.Tensor, n: int) -> np.ndarray:
