@@ -26,7 +26,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.retrain import retry_on_storage_error
 from gan.apps.latent_search import SearchConfig
-from gan.core.config import Settings
+from gan.core.settings import Settings
 
 IO_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [2, 5, 10],
                               "retry_condition_fn": retry_on_storage_error}

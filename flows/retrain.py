@@ -43,15 +43,9 @@ from prefect.context import TaskRunContext
 from flows import params as P
 from flows import summary
 from flows.prefect_setup import RESULT_STORAGE, ensure_result_storage
-from gan.core.config import (
-    DataConfig,
-    EvalConfig,
-    ModelConfig,
-    RetrainParams,
-    Settings,
-    TrainConfig,
-)
+from gan.core.config import DataConfig, EvalConfig, ModelConfig, RetrainParams, TrainConfig
 from gan.core.records import DatasetRef, ModelRef, Report, TrainedRef
+from gan.core.settings import Settings
 from gan.data.fingerprint import source_files, source_fingerprint
 from gan.io.storage import Storage, StorageError
 

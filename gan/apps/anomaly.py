@@ -33,7 +33,7 @@ from gan.apps.latent_search import Progress, SearchConfig, frozen, render, searc
 from gan.nets.models import Discriminator, Generator
 
 if TYPE_CHECKING:
-    from gan.core.config import Settings
+    from gan.core.settings import Settings
 
 ANOGAN_LAMBDA = 0.1  # Schlegl et al. 2017, section 2.2: weight of the discrimination loss
 

@@ -34,7 +34,7 @@ from gan.eval import pictures
 from gan.nets.models import Discriminator, Generator
 
 if TYPE_CHECKING:
-    from gan.core.config import Settings
+    from gan.core.settings import Settings
     from gan.data.prepare import PreparedData
     from gan.eval.judge import Judge
 

@@ -32,7 +32,7 @@ from torch import Tensor
 from gan.core.images import from_uint8
 
 if TYPE_CHECKING:
-    from gan.core.config import Settings
+    from gan.core.settings import Settings
     from gan.io.storage import Storage
 
 MASK_KINDS = ("center", "boxes")
@@ -55,7 +55,7 @@ def storage_for(settings: Settings | None, *uris: str) -> Storage | None:
     """A Storage when some URI is s3:// (local files need no object storage), else None."""
     if not any(u.startswith("s3://") for u in uris):
         return None
-    from gan.core.config import Settings as _Settings
+    from gan.core.settings import Settings as _Settings
     from gan.io.storage import Storage
 
     return Storage.from_settings(settings or _Settings.load())

@@ -68,7 +68,7 @@ def _search_cfg(steps: int, lr: float, restarts: int, batch_size: int, seed: int
 
 def _app_errors() -> tuple[type[Exception], ...]:
     from gan.apps.inputs import InputError
-    from gan.core.config import SettingsError
+    from gan.core.settings import SettingsError
     from gan.io.storage import StorageError
     from gan.registry.model_format import BundleError
     from gan.registry.publish import RegistryError

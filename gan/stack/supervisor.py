@@ -30,8 +30,8 @@ from typing import Any
 import psutil
 from pydantic import SecretStr
 
-from gan.core.config import Settings
 from gan.core.deployment import DEPLOYMENT_NAME, deployment_health_url
+from gan.core.settings import Settings
 from gan.io.storage import Storage, StorageError
 from gan.stack import procs
 

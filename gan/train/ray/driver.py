@@ -41,8 +41,9 @@ from ray.train import (  # RAY
 from ray.train.torch import TorchTrainer  # RAY
 from ray.util.queue import Empty, Queue  # RAY
 
-from gan.core.config import ModelConfig, Settings, TrainConfig
+from gan.core.config import ModelConfig, TrainConfig
 from gan.core.records import DatasetRef, TrainedRef
+from gan.core.settings import Settings
 from gan.io.storage import arrow_fs, arrow_path
 from gan.train.ddp import FaultSpec, per_worker_batch
 from gan.train.ray.cluster import loopback_env_vars, ray_session, torch_config, trainer_class

@@ -35,8 +35,9 @@ import ray.train.torch  # RAY
 import torch
 from pyarrow import fs as pafs
 
-from gan.core.config import ModelConfig, Settings, TrainConfig
+from gan.core.config import ModelConfig, TrainConfig
 from gan.core.records import DatasetRef
+from gan.core.settings import Settings
 from gan.data.prepare import PreparedData, load_prepared
 from gan.io.storage import Storage
 from gan.train.checkpoint import save_checkpoint, state_from_checkpoint
