@@ -38,10 +38,10 @@ from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, SecretStr
 from pydantic_settings import BaseSettings
 
+from gan.core.ids import is_run_id
 from gan.core.records import DatasetRef, Report, TrainedRef
 from gan.io.storage import Storage
 
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # = RetrainParams.run_id
 RUN_TAG = "gan.run_id"
 # Parameter names that would hold a credential: refused, never logged.
 SECRET_KEY_RE = re.compile(r"secret|password|passwd|token|credential|access_key|api_key",
@@ -157,7 +157,7 @@ def lineage_tags(*, run_id: str, trained: TrainedRef, dataset: DatasetRef,
 
 
 def check_run_id(run_id: str) -> str:
-    if not RUN_ID_RE.match(run_id or ""):
+    if not is_run_id(run_id):
         raise RunLoggingError(f"run_id {run_id!r} is not valid: 1-64 letters, digits, _ or -")
     return run_id
 

@@ -42,6 +42,7 @@ from ray.train.torch import TorchTrainer  # RAY
 from ray.util.queue import Empty, Queue  # RAY
 
 from gan.core.config import ModelConfig, TrainConfig
+from gan.core.ids import is_run_id
 from gan.core.records import DatasetRef, TrainedRef
 from gan.core.settings import Settings
 from gan.io.storage import arrow_fs, arrow_path
@@ -60,7 +61,6 @@ from gan.train.ray.worker import (
 
 log = logging.getLogger(__name__)
 CHECKPOINTS_TO_KEEP = 2  # the latest, and the one before in case the latest is half-written
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # as RetrainParams.run_id
 OnEpoch = Callable[[dict[str, Any]], None]
 
 
@@ -126,7 +126,7 @@ def train(settings: Settings, dataset: DatasetRef, model_cfg: ModelConfig,
 
 def _check_request(dataset: DatasetRef, model_cfg: ModelConfig, train_cfg: TrainConfig,
                    run_id: str) -> None:
-    if not RUN_ID_RE.match(run_id):
+    if not is_run_id(run_id):
         raise ValueError(f"run id {run_id!r} is not accepted: 1-64 letters, digits, '_' or '-', "
                          "starting with a letter or digit")
     per_worker_batch(train_cfg.batch_size, train_cfg.num_workers)
