@@ -21,12 +21,8 @@ import hashlib
 import io
 import json
 import logging
-import urllib.error
-import urllib.parse
-import urllib.request
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -39,6 +35,7 @@ from torch import Tensor
 from gan.core.config import DataConfig
 from gan.core.images import from_uint8, unit_to_uint8
 from gan.core.records import DatasetRef
+from gan.io.uri import read_bytes, redact_url
 
 if TYPE_CHECKING:  # boto3/pyarrow load only when an s3:// source is actually read
     from gan.io.storage import Storage
@@ -106,37 +103,13 @@ class PreparedData:
 
 
 def _redact(uri: str) -> str:
-    """A URI without user:password (safe for manifests, logs and MLflow tags)."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        netloc = f"{host}:{parts.port}" if parts.port else host
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    return uri
+    """A URI without credentials (safe for manifests, logs and MLflow tags)."""
+    return redact_url(uri)
 
 
 def _read_bytes(uri: str, storage: Storage | None) -> bytes:
     """Bytes of a local path, an http(s) URL or an `s3://` URI; DataError when unreadable."""
-    if uri.startswith("s3://"):
-        if storage is None:
-            raise DataError(f"{uri}: an s3:// source needs object storage (no Storage given)")
-        from gan.io.storage import StorageError
-
-        try:
-            return storage.get_bytes(uri)
-        except StorageError as e:
-            raise DataError(f"{uri}: cannot read from object storage: {e}") from e
-    if uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(uri, timeout=60) as resp:  # noqa: S310 (http(s) only)
-                return resp.read()
-        except (urllib.error.URLError, OSError) as e:
-            raise DataError(f"{_redact(uri)}: download failed: {e}") from e
-    path = Path(uri.removeprefix("file://"))
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read: {e.strerror or e}") from e
+    return read_bytes(uri, storage, error=DataError)
 
 
 def _join(base: str, name: str) -> str:

@@ -30,7 +30,6 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunTag
@@ -41,13 +40,12 @@ from pydantic_settings import BaseSettings
 from gan.core.ids import is_run_id
 from gan.core.records import DatasetRef, Report, TrainedRef
 from gan.io.storage import Storage
+from gan.io.uri import redact_url
 
 RUN_TAG = "gan.run_id"
 # Parameter names that would hold a credential: refused, never logged.
 SECRET_KEY_RE = re.compile(r"secret|password|passwd|token|credential|access_key|api_key",
                            re.IGNORECASE)
-# Query parameters of a URL that carry a credential (presigned S3 URLs, tokens).
-SECRET_QUERY_RE = re.compile(r"signature|token|credential|key|password|secret", re.IGNORECASE)
 METRIC_KEY_BAD = re.compile(r"[^A-Za-z0-9_\-. :/]")
 PARAM_VALUE_MAX = 6000  # MLflow 3's limit on a param value
 BATCH = 1000  # MLflow's limit on metrics per log_batch
@@ -87,24 +85,6 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
             text = redact_url(value) if isinstance(value, str) else str(value)
         out[name] = text[:PARAM_VALUE_MAX]
     return out
-
-
-def redact_url(text: str) -> str:
-    """`https://user:pw@host/p?X-Amz-Signature=..` → `https://***@host/p?X-Amz-Signature=***`."""
-    if "://" not in text:
-        return text
-    try:
-        parts = urlsplit(text)
-    except ValueError:
-        return text
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    query = "&".join(
-        f"{k}=***" if SECRET_QUERY_RE.search(k) else f"{k}={v}" if sep else k
-        for k, sep, v in (q.partition("=") for q in parts.query.split("&") if q)
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 # --------------------------------------------------------------------------- lineage
