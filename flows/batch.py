@@ -26,7 +26,8 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.retrain import retry_on_storage_error
 from gan.apps.latent_search import SearchConfig
-from gan.core.config import Settings
+from gan.core.settings import Settings
+from gan.io.uri import storage_for
 
 IO_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [2, 5, 10],
                               "retry_condition_fn": retry_on_storage_error}
@@ -87,7 +88,7 @@ def sample_dataset(settings: Settings, model_uri: str, n_per_class: int, output_
     G = load_generator(model_uri, settings=settings, device=device)
     x, y = labelled_samples(G, n_per_class, seed=seed)
     data = app_inputs.npz_bytes(x=x.numpy(), y=y.numpy())
-    storage = app_inputs.storage_for(settings, output_uri)
+    storage = storage_for(settings, output_uri)
     written = app_inputs.write_output(output_uri, data, storage)
     return {"model": model_uri, "written": written, "n": len(y), "n_per_class": n_per_class}
 

@@ -14,6 +14,7 @@ API URL with `flows.prefect_setup.use_api`).
 from __future__ import annotations
 
 from gan.core.deployment import DEFAULT_CRON, DEPLOYMENT_NAME, FLOW_NAME, deployment_health_url
+from gan.core.errors import problems
 
 __all__ = ["DEFAULT_CRON", "DEPLOYMENT_NAME", "FLOW_NAME", "deployment_health_url", "serve"]
 
@@ -33,7 +34,7 @@ def check_cron(cron: str) -> str:
         CronSchedule(cron=cron, timezone="UTC")
     except ValidationError as e:
         raise DeployError(f"--cron {cron!r} is not a valid cron schedule: "
-                          f"{e.errors()[0]['msg']}") from None
+                          f"{problems(e)[0]}") from None
     return cron
 
 

@@ -5,8 +5,7 @@ What this module is:
     model the Prefect UI form is generated from), validated by pydantic, so a bad value fails
     with the field's name before any work starts;
   * `new_run_id(model_name)`: `<model name>-<UTC timestamp>-<short uuid>`, the id that names
-    everything one run writes (Ray run, checkpoints, evaluation files, MLflow run);
-  * `explain(error)`: a pydantic ValidationError as one line per field.
+    everything one run writes (Ray run, checkpoints, evaluation files, MLflow run).
 
 What it is not: no Prefect, no I/O; importing it is cheap (the CLI parses options with it).
 """
@@ -21,6 +20,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from gan.core.config import RetrainParams
+from gan.core.errors import explain
+from gan.core.ids import RUN_ID_MAX_LEN
 
 # CLI option (without `--`, `-` → `_`) → dotted RetrainParams field it sets.
 OPTION_FIELDS: dict[str, str] = {
@@ -43,24 +44,10 @@ OPTION_FIELDS: dict[str, str] = {
     "fid_margin": "gate.fid_margin",
     "min_recall_ratio": "gate.min_recall_ratio",
 }
-RUN_ID_MAX = 64  # RetrainParams.run_id's pattern allows 1-64 characters
 
 
 class ParamsError(ValueError):
     """Parameters that do not validate; the message names each field and the problem."""
-
-
-def explain(err: ValidationError, section: str = "") -> str:
-    """One `field: problem (got value)` per error, joined by '; '. `section` prefixes the field
-    (`model.` for a ModelConfig built by `resolve`)."""
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"])
-        name = ".".join(p for p in (section, loc) if p) or err.title
-        msg = e["msg"].removeprefix("Value error, ")
-        got = f" (got {e['input']!r})" if loc and not isinstance(e.get("input"), dict) else ""
-        parts.append(f"{name}: {msg}{got}")
-    return "; ".join(parts)
 
 
 def nest(options: dict[str, Any]) -> dict[str, Any]:
@@ -103,7 +90,7 @@ def resolve(params: RetrainParams) -> tuple[Any, Any, Any, Any]:
     try:
         return params.resolve()
     except ValidationError as e:
-        raise ParamsError(f"invalid retrain parameters: {explain(e, _section(e))}") from None
+        raise ParamsError(f"invalid retrain parameters: {explain(e, prefix=_section(e))}") from None
     except ValueError as e:
         raise ParamsError(f"invalid retrain parameters: {e}") from None
 
@@ -120,4 +107,4 @@ def new_run_id(model_name: str, now: datetime | None = None) -> str:
     suffix = f"-{stamp}-{uuid.uuid4().hex[:6]}"
     # Model names may contain '.', which run ids (and Ray run names) do not take.
     stem = re.sub(r"[^A-Za-z0-9_-]+", "-", model_name).strip("-_") or "run"
-    return stem[: RUN_ID_MAX - len(suffix)] + suffix
+    return stem[: RUN_ID_MAX_LEN - len(suffix)] + suffix

@@ -22,7 +22,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from gan.core.config import Settings
+from gan.core.settings import Settings
 
 if TYPE_CHECKING:  # prefect_aws imports boto3 and Prefect: only when the blocks are used
     from prefect_aws import AwsCredentials

@@ -41,17 +41,12 @@ from prefect.context import TaskRunContext
 from flows import params as P
 from flows import summary
 from flows.prefect_setup import RESULT_STORAGE, ensure_result_storage
-from gan.core.config import (
-    DataConfig,
-    EvalConfig,
-    ModelConfig,
-    RetrainParams,
-    Settings,
-    TrainConfig,
-)
+from gan.core.config import DataConfig, EvalConfig, ModelConfig, RetrainParams, TrainConfig
 from gan.core.records import DatasetRef, ModelRef, Report, TrainedRef
+from gan.core.settings import Settings
 from gan.data.fingerprint import source_files, source_fingerprint
 from gan.io.storage import ObjectMissing, Storage, StorageError
+from gan.io.uri import storage_for
 
 
 class RetrainFailed(RuntimeError):
@@ -91,9 +86,7 @@ class SourceContent(CachePolicy):
     def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any],
                     flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
         cfg: DataConfig = inputs["cfg"]
-        needs_s3 = any(u.startswith("s3://") for u in source_files(cfg))
-        storage = Storage.from_settings(inputs["settings"]) if needs_s3 else None
-        return source_fingerprint(cfg, storage)
+        return source_fingerprint(cfg, storage_for(inputs["settings"], *source_files(cfg)))
 
 
 # --------------------------------------------------------------------------- tasks

@@ -29,7 +29,7 @@ from types import SimpleNamespace
 import psutil
 import pytest
 
-from gan.core.config import Settings
+from gan.core.settings import Settings
 from gan.io.storage import Storage
 from gan.stack.procs import port_free
 

@@ -30,10 +30,11 @@ from torch import Tensor
 
 from gan.apps import inputs as app_inputs
 from gan.apps.latent_search import Progress, SearchConfig, frozen, render, search
+from gan.io.uri import storage_for
 from gan.nets.models import Discriminator, Generator
 
 if TYPE_CHECKING:
-    from gan.core.config import Settings
+    from gan.core.settings import Settings
 
 ANOGAN_LAMBDA = 0.1  # Schlegl et al. 2017, section 2.2: weight of the discrimination loss
 
@@ -145,7 +146,7 @@ def score_file(model_uri: str, input_uri: str, out_uri: str, *, settings: Settin
     """
     from gan.registry.publish import load_discriminator, load_generator
 
-    storage = app_inputs.storage_for(settings, model_uri, input_uri, out_uri)
+    storage = storage_for(settings, model_uri, input_uri, out_uri)
     G = load_generator(model_uri, settings=settings, device=device)
     batch = app_inputs.load_images(input_uri, G.image_shape, storage=storage,
                                    num_classes=G.num_classes if G.conditional else None)

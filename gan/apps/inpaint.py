@@ -31,10 +31,11 @@ from torch import Tensor
 from gan.apps import inputs as app_inputs
 from gan.apps.latent_search import Progress, SearchConfig, render, search
 from gan.eval import pictures
+from gan.io.uri import storage_for
 from gan.nets.models import Discriminator, Generator
 
 if TYPE_CHECKING:
-    from gan.core.config import Settings
+    from gan.core.settings import Settings
     from gan.data.prepare import PreparedData
     from gan.eval.judge import Judge
 
@@ -180,7 +181,7 @@ def inpaint_file(model_uri: str, input_uri: str, mask: str, *, out_png: str | No
 
     if out_png is None and out_npz is None:
         raise app_inputs.InputError("nothing to write: give --out (PNG grid) and/or --npz")
-    storage = app_inputs.storage_for(settings, model_uri, input_uri, mask, out_png or "",
+    storage = storage_for(settings, model_uri, input_uri, mask, out_png or "",
                                      out_npz or "")
     G = load_generator(model_uri, settings=settings, device=device)
     batch = app_inputs.load_images(input_uri, G.image_shape, storage=storage,

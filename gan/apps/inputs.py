@@ -31,9 +31,9 @@ from torch import Tensor
 
 from gan.core.images import from_uint8
 from gan.data.validate import check_images, check_labels
+from gan.io.uri import read_bytes as uri_read_bytes
 
 if TYPE_CHECKING:
-    from gan.core.config import Settings
     from gan.io.storage import Storage
 
 MASK_KINDS = ("center", "boxes")
@@ -67,32 +67,9 @@ class ImageBatch:
     origin: str
 
 
-def storage_for(settings: Settings | None, *uris: str) -> Storage | None:
-    """A Storage when some URI is s3:// (local files need no object storage), else None."""
-    if not any(u.startswith("s3://") for u in uris):
-        return None
-    from gan.core.config import Settings as _Settings
-    from gan.io.storage import Storage
-
-    return Storage.from_settings(settings or _Settings.load())
-
-
 def read_bytes(uri: str, storage: Storage | None = None) -> bytes:
     """A local file or an `s3://` object; InputError when it cannot be read or is empty."""
-    if uri.startswith("s3://"):
-        if storage is None:
-            raise InputError(f"{uri}: an s3:// input needs object storage settings")
-        from gan.io.storage import StorageError
-
-        try:
-            data = storage.get_bytes(uri)
-        except StorageError as e:
-            raise InputError(f"{uri}: cannot read: {e}") from e
-    else:
-        try:
-            data = Path(uri).read_bytes()
-        except OSError as e:
-            raise InputError(f"{uri}: cannot read: {e.strerror or e}") from e
+    data = uri_read_bytes(uri, storage, error=InputError, what="input", http=False)
     if not data:
         raise InputError(f"{uri}: file is empty (0 bytes)")
     return data

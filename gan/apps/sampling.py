@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gan.core.config import Settings
+from gan.core.settings import Settings
 from gan.eval import pictures
 from gan.nets.models import Generator, sample_latent
 

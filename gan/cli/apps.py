@@ -32,6 +32,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from gan.cli.common import check_device, fail, load_settings, stdout
+from gan.core.errors import explain
 
 MODEL_HELP = ("Model URI: models:/<name>@champion, models:/<name>/<version>, runs:/<run>/generator "
               "or a local MLflow model directory.")
@@ -61,14 +62,12 @@ def _search_cfg(steps: int, lr: float, restarts: int, batch_size: int, seed: int
         return SearchConfig(steps=steps, lr=lr, restarts=restarts, batch_size=batch_size,
                             seed=seed)
     except ValidationError as e:
-        bad = "; ".join(f"--{'-'.join(str(x) for x in err['loc']).replace('_', '-')}: "
-                        f"{err['msg']}" for err in e.errors())
-        raise fail(bad, code=2) from None
+        raise fail(explain(e, style="flag", values=False), code=2) from None
 
 
 def _app_errors() -> tuple[type[Exception], ...]:
     from gan.apps.inputs import InputError
-    from gan.core.config import SettingsError
+    from gan.core.settings import SettingsError
     from gan.io.storage import StorageError
     from gan.registry.model_format import BundleError
     from gan.registry.publish import RegistryError

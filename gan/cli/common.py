@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from gan.core.config import Settings, SettingsError
+from gan.core.settings import Settings, SettingsError
 
 
 def stdout() -> Console:

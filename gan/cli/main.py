@@ -21,7 +21,7 @@ from rich.table import Table
 
 from gan.cli import apps as apps_cli
 from gan.cli.common import check_device, fail, load_settings, stdout
-from gan.core.config import Settings, SettingsError
+from gan.core.settings import Settings, SettingsError
 from gan.stack import supervisor as stack_lib
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,

@@ -17,20 +17,14 @@ no Prefect (the cache policy that uses it lives in `flows.retrain`).
 from __future__ import annotations
 
 import hashlib
-import urllib.error
-import urllib.request
 import uuid
 from importlib.metadata import version as dist_version
-from pathlib import Path
 
 from gan.core.config import DataConfig
 from gan.data.prepare import PREP_FORMAT
 from gan.data.sources import IDX_FILES
-from gan.io.storage import Storage, StorageError, split_uri
-
-
-class _Unknown(Exception):
-    """A file whose metadata cannot be read: no caching for this call."""
+from gan.io.storage import Storage, StorageError
+from gan.io.uri import UriError, uri_meta
 
 
 def source_files(cfg: DataConfig) -> list[str]:
@@ -42,40 +36,13 @@ def source_files(cfg: DataConfig) -> list[str]:
     return [f"{cfg.uri.rstrip('/')}/{name}" for name in IDX_FILES.values()]
 
 
-def _file_meta(uri: str, storage: Storage | None) -> str:
-    if uri.startswith("s3://"):
-        if storage is None:
-            raise _Unknown(uri)
-        bucket, key = split_uri(uri)
-        try:
-            head = storage.client.head_object(Bucket=bucket, Key=key)
-        except Exception as e:  # botocore ClientError / EndpointConnectionError
-            raise _Unknown(uri) from e
-        return f"etag={head.get('ETag')} size={head.get('ContentLength')}"
-    if uri.startswith(("http://", "https://")):
-        req = urllib.request.Request(uri, method="HEAD")
-        try:
-            with urllib.request.urlopen(req, timeout=15) as r:  # noqa: S310 (http(s) only)
-                fields = [r.headers.get(h) for h in ("ETag", "Last-Modified", "Content-Length")]
-        except (urllib.error.URLError, OSError) as e:
-            raise _Unknown(uri) from e
-        if not any(fields[:2]):  # size alone does not identify content
-            raise _Unknown(uri)
-        return "etag={} modified={} size={}".format(*fields)
-    try:
-        st = Path(uri.removeprefix("file://")).stat()
-    except OSError as e:
-        raise _Unknown(uri) from e
-    return f"size={st.st_size} mtime_ns={st.st_mtime_ns}"
-
-
 def source_fingerprint(cfg: DataConfig, storage: Storage | None = None) -> str:
     """A short hex digest of the source's content metadata and the preparation format."""
     parts = [f"prep_format={PREP_FORMAT}", f"source={cfg.source}"]
     if cfg.source == "digits":
         parts.append(f"scikit-learn={dist_version('scikit-learn')}")
     try:
-        parts += [f"{uri}: {_file_meta(uri, storage)}" for uri in source_files(cfg)]
-    except (_Unknown, StorageError):
+        parts += [f"{uri}: {uri_meta(uri, storage)}" for uri in source_files(cfg)]
+    except (UriError, StorageError):
         return f"uncached:{uuid.uuid4().hex}"
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]

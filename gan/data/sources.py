@@ -15,11 +15,7 @@ import gzip
 import hashlib
 import io
 import logging
-import urllib.error
-import urllib.parse
-import urllib.request
 import zlib
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -27,6 +23,7 @@ from sklearn.datasets import load_digits
 
 from gan.core.config import DataConfig
 from gan.data.validate import MAX_CLASSES, DataError, validate
+from gan.io.uri import read_bytes, redact_url
 
 if TYPE_CHECKING:  # boto3/pyarrow load only when an s3:// source is actually read
     from gan.io.storage import Storage
@@ -63,40 +60,16 @@ _IDX_MAGIC = {3: 0x00000803, 1: 0x00000801}  # ndim → magic of unsigned-byte I
 
 
 def _redact(uri: str) -> str:
-    """A URI without user:password (safe for manifests, logs and MLflow tags)."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        netloc = f"{host}:{parts.port}" if parts.port else host
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    return uri
+    """A URI without credentials (safe for manifests, logs and MLflow tags)."""
+    return redact_url(uri)
 
 
 def _read_bytes(uri: str, storage: Storage | None) -> bytes:
-    """Bytes of a local path, an http(s) URL or an `s3://` URI; DataError when unreadable."""
-    if uri.startswith("s3://"):
-        if storage is None:
-            raise DataError(f"{uri}: an s3:// source needs object storage (no Storage given)")
-        from gan.io.storage import ObjectMissing, StorageError
-
-        try:
-            return storage.get_bytes(uri)
-        except ObjectMissing as e:
-            raise DataError(f"{e}; put the files there first (`gan data upload <folder> "
-                            f"{uri.rsplit('/', 1)[0]}/`)") from e
-        except StorageError as e:
-            raise DataError(f"{uri}: cannot read from object storage: {e}") from e
-    if uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(uri, timeout=60) as resp:  # noqa: S310 (http(s) only)
-                return resp.read()
-        except (urllib.error.URLError, OSError) as e:
-            raise DataError(f"{_redact(uri)}: download failed: {e}") from e
-    path = Path(uri.removeprefix("file://"))
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read: {e.strerror or e}") from e
+    """Bytes of a local path, an http(s) URL or an `s3://` URI; DataError when unreadable
+    (a missing S3 object says how to put the files there)."""
+    return read_bytes(uri, storage, error=DataError,
+                      missing_hint=f"put the files there first (`gan data upload <folder> "
+                                   f"{uri.rsplit('/', 1)[0]}/`)")
 
 
 def _join(base: str, name: str) -> str:

@@ -19,7 +19,7 @@ import botocore.config
 import botocore.exceptions
 from pyarrow import fs as pafs
 
-from gan.core.config import Settings
+from gan.core.settings import Settings
 
 
 class StorageError(RuntimeError):

@@ -44,8 +44,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from safetensors import SafetensorError
 
-from gan.core.config import MODEL_NAME_RE, GateConfig, Settings
+from gan.core.config import MODEL_NAME_RE, GateConfig
 from gan.core.records import DatasetRef, GateDecision, ModelRef, Report, TrainedRef
+from gan.core.settings import Settings
 from gan.io.storage import Storage
 from gan.nets.models import Discriminator, Generator
 from gan.registry import model_format as mlflow_model

@@ -30,7 +30,6 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunTag
@@ -38,16 +37,15 @@ from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, SecretStr
 from pydantic_settings import BaseSettings
 
+from gan.core.ids import is_run_id
 from gan.core.records import DatasetRef, Report, TrainedRef
 from gan.io.storage import Storage
+from gan.io.uri import redact_url
 
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # = RetrainParams.run_id
 RUN_TAG = "gan.run_id"
 # Parameter names that would hold a credential: refused, never logged.
 SECRET_KEY_RE = re.compile(r"secret|password|passwd|token|credential|access_key|api_key",
                            re.IGNORECASE)
-# Query parameters of a URL that carry a credential (presigned S3 URLs, tokens).
-SECRET_QUERY_RE = re.compile(r"signature|token|credential|key|password|secret", re.IGNORECASE)
 METRIC_KEY_BAD = re.compile(r"[^A-Za-z0-9_\-. :/]")
 PARAM_VALUE_MAX = 6000  # MLflow 3's limit on a param value
 BATCH = 1000  # MLflow's limit on metrics per log_batch
@@ -87,24 +85,6 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
             text = redact_url(value) if isinstance(value, str) else str(value)
         out[name] = text[:PARAM_VALUE_MAX]
     return out
-
-
-def redact_url(text: str) -> str:
-    """`https://user:pw@host/p?X-Amz-Signature=..` → `https://***@host/p?X-Amz-Signature=***`."""
-    if "://" not in text:
-        return text
-    try:
-        parts = urlsplit(text)
-    except ValueError:
-        return text
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    query = "&".join(
-        f"{k}=***" if SECRET_QUERY_RE.search(k) else f"{k}={v}" if sep else k
-        for k, sep, v in (q.partition("=") for q in parts.query.split("&") if q)
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 # --------------------------------------------------------------------------- lineage
@@ -157,7 +137,7 @@ def lineage_tags(*, run_id: str, trained: TrainedRef, dataset: DatasetRef,
 
 
 def check_run_id(run_id: str) -> str:
-    if not RUN_ID_RE.match(run_id or ""):
+    if not is_run_id(run_id):
         raise RunLoggingError(f"run_id {run_id!r} is not valid: 1-64 letters, digits, _ or -")
     return run_id
 

@@ -12,7 +12,6 @@ What it is not: it knows no service (see `gan.stack.supervisor`) and reads no se
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -25,6 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
+
+from gan.io.jsonio import read_json, write_json
 
 # Variables a child must not inherit from the caller: keys of some other store, and URLs
 # that would point a server at another server. Each service gets what it needs in its own env.
@@ -67,18 +68,6 @@ def spawn(
     return rec
 
 
-def write_json(path: Path, obj: object, *, private: bool = False) -> None:
-    """Replace `path` atomically (readers never see half a file). `private`: mode 0600 from
-    creation on, so a secret is never readable by others, not even for a moment."""
-    tmp = path.with_suffix(".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o644)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def _settled_cmdline(p: psutil.Process, argv: Sequence[str], timeout_s: float = 5.0) -> list[str]:
     """The command line once the kernel has set it up.
 
@@ -106,7 +95,7 @@ def child_env(extra: Mapping[str, str]) -> dict[str, str]:
 def read_record(pid_file: Path) -> ProcRecord | None:
     """The record in `pid_file`, or None when absent or unreadable (treated as stale)."""
     try:
-        data = json.loads(pid_file.read_text())
+        data = read_json(pid_file)
         return ProcRecord(int(data["pid"]), float(data["create_time"]),
                           [str(a) for a in data["cmdline"]], str(data["url"]))
     except (FileNotFoundError, ValueError, KeyError, TypeError):

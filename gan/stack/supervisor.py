@@ -16,7 +16,6 @@ secret: status shows the credentials FILE, never its values.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import sys
@@ -30,8 +29,9 @@ from typing import Any
 import psutil
 from pydantic import SecretStr
 
-from gan.core.config import Settings
 from gan.core.deployment import DEPLOYMENT_NAME, deployment_health_url
+from gan.core.settings import Settings
+from gan.io.jsonio import read_json, write_json
 from gan.io.storage import Storage, StorageError
 from gan.stack import procs
 
@@ -254,16 +254,14 @@ def ensure_credentials(path: Path) -> tuple[str, str]:
             raise StackError(f"{path} lacks {e}; restore it, or delete it and GAN_HOME/s3 "
                              "to start afresh") from None
     keys = (secrets.token_hex(10).upper(), secrets.token_urlsafe(30))
-    procs.write_json(path, {"access_key_id": keys[0], "secret_access_key": keys[1]}, private=True)
+    write_json(path, {"access_key_id": keys[0], "secret_access_key": keys[1]}, private=True)
     return keys
 
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        data = read_json(path, default={})
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
         raise StackError(f"{path} is not valid JSON ({e})") from None
     return data if isinstance(data, dict) else {}
 
@@ -326,7 +324,7 @@ def _preflight(
                 if not procs.port_free(port.number):
                     raise StackError(port.busy_message())
     if "s3" not in running and not settings.s3_external:
-        procs.write_json(layout.home / "s3-identities.json", _weed_identities(keys), private=True)
+        write_json(layout.home / "s3-identities.json", _weed_identities(keys), private=True)
     return keys, services, running
 
 
@@ -429,7 +427,7 @@ def _write_state(settings: Settings, services: list[Service]) -> None:
     """stack.json: the URLs of the services this stack runs (no secrets) for Settings.load()."""
     keys = {"s3": "s3_endpoint", "mlflow": "mlflow_uri", "prefect": "prefect_api_url"}
     state = {keys[s.name]: s.url for s in services if s.name in keys and not s.external}
-    procs.write_json(settings.state_file, state)
+    write_json(settings.state_file, state)
 
 
 # --------------------------------------------------------------------------- status

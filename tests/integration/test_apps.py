@@ -24,7 +24,8 @@ import torch
 
 from gan.apps.inputs import npz_bytes
 from gan.apps.studies.demo_models import tiny_recipe
-from gan.core.config import DataConfig, Settings
+from gan.core.config import DataConfig
+from gan.core.settings import Settings
 from gan.data.prepare import prepare_arrays
 from gan.io.storage import Storage
 from gan.registry import model_format as mm

@@ -21,8 +21,9 @@ import psutil
 import pytest
 import torch
 
-from gan.core.config import DataConfig, ModelConfig, Settings, TrainConfig, resolve_configs
+from gan.core.config import DataConfig, ModelConfig, TrainConfig, resolve_configs
 from gan.core.records import DatasetRef
+from gan.core.settings import Settings
 from gan.data.prepare import prepare
 from gan.io.storage import Storage
 from gan.stack.procs import listening_sockets

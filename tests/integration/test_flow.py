@@ -28,7 +28,8 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from gan.core.config import RetrainParams, Settings
+from gan.core.config import RetrainParams
+from gan.core.settings import Settings
 from gan.io.storage import Storage
 from gan.registry import publish as registry
 

@@ -18,8 +18,9 @@ import torch
 from mlflow import MlflowClient
 from PIL import Image
 
-from gan.core.config import GateConfig, ModelConfig, RetrainParams, Settings, TrainConfig
+from gan.core.config import GateConfig, ModelConfig, RetrainParams, TrainConfig
 from gan.core.records import DatasetRef, ModelRef, Report, TrainedRef
+from gan.core.settings import Settings
 from gan.eval import pictures
 from gan.io.storage import Storage
 from gan.registry import model_format as mm

@@ -25,7 +25,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore import UNSIGNED
 from pydantic import SecretStr
 
-from gan.core.config import Settings
+from gan.core.settings import Settings
 from gan.io.storage import Storage, StorageError, arrow_fs, arrow_path
 from gan.stack import procs
 from gan.stack.supervisor import RAY_LOCAL

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from faultlib import Faults
 
-from gan.core.config import Settings
+from gan.core.settings import Settings
 
 # --------------------------------------------------------------------------- fixtures
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import psutil
 
-from gan.core.config import RetrainParams, Settings
+from gan.core.config import RetrainParams
+from gan.core.settings import Settings
 
 GAN_EXE = str(Path(sys.executable).parent / "gan")
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}

@@ -32,7 +32,7 @@ from faultlib import (
     wait_until,
 )
 
-from gan.core.config import Settings
+from gan.core.settings import Settings
 from gan.data import prepare as data
 from gan.io.storage import Storage
 from gan.train.checkpoint import CheckpointError, load_checkpoint

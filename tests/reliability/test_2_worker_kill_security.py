@@ -31,7 +31,7 @@ from faultlib import (
     wait_until,
 )
 
-from gan.core.config import Settings
+from gan.core.settings import Settings
 from gan.io.storage import Storage
 from gan.stack.procs import listening_sockets
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from faultlib import mlflow_runs_of, run_flow, smoke_params, task_runs, unique, versions_of
 
-from gan.core.config import Settings
+from gan.core.settings import Settings
 from gan.io.storage import Storage
 from gan.registry.publish import metrics_from_tags
 

@@ -21,7 +21,8 @@ import pytest
 from faultlib import GAN_EXE, unique
 
 from flows.params import ParamsError, params_from_options, resolve
-from gan.core.config import DataConfig, Settings
+from gan.core.config import DataConfig
+from gan.core.settings import Settings
 from gan.data.prepare import prepare
 from gan.data.validate import DataError
 from gan.io.storage import Storage

@@ -17,7 +17,8 @@ from botocore import UNSIGNED
 from pyarrow import fs as pafs
 from pydantic import SecretStr
 
-from gan.core.config import DataConfig, Settings, SettingsError, resolve_configs
+from gan.core.config import DataConfig, resolve_configs
+from gan.core.settings import Settings, SettingsError
 from gan.data.prepare import prepare
 from gan.io.storage import Storage, StorageError, arrow_fs, arrow_path
 from gan.nets.models import build_generator

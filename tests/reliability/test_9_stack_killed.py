@@ -13,7 +13,7 @@ import pytest
 from faultlib import SERVICES, run_flow, sigkill, smoke_params, stack_procs, unique
 
 from gan.apps.sampling import generate
-from gan.core.config import Settings
+from gan.core.settings import Settings
 from gan.data.prepare import MANIFEST_FILE, load_prepared
 from gan.io.storage import Storage
 from gan.registry import publish as registry

@@ -7,7 +7,8 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from gan.core.config import RetrainParams, SettingsError
+from gan.core.config import RetrainParams
+from gan.core.settings import SettingsError
 
 SECRET = "s3cr3t-Value-That-Must-Not-Leak-0123456789"
 

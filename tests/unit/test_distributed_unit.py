@@ -171,18 +171,19 @@ DATASET = DatasetRef(name="tiny", version="v1", uri="s3://b/datasets/tiny/v1/", 
 
 
 def test_run_files_round_trip_with_nan(tmp_path: Path) -> None:
-    from gan.train.ray.worker import read_json, write_json
+    from gan.io.jsonio import read_json_fs, write_json_fs
 
     fs, path = pafs.LocalFileSystem(), f"{tmp_path}/run/x.json"
-    assert read_json(fs, path) is None
-    write_json(fs, path, _ref(2).model_dump(mode="python"))
-    back = TrainedRef.model_validate(read_json(fs, path))
+    assert read_json_fs(fs, path) is None
+    write_json_fs(fs, path, _ref(2).model_dump(mode="python"))
+    back = TrainedRef.model_validate(read_json_fs(fs, path))
     assert back.epochs_completed == 2 and math.isnan(back.history[0]["loss_g"])
 
 
 def test_previous_result_decides_finished_stopped_diverged_mismatched(tmp_path: Path) -> None:
+    from gan.io.jsonio import write_json_fs
     from gan.train.ray.driver import TrainingDiverged, _previous_result
-    from gan.train.ray.worker import DIVERGED_FILE, RUN_FILE, TRAINED_FILE, write_json
+    from gan.train.ray.worker import DIVERGED_FILE, RUN_FILE, TRAINED_FILE
 
     fs, run_dir = pafs.LocalFileSystem(), f"{tmp_path}/r1"
 
@@ -190,20 +191,20 @@ def test_previous_result_decides_finished_stopped_diverged_mismatched(tmp_path: 
         return _previous_result(fs, run_dir, "r1", dataset, model, cfg(epochs=epochs))
 
     assert prev() is None  # nothing stored: start
-    write_json(fs, f"{run_dir}/{RUN_FILE}", {"model_cfg": MODEL.model_dump(mode="json"),
+    write_json_fs(fs, f"{run_dir}/{RUN_FILE}", {"model_cfg": MODEL.model_dump(mode="json"),
                                             "dataset_version": "v1"})
     assert prev() is None  # started, not finished: resume through Ray
-    write_json(fs, f"{run_dir}/{TRAINED_FILE}", _ref(2).model_dump(mode="python"))
+    write_json_fs(fs, f"{run_dir}/{TRAINED_FILE}", _ref(2).model_dump(mode="python"))
     assert prev(epochs=2).epochs_completed == 2  # finished: the stored result
     assert prev(epochs=3) is None  # more epochs asked: continue from the checkpoint
-    write_json(fs, f"{run_dir}/{TRAINED_FILE}",
+    write_json_fs(fs, f"{run_dir}/{TRAINED_FILE}",
                _ref(2, stopped_by_time_limit=True).model_dump(mode="python"))
     assert prev(epochs=2) is None  # stopped by the time limit: continue
     with pytest.raises(ValueError, match=r"model fields \['latent_dim'\]"):
         prev(model=MODEL.model_copy(update={"latent_dim": 9}))
     with pytest.raises(ValueError, match="dataset version v1 \\(now v2\\)"):
         prev(dataset=DATASET.model_copy(update={"version": "v2"}))
-    write_json(fs, f"{run_dir}/{DIVERGED_FILE}", {"step": 7, "reason": "non-finite loss"})
+    write_json_fs(fs, f"{run_dir}/{DIVERGED_FILE}", {"step": 7, "reason": "non-finite loss"})
     with pytest.raises(TrainingDiverged, match="diverged at step 7: non-finite loss") as e:
         prev()
     assert e.value.step == 7 and e.value.run_id == "r1"

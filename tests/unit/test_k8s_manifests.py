@@ -1,6 +1,6 @@
 """infra/k8s: the manifests parse, and carry what the code relies on.
 
-Env var names are the ones `gan.core.config.Settings` reads; secrets come from the Secret (never
+Env var names are the ones `gan.core.settings.Settings` reads; secrets come from the Secret (never
 inline); the GPU group requests GPUs and the CPU group none; rayVersion and the image's Ray
 match the installed Ray's major.minor; the Secret/ConfigMap example defines every key used.
 """
@@ -16,7 +16,7 @@ import ray
 import yaml
 from pydantic import AliasChoices
 
-from gan.core.config import Settings
+from gan.core.settings import Settings
 
 K8S = Path(__file__).resolve().parents[2] / "infra" / "k8s"
 SECRET_VARS = {"GAN_S3_ENDPOINT_URL", "GAN_S3_BUCKET", "AWS_ACCESS_KEY_ID",

@@ -18,6 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from gan.io.jsonio import write_json
 from gan.stack import procs
 from gan.stack import supervisor as stack
 from gan.stack.supervisor import StackError
@@ -230,8 +231,8 @@ def test_down_stops_ours_and_never_a_stranger(settings_env):
     ours = _fake_service(home, "mlflow")
     stranger = _fake_service(home, "prefect")
     # As if the pid had been reused by another program since `up` wrote the file.
-    procs.write_json(home / "run" / "prefect.pid",
-                     {**asdict(stranger), "create_time": stranger.create_time - 50})
+    write_json(home / "run" / "prefect.pid",
+               {**asdict(stranger), "create_time": stranger.create_time - 50})
     try:
         out: list[str] = []
         assert stack.down(settings_env.load(), grace_s=5, echo=out.append) == ["mlflow"]

@@ -35,7 +35,7 @@ from gan.core.tables import markdown_table
 from gan.data.prepare import PreparedData, prepare_arrays
 
 if TYPE_CHECKING:
-    from gan.core.config import Settings
+    from gan.core.settings import Settings
 
 Echo = Callable[[str], None]
 

@@ -41,8 +41,11 @@ from ray.train import (  # RAY
 from ray.train.torch import TorchTrainer  # RAY
 from ray.util.queue import Empty, Queue  # RAY
 
-from gan.core.config import ModelConfig, Settings, TrainConfig
+from gan.core.config import ModelConfig, TrainConfig
+from gan.core.ids import is_run_id
 from gan.core.records import DatasetRef, TrainedRef
+from gan.core.settings import Settings
+from gan.io.jsonio import read_json_fs, write_json_fs
 from gan.io.storage import arrow_fs, arrow_path
 from gan.train.ddp import FaultSpec, per_worker_batch
 from gan.train.ray.cluster import loopback_env_vars, ray_session, torch_config, trainer_class
@@ -52,14 +55,11 @@ from gan.train.ray.worker import (
     RUN_FILE,
     TRAINED_FILE,
     RunSpec,
-    read_json,
     train_loop_per_worker,
-    write_json,
 )
 
 log = logging.getLogger(__name__)
 CHECKPOINTS_TO_KEEP = 2  # the latest, and the one before in case the latest is half-written
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # as RetrainParams.run_id
 OnEpoch = Callable[[dict[str, Any]], None]
 
 
@@ -105,7 +105,7 @@ def train(settings: Settings, dataset: DatasetRef, model_cfg: ModelConfig,
         log.info("run %s already finished %d epochs: returning its result (%s)", run_id,
                  previous.epochs_completed, previous.checkpoint_uri)
         return previous
-    write_json(fs, f"{run_dir}/{RUN_FILE}", {
+    write_json_fs(fs, f"{run_dir}/{RUN_FILE}", {
         "run_id": run_id, "model_cfg": model_cfg.model_dump(mode="json"),
         "dataset_version": dataset.version, "dataset_uri": dataset.uri})
     deadline = time.time() + train_cfg.time_limit_s if train_cfg.time_limit_s else None
@@ -119,13 +119,13 @@ def train(settings: Settings, dataset: DatasetRef, model_cfg: ModelConfig,
     ref = _trained_ref(outcome, spec, dataset, ray_storage_uri=settings.s3_uri("ray"),
                        checkpoint_uri=f"s3://{outcome.checkpoint_path}/{CHECKPOINT_FILE}")
     # Python's json keeps NaN (e.g. loss_g of an epoch without a G step) readable.
-    write_json(fs, f"{run_dir}/{TRAINED_FILE}", ref.model_dump(mode="python"))
+    write_json_fs(fs, f"{run_dir}/{TRAINED_FILE}", ref.model_dump(mode="python"))
     return ref
 
 
 def _check_request(dataset: DatasetRef, model_cfg: ModelConfig, train_cfg: TrainConfig,
                    run_id: str) -> None:
-    if not RUN_ID_RE.match(run_id):
+    if not is_run_id(run_id):
         raise ValueError(f"run id {run_id!r} is not accepted: 1-64 letters, digits, '_' or '-', "
                          "starting with a letter or digit")
     per_worker_batch(train_cfg.batch_size, train_cfg.num_workers)
@@ -143,12 +143,12 @@ def _previous_result(fs: Any, run_dir: str, run_id: str, dataset: DatasetRef,
                      model_cfg: ModelConfig, train_cfg: TrainConfig) -> TrainedRef | None:
     """The finished result of this run id, or None to (re)start it; raises for a run id that
     diverged or was started with another model or dataset."""
-    diverged = read_json(fs, f"{run_dir}/{DIVERGED_FILE}")
+    diverged = read_json_fs(fs, f"{run_dir}/{DIVERGED_FILE}")
     if diverged is not None:
         raise TrainingDiverged(run_id, int(diverged["step"]),
                                f"{diverged['reason']} (an earlier attempt of this run id; "
                                "start a new run id to train again)")
-    started = read_json(fs, f"{run_dir}/{RUN_FILE}")
+    started = read_json_fs(fs, f"{run_dir}/{RUN_FILE}")
     if started is not None:
         model = model_cfg.model_dump(mode="json")
         diff = sorted(k for k in model if started["model_cfg"].get(k) != model[k])
@@ -157,7 +157,7 @@ def _previous_result(fs: Any, run_dir: str, run_id: str, dataset: DatasetRef,
                     f"dataset version {started['dataset_version']} (now {dataset.version})")
             raise ValueError(f"run id {run_id} was started with other {what}: its "
                              "checkpoints cannot continue this request; use a new run id")
-    trained = read_json(fs, f"{run_dir}/{TRAINED_FILE}")
+    trained = read_json_fs(fs, f"{run_dir}/{TRAINED_FILE}")
     if trained is None:
         return None
     ref = TrainedRef.model_validate(trained)
@@ -253,7 +253,7 @@ def run(spec: RunSpec, *, storage_root: str, address: str | None = None,
         try:
             result = _fit(trainer, queue, on_epoch)
         except TrainingFailedError as e:  # RAY
-            diverged = read_json(spec.run_fs, spec.file(DIVERGED_FILE))
+            diverged = read_json_fs(spec.run_fs, spec.file(DIVERGED_FILE))
             if diverged is not None:
                 raise TrainingDiverged(spec.run_id, int(diverged["step"]),
                                        str(diverged["reason"])) from None

@@ -20,7 +20,6 @@ What it is not: no GAN math (`gan.train.steps`, `gan.train.loop`), no Ray set-up
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import tempfile
@@ -35,9 +34,11 @@ import ray.train.torch  # RAY
 import torch
 from pyarrow import fs as pafs
 
-from gan.core.config import ModelConfig, Settings, TrainConfig
+from gan.core.config import ModelConfig, TrainConfig
 from gan.core.records import DatasetRef
+from gan.core.settings import Settings
 from gan.data.prepare import PreparedData, load_prepared
+from gan.io.jsonio import read_json_fs, write_json_fs
 from gan.io.storage import Storage
 from gan.train.checkpoint import save_checkpoint, state_from_checkpoint
 from gan.train.ddp import (
@@ -85,24 +86,6 @@ class RunSpec:
         return f"{self.run_dir}/{name}"
 
 
-# --------------------------------------------------------------------------- run files
-
-
-def read_json(fs: pafs.FileSystem, path: str) -> dict[str, Any] | None:
-    """The JSON object at `path`, or None when there is none."""
-    if fs.get_file_info(path).type != pafs.FileType.File:
-        return None
-    with fs.open_input_stream(path) as f:
-        return json.loads(f.read())
-
-
-def write_json(fs: pafs.FileSystem, path: str, obj: Any) -> None:
-    """Write `obj` as JSON (NaN allowed: Python's json reads it back)."""
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as f:
-        f.write(json.dumps(obj, indent=1, sort_keys=True).encode())
-
-
 # --------------------------------------------------------------------------- the worker
 
 
@@ -118,7 +101,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     tc = spec.train_cfg
     torch.set_num_threads(tc.cpus_per_worker)  # = the CPUs Ray reserved for this worker
     _quiet_ray_info_logs()
-    diverged = read_json(spec.run_fs, spec.file(DIVERGED_FILE))
+    diverged = read_json_fs(spec.run_fs, spec.file(DIVERGED_FILE))
     if diverged is not None:
         # An earlier attempt diverged and Ray restarted the group: stop, train nothing.
         return {"diverged": diverged} if rank == 0 else None
@@ -144,7 +127,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         pass
     except DivergenceError as e:
         # Tell the restarted group (and the driver) before Ray tears this group down.
-        write_json(spec.run_fs, spec.file(DIVERGED_FILE),
+        write_json_fs(spec.run_fs, spec.file(DIVERGED_FILE),
                    {"step": e.step, "reason": e.reason, "rank": rank, "epoch": state.epoch + 1})
         raise
     if rank != 0:
