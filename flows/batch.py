@@ -25,9 +25,14 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.retrain import retry_on_storage_error
+from gan.apps import anomaly, inpaint
+from gan.apps import inputs as app_inputs
+from gan.apps.augment import labelled_samples
 from gan.apps.latent_search import SearchConfig
 from gan.core.settings import Settings
+from gan.io.storage import Storage
 from gan.io.uri import storage_for
+from gan.registry.publish import load_generator
 
 IO_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [2, 5, 10],
                               "retry_condition_fn": retry_on_storage_error}
@@ -40,8 +45,6 @@ def list_inputs(settings: Settings, input_uri: str) -> list[str]:
         return [input_uri]
     if not input_uri.startswith("s3://"):
         raise ValueError(f"input {input_uri!r}: give an .npz file or an s3:// prefix")
-    from gan.io.storage import Storage
-
     keys = Storage.from_settings(settings).list_keys(input_uri.rstrip("/") + "/")
     found = [k for k in keys if k.endswith(".npz")]
     if not found:
@@ -62,29 +65,21 @@ def output_for(output_uri: str, input_uri: str, suffix: str, n_inputs: int) -> s
       persist_result=False, **IO_RETRIES)
 def score_file(settings: Settings, model_uri: str, input_uri: str, output_uri: str,
                search: SearchConfig, lam: float, device: str) -> dict[str, Any]:
-    from gan.apps.anomaly import score_file as score
-
-    return score(model_uri, input_uri, output_uri, settings=settings, cfg=search, lam=lam,
-                 device=device)
+    return anomaly.score_file(model_uri, input_uri, output_uri, settings=settings, cfg=search,
+                              lam=lam, device=device)
 
 
 @task(name="inpaint_file", task_run_name="inpaint {input_uri}", cache_policy=NO_CACHE,
       persist_result=False, **IO_RETRIES)
 def inpaint_file(settings: Settings, model_uri: str, input_uri: str, output_uri: str,
                  mask: str, search: SearchConfig, device: str) -> dict[str, Any]:
-    from gan.apps.inpaint import inpaint_file as fill
-
-    return fill(model_uri, input_uri, mask, out_png=None, out_npz=output_uri,
-                settings=settings, cfg=search, device=device)
+    return inpaint.inpaint_file(model_uri, input_uri, mask, out_png=None, out_npz=output_uri,
+                                settings=settings, cfg=search, device=device)
 
 
 @task(name="sample_dataset", cache_policy=NO_CACHE, persist_result=False, **IO_RETRIES)
 def sample_dataset(settings: Settings, model_uri: str, n_per_class: int, output_uri: str,
                    seed: int, device: str) -> dict[str, Any]:
-    from gan.apps import inputs as app_inputs
-    from gan.apps.augment import labelled_samples
-    from gan.registry.publish import load_generator
-
     G = load_generator(model_uri, settings=settings, device=device)
     x, y = labelled_samples(G, n_per_class, seed=seed)
     data = app_inputs.npz_bytes(x=x.numpy(), y=y.numpy())

@@ -44,9 +44,10 @@ def serve(*, name: str = DEPLOYMENT_NAME, cron: str | None = DEFAULT_CRON) -> No
     `cron` None: no schedule (runs start only from the UI or the API). At most one run at a
     time: a training run takes the machine's CPUs. The entrypoint is the module path
     `flows.retrain.retrain`, so runs work whatever this process's working directory."""
+    # lazy: Prefect reads its API URL once, at import; `gan serve` imports this module first
     from prefect.deployments.runner import EntrypointType
 
-    from flows.retrain import retrain
+    from flows.retrain import retrain  # lazy: Prefect (as above), torch, Ray, MLflow
 
     if cron is not None:
         check_cron(cron)

@@ -1,9 +1,10 @@
 """The retraining run's parameters outside the form: `gan retrain` options, run ids, messages.
 
 What this module is:
-  * `OPTION_FIELDS` / `params_from_options`: `gan retrain`'s flags → `RetrainParams` (the same
-    model the Prefect UI form is generated from), validated by pydantic, so a bad value fails
-    with the field's name before any work starts;
+  * `RETRAIN_OPTIONS` / `params_from_options`: `gan retrain`'s flags, declared once (flag,
+    RetrainParams field, help; type from the field) → `RetrainParams` (the same model the
+    Prefect UI form is generated from), validated by pydantic, so a bad value fails with the
+    field's name before any work starts;
   * `new_run_id(model_name)`: `<model name>-<UTC timestamp>-<short uuid>`, the id that names
     everything one run writes (Ray run, checkpoints, evaluation files, MLflow run).
 
@@ -14,36 +15,100 @@ from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from types import NoneType, UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import ValidationError
+from pydantic.fields import FieldInfo
 
 from gan.core.config import RetrainParams
 from gan.core.errors import explain
 from gan.core.ids import RUN_ID_MAX_LEN
 
-# CLI option (without `--`, `-` → `_`) → dotted RetrainParams field it sets.
-OPTION_FIELDS: dict[str, str] = {
-    "preset": "preset",
-    "source": "data.source",
-    "uri": "data.uri",
-    "epochs": "epochs",
-    "batch_size": "batch_size",
-    "lr_g": "lr_g",
-    "lr_d": "lr_d",
-    "arch": "arch",
-    "loss": "loss",
-    "conditional": "conditional",
-    "workers": "num_workers",
-    "gpu": "use_gpu",
-    "seed": "seed",
-    "model_name": "registry.model_name",
-    "run_id": "run_id",
-    "max_class_kl": "gate.max_class_kl",
-    "fid_margin": "gate.fid_margin",
-    "min_recall_ratio": "gate.min_recall_ratio",
-}
+
+@dataclass(frozen=True)
+class RetrainOption:
+    """One `gan retrain` option: its flag(s), the RetrainParams field it sets, its help.
+
+    Type and bounds come from the field (pydantic checks the value, naming the field); the
+    default is None, "keep the preset's value". `field` None: a plain flag, off by default,
+    that `params_from_options` handles itself (`--smoke`)."""
+
+    flags: str  # "--batch-size", or "--gpu/--cpu" for an on/off pair
+    field: str | None  # dotted RetrainParams field
+    help: str = ""  # empty: the field's description
+
+    @property
+    def name(self) -> str:
+        """The keyword of `params_from_options`: "--batch-size" → "batch_size"."""
+        return self.flags.split("/")[0].removeprefix("--").replace("-", "_")
+
+
+# `gan retrain`'s options, in --help order: to expose a RetrainParams field, add one row.
+RETRAIN_OPTIONS: tuple[RetrainOption, ...] = (
+    RetrainOption("--preset", "preset", "Starting recipe: default, seed or smoke; the options "
+                  "below override it."),
+    RetrainOption("--smoke", None, "Same as --preset smoke: tiny, fast."),
+    RetrainOption("--source", "data.source", "digits, mnist, fashion-mnist or npz."),
+    RetrainOption("--uri", "data.uri", "Where mnist/fashion-mnist IDX files or the .npz lie: "
+                  "local path, s3:// or http(s)://."),
+    RetrainOption("--epochs", "epochs"),
+    RetrainOption("--batch-size", "batch_size"),
+    RetrainOption("--lr-g", "lr_g"),
+    RetrainOption("--lr-d", "lr_d"),
+    RetrainOption("--arch", "arch", "mlp or dcgan."),
+    RetrainOption("--loss", "loss", "bce, ns, hinge or wgan-gp."),
+    RetrainOption("--conditional/--unconditional", "conditional",
+                  "Class-conditional generator or not."),
+    RetrainOption("--workers", "num_workers"),
+    RetrainOption("--gpu/--cpu", "use_gpu", "One GPU per worker, or CPU."),
+    RetrainOption("--seed", "seed"),
+    RetrainOption("--model-name", "registry.model_name", "Registered model name "
+                  "(default gan-<dataset>)."),
+    RetrainOption("--run-id", "run_id", "Names everything the run writes; reuse one to resume "
+                  "a stopped run."),
+    RetrainOption("--max-class-kl", "gate.max_class_kl", "Gate: max KL of real vs generated "
+                  "class shares."),
+    RetrainOption("--fid-margin", "gate.fid_margin", "Gate: FID must beat the champion's by "
+                  "this much."),
+    RetrainOption("--min-recall-ratio", "gate.min_recall_ratio", "Gate: recall must reach this "
+                  "share of real data's (catches mode collapse); 0 = off."),
+)
+# option keyword → dotted RetrainParams field it sets
+OPTION_FIELDS: dict[str, str] = {o.name: o.field for o in RETRAIN_OPTIONS if o.field}
+
+
+def field_info(dotted: str) -> FieldInfo:
+    """The pydantic field behind a dotted RetrainParams path ("gate.fid_margin")."""
+    model: Any = RetrainParams
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        model = model.model_fields[p].annotation
+    return model.model_fields[leaf]
+
+
+def option_type(option: RetrainOption) -> Any:
+    """The Python type of an option's value: the field's type without None (a Literal of
+    names: str); `bool` for a `field`-less flag."""
+    if option.field is None:
+        return bool
+    annotation = field_info(option.field).annotation
+    if get_origin(annotation) in (Union, UnionType):
+        annotation = next(a for a in get_args(annotation) if a is not NoneType)
+    if get_origin(annotation) is Literal:
+        return type(get_args(annotation)[0])
+    return annotation
+
+
+def option_help(option: RetrainOption) -> str:
+    """The row's help, else the field's description."""
+    if option.help or option.field is None:
+        return option.help
+    return field_info(option.field).description or ""
+
+
 
 
 class ParamsError(ValueError):

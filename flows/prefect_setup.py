@@ -43,7 +43,7 @@ def use_api(settings: Settings) -> str:
     os.environ["PREFECT_API_URL"] = url
     if "prefect.context" in sys.modules:
         # Prefect already read its settings (imported earlier): make it read them again.
-        from prefect.context import refresh_global_settings_context
+        from prefect.context import refresh_global_settings_context  # lazy: see above
 
         refresh_global_settings_context()
     return url
@@ -51,8 +51,8 @@ def use_api(settings: Settings) -> str:
 
 def credentials_block(settings: Settings) -> AwsCredentials:
     """An AwsCredentials block for the pipeline's S3 endpoint (unsaved)."""
-    from prefect_aws import AwsCredentials
-    from prefect_aws.client_parameters import AwsClientParameters
+    from prefect_aws import AwsCredentials  # lazy: imports Prefect (before use_api) and boto3
+    from prefect_aws.client_parameters import AwsClientParameters  # lazy: as above
 
     endpoint, key, secret = settings.require_s3()
     return AwsCredentials(
@@ -78,8 +78,8 @@ def ensure_result_storage(settings: Settings) -> S3Bucket:
 
     Idempotent and cheap when nothing changed (two reads). A concurrent saver writes the same
     values, so `overwrite=True` makes the race harmless."""
-    from prefect_aws import AwsCredentials
-    from prefect_aws.s3 import S3Bucket
+    from prefect_aws import AwsCredentials  # lazy: imports Prefect (before use_api) and boto3
+    from prefect_aws.s3 import S3Bucket  # lazy: as above
 
     creds = credentials_block(settings)
     try:

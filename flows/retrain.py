@@ -36,7 +36,9 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import INPUTS, NO_CACHE, CachePolicy
+from prefect.client.orchestration import get_client
 from prefect.context import TaskRunContext
+from prefect.runtime import flow_run
 
 from flows import params as P
 from flows import summary
@@ -44,9 +46,14 @@ from flows.prefect_setup import RESULT_STORAGE, ensure_result_storage
 from gan.core.config import DataConfig, EvalConfig, ModelConfig, RetrainParams, TrainConfig
 from gan.core.records import DatasetRef, ModelRef, Report, TrainedRef
 from gan.core.settings import Settings
+from gan.data import prepare as data
 from gan.data.fingerprint import source_files, source_fingerprint
+from gan.eval import evaluate as ev
 from gan.io.storage import ObjectMissing, Storage, StorageError
 from gan.io.uri import storage_for
+from gan.registry import publish as registry
+from gan.train.ddp import format_progress
+from gan.train.ray import driver as distributed
 
 
 class RetrainFailed(RuntimeError):
@@ -97,8 +104,6 @@ class SourceContent(CachePolicy):
       retries=3, retry_delay_seconds=[2, 5, 10], retry_condition_fn=retry_on_storage_error)
 def prepare_data(settings: Settings, cfg: DataConfig) -> DatasetRef:
     """Source → validated, versioned dataset in the bucket (written once, then reused)."""
-    from gan.data import prepare as data
-
     return data.prepare(cfg, Storage.from_settings(settings))
 
 
@@ -107,8 +112,6 @@ def prepare_data(settings: Settings, cfg: DataConfig) -> DatasetRef:
 def train(settings: Settings, dataset: DatasetRef, model_cfg: ModelConfig,
           train_cfg: TrainConfig, run_id: str) -> TrainedRef:
     """Ray Train on the dataset; live progress in a progress artifact."""
-    from gan.train.ray import driver as distributed
-
     progress = EpochProgress(run_id, train_cfg.epochs)
     try:
         return distributed.train(settings, dataset, model_cfg, train_cfg, run_id=run_id,
@@ -125,8 +128,6 @@ def train(settings: Settings, dataset: DatasetRef, model_cfg: ModelConfig,
 def evaluate(settings: Settings, dataset: DatasetRef, trained: TrainedRef,
              cfg: EvalConfig) -> Report:
     """Judge, metrics against the real-data floors, pictures, report in the bucket."""
-    from gan.eval import evaluate as ev
-
     return ev.evaluate(Storage.from_settings(settings), dataset, trained, cfg)
 
 
@@ -135,8 +136,6 @@ def evaluate(settings: Settings, dataset: DatasetRef, trained: TrainedRef,
 def register(settings: Settings, params: RetrainParams, configs: dict[str, Any],
              dataset: DatasetRef, trained: TrainedRef, report: Report) -> ModelRef:
     """MLflow run + model version (@challenger); the gate decides @champion."""
-    from gan.registry import publish as registry
-
     return registry.register(
         settings, run_id=trained.run_id, params=configs, trained=trained, report=report,
         dataset=dataset, gate_cfg=params.gate, model_name=params.model_name,
@@ -184,8 +183,6 @@ class EpochProgress:
             progress=0.0, description=f"training run {run_id}: starting")
 
     def __call__(self, metrics: dict[str, Any]) -> None:
-        from gan.train.ddp import format_progress
-
         line = format_progress(metrics, self.total)
         self.log.info(line)
         done = min(100.0, 100.0 * float(metrics.get("epoch", 0)) / max(self.total, 1))
@@ -224,16 +221,12 @@ def _champion_metrics(settings: Settings, model: ModelRef) -> dict[str, float] |
     version = model.decision.champion_version
     if not version:
         return None
-    from gan.registry import publish as registry
-
     tags = registry.client(settings).get_model_version(model.name, version).tags
     return registry.metrics_from_tags(tags)
 
 
 def _lineage() -> dict[str, str]:
     """MLflow run tags pointing back at this Prefect flow run."""
-    from prefect.runtime import flow_run
-
     tags = {"prefect.flow_run_id": str(flow_run.id or ""),
             "prefect.flow_run_url": str(flow_run.ui_url or "")}
     return {k: v for k, v in tags.items() if v}
@@ -241,9 +234,6 @@ def _lineage() -> dict[str, str]:
 
 def _name_flow_run(run_id: str) -> None:
     """Name the flow run after the run id, so the UI lists runs by what they wrote."""
-    from prefect.client.orchestration import get_client
-    from prefect.runtime import flow_run
-
     if flow_run.id and flow_run.name != run_id:
         with get_client(sync_client=True) as client:
             client.update_flow_run(flow_run.id, name=run_id)

@@ -33,6 +33,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from gan.cli.common import check_device, fail, load_settings, stdout
 from gan.core.errors import explain
+from gan.core.settings import SettingsError
+from gan.io.storage import StorageError
 
 MODEL_HELP = ("Model URI: models:/<name>@champion, models:/<name>/<version>, runs:/<run>/generator "
               "or a local MLflow model directory.")
@@ -66,11 +68,9 @@ def _search_cfg(steps: int, lr: float, restarts: int, batch_size: int, seed: int
 
 
 def _app_errors() -> tuple[type[Exception], ...]:
-    from gan.apps.inputs import InputError
-    from gan.core.settings import SettingsError
-    from gan.io.storage import StorageError
-    from gan.registry.model_format import BundleError
-    from gan.registry.publish import RegistryError
+    from gan.apps.inputs import InputError  # lazy: torch
+    from gan.registry.model_format import BundleError  # lazy: MLflow, torch
+    from gan.registry.publish import RegistryError  # lazy: MLflow, torch
 
     return (InputError, RegistryError, BundleError, SettingsError, StorageError, ValueError)
 
@@ -95,7 +95,7 @@ def anomaly(
     check_device(device)
     cfg = _search_cfg(steps, lr, restarts, batch_size, seed)
     settings = load_settings()
-    from gan.apps.anomaly import score_file
+    from gan.apps.anomaly import score_file  # lazy: torch, MLflow
 
     try:
         with progress_bar("latent search") as bar:
@@ -139,7 +139,7 @@ def inpaint(
         raise fail(f"--weighting must be plain or weighted, got {weighting!r}", code=2)
     cfg = _search_cfg(steps, lr, restarts, batch_size, seed)
     settings = load_settings()
-    from gan.apps.inpaint import inpaint_file
+    from gan.apps.inpaint import inpaint_file  # lazy: torch, MLflow
 
     try:
         with progress_bar("latent search") as bar:
@@ -166,6 +166,35 @@ def command_line(name: str, opts: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def device_option(help: str = "torch device.") -> Any:
+    return typer.Option("cpu", "--device", help=help)
+
+
+def threads_option() -> Any:
+    return typer.Option(0, "--threads", min=0, help="torch CPU threads (0: torch's default).")
+
+
+def json_option() -> Any:
+    return typer.Option(None, "--json", help="Also write the result here.")
+
+
+def _study(name: str, title: str, opts: dict[str, Any],
+           run: Callable[[Callable[[int, int], None] | None], dict[str, Any]], *, device: str,
+           threads: int, json_out: str | None, searches: bool = True) -> None:
+    """The end of every `*-eval` command: `run(progress)` the study (with a progress bar when
+    it `searches` latents; library errors: one red line, exit 1), then print its table under
+    the command line that reproduces it and write `--json`."""
+    _threads(threads)
+    try:
+        with progress_bar("latent search") if searches else contextlib.nullcontext() as bar:
+            res = run(bar)
+    except _app_errors() as e:
+        raise fail(str(e)) from None
+    cmd = command_line(name, {**opts, "--device": device if device != "cpu" else None,
+                              "--threads": threads})
+    _report(res, title, cmd, json_out)
+
+
 def _report(result: dict[str, Any], title: str, command: str, json_out: str | None) -> None:
     console = stdout()
     result = {"command": command, **result}
@@ -179,10 +208,14 @@ def _report(result: dict[str, Any], title: str, command: str, json_out: str | No
         console.print(f"\nwrote {escape(json_out)}")
 
 
+def _echo(message: str) -> None:
+    stdout().print(escape(message))
+
+
 def _threads(n: int) -> None:
     """torch's CPU threads for this command (0: leave torch's default)."""
     if n:
-        import torch
+        import torch  # lazy: torch takes seconds to import
 
         torch.set_num_threads(n)
 
@@ -194,29 +227,22 @@ def augment_eval(
     k: int = typer.Option(0, "--k-per-class", min=0, help="Generated images per class "
                           "(0: 50 quick, 100 full)."),
     fraction: float = typer.Option(0.1, "--fraction", help="Share of the real train split."),
-    device: str = typer.Option("cpu", "--device", help="torch device of the generator."),
-    threads: int = typer.Option(0, "--threads", min=0, help="torch CPU threads (0: torch's "
-                                "default)."),
-    json_out: str | None = typer.Option(None, "--json", help="Also write the result here."),
+    device: str = device_option("torch device of the generator."),
+    threads: int = threads_option(),
+    json_out: str | None = json_option(),
 ) -> None:
     """Table (1): judge holdout accuracy on a small real subset with and without samples."""
     check_device(device)
-    _threads(threads)
     settings = load_settings()
-    from gan.apps.studies.runs import run_augment
+    from gan.apps.studies.runs import run_augment  # lazy: torch, MLflow
 
-    try:
-        res = run_augment(model, settings=settings, quick=quick,
-                          seeds=list(range(seeds)) or None, k_per_class=k or None,
-                          fraction=fraction, device=device,
-                          echo=lambda m: stdout().print(escape(m)))
-    except _app_errors() as e:
-        raise fail(str(e)) from None
-    cmd = command_line("augment-eval", {"--model": model, "--quick": quick, "--seeds": seeds,
-                                        "--k-per-class": k, "--fraction": fraction,
-                                        "--device": device if device != "cpu" else None,
-                                        "--threads": threads})
-    _report(res, "Augmentation: judge holdout accuracy", cmd, json_out)
+    _study("augment-eval", "Augmentation: judge holdout accuracy",
+           {"--model": model, "--quick": quick, "--seeds": seeds, "--k-per-class": k,
+            "--fraction": fraction},
+           lambda _: run_augment(model, settings=settings, quick=quick,
+                                 seeds=list(range(seeds)) or None, k_per_class=k or None,
+                                 fraction=fraction, device=device, echo=_echo),
+           device=device, threads=threads, json_out=json_out, searches=False)
 
 
 def anomaly_eval(
@@ -232,39 +258,29 @@ def anomaly_eval(
     encoder_epochs: int | None = typer.Option(None, "--encoder-epochs", min=0, help="f-AnoGAN "
                                               "encoder epochs (default 10 quick, 40 full; 0: "
                                               "no f-AnoGAN column)."),
-    device: str = typer.Option("cpu", "--device", help="torch device."),
-    threads: int = typer.Option(0, "--threads", min=0, help="torch CPU threads (0: torch's "
-                                "default)."),
-    json_out: str | None = typer.Option(None, "--json", help="Also write the result here."),
+    device: str = device_option(),
+    threads: int = threads_option(),
+    json_out: str | None = json_option(),
 ) -> None:
     """Table (2): one-class AUROC per digit, AnoGAN vs PCA and kNN on the same split."""
     check_device(device)
-    _threads(threads)
     try:
         picked = [int(c) for c in classes.split(",")] if classes else None
     except ValueError:
         raise fail(f"--classes must be integers separated by commas, got {classes!r}",
                         code=2) from None
     settings = load_settings() if model else None
-    from gan.apps.studies.runs import run_anomaly
+    from gan.apps.studies.runs import run_anomaly  # lazy: torch, MLflow
 
-    try:
-        with progress_bar("latent search") as bar:
-            res = run_anomaly(model, settings=settings, quick=quick, classes=picked,
-                              epochs=epochs or None, steps=steps or None,
-                              test_limit=test_limit or None, encoder_epochs=encoder_epochs,
-                              device=device, progress=bar,
-                              echo=lambda m: stdout().print(escape(m)))
-    except _app_errors() as e:
-        raise fail(str(e)) from None
-    cmd = command_line("anomaly-eval", {"--model": model, "--quick": quick, "--classes": classes,
-                                        "--epochs": epochs, "--steps": steps,
-                                        "--test-limit": test_limit,
-                                        "--encoder-epochs": None if encoder_epochs is None
-                                        else str(encoder_epochs),
-                                        "--device": device if device != "cpu" else None,
-                                        "--threads": threads})
-    _report(res, "Anomaly detection: one-class AUROC", cmd, json_out)
+    _study("anomaly-eval", "Anomaly detection: one-class AUROC",
+           {"--model": model, "--quick": quick, "--classes": classes, "--epochs": epochs,
+            "--steps": steps, "--test-limit": test_limit,
+            "--encoder-epochs": None if encoder_epochs is None else str(encoder_epochs)},
+           lambda bar: run_anomaly(model, settings=settings, quick=quick, classes=picked,
+                                   epochs=epochs or None, steps=steps or None,
+                                   test_limit=test_limit or None, encoder_epochs=encoder_epochs,
+                                   device=device, progress=bar, echo=_echo),
+           device=device, threads=threads, json_out=json_out)
 
 
 def inpaint_eval(
@@ -273,29 +289,21 @@ def inpaint_eval(
     mask: str = typer.Option("center", "--mask", help="center, boxes or a mask file."),
     n: int = typer.Option(0, "--n", min=0, help="Holdout images (0: 60 quick, all full)."),
     steps: int = typer.Option(0, "--steps", min=0, help="Search steps (0: default)."),
-    device: str = typer.Option("cpu", "--device", help="torch device."),
-    threads: int = typer.Option(0, "--threads", min=0, help="torch CPU threads (0: torch's "
-                                "default)."),
-    json_out: str | None = typer.Option(None, "--json", help="Also write the result here."),
+    device: str = device_option(),
+    threads: int = threads_option(),
+    json_out: str | None = json_option(),
 ) -> None:
     """Table (3): MSE / PSNR on the hole and judge accuracy, GAN vs mean vs NN fill."""
     check_device(device)
-    _threads(threads)
     settings = load_settings()
-    from gan.apps.studies.runs import run_inpaint
+    from gan.apps.studies.runs import run_inpaint  # lazy: torch, MLflow
 
-    try:
-        with progress_bar("latent search") as bar:
-            res = run_inpaint(model, settings=settings, quick=quick, mask=mask, n=n or None,
-                              steps=steps or None, device=device, progress=bar,
-                              echo=lambda m: stdout().print(escape(m)))
-    except _app_errors() as e:
-        raise fail(str(e)) from None
-    cmd = command_line("inpaint-eval", {"--model": model, "--quick": quick, "--mask": mask,
-                                        "--n": n, "--steps": steps,
-                                        "--device": device if device != "cpu" else None,
-                                        "--threads": threads})
-    _report(res, "Inpainting", cmd, json_out)
+    _study("inpaint-eval", "Inpainting",
+           {"--model": model, "--quick": quick, "--mask": mask, "--n": n, "--steps": steps},
+           lambda bar: run_inpaint(model, settings=settings, quick=quick, mask=mask,
+                                   n=n or None, steps=steps or None, device=device,
+                                   progress=bar, echo=_echo),
+           device=device, threads=threads, json_out=json_out)
 
 
 def register(app: typer.Typer) -> None:

@@ -11,7 +11,10 @@ below the stack section that loads settings, calls the library and prints the re
 
 from __future__ import annotations
 
+import inspect
 import json
+from collections.abc import Callable
+from importlib.metadata import version as pkg_version
 from typing import Any
 
 import typer
@@ -19,6 +22,19 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from flows.deploy import DeployError, check_cron
+from flows.deploy import serve as serve_deployment
+from flows.params import (
+    RETRAIN_OPTIONS,
+    ParamsError,
+    new_run_id,
+    option_help,
+    option_type,
+    params_from_options,
+    resolve,
+)
+from flows.prefect_setup import use_api
+from flows.summary import mlflow_links
 from gan.cli import apps as apps_cli
 from gan.cli.common import check_device, fail, load_settings, stdout
 from gan.core.settings import Settings, SettingsError
@@ -103,48 +119,29 @@ def _print_status(st: dict[str, Any], console: Console) -> None:
 # retrain / serve / sample / bench: one function each, added by their issues.
 
 
-@app.command()
-def retrain(
-    preset: str | None = typer.Option(None, "--preset", help="Starting recipe: default, seed "
-                                      "or smoke; the options below override it."),
-    smoke: bool = typer.Option(False, "--smoke", help="Same as --preset smoke: tiny, fast."),
-    source: str | None = typer.Option(None, "--source", help="digits, mnist, fashion-mnist "
-                                      "or npz."),
-    uri: str | None = typer.Option(None, "--uri", help="Where mnist/fashion-mnist IDX files or "
-                                   "the .npz lie: local path, s3:// or http(s)://."),
-    epochs: int | None = typer.Option(None, "--epochs", help="Training epochs."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Global batch size."),
-    lr_g: float | None = typer.Option(None, "--lr-g", help="Generator learning rate."),
-    lr_d: float | None = typer.Option(None, "--lr-d", help="Discriminator learning rate."),
-    arch: str | None = typer.Option(None, "--arch", help="mlp or dcgan."),
-    loss: str | None = typer.Option(None, "--loss", help="bce, ns, hinge or wgan-gp."),
-    conditional: bool | None = typer.Option(None, "--conditional/--unconditional",
-                                            help="Class-conditional generator or not."),
-    workers: int | None = typer.Option(None, "--workers", help="Ray Train workers."),
-    gpu: bool | None = typer.Option(None, "--gpu/--cpu", help="One GPU per worker, or CPU."),
-    seed: int | None = typer.Option(None, "--seed", help="Training seed."),
-    model_name: str | None = typer.Option(None, "--model-name", help="Registered model name "
-                                          "(default gan-<dataset>)."),
-    run_id: str | None = typer.Option(None, "--run-id", help="Names everything the run writes; "
-                                      "reuse one to resume a stopped run."),
-    max_class_kl: float | None = typer.Option(None, "--max-class-kl", help="Gate: max KL of "
-                                              "real vs generated class shares."),
-    fid_margin: float | None = typer.Option(None, "--fid-margin", help="Gate: FID must beat "
-                                            "the champion's by this much."),
-    min_recall_ratio: float | None = typer.Option(
-        None, "--min-recall-ratio", help="Gate: recall must reach this share of real data's "
-        "(catches mode collapse); 0 = off."),
-) -> None:
-    """Run the retraining flow now, recorded on the configured Prefect server."""
-    from flows.params import ParamsError, new_run_id, params_from_options, resolve
+def _retrain_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give `command(**options)` `gan retrain`'s options, one per row of
+    `flows.params.RETRAIN_OPTIONS`: flag and help from the row, type from the RetrainParams
+    field, default None (the preset's value; a field-less flag: False)."""
+    params = []
+    for opt in RETRAIN_OPTIONS:
+        kind = option_type(opt)
+        default = False if opt.field is None else None
+        params.append(inspect.Parameter(
+            opt.name, inspect.Parameter.KEYWORD_ONLY,
+            default=typer.Option(default, opt.flags, help=option_help(opt)),
+            annotation=kind if opt.field is None else kind | None))
+    command.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}  # what typer reads too
+    return command
 
+
+@app.command()
+@_retrain_options
+def retrain(**options: Any) -> None:
+    """Run the retraining flow now, recorded on the configured Prefect server."""
     try:  # every value is checked (pydantic, naming the field) before anything starts
-        params = params_from_options(
-            smoke=smoke, preset=preset, source=source, uri=uri, epochs=epochs,
-            batch_size=batch_size, lr_g=lr_g, lr_d=lr_d, arch=arch, loss=loss,
-            conditional=conditional, workers=workers, gpu=gpu, seed=seed,
-            model_name=model_name, run_id=run_id, max_class_kl=max_class_kl,
-            fid_margin=fid_margin, min_recall_ratio=min_recall_ratio)
+        params = params_from_options(**options)
         resolve(params)  # cross-field rules (e.g. dcgan needs image_size % 4 == 0)
     except ParamsError as e:
         raise fail(str(e), code=2) from None
@@ -154,14 +151,12 @@ def retrain(
     params = params.model_copy(update={"run_id": params.run_id or new_run_id(params.model_name)})
     console = stdout()
     try:
-        from flows.prefect_setup import use_api
-
         api = use_api(settings)  # before anything reads Prefect's settings
     except SettingsError as e:
         raise fail(str(e), code=2) from None
     console.print(f"retraining run {params.run_id} (preset {params.preset}, data "
                   f"{escape(params.data.source)}), Prefect API {escape(api)}")
-    from flows.retrain import retrain as retrain_flow
+    from flows.retrain import retrain as retrain_flow  # lazy: Prefect, torch, Ray, MLflow
 
     state = retrain_flow(params, return_state=True)
     if not state.is_completed():
@@ -174,8 +169,6 @@ def retrain(
 
 def _print_model(model: Any, settings: Settings, console: Console, flow_run_url: str) -> None:
     """The registered version, the gate's verdict and where to look."""
-    from flows.summary import mlflow_links
-
     links = mlflow_links(settings.mlflow_tracking_uri, model)
     verdict = ("[green]champion[/green] (promoted)" if model.champion
                else "[yellow]not promoted[/yellow] (stays challenger)")
@@ -203,14 +196,9 @@ def serve(
     """Serve the retrain deployment until stopped: scheduled and UI-started runs execute here."""
     settings = load_settings()
     try:
-        from flows.prefect_setup import use_api
-
         use_api(settings)  # before anything imports Prefect, which reads it once
     except SettingsError as e:
         raise fail(str(e), code=2) from None
-    from flows.deploy import DeployError, check_cron
-    from flows.deploy import serve as serve_deployment
-
     try:
         schedule = None if no_schedule else check_cron(cron)
     except DeployError as e:
@@ -233,9 +221,9 @@ def sample(
 ) -> None:
     """Draw samples from a published generator: a PNG grid and/or an .npz for augmentation."""
     # Imported here: MLflow and torch take seconds to import, which `gan --help` should not pay.
-    from gan.apps import sampling
-    from gan.registry.model_format import BundleError
-    from gan.registry.publish import RegistryError
+    from gan.apps import sampling  # lazy: torch
+    from gan.registry.model_format import BundleError  # lazy: MLflow, torch
+    from gan.registry.publish import RegistryError  # lazy: MLflow, torch
 
     try:  # the request is checked before anything is fetched
         sampling.check_request(n, out=out, npz=npz, label=label)
@@ -263,7 +251,7 @@ def bench(
                                "warm-up."),
 ) -> None:
     """Images/s of the training step: bare PyTorch, in-process loop, Ray Train 1 and 2 workers."""
-    from gan.tools.bench import BenchConfig, format_table, run_bench
+    from gan.tools.bench import BenchConfig, format_table, run_bench  # lazy: torch, Ray
 
     unknown = [m for m in model if m not in ("seed", "default")]
     if unknown:
@@ -311,8 +299,6 @@ def data_upload(
 @app.command()
 def version() -> None:
     """Print the package version."""
-    from importlib.metadata import version as pkg_version
-
     typer.echo(pkg_version("gan-retrain"))
 
 

@@ -7,7 +7,7 @@ goes to a log file, and a pid record (pid, start time, command line, URL) lets a
 prove that a pid is still the process it started before signalling it: a reused pid has another
 start time or command line and is never touched.
 
-What it is not: it knows no service (see `gan.stack.supervisor`) and reads no setting.
+What it is not: it knows no service (see `gan.stack.services`) and reads no setting.
 """
 
 from __future__ import annotations

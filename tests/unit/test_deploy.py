@@ -16,7 +16,7 @@ from flows.deploy import (
     deployment_health_url,
 )
 from gan.cli.main import app
-from gan.stack import supervisor as stack
+from gan.stack import services
 
 
 def test_cron_is_checked_and_named():
@@ -33,7 +33,7 @@ def test_health_url_is_the_deployment_by_name():
 def test_stack_serves_the_deployment_with_its_own_prefect(settings_env):
     settings_env.set(GAN_S3_PORT="20000", GAN_MLFLOW_PORT="21000", GAN_PREFECT_PORT="21001")
     s = settings_env.load()
-    svc = {x.name: x for x in stack.plan(s, ("KEYID", "SECRETVALUE"))}
+    svc = {x.name: x for x in services.plan(s, ("KEYID", "SECRETVALUE"))}
     serve = svc["serve"]
     assert serve.argv[0].endswith("gan")
     assert tuple(serve.argv[1:]) == ("serve", "--cron", "0 3 * * *")
@@ -50,19 +50,19 @@ def test_stack_serves_the_deployment_with_its_own_prefect(settings_env):
                                          ("0 */6 * * *", ("--cron", "0 */6 * * *"))])
 def test_serve_schedule_follows_gan_serve_cron(settings_env, cron, args):
     settings_env.set(GAN_SERVE_CRON=cron)
-    serve = {x.name: x for x in stack.plan(settings_env.load(), ("K", "S"))}["serve"]
+    serve = {x.name: x for x in services.plan(settings_env.load(), ("K", "S"))}["serve"]
     assert tuple(serve.argv[1:]) == ("serve", *args)
 
 
 def test_external_prefect_gets_no_served_deployment(settings_env):
     settings_env.set(PREFECT_API_URL="http://prefect.example:4200/api")
-    assert "serve" not in {x.name for x in stack.plan(settings_env.load())}
+    assert "serve" not in {x.name for x in services.plan(settings_env.load())}
 
 
 def test_external_store_keys_reach_the_served_flows(settings_env):
     settings_env.set(GAN_S3_ENDPOINT_URL="https://minio.example:9000",
                      AWS_ACCESS_KEY_ID="K", AWS_SECRET_ACCESS_KEY="S")
-    serve = {x.name: x for x in stack.plan(settings_env.load(), ("K", "S"))}["serve"]
+    serve = {x.name: x for x in services.plan(settings_env.load(), ("K", "S"))}["serve"]
     assert (serve.env["AWS_ACCESS_KEY_ID"], serve.env["AWS_SECRET_ACCESS_KEY"]) == ("K", "S")
 
 

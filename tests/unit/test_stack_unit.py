@@ -19,9 +19,9 @@ import psutil
 import pytest
 
 from gan.io.jsonio import write_json
-from gan.stack import procs
+from gan.stack import procs, services
 from gan.stack import supervisor as stack
-from gan.stack.supervisor import StackError
+from gan.stack.services import StackError
 
 
 def _by_name(services):
@@ -31,7 +31,7 @@ def _by_name(services):
 def test_plan_binds_loopback_and_derives_weed_ports(settings_env):
     settings_env.set(GAN_S3_PORT="20000", GAN_MLFLOW_PORT="21000", GAN_PREFECT_PORT="21001")
     s = settings_env.load()
-    svc = _by_name(stack.plan(s, ("KEYID", "SECRETVALUE")))
+    svc = _by_name(services.plan(s, ("KEYID", "SECRETVALUE")))
     assert list(svc) == ["s3", "mlflow", "prefect", "serve"]  # serve: with a local Prefect
     weed = svc["s3"]
     assert sorted(p.number for p in weed.ports) == [*range(20000, 20005), *range(30000, 30005)]
@@ -61,7 +61,7 @@ def test_external_services_are_not_started(settings_env):
     settings_env.set(GAN_S3_ENDPOINT_URL="https://minio.example:9000",
                      MLFLOW_TRACKING_URI="http://mlflow.example:5000",
                      PREFECT_API_URL="http://prefect.example:4200/api")
-    svc = _by_name(stack.plan(settings_env.load()))
+    svc = _by_name(services.plan(settings_env.load()))
     assert all(s.external and not s.argv and not s.ports for s in svc.values())
     assert svc["s3"].url == "https://minio.example:9000"
 
@@ -74,7 +74,7 @@ def test_urls_of_this_stack_are_not_external(settings_env):
     (home / "stack.json").write_text(json.dumps({"prefect_api_url": "http://127.0.0.1:4999/api"}))
     settings_env.set(GAN_MLFLOW_PORT="21000", MLFLOW_TRACKING_URI="http://127.0.0.1:21000",
                      GAN_PREFECT_PORT="21001")
-    svc = _by_name(stack.plan(settings_env.load()))
+    svc = _by_name(services.plan(settings_env.load()))
     assert not svc["mlflow"].external and not svc["prefect"].external
     assert svc["prefect"].url == "http://127.0.0.1:21001/api"
 
@@ -82,22 +82,22 @@ def test_urls_of_this_stack_are_not_external(settings_env):
 def test_s3_port_too_high_is_named(settings_env):
     settings_env.set(GAN_S3_PORT="60000")
     with pytest.raises(StackError, match="GAN_S3_PORT=60000.*at most 55531"):
-        stack.plan(settings_env.load())
+        services.plan(settings_env.load())
 
 
 def test_port_clash_between_services_is_named(settings_env):
     settings_env.set(GAN_S3_PORT="20000", GAN_MLFLOW_PORT="20001")
     with pytest.raises(StackError, match=r"port 20001 .*GAN_S3_PORT.*GAN_MLFLOW_PORT"):
-        stack._check_port_plan(stack.plan(settings_env.load()))
+        stack._check_port_plan(services.plan(settings_env.load()))
 
 
 def test_busy_messages_name_port_and_variable():
-    assert stack.Port(5000, "MLflow", "GAN_MLFLOW_PORT").busy_message() == (
+    assert services.Port(5000, "MLflow", "GAN_MLFLOW_PORT").busy_message() == (
         "port 5000 (MLflow) is in use; set GAN_MLFLOW_PORT to a free port")
 
 def test_busy_derived_weed_port_explains_the_scheme(settings_env):
     settings_env.set(GAN_S3_PORT="20000")
-    weed = stack.plan(settings_env.load())[0]
+    weed = services.plan(settings_env.load())[0]
     msgs = {p.number: p.busy_message() for p in weed.ports}
     assert msgs[20000] == "port 20000 (SeaweedFS S3) is in use; set GAN_S3_PORT to a free port"
     assert msgs[30001] == (
@@ -107,15 +107,15 @@ def test_busy_derived_weed_port_explains_the_scheme(settings_env):
 
 def test_credentials_generated_once_private_and_reused(tmp_path: Path):
     path = tmp_path / "credentials.json"
-    keys = stack.ensure_credentials(path)
+    keys = services.ensure_credentials(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert len(keys[0]) == 20 and len(keys[1]) >= 40 and keys[0] != keys[1]
     assert json.loads(path.read_text()) == {"access_key_id": keys[0], "secret_access_key": keys[1]}
-    assert stack.ensure_credentials(path) == keys
-    other = stack.ensure_credentials(tmp_path / "other.json")
+    assert services.ensure_credentials(path) == keys
+    other = services.ensure_credentials(tmp_path / "other.json")
     assert other != keys  # random, no well-known default
     path.chmod(0o644)
-    stack.ensure_credentials(path)
+    services.ensure_credentials(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
@@ -123,10 +123,10 @@ def test_broken_credentials_file_is_named(tmp_path: Path):
     path = tmp_path / "credentials.json"
     path.write_text('{"access_key_id": "x"}')
     with pytest.raises(StackError, match="credentials.json lacks 'secret_access_key'"):
-        stack.ensure_credentials(path)
+        services.ensure_credentials(path)
     path.write_text("{oops")
     with pytest.raises(StackError, match="credentials.json is not valid JSON"):
-        stack.ensure_credentials(path)
+        services.ensure_credentials(path)
 
 
 # --------------------------------------------------------------------------- processes
