@@ -1,11 +1,12 @@
 """The judge: a small CNN classifier whose penultimate layer is the evaluation feature space.
 
-What this module is: the judge network (`JudgeNet`), its deterministic training on a prepared
-dataset's train split (`train_judge`), its holdout-accuracy check (`check_judge`, raising
-`JudgeError`) and its cache in object storage, one judge per dataset version
-(`s3://<bucket>/judges/<dataset_version>/`: `judge.safetensors` first, `judge.json` last, so a
-reader that finds the JSON finds complete weights). Inception weights cannot be downloaded here
-and do not fit 28×28 digits, so FID/KID/IS are computed in this classifier's feature space.
+What this module is: the judge (its network, `JudgeNet`, is in `gan.nets.judge_net`), its
+deterministic training on a prepared dataset's train split (`train_judge`), its holdout-accuracy
+check (`check_judge`, raising `JudgeError`) and its cache in object storage, one judge per
+dataset version (`s3://<bucket>/judges/<dataset_version>/`: `judge.safetensors` first,
+`judge.json` last, so a reader that finds the JSON finds complete weights). Inception weights
+cannot be downloaded here and do not fit 28×28 digits, so FID/KID/IS are computed in this
+classifier's feature space.
 
 What it is not: no metric math (see `gan.eval.metrics`), no pictures, no MLflow.
 """
@@ -21,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 import safetensors.torch
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from gan.core.config import EvalConfig
+from gan.nets.judge_net import FeatureExtractor, JudgeArch, JudgeNet, LogitsExtractor
 
 if TYPE_CHECKING:
     from gan.data.prepare import PreparedData
@@ -36,82 +38,6 @@ META_FILE = "judge.json"
 
 class JudgeError(RuntimeError):
     """The judge cannot be trusted (holdout accuracy under the threshold) or its cache is bad."""
-
-
-@dataclass(frozen=True)
-class JudgeArch:
-    """Everything needed to rebuild a `JudgeNet`; stored in judge.json."""
-
-    channels: int
-    image_size: int
-    num_classes: int
-    width: int = 16
-    feature_dim: int = 64
-
-
-def _conv(c_in: int, c_out: int) -> list[nn.Module]:
-    # BatchNorm makes the judge converge in few epochs and much less seed-dependent.
-    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
-
-
-class JudgeNet(nn.Module):
-    """Three conv blocks → 4×4 pooled map → `feature_dim` features (ReLU) → class logits.
-
-    Kept small on purpose (≈2 M multiply-adds per 28×28 image) so it trains in seconds on
-    two CPU cores; the adaptive pool lets the same net take any `image_size`.
-    """
-
-    def __init__(self, arch: JudgeArch) -> None:
-        super().__init__()
-        w = arch.width
-        self.arch = arch
-        self.body = nn.Sequential(
-            *_conv(arch.channels, w), nn.MaxPool2d(2),  # (B, w, H/2, W/2)
-            *_conv(w, 2 * w), nn.MaxPool2d(2),  # (B, 2w, H/4, W/4)
-            *_conv(2 * w, 4 * w), nn.AdaptiveAvgPool2d(4),  # (B, 4w, 4, 4)
-            nn.Flatten(),  # (B, 64w)
-            nn.Linear(64 * w, arch.feature_dim), nn.ReLU(),  # (B, F): the metric feature space
-        )
-        self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(arch.feature_dim, arch.num_classes))
-        # Set after training so that mean(f²) = 1 on the train split: KID's polynomial kernel
-        # (f·g/F + 1)³ is then well conditioned (raw activations made it vary by ±10 per subset).
-        self.register_buffer("feature_scale", torch.ones(()))
-
-    def features(self, x: Tensor) -> Tensor:
-        """(B, C, H, W) in [-1, 1] → (B, feature_dim), scaled by `feature_scale`."""
-        return self.body(x) * self.feature_scale
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, C, H, W) in [-1, 1] → (B, num_classes) logits."""
-        return self.head(self.body(x))
-
-
-class FeatureExtractor(nn.Module):
-    """The judge's penultimate layer as torchmetrics' custom `feature` module.
-
-    torchmetrics reads `num_features` instead of probing with a dummy uint8 image, and passes
-    our float images in [-1, 1] through unchanged when a custom module is used.
-    """
-
-    def __init__(self, net: JudgeNet) -> None:
-        super().__init__()
-        self.net = net
-        self.num_features = net.arch.feature_dim
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net.features(x.float())  # (B, F)
-
-
-class LogitsExtractor(nn.Module):
-    """The judge's logits, the `feature` module of torchmetrics' InceptionScore."""
-
-    def __init__(self, net: JudgeNet) -> None:
-        super().__init__()
-        self.net = net
-        self.num_features = net.arch.num_classes
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x.float())  # (B, K)
 
 
 @dataclass

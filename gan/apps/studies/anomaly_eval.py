@@ -33,10 +33,11 @@ from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
 from gan.apps.anomaly import ANOGAN_LAMBDA, anogan_scores, knn_scores, pca_scores
-from gan.apps.fanogan import Encoder, EncoderConfig, fanogan_scores, train_encoder
+from gan.apps.fanogan import EncoderConfig, fanogan_scores, train_encoder
 from gan.apps.latent_search import SearchConfig
 from gan.core.config import ModelConfig, TrainConfig, resolve_configs
 from gan.data.prepare import PreparedData
+from gan.nets.encoder import Encoder
 from gan.nets.models import Discriminator, Generator
 from gan.train.loop import train_local
 from gan.train.steps import unwrap
