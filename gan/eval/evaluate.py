@@ -217,7 +217,7 @@ def evaluate_generator(
     `compute_floors` or its cache) is computed here when not given. Raises `JudgeError` when the
     judge's holdout accuracy is under `cfg.min_judge_accuracy`.
     """
-    check_judge(judge, cfg)
+    check_judge(judge, cfg.min_judge_accuracy)
     if len(data.x_holdout) < MIN_HOLDOUT:
         raise ValueError(f"dataset {data.name!r} has {len(data.x_holdout)} holdout images; "
                          f"evaluation needs at least {MIN_HOLDOUT} (raise data.limit or "

@@ -114,7 +114,7 @@ def _validate_data(data: PreparedData) -> None:
 
 def train_judge(
     data: PreparedData,
-    cfg: EvalConfig,
+    epochs: int,
     seed: int = 0,
     *,
     arch: JudgeArch | None = None,
@@ -122,11 +122,14 @@ def train_judge(
     lr: float = 2e-3,
     max_shift: int = 2,
 ) -> Judge:
-    """Train a judge on `data`'s train split; deterministic for a seed (CPU).
+    """Train a judge on `data`'s train split for `epochs` epochs (`eval.judge_epochs`);
+    deterministic for a seed (CPU).
 
     Holdout accuracy is measured and stored on the judge; it is not checked here (see
     `check_judge`), so a bad judge can still be inspected.
     """
+    if epochs < 1:
+        raise ValueError(f"the judge needs at least one epoch, got {epochs}")
     _validate_data(data)
     _, c, h, w = data.x_train.shape
     if h != w:
@@ -141,11 +144,11 @@ def train_judge(
         net = JudgeNet(arch)
         opt = torch.optim.Adam(net.parameters(), lr=lr)
         x, y = data.x_train.float(), data.y_train.long()
-        steps = cfg.judge_epochs * -(-len(x) // batch_size)
+        steps = epochs * -(-len(x) // batch_size)
         # Cosine decay to zero: the last epochs settle instead of bouncing between minima.
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
         net.train()
-        for _ in range(cfg.judge_epochs):
+        for _ in range(epochs):
             order = torch.randperm(len(x), generator=gen)
             for idx in order.split(batch_size):
                 xb = _random_shift(x[idx], max_shift, gen) if max_shift else x[idx]
@@ -159,7 +162,7 @@ def train_judge(
         raw = torch.cat([net.body(b) for b in data.x_train.float().split(512)])  # (N, F)
         net.feature_scale.fill_(float(raw.square().mean().clamp(min=1e-12).rsqrt()))
     judge = Judge(net=net, accuracy=0.0, dataset_version=data.version, seed=seed,
-                  epochs=cfg.judge_epochs, train_seconds=time.perf_counter() - start)
+                  epochs=epochs, train_seconds=time.perf_counter() - start)
     judge.accuracy = holdout_accuracy(judge, data)
     return judge
 
@@ -170,12 +173,13 @@ def holdout_accuracy(judge: Judge, data: PreparedData) -> float:
     return float((pred == data.y_holdout.long()).float().mean())
 
 
-def check_judge(judge: Judge, cfg: EvalConfig) -> None:
-    """Raise `JudgeError` when the judge's holdout accuracy is under the configured minimum."""
-    if not judge.accuracy >= cfg.min_judge_accuracy:
+def check_judge(judge: Judge, min_accuracy: float) -> None:
+    """Raise `JudgeError` when the judge's holdout accuracy is under `min_accuracy`
+    (`eval.min_judge_accuracy`)."""
+    if not judge.accuracy >= min_accuracy:
         raise JudgeError(
             f"judge for dataset version {judge.dataset_version!r} has holdout accuracy "
-            f"{judge.accuracy:.4f}, below eval.min_judge_accuracy={cfg.min_judge_accuracy}: "
+            f"{judge.accuracy:.4f}, below eval.min_judge_accuracy={min_accuracy}: "
             "its features cannot be trusted to score generators"
         )
 
@@ -264,7 +268,7 @@ def get_or_train_judge(storage: Storage, data: PreparedData, cfg: EvalConfig, *,
     if judge is not None:
         judge.meta["reused"] = True
     else:
-        judge = train_judge(data, cfg, seed)
+        judge = train_judge(data, cfg.judge_epochs, seed)
         weights, meta = judge_to_bytes(judge)
         meta["dataset_name"] = data.name
         meta["n_train"], meta["n_holdout"] = len(data.x_train), len(data.x_holdout)
@@ -273,5 +277,5 @@ def get_or_train_judge(storage: Storage, data: PreparedData, cfg: EvalConfig, *,
                           json.dumps(meta, indent=2, sort_keys=True).encode(),
                           "application/json")  # ... JSON last: its presence means complete
         judge.meta = {**meta, "reused": False, "trained_because": why}
-    check_judge(judge, cfg)
+    check_judge(judge, cfg.min_judge_accuracy)
     return judge

@@ -211,14 +211,14 @@ def judge_for(data: PreparedData, cfg: EvalConfig, out_dir: Path, *, seed: int =
             except JudgeError as e:
                 log(f"cached judge unusable ({e}); retraining")
     if judge is None:
-        judge = train_judge(data, cfg, seed)
+        judge = train_judge(data, cfg.judge_epochs, seed)
         weights, meta = judge_to_bytes(judge)
         folder.mkdir(parents=True, exist_ok=True)
         weights_file.write_bytes(weights)
         meta_file.write_text(json.dumps(meta, indent=2, sort_keys=True))  # JSON last
         judge.meta = meta
         log(f"judge trained: holdout accuracy {judge.accuracy:.4f} in {judge.train_seconds:.1f}s")
-    check_judge(judge, cfg)
+    check_judge(judge, cfg.min_judge_accuracy)
     return judge
 
 
