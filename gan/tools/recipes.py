@@ -43,14 +43,7 @@ from gan.core.config import (
 )
 from gan.data.prepare import PreparedData, prepare_arrays
 from gan.eval.evaluate import PICTURE_FILES, compute_floors, evaluate_generator
-from gan.eval.judge import (
-    Judge,
-    JudgeError,
-    check_judge,
-    judge_from_bytes,
-    judge_to_bytes,
-    train_judge,
-)
+from gan.eval.judge import FolderFiles, Judge, cached_judge
 from gan.train.checkpoint import save_checkpoint
 from gan.train.loop import DivergenceError, train_local
 from gan.train.state import TrainState, make_state
@@ -199,27 +192,9 @@ def judge_for(data: PreparedData, cfg: EvalConfig, out_dir: Path, *, seed: int =
               log: Log = print) -> Judge:
     """The judge of `data` cached under `out_dir/judge/` (same version, seed and epochs), or a
     newly trained and cached one. Raises JudgeError when its accuracy is under the minimum."""
-    folder = out_dir / "judge"
-    meta_file, weights_file = folder / "judge.json", folder / "judge.safetensors"
-    judge = None
-    if meta_file.exists() and weights_file.exists():
-        meta = json.loads(meta_file.read_text())
-        if (meta.get("dataset_version"), meta.get("seed"), meta.get("epochs")) == (
-                data.version, seed, cfg.judge_epochs):
-            try:
-                judge = judge_from_bytes(weights_file.read_bytes(), meta, str(folder))
-            except JudgeError as e:
-                log(f"cached judge unusable ({e}); retraining")
-    if judge is None:
-        judge = train_judge(data, cfg.judge_epochs, seed)
-        weights, meta = judge_to_bytes(judge)
-        folder.mkdir(parents=True, exist_ok=True)
-        weights_file.write_bytes(weights)
-        meta_file.write_text(json.dumps(meta, indent=2, sort_keys=True))  # JSON last
-        judge.meta = meta
-        log(f"judge trained: holdout accuracy {judge.accuracy:.4f} in {judge.train_seconds:.1f}s")
-    check_judge(judge, cfg.min_judge_accuracy)
-    return judge
+    return cached_judge(FolderFiles(out_dir / "judge"), data, epochs=cfg.judge_epochs,
+                        min_accuracy=cfg.min_judge_accuracy, seed=seed, same_epochs=True,
+                        log=log)
 
 
 # --------------------------------------------------------------------------- training
