@@ -44,6 +44,12 @@ from gan.core.config import (
 from gan.data.prepare import PreparedData, prepare_arrays
 from gan.eval.evaluate import PICTURE_FILES, compute_floors, evaluate_generator
 from gan.eval.judge import FolderFiles, Judge, cached_judge
+from gan.train.budget import (
+    MAX_BUDGET_EPOCHS,
+    epochs_for_budget,
+    images_trained,
+    train_for_budget,
+)
 from gan.train.checkpoint import save_checkpoint
 from gan.train.loop import DivergenceError, train_local
 from gan.train.state import TrainState, make_state
@@ -143,14 +149,6 @@ def pick(names: str | Sequence[str]) -> list[Candidate]:
     return [known[n] for n in wanted]
 
 
-def epochs_for_budget(budget_s: float, images_per_s: float, n_train: int, batch_size: int) -> int:
-    """Whole epochs that fit `budget_s` at `images_per_s` (at least 1); whole batches only."""
-    per_epoch = max(n_train // batch_size, 1) * min(batch_size, n_train)
-    if not (images_per_s > 0 and budget_s > 0):
-        raise ValueError(f"budget_s {budget_s} and images_per_s {images_per_s} must be > 0")
-    return max(1, int(budget_s * images_per_s // per_epoch))
-
-
 # --------------------------------------------------------------------------- calibration
 
 
@@ -165,7 +163,7 @@ def calibrate(cands: Sequence[Candidate], data: PreparedData, *, epochs: int = 4
         state = train_local(data, model_cfg, train_cfg)
         cpu_s = time.process_time() - cpu0
         rates = [float(h["images_per_s"]) for h in state.history]
-        n_img = sum(h["images_per_s"] * h["epoch_time_s"] for h in state.history)
+        n_img = images_trained(state.history)
         wall = statistics.median(rates[1:] or rates)
         row = {"name": cand.name, "threads": torch.get_num_threads(), "epochs_run": epochs,
                "images_per_s": round(wall, 1), "cpu_images_per_s": round(n_img / cpu_s, 1),
@@ -219,18 +217,15 @@ def train_candidate(cand: Candidate, data: PreparedData, *, epochs: int | None =
             log(f"  {cand.name} epoch {m['epoch']}: loss_d {m['loss_d']:.3f} loss_g "
                 f"{m['loss_g']:.3f} {m['images_per_s']:.0f} img/s")
 
+    run_cfg = train_cfg if budget_s is None else train_cfg.model_copy(
+        update={"epochs": MAX_BUDGET_EPOCHS})  # a budget, not the epochs, ends the run
     try:
-        if budget_s is None:
-            train_local(data, model_cfg, train_cfg, report, state=state)
-        else:  # one epoch per call: the state continues where it stopped
-            while time.perf_counter() - t0 < budget_s and state.epoch < 10_000:
-                step_cfg = train_cfg.model_copy(update={"epochs": state.epoch + 1})
-                train_local(data, model_cfg, step_cfg, report, state=state)
+        train_for_budget(data, model_cfg, run_cfg, report, time_budget_s=budget_s, state=state)
     except DivergenceError as e:
         diverged = str(e)
         log(f"  {cand.name}: {e}")
     train_s = time.perf_counter() - t0
-    n_img = sum(h["images_per_s"] * h["epoch_time_s"] for h in state.history)
+    n_img = images_trained(state.history)
     summary = {"name": cand.name, "note": cand.note, "epochs": state.epoch,
                "train_s": round(train_s, 1), "images_per_s": round(n_img / max(train_s, 1e-9), 1),
                "threads": torch.get_num_threads(), "diverged": diverged,

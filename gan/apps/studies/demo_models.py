@@ -5,8 +5,6 @@ What this module is:
     (the same pyfunc bundle `gan.registry.publish` logs: EMA generator + discriminator,
     safetensors), so
     `gan.registry.publish.load_generator(<dir>)` works without a tracking server.
-  * `train_for_budget(data, model_cfg, train_cfg, time_budget_s)`: `gan.train.loop.train_local`
-    stopped after the first epoch that ends past a wall-clock budget (whole epochs only).
   * `train_demo_generator(out_dir, ...)`: a conditional generator on the bundled digits with
     `PRESETS["default"]`, for the augmentation and inpainting evaluations
     (`python -m gan.apps.studies.demo_models OUT_DIR`).
@@ -26,13 +24,9 @@ from typing import Any
 import torch
 
 from gan.core.config import DataConfig, ModelConfig, TrainConfig, resolve_configs
-from gan.data.prepare import PreparedData, prepare_arrays
-from gan.train.loop import train_local
-from gan.train.state import TrainState, make_state
-
-
-class _Budget(Exception):
-    """Raised from the report callback to stop training between two epochs."""
+from gan.data.prepare import prepare_arrays
+from gan.train.budget import train_for_budget
+from gan.train.state import TrainState
 
 
 def save_model_dir(path: str | Path, state: TrainState, *, meta: dict[str, Any] | None = None
@@ -51,27 +45,6 @@ def save_model_dir(path: str | Path, state: TrainState, *, meta: dict[str, Any] 
                                  unwrap(state.D), meta=info)
         mm.save_bundle_model(path, bundle, metadata=info)
     return path
-
-
-def train_for_budget(data: PreparedData, model_cfg: ModelConfig, train_cfg: TrainConfig, *,
-                     time_budget_s: float | None = None,
-                     on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainState:
-    """`train_local` for `train_cfg.epochs` epochs, or fewer: it stops after the first epoch
-    that ends past `time_budget_s` seconds (the state is then consistent: whole epochs)."""
-    state = make_state(model_cfg, train_cfg)
-    t0 = time.perf_counter()
-
-    def report(metrics: dict[str, Any], checkpoint: Any) -> None:
-        if on_epoch is not None:
-            on_epoch(metrics)
-        if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
-            raise _Budget
-
-    try:
-        train_local(data, model_cfg, train_cfg, report, state=state)
-    except _Budget:
-        pass
-    return state
 
 
 def tiny_recipe(conditional: bool = True, epochs: int = 3, seed: int = 0
@@ -96,8 +69,9 @@ def train_demo_generator(out_dir: str | Path, *, epochs: int | None = None,
     model_cfg, train_cfg = resolve_configs("default", train=over)
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
-        state = train_for_budget(data, model_cfg, train_cfg, time_budget_s=time_budget_s,
-                                 on_epoch=on_epoch)
+        state = train_for_budget(data, model_cfg, train_cfg,
+                                 None if on_epoch is None else lambda m, _ck: on_epoch(m),
+                                 time_budget_s=time_budget_s)
     return save_model_dir(out_dir, state, meta={
         "preset": "default", "epochs_planned": train_cfg.epochs,
         "train_seconds": round(time.perf_counter() - t0, 1), "dataset": data.name})
