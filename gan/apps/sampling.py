@@ -110,6 +110,7 @@ def sample_to_files(model_uri: str, n: int, *, out: str | Path | None = None,
                     settings: Settings | None = None,
                     device: torch.device | str = "cpu") -> dict[str, object]:
     """`gan sample`: check, load `model_uri`, draw, write; returns a summary for printing."""
+    # lazy: gan.registry loads MLflow (≈2 s); `gan sample` checks the request before that
     from gan.registry.publish import load_generator
 
     check_request(n, out=out, npz=npz, label=label)

@@ -15,6 +15,8 @@ What it is not: no evaluation (`gan.apps.studies.runs`), no registry server call
 
 from __future__ import annotations
 
+import argparse
+import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,13 +29,13 @@ from gan.core.config import DataConfig, ModelConfig, TrainConfig, resolve_config
 from gan.data.prepare import prepare_arrays
 from gan.train.budget import train_for_budget
 from gan.train.state import TrainState
+from gan.train.steps import unwrap
 
 
 def save_model_dir(path: str | Path, state: TrainState, *, meta: dict[str, Any] | None = None
                    ) -> Path:
     """Write `state`'s published generator (EMA when kept) and D as an MLflow pyfunc model."""
-    from gan.registry import model_format as mm
-    from gan.train.steps import unwrap
+    from gan.registry import model_format as mm  # lazy: gan.registry loads MLflow (≈2 s)
 
     path = Path(path)
     if path.exists():
@@ -81,9 +83,6 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m gan.apps.studies.demo_models OUT_DIR [--epochs N] [--budget S] [--threads T]`:
     train the
     demo generator (`PRESETS["default"]`) and save it as an MLflow model directory."""
-    import argparse
-    import json
-
     ap = argparse.ArgumentParser(prog="python -m gan.apps.studies.demo_models",
                                  description=main.__doc__)
     ap.add_argument("out_dir", help="new MLflow model directory to write")
