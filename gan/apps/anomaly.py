@@ -115,7 +115,7 @@ def pca_scores(train: Tensor, test: Tensor, n_components: float | int = 0.9) -> 
     """PCA reconstruction error Σ(x − x̂)² of test images, PCA fitted on train images.
 
     `n_components` as scikit-learn takes it: a share of variance (0.9) or a count."""
-    from sklearn.decomposition import PCA
+    from sklearn.decomposition import PCA  # lazy: scikit-learn (≈1.5 s) for this baseline only
 
     pca = PCA(n_components=n_components, svd_solver="full", random_state=0).fit(_flat(train))
     t = _flat(test)
@@ -125,7 +125,7 @@ def pca_scores(train: Tensor, test: Tensor, n_components: float | int = 0.9) -> 
 
 def knn_scores(train: Tensor, test: Tensor, k: int = 1) -> np.ndarray:
     """Mean Euclidean pixel distance of each test image to its k nearest train images."""
-    from sklearn.neighbors import NearestNeighbors
+    from sklearn.neighbors import NearestNeighbors  # lazy: scikit-learn, this baseline only
 
     nn_ = NearestNeighbors(n_neighbors=min(k, len(train))).fit(_flat(train))
     dist, _ = nn_.kneighbors(_flat(test))
@@ -144,6 +144,7 @@ def score_file(model_uri: str, input_uri: str, out_uri: str, *, settings: Settin
     CSV columns: index, score, residual, feature, and `label` (best class, conditional models)
     and `y` (the file's label) when known. Returns a summary for printing.
     """
+    # lazy: gan.registry loads MLflow (≈2 s), needed only once a model is fetched
     from gan.registry.publish import load_discriminator, load_generator
 
     storage = storage_for(settings, model_uri, input_uri, out_uri)

@@ -32,7 +32,6 @@ from sklearn.model_selection import train_test_split
 from torch import Tensor
 
 from gan.apps.sampling import generate
-from gan.core.config import EvalConfig
 from gan.data.prepare import PreparedData
 from gan.eval.judge import train_judge
 from gan.nets.models import Generator
@@ -121,8 +120,7 @@ def evaluate_augmentation(data: PreparedData, G: Generator, *, fraction: float =
             x, y = sets[arm]
             epochs[arm] = matched_epochs(judge_epochs, n_ref, len(x))
             sizes[arm] = len(x)
-            cfg = EvalConfig(judge_epochs=epochs[arm], min_judge_accuracy=0.0)
-            judge = train_judge(_with_train(data, x, y), cfg, seed=seed)
+            judge = train_judge(_with_train(data, x, y), epochs[arm], seed=seed)
             acc[arm].append(judge.accuracy)
             if on_run is not None:
                 on_run(seed, arm, judge.accuracy)

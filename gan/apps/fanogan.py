@@ -2,8 +2,8 @@
 
 What this module is (Schlegl et al. 2019, "f-AnoGAN: Fast unsupervised anomaly detection with
 generative adversarial networks", the izi_f variant):
-  * `Encoder`: x (N, C, H, W) → z (N, latent_dim), a small DCGAN-style conv net. No tanh on
-    the output: our latents are N(0, 1), not the paper's U(−1, 1).
+  * `Encoder` (in `gan.nets.encoder`): x (N, C, H, W) → z (N, latent_dim), a small DCGAN-style
+    conv net. No tanh on the output: our latents are N(0, 1), not the paper's U(−1, 1).
   * `train_encoder(G, D, x, y)`: G and D frozen, E trained on (normal) training images to
     minimise the izi_f loss  (1/n)·‖x − G(E(x))‖² + κ·(1/n_f)·‖f(x) − f(G(E(x)))‖²,
     f = `D.features` (the discriminator's penultimate layer), κ = 1 as in the paper.
@@ -24,10 +24,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from pydantic import Field
-from torch import Tensor, nn
+from torch import Tensor
 
 from gan.apps.latent_search import frozen
 from gan.core.config import Frozen
+from gan.nets.encoder import Encoder
 from gan.nets.models import Discriminator, Generator
 
 KAPPA = 1.0  # Schlegl et al. 2019, eq. 4: weight of the feature residual
@@ -42,27 +43,6 @@ class EncoderConfig(Frozen):
     base_channels: int = Field(32, ge=4, le=512, description="Width of the first conv.")
     kappa: float = Field(KAPPA, ge=0.0, description="Weight of the feature residual.")
     seed: int = Field(0, ge=0, description="Seed of the init and the shuffling.")
-
-
-class Encoder(nn.Module):
-    """(C, H, W) → Conv → (c, H/2, W/2) → Conv → (2c, H/4, W/4) → Linear → latent_dim."""
-
-    def __init__(self, *, image_shape: tuple[int, int, int], latent_dim: int,
-                 base_channels: int = 32) -> None:
-        super().__init__()
-        c_img, h, w = image_shape
-        if h % 4 or w % 4:
-            raise ValueError(f"the encoder needs H and W divisible by 4, got {h}×{w}")
-        c = base_channels
-        self.net = nn.Sequential(
-            nn.Conv2d(c_img, c, 4, 2, 1), nn.LeakyReLU(0.2),  # (B, c, H/2, W/2)
-            nn.Conv2d(c, 2 * c, 4, 2, 1), nn.BatchNorm2d(2 * c), nn.LeakyReLU(0.2),
-            nn.Flatten(),  # (B, 2c·H/4·W/4)
-            nn.Linear(2 * c * (h // 4) * (w // 4), latent_dim),  # (B, latent_dim)
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
 
 
 def izi_f_terms(G: Generator, D: Discriminator, E: Encoder, x: Tensor, y: Tensor | None

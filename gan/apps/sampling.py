@@ -24,7 +24,7 @@ from torch import Tensor
 
 from gan.core.settings import Settings
 from gan.eval import pictures
-from gan.nets.models import Generator, sample_latent
+from gan.nets.models import Generator, sample_images
 
 MAX_SAMPLES = 100_000  # (100000, 1, 28, 28) float32 is 314 MB: beyond this, ask for batches
 BATCH = 1024
@@ -74,20 +74,11 @@ def labels_for(generator: Generator, n: int, label: int | None) -> Tensor | None
 
 def generate(generator: Generator, n: int, *, seed: int = 0, label: int | None = None,
              batch: int = BATCH) -> Samples:
-    """n seeded samples on the generator's device, returned on CPU as float32."""
+    """n seeded samples (`gan.nets.models.sample_images`), on CPU as float32."""
     if not 1 <= n <= MAX_SAMPLES:
         raise SamplingError(f"n must lie in [1, {MAX_SAMPLES}], got {n}")
     y = labels_for(generator, n, label)
-    dev = next(generator.parameters()).device
-    gen = torch.Generator().manual_seed(seed)  # CPU stream: same samples on any device
-    z = sample_latent(n, generator.latent_dim, gen)  # (n, latent_dim)
-    chunks = []
-    generator.eval()
-    with torch.inference_mode():
-        for i in range(0, n, batch):
-            yb = None if y is None else y[i:i + batch].to(dev)
-            chunks.append(generator(z[i:i + batch].to(dev), yb).float().cpu())  # (b, C, H, W)
-    return Samples(x=torch.cat(chunks), y=y)
+    return Samples(x=sample_images(generator, n, seed, y, batch_size=batch), y=y)
 
 
 def grid_columns(generator: Generator, n: int) -> int:
@@ -119,6 +110,7 @@ def sample_to_files(model_uri: str, n: int, *, out: str | Path | None = None,
                     settings: Settings | None = None,
                     device: torch.device | str = "cpu") -> dict[str, object]:
     """`gan sample`: check, load `model_uri`, draw, write; returns a summary for printing."""
+    # lazy: gan.registry loads MLflow (≈2 s); `gan sample` checks the request before that
     from gan.registry.publish import load_generator
 
     check_request(n, out=out, npz=npz, label=label)

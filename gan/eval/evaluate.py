@@ -37,7 +37,7 @@ from gan.eval.judge import (
     judge_prefix,
     train_judge,
 )
-from gan.nets.models import sample_latent
+from gan.nets.models import sample_images
 from gan.train.checkpoint import generator_from_checkpoint, load_checkpoint
 
 if TYPE_CHECKING:
@@ -74,31 +74,6 @@ def proportional_labels(p_real: Tensor, n: int, seed: int) -> Tensor:
     counts[torch.argsort(raw - counts, descending=True)[:short]] += 1
     labels = torch.repeat_interleave(torch.arange(len(p_real)), counts)  # (n,)
     return labels[torch.randperm(n, generator=torch.Generator().manual_seed(seed))]
-
-
-@torch.no_grad()
-def generate(generator: nn.Module, n: int, seed: int, labels: Tensor | None = None,
-             batch_size: int = 256) -> Tensor:
-    """n samples (n, C, H, W) from seeded latents z ~ N(0, I); `labels` (n,) for conditional G."""
-    latent_dim = getattr(generator, "latent_dim", None)
-    if not isinstance(latent_dim, int):
-        raise ValueError(f"generator {type(generator).__name__} has no int `latent_dim`")
-    z = sample_latent(n, latent_dim, torch.Generator().manual_seed(seed))  # (n, Z) on CPU
-    param = next(generator.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    was_training = generator.training
-    generator.eval()
-    try:
-        out = []
-        for i in range(0, n, batch_size):
-            zb = z[i:i + batch_size].to(device)
-            if labels is None:
-                out.append(generator(zb).float().cpu())
-            else:
-                out.append(generator(zb, labels[i:i + batch_size].to(device)).float().cpu())
-    finally:
-        generator.train(was_training)
-    return torch.cat(out)
 
 
 def _checked(fake: Tensor, like: Tensor) -> tuple[Tensor, float]:
@@ -189,7 +164,7 @@ def make_pictures(generator: nn.Module, data: PreparedData, fake: Tensor, fake_c
     if getattr(generator, "conditional", False):
         rows = min(data.num_classes, side)
         labels = torch.arange(rows).repeat_interleave(side)  # (rows·10,) row r = class r
-        grid, _ = _checked(generate(generator, len(labels), seed + 1, labels), data.x_train)
+        grid, _ = _checked(sample_images(generator, len(labels), seed + 1, labels), data.x_train)
     else:
         grid = fake[: side * side]
     k = min(side * side, len(data.x_holdout), len(fake))
@@ -218,7 +193,7 @@ def evaluate_generator(
     `compute_floors` or its cache) is computed here when not given. Raises `JudgeError` when the
     judge's holdout accuracy is under `cfg.min_judge_accuracy`.
     """
-    check_judge(judge, cfg)
+    check_judge(judge, cfg.min_judge_accuracy)
     if len(data.x_holdout) < MIN_HOLDOUT:
         raise ValueError(f"dataset {data.name!r} has {len(data.x_holdout)} holdout images; "
                          f"evaluation needs at least {MIN_HOLDOUT} (raise data.limit or "
@@ -230,7 +205,7 @@ def evaluate_generator(
     p_real = M.class_shares(data.y_train, data.num_classes)  # (K,)
     conditional = bool(getattr(generator, "conditional", False))
     labels = proportional_labels(p_real, n, cfg.seed) if conditional else None
-    fake, nonfinite = _checked(generate(generator, n, cfg.seed, labels), data.x_train)
+    fake, nonfinite = _checked(sample_images(generator, n, cfg.seed, labels), data.x_train)
     predicted = judge.predict(fake)  # (n,)
     stats = M.class_stats(predicted, p_real, cfg.class_share_threshold)
     metrics = sample_metrics(judge, data.x_holdout.float(), fake, cfg.seed)

@@ -1,11 +1,13 @@
 """The judge: a small CNN classifier whose penultimate layer is the evaluation feature space.
 
-What this module is: the judge network (`JudgeNet`), its deterministic training on a prepared
-dataset's train split (`train_judge`), its holdout-accuracy check (`check_judge`, raising
-`JudgeError`) and its cache in object storage, one judge per dataset version
-(`s3://<bucket>/judges/<dataset_version>/`: `judge.safetensors` first, `judge.json` last, so a
-reader that finds the JSON finds complete weights). Inception weights cannot be downloaded here
-and do not fit 28×28 digits, so FID/KID/IS are computed in this classifier's feature space.
+What this module is: the judge (its network, `JudgeNet`, is in `gan.nets.judge_net`), its
+deterministic training on a prepared dataset's train split (`train_judge`), its holdout-accuracy
+check (`check_judge`, raising `JudgeError`) and its cache (`cached_judge`: `judge.safetensors`
+first, `judge.json` last, so a reader that finds the JSON finds complete weights), in object
+storage one judge per dataset version (`get_or_train_judge`: `s3://<bucket>/judges/<version>/`)
+or in a local folder (`FolderFiles`, the recipe runner's). Inception weights
+cannot be downloaded here and do not fit 28×28 digits, so FID/KID/IS are computed in this
+classifier's feature space.
 
 What it is not: no metric math (see `gan.eval.metrics`), no pictures, no MLflow.
 """
@@ -15,15 +17,18 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import safetensors.torch
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from gan.core.config import EvalConfig
+from gan.nets.judge_net import FeatureExtractor, JudgeArch, JudgeNet, LogitsExtractor
 
 if TYPE_CHECKING:
     from gan.data.prepare import PreparedData
@@ -32,86 +37,11 @@ if TYPE_CHECKING:
 JUDGE_FORMAT = 1  # bump when judge.json's meaning changes; older caches are then retrained
 WEIGHTS_FILE = "judge.safetensors"
 META_FILE = "judge.json"
+Log = Callable[[str], None]
 
 
 class JudgeError(RuntimeError):
     """The judge cannot be trusted (holdout accuracy under the threshold) or its cache is bad."""
-
-
-@dataclass(frozen=True)
-class JudgeArch:
-    """Everything needed to rebuild a `JudgeNet`; stored in judge.json."""
-
-    channels: int
-    image_size: int
-    num_classes: int
-    width: int = 16
-    feature_dim: int = 64
-
-
-def _conv(c_in: int, c_out: int) -> list[nn.Module]:
-    # BatchNorm makes the judge converge in few epochs and much less seed-dependent.
-    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
-
-
-class JudgeNet(nn.Module):
-    """Three conv blocks → 4×4 pooled map → `feature_dim` features (ReLU) → class logits.
-
-    Kept small on purpose (≈2 M multiply-adds per 28×28 image) so it trains in seconds on
-    two CPU cores; the adaptive pool lets the same net take any `image_size`.
-    """
-
-    def __init__(self, arch: JudgeArch) -> None:
-        super().__init__()
-        w = arch.width
-        self.arch = arch
-        self.body = nn.Sequential(
-            *_conv(arch.channels, w), nn.MaxPool2d(2),  # (B, w, H/2, W/2)
-            *_conv(w, 2 * w), nn.MaxPool2d(2),  # (B, 2w, H/4, W/4)
-            *_conv(2 * w, 4 * w), nn.AdaptiveAvgPool2d(4),  # (B, 4w, 4, 4)
-            nn.Flatten(),  # (B, 64w)
-            nn.Linear(64 * w, arch.feature_dim), nn.ReLU(),  # (B, F): the metric feature space
-        )
-        self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(arch.feature_dim, arch.num_classes))
-        # Set after training so that mean(f²) = 1 on the train split: KID's polynomial kernel
-        # (f·g/F + 1)³ is then well conditioned (raw activations made it vary by ±10 per subset).
-        self.register_buffer("feature_scale", torch.ones(()))
-
-    def features(self, x: Tensor) -> Tensor:
-        """(B, C, H, W) in [-1, 1] → (B, feature_dim), scaled by `feature_scale`."""
-        return self.body(x) * self.feature_scale
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, C, H, W) in [-1, 1] → (B, num_classes) logits."""
-        return self.head(self.body(x))
-
-
-class FeatureExtractor(nn.Module):
-    """The judge's penultimate layer as torchmetrics' custom `feature` module.
-
-    torchmetrics reads `num_features` instead of probing with a dummy uint8 image, and passes
-    our float images in [-1, 1] through unchanged when a custom module is used.
-    """
-
-    def __init__(self, net: JudgeNet) -> None:
-        super().__init__()
-        self.net = net
-        self.num_features = net.arch.feature_dim
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net.features(x.float())  # (B, F)
-
-
-class LogitsExtractor(nn.Module):
-    """The judge's logits, the `feature` module of torchmetrics' InceptionScore."""
-
-    def __init__(self, net: JudgeNet) -> None:
-        super().__init__()
-        self.net = net
-        self.num_features = net.arch.num_classes
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x.float())  # (B, K)
 
 
 @dataclass
@@ -188,7 +118,7 @@ def _validate_data(data: PreparedData) -> None:
 
 def train_judge(
     data: PreparedData,
-    cfg: EvalConfig,
+    epochs: int,
     seed: int = 0,
     *,
     arch: JudgeArch | None = None,
@@ -196,11 +126,14 @@ def train_judge(
     lr: float = 2e-3,
     max_shift: int = 2,
 ) -> Judge:
-    """Train a judge on `data`'s train split; deterministic for a seed (CPU).
+    """Train a judge on `data`'s train split for `epochs` epochs (`eval.judge_epochs`);
+    deterministic for a seed (CPU).
 
     Holdout accuracy is measured and stored on the judge; it is not checked here (see
     `check_judge`), so a bad judge can still be inspected.
     """
+    if epochs < 1:
+        raise ValueError(f"the judge needs at least one epoch, got {epochs}")
     _validate_data(data)
     _, c, h, w = data.x_train.shape
     if h != w:
@@ -215,11 +148,11 @@ def train_judge(
         net = JudgeNet(arch)
         opt = torch.optim.Adam(net.parameters(), lr=lr)
         x, y = data.x_train.float(), data.y_train.long()
-        steps = cfg.judge_epochs * -(-len(x) // batch_size)
+        steps = epochs * -(-len(x) // batch_size)
         # Cosine decay to zero: the last epochs settle instead of bouncing between minima.
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
         net.train()
-        for _ in range(cfg.judge_epochs):
+        for _ in range(epochs):
             order = torch.randperm(len(x), generator=gen)
             for idx in order.split(batch_size):
                 xb = _random_shift(x[idx], max_shift, gen) if max_shift else x[idx]
@@ -233,7 +166,7 @@ def train_judge(
         raw = torch.cat([net.body(b) for b in data.x_train.float().split(512)])  # (N, F)
         net.feature_scale.fill_(float(raw.square().mean().clamp(min=1e-12).rsqrt()))
     judge = Judge(net=net, accuracy=0.0, dataset_version=data.version, seed=seed,
-                  epochs=cfg.judge_epochs, train_seconds=time.perf_counter() - start)
+                  epochs=epochs, train_seconds=time.perf_counter() - start)
     judge.accuracy = holdout_accuracy(judge, data)
     return judge
 
@@ -244,12 +177,13 @@ def holdout_accuracy(judge: Judge, data: PreparedData) -> float:
     return float((pred == data.y_holdout.long()).float().mean())
 
 
-def check_judge(judge: Judge, cfg: EvalConfig) -> None:
-    """Raise `JudgeError` when the judge's holdout accuracy is under the configured minimum."""
-    if not judge.accuracy >= cfg.min_judge_accuracy:
+def check_judge(judge: Judge, min_accuracy: float) -> None:
+    """Raise `JudgeError` when the judge's holdout accuracy is under `min_accuracy`
+    (`eval.min_judge_accuracy`)."""
+    if not judge.accuracy >= min_accuracy:
         raise JudgeError(
             f"judge for dataset version {judge.dataset_version!r} has holdout accuracy "
-            f"{judge.accuracy:.4f}, below eval.min_judge_accuracy={cfg.min_judge_accuracy}: "
+            f"{judge.accuracy:.4f}, below eval.min_judge_accuracy={min_accuracy}: "
             "its features cannot be trusted to score generators"
         )
 
@@ -297,55 +231,132 @@ def judge_from_bytes(weights: bytes, meta: dict[str, Any], where: str = "judge")
 # --------------------------------------------------------------------------- cache
 
 
+class JudgeFiles(Protocol):
+    """Where a judge cache keeps its two files (`judge.safetensors`, `judge.json`)."""
+
+    where: str  # names the cache in messages
+
+    def read(self, name: str) -> bytes | None:
+        """The file's bytes, or None when it is absent."""
+
+    def write(self, name: str, data: bytes) -> None: ...
+
+
+@dataclass(frozen=True)
+class StorageFiles:
+    """A judge cache in object storage, under `prefix` (an s3:// URI)."""
+
+    storage: Storage
+    prefix: str
+
+    @property
+    def where(self) -> str:
+        return self.prefix
+
+    def read(self, name: str) -> bytes | None:
+        uri = f"{self.prefix}/{name}"
+        return self.storage.get_bytes(uri) if self.storage.exists(uri) else None
+
+    def write(self, name: str, data: bytes) -> None:
+        kind = "application/json" if name.endswith(".json") else "application/octet-stream"
+        self.storage.put_bytes(f"{self.prefix}/{name}", data, kind)
+
+
+@dataclass(frozen=True)
+class FolderFiles:
+    """A judge cache in a local folder (made on the first write)."""
+
+    folder: Path
+
+    @property
+    def where(self) -> str:
+        return str(self.folder)
+
+    def read(self, name: str) -> bytes | None:
+        path = self.folder / name
+        return path.read_bytes() if path.exists() else None
+
+    def write(self, name: str, data: bytes) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / name).write_bytes(data)
+
+
 def judge_prefix(storage: Storage, dataset_version: str) -> str:
     """`s3://<bucket>/judges/<dataset_version>`."""
     return storage.settings.s3_uri("judges", dataset_version)
 
 
-def _load_cached(storage: Storage, prefix: str) -> tuple[Judge | None, str]:
-    """(the cached judge, "") or (None, why it cannot be used)."""
-    meta_uri = f"{prefix}/{META_FILE}"
-    if not storage.exists(meta_uri):
+def _load_cached(files: JudgeFiles, key: dict[str, Any], log: Log) -> tuple[Judge | None, str]:
+    """(the cached judge, "") or (None, why it cannot be used); `key`: meta values it must have.
+    A cache that is there but unreadable is logged."""
+    raw_meta = files.read(META_FILE)
+    if raw_meta is None:
         return None, "no cached judge"
-    meta = storage.get_json(meta_uri)
+    meta = json.loads(raw_meta)
     if meta.get("format") != JUDGE_FORMAT:
-        return None, f"cached judge has format {meta.get('format')!r}, not {JUDGE_FORMAT}"
+        why = f"cached judge has format {meta.get('format')!r}, not {JUDGE_FORMAT}"
+        log(f"cached judge unusable ({why}); retraining")
+        return None, why
+    cached = {k: meta.get(k) for k in key}
+    if cached != key:
+        return None, f"cached judge has {cached}, not {key}"
+    weights = files.read(WEIGHTS_FILE)
+    if weights is None:
+        return None, "cached judge has no weights"
     try:
-        return judge_from_bytes(storage.get_bytes(f"{prefix}/{WEIGHTS_FILE}"), meta, prefix), ""
+        return judge_from_bytes(weights, meta, files.where), ""
     except JudgeError as e:
         # e.g. another writer's weights landed between our read of the JSON and the weights.
+        log(f"cached judge unusable ({e}); retraining")
         return None, str(e)
 
 
-def get_or_train_judge(storage: Storage, data: PreparedData, cfg: EvalConfig, *,
-                       seed: int = 0) -> Judge:
-    """The cached judge of `data.version`, or a new one trained, stored and returned.
+def cached_judge(files: JudgeFiles, data: PreparedData, *, epochs: int, min_accuracy: float,
+                 seed: int = 0, same_epochs: bool = False, log: Log | None = None) -> Judge:
+    """The judge of `data` cached in `files`, or a new one trained (`epochs`, `seed`), written
+    there (weights first, JSON last: its presence means complete) and returned.
 
-    The judge depends on the dataset version only (fixed `seed`, not the eval seed), so every
-    run on a version shares one judge. Concurrent first runs may both train it; training is
-    deterministic, so they write the same weights. An unreadable cache, or a cached judge that
-    fails the accuracy check after fewer epochs than `cfg.judge_epochs` asks (a smoke run's),
-    is replaced. Raises `JudgeError` when the judge's accuracy is under
-    `cfg.min_judge_accuracy`; `judge.meta` says whether it was `reused` and why not.
+    The cached judge must be of `data.version` and `seed` (and, with `same_epochs`, of
+    `epochs`). An unreadable cache, or a cached judge under `min_accuracy` after fewer epochs
+    than asked (a smoke run's), is replaced. Raises `JudgeError` when the judge's accuracy is
+    under `min_accuracy`; `judge.meta` says whether it was `reused` and why not.
     """
-    prefix = judge_prefix(storage, data.version)
-    judge, why = _load_cached(storage, prefix)
-    if judge is not None and judge.accuracy < cfg.min_judge_accuracy \
-            and judge.epochs < cfg.judge_epochs:
+    log = log or _quiet
+    key: dict[str, Any] = {"dataset_version": data.version, "seed": seed}
+    if same_epochs:
+        key["epochs"] = epochs
+    judge, why = _load_cached(files, key, log)
+    if judge is not None and judge.accuracy < min_accuracy and judge.epochs < epochs:
         why = (f"cached judge ({judge.epochs} epochs, accuracy {judge.accuracy:.4f}) is under "
-               f"{cfg.min_judge_accuracy}; retraining with {cfg.judge_epochs} epochs")
+               f"{min_accuracy}; retraining with {epochs} epochs")
         judge = None
     if judge is not None:
         judge.meta["reused"] = True
     else:
-        judge = train_judge(data, cfg, seed)
+        judge = train_judge(data, epochs, seed)
         weights, meta = judge_to_bytes(judge)
         meta["dataset_name"] = data.name
         meta["n_train"], meta["n_holdout"] = len(data.x_train), len(data.x_holdout)
-        storage.put_bytes(f"{prefix}/{WEIGHTS_FILE}", weights)  # weights first ...
-        storage.put_bytes(f"{prefix}/{META_FILE}",
-                          json.dumps(meta, indent=2, sort_keys=True).encode(),
-                          "application/json")  # ... JSON last: its presence means complete
+        files.write(WEIGHTS_FILE, weights)  # weights first ...
+        files.write(META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())  # JSON last
         judge.meta = {**meta, "reused": False, "trained_because": why}
-    check_judge(judge, cfg)
+        log(f"judge trained: holdout accuracy {judge.accuracy:.4f} in {judge.train_seconds:.1f}s")
+    check_judge(judge, min_accuracy)
     return judge
+
+
+def _quiet(_line: str) -> None:
+    pass
+
+
+def get_or_train_judge(storage: Storage, data: PreparedData, cfg: EvalConfig, *,
+                       seed: int = 0) -> Judge:
+    """The judge of `data.version` cached in object storage (`judge_prefix`), or a new one.
+
+    The judge depends on the dataset version only (fixed `seed`, not the eval seed), so every
+    run on a version shares one judge, whatever epochs it was trained for (see `cached_judge`).
+    Concurrent first runs may both train it; training is deterministic, so they write the same
+    weights.
+    """
+    return cached_judge(StorageFiles(storage, judge_prefix(storage, data.version)), data,
+                        epochs=cfg.judge_epochs, min_accuracy=cfg.min_judge_accuracy, seed=seed)

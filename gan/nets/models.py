@@ -4,9 +4,10 @@ What this module is: the seed MLP GAN (exactly: G 100→256→512→1024→784 w
 tanh; D 784→1024→512→256→1 logits), a DCGAN for any H×W divisible by 4, and class-conditional
 variants of both (G: label embedding concatenated to z, as in Mirza & Osindero 2014; D: the
 projection discriminator of Miyato & Koyama 2018). `build(cfg)` rebuilds any of them from the
-model config a checkpoint stores.
+model config a checkpoint stores. `sample_latent` and `sample_images` draw seeded latents and
+images: the one sampling path of the evaluation and the applications.
 
-What it is not: no I/O, no devices, no DDP, no printing, no losses.
+What it is not: no I/O, no DDP, no printing, no losses.
 
 Interface every model keeps (the trainer, evaluation and serving rely on it):
   G(z: (B, latent_dim) float, y: (B,) int64 | None) -> (B, C, H, W) in [-1, 1]
@@ -253,3 +254,34 @@ def sample_latent(n: int, latent_dim: int, generator: torch.Generator | None = N
         # Draw where the generator lives, then move: keeps seeded streams device-independent.
         return torch.randn(n, latent_dim, generator=generator, device=generator.device).to(dev)
     return torch.randn(n, latent_dim, generator=generator, device=dev)
+
+
+@torch.no_grad()
+def sample_images(generator: nn.Module, n: int, seed: int, labels: Tensor | None = None,
+                  batch_size: int = 256) -> Tensor:
+    """n images (n, C, H, W) float32 on CPU from G(z, labels), z ~ N(0, I) seeded by `seed`.
+
+    The one way the evaluation and the applications draw from a generator: z is drawn on the
+    CPU (the same samples on any device) and fed to G on its own device in batches of
+    `batch_size`, in eval mode (G's train/eval mode is restored afterwards). `labels` (n,) int64
+    for a conditional G, None for an unconditional one.
+    """
+    latent_dim = getattr(generator, "latent_dim", None)
+    if not isinstance(latent_dim, int):
+        raise ValueError(f"generator {type(generator).__name__} has no int `latent_dim`")
+    z = sample_latent(n, latent_dim, torch.Generator().manual_seed(seed))  # (n, Z) on CPU
+    param = next(generator.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    was_training = generator.training
+    generator.eval()
+    try:
+        out = []
+        for i in range(0, n, batch_size):
+            zb = z[i:i + batch_size].to(device)
+            if labels is None:
+                out.append(generator(zb).float().cpu())
+            else:
+                out.append(generator(zb, labels[i:i + batch_size].to(device)).float().cpu())
+    finally:
+        generator.train(was_training)
+    return torch.cat(out)

@@ -182,6 +182,7 @@ def _load_pyfunc(data_path: str) -> GeneratorPyfunc:
 
 def signature(cfg: ModelConfig) -> Any:
     """The tensor signature: named inputs z (and y), one (N, C, H, W) float32 output."""
+    # lazy: MLflow (≈2 s) stays out of the model loader's import (gan.mlflow_model)
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
@@ -224,7 +225,7 @@ def _pyfunc_kwargs(bundle_dir: str | Path, metadata: dict[str, Any] | None) -> d
 def log_bundle_model(name: str, bundle_dir: str | Path, *,
                      metadata: dict[str, Any] | None = None) -> Any:
     """Log a bundle as a pyfunc model into the ACTIVE MLflow run; returns MLflow's ModelInfo."""
-    import mlflow
+    import mlflow  # lazy: see `signature`
 
     return mlflow.pyfunc.log_model(name=name, **_pyfunc_kwargs(bundle_dir, metadata))
 
@@ -232,7 +233,7 @@ def log_bundle_model(name: str, bundle_dir: str | Path, *,
 def save_bundle_model(path: str | Path, bundle_dir: str | Path, *,
                       metadata: dict[str, Any] | None = None) -> Path:
     """Write a bundle as a local MLflow pyfunc model directory (no tracking server needed)."""
-    import mlflow
+    import mlflow  # lazy: see `signature`
 
     mlflow.pyfunc.save_model(str(path), **_pyfunc_kwargs(bundle_dir, metadata))
     return Path(path)

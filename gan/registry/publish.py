@@ -51,6 +51,12 @@ from gan.io.storage import Storage
 from gan.nets.models import Discriminator, Generator
 from gan.registry import model_format as mlflow_model
 from gan.registry import run_log as mlflow_run
+from gan.train.checkpoint import (
+    discriminator_from_checkpoint,
+    generator_from_checkpoint,
+    load_checkpoint,
+    model_config,
+)
 
 MODEL_ARTIFACT = "generator"  # the logged model's name inside the run
 CHALLENGER, CHAMPION = "challenger", "champion"
@@ -174,7 +180,7 @@ def _check_inputs(run_id: str, trained: TrainedRef, report: Report, dataset: Dat
 
 
 def _default_gate() -> GateFn:
-    # Imported when used: gan.eval.evaluate pulls in the judge and metrics stack.
+    # lazy: gan.eval.evaluate pulls in the judge and metrics stack; only the default gate needs it
     from gan.eval.evaluate import gate
 
     return gate
@@ -189,12 +195,6 @@ def _run_url(settings: Settings, exp_id: str, mlflow_run_id: str) -> str:
 
 def _log_model(c: MlflowClient, run: Run, storage: Storage, trained: TrainedRef) -> str:
     """The run's logged model id: the one logged before, else G (EMA) + D logged now."""
-    from gan.train.checkpoint import (
-        discriminator_from_checkpoint,
-        generator_from_checkpoint,
-        load_checkpoint,
-        model_config,
-    )
 
     known = run.data.tags.get(MODEL_ID_TAG)
     if known:

@@ -123,8 +123,8 @@ def on_ray(model_cfg: ModelConfig, train_cfg: TrainConfig, data: PreparedData, *
            workers: int, cpus: int, root: str) -> tuple[list[float], float]:
     """(per-epoch global images/s measured inside the workers, start-up seconds) of a Ray
     Train run with `workers` workers sharing `cpus` CPUs; Ray must be initialised."""
-    # Imported here: `gan.tools.gpu_check` uses this module's data and statistics on GPU images
-    # that may have neither Ray nor pyarrow.
+    # lazy: `gan.tools.gpu_check` uses this module's data and statistics on GPU images that
+    # may have neither Ray nor pyarrow.
     from pyarrow import fs as pafs
 
     from gan.train.ray.driver import run
@@ -145,7 +145,7 @@ def on_ray(model_cfg: ModelConfig, train_cfg: TrainConfig, data: PreparedData, *
 def run_bench(models: Sequence[str] = BENCH_MODELS, cfg: BenchConfig | None = None,
               echo: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """One result dict per model (see the module docstring for what each figure means)."""
-    from gan.train.ray.cluster import start_local, stop
+    from gan.train.ray.cluster import start_local, stop  # lazy: Ray, as in `on_ray`
 
     cfg = cfg or BenchConfig()
     data = bench_data(cfg.images)

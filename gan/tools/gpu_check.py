@@ -33,6 +33,10 @@ from typing import Any
 
 import torch
 
+from gan.core.config import resolve_configs
+from gan.tools.bench import bench_data, steady
+from gan.train.loop import train_local
+
 STEPS = 300  # per configuration: 3 epochs of 100 batches of 64
 EPOCHS = 3  # the first is warm-up (cuDNN autotuning, allocator growth)
 NO_CUDA_EXIT = 2
@@ -49,8 +53,6 @@ def no_cuda_message() -> str | None:
 
 
 def _configs(device: str, bf16: bool) -> tuple[Any, Any]:
-    from gan.core.config import resolve_configs
-
     gpu = device == "cuda"
     return resolve_configs("default", train={
         "epochs": EPOCHS, "use_gpu": gpu, "bf16": bf16 and gpu, "checkpoint_every": EPOCHS,
@@ -59,8 +61,6 @@ def _configs(device: str, bf16: bool) -> tuple[Any, Any]:
 
 def _steady(per_epoch: list[float]) -> float:
     """Median images/s of the epochs after the first (as `gan.tools.bench.steady`)."""
-    from gan.tools.bench import steady
-
     return steady(per_epoch)
 
 
@@ -70,8 +70,6 @@ def _peak_mb(device: str) -> float | None:
 
 def in_process(data: Any, device: str, bf16: bool) -> dict[str, Any]:
     """One configuration trained by `gan.train.loop.train_local` on `device`."""
-    from gan.train.loop import train_local
-
     model_cfg, train_cfg = _configs(device, bf16)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -86,6 +84,7 @@ def in_process(data: Any, device: str, bf16: bool) -> dict[str, Any]:
 
 def on_ray(data: Any, device: str, bf16: bool, root: str) -> dict[str, Any]:
     """One configuration through Ray Train, one worker (Ray must be initialised)."""
+    # lazy: a bare GPU image may lack Ray and pyarrow; `ray_rows` probes for them first
     from pyarrow import fs as pafs
 
     from gan.train.ray.driver import run
@@ -152,8 +151,6 @@ def main(argv: list[str] | None = None) -> int:
         if why:
             print(why, file=sys.stderr)
             return NO_CUDA_EXIT
-    from gan.tools.bench import bench_data
-
     t0 = time.perf_counter()
     batches = args.steps // EPOCHS
     data = bench_data(batches * 64)  # `batches` batches of 64 per epoch

@@ -44,13 +44,12 @@ from gan.core.config import (
 from gan.core.tables import markdown_table
 from gan.data.prepare import PreparedData, prepare_arrays
 from gan.eval.evaluate import PICTURE_FILES, compute_floors, evaluate_generator
-from gan.eval.judge import (
-    Judge,
-    JudgeError,
-    check_judge,
-    judge_from_bytes,
-    judge_to_bytes,
-    train_judge,
+from gan.eval.judge import FolderFiles, Judge, cached_judge
+from gan.train.budget import (
+    MAX_BUDGET_EPOCHS,
+    epochs_for_budget,
+    images_trained,
+    train_for_budget,
 )
 from gan.train.checkpoint import save_checkpoint
 from gan.train.loop import DivergenceError, train_local
@@ -151,14 +150,6 @@ def pick(names: str | Sequence[str]) -> list[Candidate]:
     return [known[n] for n in wanted]
 
 
-def epochs_for_budget(budget_s: float, images_per_s: float, n_train: int, batch_size: int) -> int:
-    """Whole epochs that fit `budget_s` at `images_per_s` (at least 1); whole batches only."""
-    per_epoch = max(n_train // batch_size, 1) * min(batch_size, n_train)
-    if not (images_per_s > 0 and budget_s > 0):
-        raise ValueError(f"budget_s {budget_s} and images_per_s {images_per_s} must be > 0")
-    return max(1, int(budget_s * images_per_s // per_epoch))
-
-
 # --------------------------------------------------------------------------- calibration
 
 
@@ -173,7 +164,7 @@ def calibrate(cands: Sequence[Candidate], data: PreparedData, *, epochs: int = 4
         state = train_local(data, model_cfg, train_cfg)
         cpu_s = time.process_time() - cpu0
         rates = [float(h["images_per_s"]) for h in state.history]
-        n_img = sum(h["images_per_s"] * h["epoch_time_s"] for h in state.history)
+        n_img = images_trained(state.history)
         wall = statistics.median(rates[1:] or rates)
         row = {"name": cand.name, "threads": torch.get_num_threads(), "epochs_run": epochs,
                "images_per_s": round(wall, 1), "cpu_images_per_s": round(n_img / cpu_s, 1),
@@ -200,27 +191,9 @@ def judge_for(data: PreparedData, cfg: EvalConfig, out_dir: Path, *, seed: int =
               log: Log = print) -> Judge:
     """The judge of `data` cached under `out_dir/judge/` (same version, seed and epochs), or a
     newly trained and cached one. Raises JudgeError when its accuracy is under the minimum."""
-    folder = out_dir / "judge"
-    meta_file, weights_file = folder / "judge.json", folder / "judge.safetensors"
-    judge = None
-    if meta_file.exists() and weights_file.exists():
-        meta = json.loads(meta_file.read_text())
-        if (meta.get("dataset_version"), meta.get("seed"), meta.get("epochs")) == (
-                data.version, seed, cfg.judge_epochs):
-            try:
-                judge = judge_from_bytes(weights_file.read_bytes(), meta, str(folder))
-            except JudgeError as e:
-                log(f"cached judge unusable ({e}); retraining")
-    if judge is None:
-        judge = train_judge(data, cfg, seed)
-        weights, meta = judge_to_bytes(judge)
-        folder.mkdir(parents=True, exist_ok=True)
-        weights_file.write_bytes(weights)
-        meta_file.write_text(json.dumps(meta, indent=2, sort_keys=True))  # JSON last
-        judge.meta = meta
-        log(f"judge trained: holdout accuracy {judge.accuracy:.4f} in {judge.train_seconds:.1f}s")
-    check_judge(judge, cfg)
-    return judge
+    return cached_judge(FolderFiles(out_dir / "judge"), data, epochs=cfg.judge_epochs,
+                        min_accuracy=cfg.min_judge_accuracy, seed=seed, same_epochs=True,
+                        log=log)
 
 
 # --------------------------------------------------------------------------- training
@@ -245,18 +218,15 @@ def train_candidate(cand: Candidate, data: PreparedData, *, epochs: int | None =
             log(f"  {cand.name} epoch {m['epoch']}: loss_d {m['loss_d']:.3f} loss_g "
                 f"{m['loss_g']:.3f} {m['images_per_s']:.0f} img/s")
 
+    run_cfg = train_cfg if budget_s is None else train_cfg.model_copy(
+        update={"epochs": MAX_BUDGET_EPOCHS})  # a budget, not the epochs, ends the run
     try:
-        if budget_s is None:
-            train_local(data, model_cfg, train_cfg, report, state=state)
-        else:  # one epoch per call: the state continues where it stopped
-            while time.perf_counter() - t0 < budget_s and state.epoch < 10_000:
-                step_cfg = train_cfg.model_copy(update={"epochs": state.epoch + 1})
-                train_local(data, model_cfg, step_cfg, report, state=state)
+        train_for_budget(data, model_cfg, run_cfg, report, time_budget_s=budget_s, state=state)
     except DivergenceError as e:
         diverged = str(e)
         log(f"  {cand.name}: {e}")
     train_s = time.perf_counter() - t0
-    n_img = sum(h["images_per_s"] * h["epoch_time_s"] for h in state.history)
+    n_img = images_trained(state.history)
     summary = {"name": cand.name, "note": cand.note, "epochs": state.epoch,
                "train_s": round(train_s, 1), "images_per_s": round(n_img / max(train_s, 1e-9), 1),
                "threads": torch.get_num_threads(), "diverged": diverged,

@@ -135,12 +135,12 @@ def _run_epoch(state: TrainState, batches: Iterable[tuple[Tensor, Tensor]], cfg:
         # When a G step follows, one fake batch (with its graph) serves both steps, as in
         # pytorch/examples dcgan; otherwise the D step draws its fakes under no_grad.
         fake = generate(G, z, y, autocast_dtype) if do_g else None
-        dm = d_update(G, D, state.opt_d, x, y, z, cfg, fake=fake, rng=gen,
-                      autocast_dtype=autocast_dtype)
+        dm = d_update(G, D, state.opt_d, x, y, z, loss=cfg.loss, real_label=cfg.real_label,
+                      gp_weight=cfg.gp_weight, fake=fake, rng=gen, autocast_dtype=autocast_dtype)
         gm = None
         if do_g:
-            gm = g_update(G, D, state.opt_g, z, y, cfg, fake=fake, autocast_dtype=autocast_dtype,
-                          rng=gen)
+            gm = g_update(G, D, state.opt_g, z, y, loss=cfg.loss, mode_seeking=cfg.mode_seeking,
+                          fake=fake, autocast_dtype=autocast_dtype, rng=gen)
             if state.G_ema is not None:
                 ema_update(state.G_ema, G, cfg.ema_decay, state.ema_updates)
                 state.ema_updates += 1

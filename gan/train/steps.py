@@ -22,7 +22,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from gan.core.config import TrainConfig
 from gan.train import losses
 
 
@@ -69,10 +68,12 @@ def generate(
 
 def d_update(
     G: nn.Module, D: nn.Module, opt_d: torch.optim.Optimizer, real: Tensor, y: Tensor, z: Tensor,
-    cfg: TrainConfig, *, fake: Tensor | None = None, rng: torch.Generator | None = None,
-    autocast_dtype: torch.dtype | None = None,
+    *, loss: str, real_label: float, gp_weight: float, fake: Tensor | None = None,
+    rng: torch.Generator | None = None, autocast_dtype: torch.dtype | None = None,
 ) -> dict[str, Tensor]:
     """One D step on real (B, C, H, W) with labels y (B,) and fakes G(z, y).
+
+    `loss`, `real_label` and `gp_weight` are `TrainConfig`'s fields of those names.
 
     Objective (D minimises; see gan.train.losses):
       bce    -[0.9·log σ(D(x)) + 0.1·log(1-σ(D(x)))] - log(1 - σ(D(G(z))))
@@ -88,23 +89,23 @@ def d_update(
                 fake = G(z, y)  # (B, C, H, W)
         parts = [real, fake.detach().to(real.dtype)]
         x_hat = None
-        if cfg.loss == "wgan-gp":
+        if loss == "wgan-gp":
             eps = torch.rand(b, 1, 1, 1, generator=rng, device=real.device)
             x_hat = (eps * real + (1 - eps) * parts[1]).requires_grad_(True)  # (B, C, H, W)
             parts.append(x_hat)
         # ONE forward over (2B or 3B, C, H, W): a single DDP all-reduce per D step.
         logits = D(torch.cat(parts), y.repeat(len(parts))).float()  # (2B|3B,)
     real_logits, fake_logits = logits[:b], logits[b : 2 * b]
-    loss = losses.d_loss(cfg.loss, real_logits, fake_logits, real_label=cfg.real_label)
+    loss_d = losses.d_loss(loss, real_logits, fake_logits, real_label=real_label)
     metrics: dict[str, Tensor] = {}
     if x_hat is not None:
         gp = losses.gradient_penalty(logits[2 * b :], x_hat)
-        loss = loss + cfg.gp_weight * gp
+        loss_d = loss_d + gp_weight * gp
         metrics["gp"] = gp.detach()
     opt_d.zero_grad(set_to_none=True)
-    loss.backward()
+    loss_d.backward()
     opt_d.step()
-    metrics["loss_d"] = loss.detach()
+    metrics["loss_d"] = loss_d.detach()
     metrics["d_real"] = torch.sigmoid(real_logits.detach()).mean()  # mean σ(D(x))
     metrics["d_fake"] = torch.sigmoid(fake_logits.detach()).mean()  # mean σ(D(G(z)))
     return metrics
@@ -112,11 +113,12 @@ def d_update(
 
 def g_update(
     G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, z: Tensor, y: Tensor,
-    cfg: TrainConfig, *, fake: Tensor | None = None, autocast_dtype: torch.dtype | None = None,
-    rng: torch.Generator | None = None,
+    *, loss: str, mode_seeking: float, fake: Tensor | None = None,
+    autocast_dtype: torch.dtype | None = None, rng: torch.Generator | None = None,
 ) -> dict[str, Tensor]:
     """One G step; `fake` may be the batch the preceding D step saw (with its graph).
-    `rng` draws the second latent batch of the mode-seeking term (the trainer's z stream).
+    `rng` draws the second latent batch of the mode-seeking term (the trainer's z stream);
+    `loss` and `mode_seeking` (its weight; 0 = off) are `TrainConfig`'s fields of those names.
 
     Objective (G minimises): bce/ns  -log σ(D(G(z)))  (non-saturating);  hinge/wgan-gp  -E[D(G(z))].
     D is frozen and, under DDP, its forward runs in `no_sync`: only G's gradients are reduced.
@@ -126,16 +128,16 @@ def g_update(
             if fake is None:
                 fake = G(z, y)  # (B, C, H, W)
             logits = D(fake, y).float()  # (B,)
-        loss = losses.g_loss(cfg.loss, logits)
+        loss_g = losses.g_loss(loss, logits)
         metrics: dict[str, Tensor] = {}
-        if cfg.mode_seeking > 0:
+        if mode_seeking > 0:
             ms = mode_seeking_term(G, fake, z, y, autocast_dtype, rng=rng)
-            loss = loss + cfg.mode_seeking * ms
+            loss_g = loss_g + mode_seeking * ms
             metrics["mode_seeking"] = ms.detach()
         opt_g.zero_grad(set_to_none=True)
-        loss.backward()
+        loss_g.backward()
     opt_g.step()
-    metrics["loss_g"] = loss.detach()
+    metrics["loss_g"] = loss_g.detach()
     return metrics
 
 
@@ -166,18 +168,18 @@ def _floats(metrics: dict[str, Tensor]) -> dict[str, float]:
 
 def d_step(
     G: nn.Module, D: nn.Module, opt_d: torch.optim.Optimizer, real: Tensor, y: Tensor, z: Tensor,
-    cfg: TrainConfig, **kwargs: Any,
+    **kwargs: Any,
 ) -> dict[str, float]:
     """`d_update` with python-float metrics: loss_d, d_real, d_fake (and gp for wgan-gp)."""
-    return _floats(d_update(G, D, opt_d, real, y, z, cfg, **kwargs))
+    return _floats(d_update(G, D, opt_d, real, y, z, **kwargs))
 
 
 def g_step(
     G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, z: Tensor, y: Tensor,
-    cfg: TrainConfig, **kwargs: Any,
+    **kwargs: Any,
 ) -> dict[str, float]:
     """`g_update` with python-float metrics: loss_g."""
-    return _floats(g_update(G, D, opt_g, z, y, cfg, **kwargs))
+    return _floats(g_update(G, D, opt_g, z, y, **kwargs))
 
 
 # --------------------------------------------------------------------------- EMA of G

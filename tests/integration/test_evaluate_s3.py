@@ -121,7 +121,7 @@ def test_weak_or_corrupt_cached_judge_is_replaced(storage: Storage):
     # What a careless earlier run could leave: a 1-epoch judge that fails the accuracy check.
     perm = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(0))
     weak = train_judge(dataclasses.replace(data, y_train=data.y_train[perm]),
-                       EvalConfig(judge_epochs=1))
+                       1)
     weights, meta = judge_to_bytes(weak)
     storage.put_bytes(f"{prefix}/judge.safetensors", weights)
     storage.put_json(f"{prefix}/judge.json", meta)

@@ -29,7 +29,8 @@ import numpy as np
 import pytest
 import torch
 
-from gan.core.config import DataConfig, Settings
+from gan.core.config import DataConfig
+from gan.core.settings import Settings
 from gan.data.prepare import prepare_arrays
 from gan.registry import model_format as mm
 from gan.registry import publish as registry

@@ -333,10 +333,11 @@ def _ddp_rank(rank: int, world: int, store: str, out_dir: str) -> None:
     z = torch.randn(4, 8, generator=gen)
     r: dict[str, Any] = {}
     fake = generate(G, z, y)
-    d_update(G, D, state.opt_d, x, y, z, tc, fake=fake)
+    d_update(G, D, state.opt_d, x, y, z, loss=tc.loss, real_label=tc.real_label,
+             gp_weight=tc.gp_weight, fake=fake)
     r["d_step"] = (n_d["n"], n_g["n"], _same_on_all_ranks(_flat_grads(D)))
     d_grads = _flat_grads(D).clone()
-    g_update(G, D, state.opt_g, z, y, tc, fake=fake)
+    g_update(G, D, state.opt_g, z, y, loss=tc.loss, mode_seeking=tc.mode_seeking, fake=fake)
     r["g_step"] = (n_d["n"], n_g["n"], _same_on_all_ranks(_flat_grads(G)),
                    torch.equal(d_grads, _flat_grads(D)))
     # The next D step after the no_sync G step: its reduced gradient must be the mean of
@@ -350,7 +351,8 @@ def _ddp_rank(rank: int, world: int, store: str, out_dir: str) -> None:
     losses.d_loss(tc.loss, logits[:4], logits[4:], real_label=tc.real_label).backward()
     local = _flat_grads(plain)
     dist.all_reduce(local)
-    d_update(G, D, state.opt_d, x2, y, z2, tc)
+    d_update(G, D, state.opt_d, x2, y, z2, loss=tc.loss, real_label=tc.real_label,
+             gp_weight=tc.gp_weight)
     r["d_step_2"] = (n_d["n"], torch.allclose(_flat_grads(D), local / world, atol=1e-6))
     # A whole epoch of the real loop on DistributedSampler shards.
     data_x = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1

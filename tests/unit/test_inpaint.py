@@ -16,7 +16,6 @@ from gan.apps import inpaint
 from gan.apps import inputs as app_inputs
 from gan.apps.inputs import InputError
 from gan.apps.latent_search import SearchConfig
-from gan.core.config import EvalConfig
 from gan.eval.judge import train_judge
 from gan.registry.publish import load_discriminator, load_generator
 
@@ -93,7 +92,7 @@ def test_baselines(data) -> None:
 
 def test_evaluation_uses_same_images_and_mask(GD, data) -> None:
     G, D = GD
-    judge = train_judge(data, EvalConfig(judge_epochs=1), seed=0)
+    judge = train_judge(data, 1, seed=0)
     idx = np.array([0, 3, 8, 11])
     known = app_inputs.center_mask(28, 28)
     ev = inpaint.evaluate_inpainting(G, D, data, judge, known, holdout_idx=idx, cfg=FAST)

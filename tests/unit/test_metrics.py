@@ -109,7 +109,7 @@ def digits() -> PreparedData:
 
 @pytest.fixture(scope="module")
 def judge(digits: PreparedData) -> Judge:
-    return train_judge(digits, CFG, seed=0)
+    return train_judge(digits, CFG.judge_epochs, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +225,7 @@ def test_untrustworthy_judge_fails_the_evaluation(digits):
     small = prepare_arrays(DataConfig(limit=300))
     perm = torch.randperm(len(small.y_train), generator=torch.Generator().manual_seed(0))
     bad = train_judge(dataclasses.replace(small, y_train=small.y_train[perm]),
-                      EvalConfig(judge_epochs=2))
+                      2)
     with pytest.raises(JudgeError, match="below eval.min_judge_accuracy=0.95"):
         evaluate_generator(PickByLatent(digits), digits, bad, CFG)
 

@@ -11,6 +11,7 @@ import torch
 from gan.core.config import PRESETS, DataConfig, EvalConfig
 from gan.data.prepare import prepare_arrays
 from gan.tools import recipes
+from gan.train.budget import epochs_for_budget
 from gan.train.checkpoint import load_checkpoint
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -58,10 +59,10 @@ def test_pick_rejects_unknown_names():
 
 def test_epochs_for_budget():
     # 1437 images, batch 64 → 22 whole batches = 1408 images per epoch.
-    assert recipes.epochs_for_budget(300, 1000, 1437, 64) == 213
-    assert recipes.epochs_for_budget(1, 10, 1437, 64) == 1  # never zero epochs
+    assert epochs_for_budget(300, 1000, 1437, 64) == 213
+    assert epochs_for_budget(1, 10, 1437, 64) == 1  # never zero epochs
     with pytest.raises(ValueError, match="images_per_s"):
-        recipes.epochs_for_budget(300, 0, 1437, 64)
+        epochs_for_budget(300, 0, 1437, 64)
 
 
 def test_compare_smoke_writes_results_tables_and_grids(smoke_data, tmp_path: Path):
@@ -109,5 +110,5 @@ def test_calibrate_reports_rates_and_budget_epochs(smoke_data):
                              log=lambda _s: None)
     (row,) = rows
     assert row["images_per_s"] > 0 and row["cpu_images_per_s"] > 0
-    assert row["budget_epochs"] == recipes.epochs_for_budget(
+    assert row["budget_epochs"] == epochs_for_budget(
         10.0, row["images_per_s"], len(smoke_data.y_train), row["batch_size"])

@@ -22,6 +22,16 @@ DCGAN = {"arch": "dcgan", "conditional": True, "spectral_norm": True, "latent_di
          "image_size": 8, "base_channels": 4, "num_classes": 3}
 
 
+def d_kw(tc: TrainConfig) -> dict:
+    """The TrainConfig fields a D step takes."""
+    return {"loss": tc.loss, "real_label": tc.real_label, "gp_weight": tc.gp_weight}
+
+
+def g_kw(tc: TrainConfig) -> dict:
+    """The TrainConfig fields a G step takes."""
+    return {"loss": tc.loss, "mode_seeking": tc.mode_seeking}
+
+
 def three_steps(model_kw: dict, train_kw: dict, wrap=lambda m: m) -> list[dict[str, float]]:
     """3 × (D step, G step) of a tiny seeded model on seeded random data."""
     mc, tc = ModelConfig(**model_kw), TrainConfig(**train_kw)
@@ -36,8 +46,8 @@ def three_steps(model_kw: dict, train_kw: dict, wrap=lambda m: m) -> list[dict[s
         real = torch.rand(8, 1, mc.image_size, mc.image_size, generator=gen) * 2 - 1
         y = torch.randint(0, mc.num_classes, (8,), generator=gen)
         z = sample_latent(8, mc.latent_dim, gen)
-        m = d_step(G, D, opt_d, real, y, z, tc, rng=gen)
-        m.update(g_step(G, D, opt_g, z, y, tc))
+        m = d_step(G, D, opt_d, real, y, z, **d_kw(tc), rng=gen)
+        m.update(g_step(G, D, opt_g, z, y, **g_kw(tc)))
         out.append(m)
     return out
 
@@ -96,14 +106,14 @@ def test_one_d_forward_per_d_step_and_gradient_isolation(loss: str, batch_factor
     real, y, z = torch.rand(4, 1, 8, 8) * 2 - 1, torch.tensor([0, 1, 2, 0]), torch.randn(4, 8)
     g_before = [p.detach().clone() for p in G.parameters()]
     with counting_forwards(D) as sizes:
-        d_step(G, D, opt_d, real, y, z, tc)
+        d_step(G, D, opt_d, real, y, z, **d_kw(tc))
     assert sizes == [4 * batch_factor]  # real + fake (+ interpolates) in ONE forward
     # The D step used fake.detach(): G received no gradient and did not move.
     assert all(p.grad is None for p in G.parameters())
     assert all(torch.equal(a, b) for a, b in zip(g_before, G.parameters(), strict=True))
     opt_d.zero_grad(set_to_none=True)
     d_before = [p.detach().clone() for p in D.parameters()]
-    g_step(G, D, opt_g, z, y, tc)
+    g_step(G, D, opt_g, z, y, **g_kw(tc))
     # The G step computed no gradient for D, left it unchanged, and unfroze it afterwards.
     assert all(p.grad is None for p in D.parameters())
     assert all(torch.equal(a, b) for a, b in zip(d_before, D.parameters(), strict=True))
@@ -115,7 +125,7 @@ def test_conditional_step_without_labels_fails_clearly() -> None:
     mc, tc = ModelConfig(**DCGAN), TrainConfig()
     G, D = build(mc)
     with pytest.raises(ValueError, match="conditional"):
-        g_step(G, D, torch.optim.Adam(G.parameters()), torch.randn(2, 8), None, tc)
+        g_step(G, D, torch.optim.Adam(G.parameters()), torch.randn(2, 8), None, **g_kw(tc))
 
 
 def test_frozen_and_maybe_no_sync_helpers() -> None:

@@ -30,13 +30,15 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import train_test_split
 from torch import Tensor
 
 from gan.apps.anomaly import ANOGAN_LAMBDA, anogan_scores, knn_scores, pca_scores
-from gan.apps.fanogan import Encoder, EncoderConfig, fanogan_scores, train_encoder
+from gan.apps.fanogan import EncoderConfig, fanogan_scores, train_encoder
 from gan.apps.latent_search import SearchConfig
 from gan.core.config import ModelConfig, TrainConfig, resolve_configs
 from gan.data.prepare import PreparedData
+from gan.nets.encoder import Encoder
 from gan.nets.models import Discriminator, Generator
 from gan.train.loop import train_local
 from gan.train.steps import unwrap
@@ -200,8 +202,6 @@ def evaluate_conditional(data: PreparedData, G: Generator, D: Discriminator | No
 
 def _limit_test(split: OneClassSplit, y: np.ndarray, n: int) -> OneClassSplit:
     """A stratified, seeded subset of the test images (same subset for every method)."""
-    from sklearn.model_selection import train_test_split
-
     keep, _ = train_test_split(split.test_idx, train_size=n, stratify=y[split.test_idx],
                                random_state=0)
     keep = np.sort(keep)

@@ -5,8 +5,6 @@ What this module is:
     (the same pyfunc bundle `gan.registry.publish` logs: EMA generator + discriminator,
     safetensors), so
     `gan.registry.publish.load_generator(<dir>)` works without a tracking server.
-  * `train_for_budget(data, model_cfg, train_cfg, time_budget_s)`: `gan.train.loop.train_local`
-    stopped after the first epoch that ends past a wall-clock budget (whole epochs only).
   * `train_demo_generator(out_dir, ...)`: a conditional generator on the bundled digits with
     `PRESETS["default"]`, for the augmentation and inpainting evaluations
     (`python -m gan.apps.studies.demo_models OUT_DIR`).
@@ -17,6 +15,8 @@ What it is not: no evaluation (`gan.apps.studies.runs`), no registry server call
 
 from __future__ import annotations
 
+import argparse
+import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,20 +26,16 @@ from typing import Any
 import torch
 
 from gan.core.config import DataConfig, ModelConfig, TrainConfig, resolve_configs
-from gan.data.prepare import PreparedData, prepare_arrays
-from gan.train.loop import train_local
-from gan.train.state import TrainState, make_state
-
-
-class _Budget(Exception):
-    """Raised from the report callback to stop training between two epochs."""
+from gan.data.prepare import prepare_arrays
+from gan.train.budget import train_for_budget
+from gan.train.state import TrainState
+from gan.train.steps import unwrap
 
 
 def save_model_dir(path: str | Path, state: TrainState, *, meta: dict[str, Any] | None = None
                    ) -> Path:
     """Write `state`'s published generator (EMA when kept) and D as an MLflow pyfunc model."""
-    from gan.registry import model_format as mm
-    from gan.train.steps import unwrap
+    from gan.registry import model_format as mm  # lazy: gan.registry loads MLflow (≈2 s)
 
     path = Path(path)
     if path.exists():
@@ -51,27 +47,6 @@ def save_model_dir(path: str | Path, state: TrainState, *, meta: dict[str, Any] 
                                  unwrap(state.D), meta=info)
         mm.save_bundle_model(path, bundle, metadata=info)
     return path
-
-
-def train_for_budget(data: PreparedData, model_cfg: ModelConfig, train_cfg: TrainConfig, *,
-                     time_budget_s: float | None = None,
-                     on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainState:
-    """`train_local` for `train_cfg.epochs` epochs, or fewer: it stops after the first epoch
-    that ends past `time_budget_s` seconds (the state is then consistent: whole epochs)."""
-    state = make_state(model_cfg, train_cfg)
-    t0 = time.perf_counter()
-
-    def report(metrics: dict[str, Any], checkpoint: Any) -> None:
-        if on_epoch is not None:
-            on_epoch(metrics)
-        if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
-            raise _Budget
-
-    try:
-        train_local(data, model_cfg, train_cfg, report, state=state)
-    except _Budget:
-        pass
-    return state
 
 
 def tiny_recipe(conditional: bool = True, epochs: int = 3, seed: int = 0
@@ -96,8 +71,9 @@ def train_demo_generator(out_dir: str | Path, *, epochs: int | None = None,
     model_cfg, train_cfg = resolve_configs("default", train=over)
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
-        state = train_for_budget(data, model_cfg, train_cfg, time_budget_s=time_budget_s,
-                                 on_epoch=on_epoch)
+        state = train_for_budget(data, model_cfg, train_cfg,
+                                 None if on_epoch is None else lambda m, _ck: on_epoch(m),
+                                 time_budget_s=time_budget_s)
     return save_model_dir(out_dir, state, meta={
         "preset": "default", "epochs_planned": train_cfg.epochs,
         "train_seconds": round(time.perf_counter() - t0, 1), "dataset": data.name})
@@ -107,9 +83,6 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m gan.apps.studies.demo_models OUT_DIR [--epochs N] [--budget S] [--threads T]`:
     train the
     demo generator (`PRESETS["default"]`) and save it as an MLflow model directory."""
-    import argparse
-    import json
-
     ap = argparse.ArgumentParser(prog="python -m gan.apps.studies.demo_models",
                                  description=main.__doc__)
     ap.add_argument("out_dir", help="new MLflow model directory to write")

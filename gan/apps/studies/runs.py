@@ -30,7 +30,7 @@ import torch
 
 from gan.apps.fanogan import EncoderConfig
 from gan.apps.latent_search import Progress, SearchConfig
-from gan.core.config import DataConfig, EvalConfig
+from gan.core.config import DataConfig
 from gan.core.tables import markdown_table
 from gan.data.prepare import PreparedData, prepare_arrays
 
@@ -186,7 +186,7 @@ def run_inpaint(model_uri: str, *, settings: Settings | None = None, quick: bool
     _, h, w = G.image_shape
     known = app_inputs.make_mask(mask, len(idx), h, w, seed=0)
     echo("training the judge on the full train split ...")
-    judge = train_judge(data, EvalConfig(judge_epochs=5 if quick else 15), seed=0)
+    judge = train_judge(data, 5 if quick else 15, seed=0)
     echo(f"judge holdout accuracy {judge.accuracy:.4f}")
     cfg = SearchConfig(steps=steps or (50 if quick else 100))
     ev = evaluate_inpainting(G, D, data, judge, known, holdout_idx=idx, cfg=cfg,

@@ -173,7 +173,7 @@ def _loopback_node_ip() -> Iterator[None]:
     GCS, raylet, object manager, agents and every worker's gRPC server bind 127.0.0.1 instead
     of all interfaces. No public ray.init argument does this in 2.60.
     """
-    from ray._private import ray_constants  # RAY private
+    from ray._private import ray_constants  # RAY private; lazy: looked up only when used
 
     before = ray_constants.ENABLE_RAY_CLUSTER
     ray_constants.ENABLE_RAY_CLUSTER = False
@@ -205,7 +205,7 @@ class _FileStoreTorchBackend(_TorchBackend):  # RAY private
     """
 
     def on_start(self, worker_group: Any, backend_config: TorchConfig) -> None:
-        from ray.train.torch.config import (  # RAY private
+        from ray.train.torch.config import (  # RAY private; lazy: looked up only when used
             _set_torch_distributed_env_vars,
             _setup_torch_process_group,
         )

@@ -47,6 +47,7 @@ from gan.core.records import DatasetRef, TrainedRef
 from gan.core.settings import Settings
 from gan.io.jsonio import read_json_fs, write_json_fs
 from gan.io.storage import arrow_fs, arrow_path
+from gan.train.checkpoint import CheckpointError, load_checkpoint
 from gan.train.ddp import FaultSpec, per_worker_batch
 from gan.train.ray.cluster import loopback_env_vars, ray_session, torch_config, trainer_class
 from gan.train.ray.worker import (
@@ -174,9 +175,9 @@ def fallback_checkpoint(fs: Any, run_dir: str) -> str | None:
     Then the newest `checkpoint_epoch_<N>/checkpoint.pt` that loads (weights-only) and says
     epoch N is used; a partial upload fails that check and is skipped. None when Ray has a
     snapshot (it resumes by itself) or no checkpoint is complete."""
+    # lazy: on an image without Ray, Ray (not pyarrow) must be what importing this module
+    # misses: gan.tools.gpu_check reports that name
     from pyarrow import fs as pafs
-
-    from gan.train.checkpoint import CheckpointError, load_checkpoint
 
     if fs.get_file_info(f"{run_dir}/checkpoint_manager_snapshot.json").type == pafs.FileType.File:
         return None
