@@ -32,7 +32,7 @@ from gan.apps.latent_search import SearchConfig
 from gan.core.settings import Settings
 from gan.io.storage import Storage
 from gan.io.uri import storage_for
-from gan.registry.publish import load_generator
+from gan.registry.load import load_generator
 
 IO_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [2, 5, 10],
                               "retry_condition_fn": retry_on_storage_error}

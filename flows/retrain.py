@@ -51,6 +51,7 @@ from gan.data.fingerprint import source_files, source_fingerprint
 from gan.eval import evaluate as ev
 from gan.io.storage import ObjectMissing, Storage, StorageError
 from gan.io.uri import storage_for
+from gan.registry import connect as registry_connect
 from gan.registry import publish as registry
 from gan.train.ddp import format_progress
 from gan.train.ray import driver as distributed
@@ -71,7 +72,7 @@ def stage(name: str) -> Iterator[None]:
 
 def retry_on_storage_error(task: Any, task_run: Any, state: Any) -> bool:
     """Retry only when object storage failed or a service did not answer (a StorageError or a
-    ConnectionError, e.g. `gan.registry.publish.RegistryUnavailable`, anywhere in the cause
+    ConnectionError, e.g. `gan.registry.connect.RegistryUnavailable`, anywhere in the cause
     chain);
     never for a missing object (`ObjectMissing`): that is a user error."""
     try:
@@ -221,7 +222,7 @@ def _champion_metrics(settings: Settings, model: ModelRef) -> dict[str, float] |
     version = model.decision.champion_version
     if not version:
         return None
-    tags = registry.client(settings).get_model_version(model.name, version).tags
+    tags = registry_connect.client(settings).get_model_version(model.name, version).tags
     return registry.metrics_from_tags(tags)
 
 

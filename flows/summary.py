@@ -15,7 +15,7 @@ import urllib.parse
 from dataclasses import dataclass
 
 from gan.core.records import DatasetRef, ModelRef, Report, TrainedRef
-from gan.core.tables import markdown_table
+from gan.core.tables import fmt_number, markdown_table
 
 # (metric key, label, better direction); keys as in Report.metrics and the version tags.
 ROWS = (
@@ -57,12 +57,6 @@ def artifact_key(model_name: str, what: str) -> str:
     return slug or what
 
 
-def _fmt(x: float | None) -> str:
-    if x is None:
-        return "—"
-    return f"{x:.0f}" if float(x).is_integer() and abs(x) >= 1 else f"{x:.4g}"
-
-
 def metrics_table(report: Report, champion: dict[str, float] | None,
                   champion_version: str | None) -> str:
     head = f"champion v{champion_version}" if champion_version else "champion"
@@ -72,7 +66,8 @@ def metrics_table(report: Report, champion: dict[str, float] | None,
             continue
         ref = report.floors.get(key, report.ceilings.get(key))
         champ = (champion or {}).get(key)
-        rows.append([f"{label} {better}", _fmt(report.metrics[key]), _fmt(champ), _fmt(ref)])
+        rows.append([f"{label} {better}", fmt_number(report.metrics[key]), fmt_number(champ),
+                     fmt_number(ref)])
     return markdown_table(["metric", "candidate", head, "real data"], rows)
 
 

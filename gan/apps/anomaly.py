@@ -12,11 +12,9 @@ What this module is:
   * `score_file`: the library side of `gan anomaly` and of the `score_anomalies` flow —
     model URI + images .npz (path or s3://) → per-image scores CSV (path or s3://).
 
-What it is not: no training and no one-class evaluation protocol
-(`gan.apps.studies.anomaly_eval`), no
-printing (a `progress` callback lets the caller draw a bar), no encoder (f-AnoGAN's fast
-encoder, Schlegl et al. 2019, is `gan.apps.fanogan`; the evaluation uses it, `gan anomaly` does
-not).
+What it is not: no training and no one-class evaluation protocol (`gan.apps.studies.anomaly_eval`),
+no printing (a `progress` callback lets the caller draw a bar), no encoder (f-AnoGAN's fast encoder,
+Schlegl et al. 2019, is `gan.apps.fanogan`; the evaluation uses it, `gan anomaly` does not).
 """
 
 from __future__ import annotations
@@ -145,7 +143,7 @@ def score_file(model_uri: str, input_uri: str, out_uri: str, *, settings: Settin
     and `y` (the file's label) when known. Returns a summary for printing.
     """
     # lazy: gan.registry loads MLflow (≈2 s), needed only once a model is fetched
-    from gan.registry.publish import load_discriminator, load_generator
+    from gan.registry.load import load_discriminator, load_generator
 
     storage = storage_for(settings, model_uri, input_uri, out_uri)
     G = load_generator(model_uri, settings=settings, device=device)

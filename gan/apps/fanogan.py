@@ -12,8 +12,7 @@ generative adversarial networks", the izi_f variant):
     (one forward pass per image: no search).
 
 What it is not: no I/O, no CLI (the evaluation in `gan.apps.studies.anomaly_eval` uses it as a
-fourth
-column next to AnoGAN); the encoder is an evaluation artefact, not logged to the registry.
+fourth column next to AnoGAN); the encoder is an evaluation artefact, not logged to the registry.
 """
 
 from __future__ import annotations

@@ -178,7 +178,7 @@ def inpaint_file(model_uri: str, input_uri: str, mask: str, *, out_png: str | No
                  ) -> dict[str, Any]:
     """`gan inpaint`: model URI + images .npz + mask (center | boxes | file) → grid / .npz."""
     # lazy: gan.registry loads MLflow (≈2 s), needed only once a model is fetched
-    from gan.registry.publish import load_discriminator, load_generator
+    from gan.registry.load import load_discriminator, load_generator
 
     if out_png is None and out_npz is None:
         raise app_inputs.InputError("nothing to write: give --out (PNG grid) and/or --npz")

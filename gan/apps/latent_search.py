@@ -14,8 +14,7 @@ uses running statistics), so candidates never interact and the batch size change
 speed. Seeded: the start latents come from a CPU generator seeded by `search_seed(cfg.seed)`.
 
 What it is not: no objective of its own (see `gan.apps.anomaly`, `gan.apps.inpaint`), no I/O, no
-printing
-(`progress(done, total)` lets the caller draw a bar).
+printing (`progress(done, total)` lets the caller draw a bar).
 """
 
 from __future__ import annotations

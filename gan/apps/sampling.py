@@ -7,9 +7,8 @@ does all of it for a model URI.
 
     .npz  x: float32 (N, C, H, W) in [-1, 1]   y: int64 (N,) (conditional models only)
 
-What it is not: no MLflow calls of its own (`gan.registry.publish.load_generator` fetches the
-model),
-no drawing code (`gan.eval.pictures` tiles the grid).
+What it is not: no MLflow calls of its own (`gan.registry.load.load_generator` fetches the
+model), no drawing code (`gan.eval.pictures` tiles the grid).
 """
 
 from __future__ import annotations
@@ -111,7 +110,7 @@ def sample_to_files(model_uri: str, n: int, *, out: str | Path | None = None,
                     device: torch.device | str = "cpu") -> dict[str, object]:
     """`gan sample`: check, load `model_uri`, draw, write; returns a summary for printing."""
     # lazy: gan.registry loads MLflow (≈2 s); `gan sample` checks the request before that
-    from gan.registry.publish import load_generator
+    from gan.registry.load import load_generator
 
     check_request(n, out=out, npz=npz, label=label)
     G = load_generator(model_uri, settings=settings, device=device)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -56,9 +57,7 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
 
 
 def _search_cfg(steps: int, lr: float, restarts: int, batch_size: int, seed: int) -> Any:
-    from pydantic import ValidationError
-
-    from gan.apps.latent_search import SearchConfig
+    from gan.apps.latent_search import SearchConfig  # lazy: torch
 
     try:
         return SearchConfig(steps=steps, lr=lr, restarts=restarts, batch_size=batch_size,

@@ -15,6 +15,7 @@ import inspect
 import json
 from collections.abc import Callable
 from importlib.metadata import version as pkg_version
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -276,9 +277,7 @@ def data_upload(
     prefix: str = typer.Argument(..., help="s3://<bucket>/<prefix>/ to put the files under."),
 ) -> None:
     """Copy a folder's files into object storage, e.g. MNIST's IDX files for `--source mnist`."""
-    from pathlib import Path
-
-    from gan.io.storage import Storage, StorageError
+    from gan.io.storage import Storage, StorageError  # lazy: boto3 only for commands that use S3
 
     files = sorted(p for p in Path(folder).glob("*") if p.is_file())
     if not prefix.startswith("s3://") or not files:

@@ -123,20 +123,16 @@ class Settings(BaseSettings):
         )
 
     def require_mlflow(self) -> str:
-        if not self.mlflow_tracking_uri:
-            raise SettingsError(
-                "MLFLOW_TRACKING_URI is unset and no local stack state in "
-                f"{self.gan_home} (run `gan stack up` or set it)"
-            )
-        return self.mlflow_tracking_uri
+        return self._required(self.mlflow_tracking_uri, "MLFLOW_TRACKING_URI")
 
     def require_prefect(self) -> str:
-        if not self.prefect_api_url:
-            raise SettingsError(
-                "PREFECT_API_URL is unset and no local stack state in "
-                f"{self.gan_home} (run `gan stack up` or set it)"
-            )
-        return self.prefect_api_url
+        return self._required(self.prefect_api_url, "PREFECT_API_URL")
+
+    def _required(self, value: str | None, variable: str) -> str:
+        if not value:
+            raise SettingsError(f"{variable} is unset and no local stack state in "
+                                f"{self.gan_home} (run `gan stack up` or set it)")
+        return value
 
     def public_dict(self) -> dict[str, Any]:
         """Everything safe to print or log: secrets masked, never their values."""

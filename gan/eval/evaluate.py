@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from gan.core.config import EvalConfig, GateConfig
 from gan.core.records import DatasetRef, GateDecision, Report, TrainedRef
-from gan.core.tables import markdown_table
+from gan.core.tables import fmt_number, markdown_table
 from gan.data.prepare import PreparedData, load_prepared
 from gan.eval import metrics as M
 from gan.eval import pictures
@@ -271,12 +271,6 @@ _ROWS = (  # (metric key, label, better direction)
 )
 
 
-def _fmt(x: float | None) -> str:
-    if x is None:
-        return "—"
-    return f"{x:.0f}" if float(x).is_integer() and abs(x) >= 1 else f"{x:.4g}"
-
-
 def render_markdown(report: Report) -> str:
     """A short markdown rendering: header lines and a metric | candidate | real-data table."""
     seeds = ", ".join(f"{k} {v}" for k, v in sorted(report.seeds.items()))
@@ -290,11 +284,11 @@ def render_markdown(report: Report) -> str:
     for key, label, better in _ROWS:
         if key not in report.metrics:
             continue
-        cand = _fmt(report.metrics[key])
-        ref = _fmt(report.floors.get(key, report.ceilings.get(key)))
+        cand = fmt_number(report.metrics[key])
+        ref = fmt_number(report.floors.get(key, report.ceilings.get(key)))
         if key == "kid_mean":  # KID is noisy on small holdouts: show its spread over subsets
-            cand += f" ± {_fmt(report.metrics.get('kid_std'))}"
-            ref += f" ± {_fmt(report.floors.get('kid_std'))}"
+            cand += f" ± {fmt_number(report.metrics.get('kid_std'))}"
+            ref += f" ± {fmt_number(report.floors.get('kid_std'))}"
         rows.append([f"{label} {better}", cand, ref])
     hist = " ".join(f"{i}:{s:.3f}" for i, s in enumerate(report.class_hist))
     lines += [markdown_table(["metric", "candidate", "real data (floor / ceiling)"], rows),

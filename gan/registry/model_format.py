@@ -9,9 +9,9 @@ flavour that serves it.
         discriminator.safetensors  D's weights (anomaly detection / inpainting need them)
 
 The pyfunc flavour is MLflow's "custom loader module" workflow
-(`loader_module="gan.registry.model_format"`,
-`data_path=<bundle>`): `mlflow.pyfunc.load_model` imports THIS installed module and calls
-`_load_pyfunc(<bundle>)`, which rebuilds G with `gan.nets.models.build_generator` and fills in the
+(`loader_module="gan.registry.model_format"`, `data_path=<bundle>`): `mlflow.pyfunc.load_model`
+imports THIS installed module and calls `_load_pyfunc(<bundle>)`, which rebuilds G with
+`gan.nets.models.build_generator` and fills in the
 weights with `safetensors`. Why this and not the alternatives MLflow 3 offers:
 - `mlflow.pytorch` (pickle format) unpickles arbitrary code on load;
 - `mlflow.pytorch` with `serialization_format="pt2"` (torch.export) fixes the batch size
@@ -20,7 +20,7 @@ weights with `safetensors`. Why this and not the alternatives MLflow 3 offers:
   store on every load. Here nothing executable is read from the store: only tensors
   (safetensors) and JSON validated by `ModelConfig`.
 The price: a consumer needs the `gan-retrain` package installed (listed in the model's
-requirements), exactly as `gan.registry.publish.load_generator` does.
+requirements), exactly as `gan.registry.load.load_generator` does.
 
 pyfunc contract (also the model signature):
   input  {"z": float32 (N, latent_dim), "y": int64 (N,)}  ("y" only for conditional models;

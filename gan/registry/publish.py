@@ -1,12 +1,12 @@
-"""MLflow registry: publish a trained generator, gate its promotion, load published ones.
+"""MLflow registry: publish a trained generator and gate its promotion.
 
-What this module is: the register stage of the pipeline and the consumers' entry points.
+What this module is: the register stage of the pipeline.
 
     register(settings, run_id=..., ...) -> ModelRef
         1. the MLflow run of `run_id` (found by tag `gan.run_id`, else created): params,
            metrics, report artifacts, lineage tags (`gan.registry.run_log`)
         2. the generator (EMA weights) + discriminator as one pyfunc model
-        (`gan.registry.model_format`)
+           (`gan.registry.model_format`)
         3. a model version of `model_name` (found by its MLflow run, else created), tagged with
            its key metrics, alias `challenger`
         4. the champion's metrics read from its version tags right before deciding;
@@ -15,42 +15,32 @@ What this module is: the register stage of the pipeline and the consumers' entry
     Calling it again with the same run_id creates no second run, model or version and does not
     re-decide: every step is keyed and skipped once done, so a retried task is harmless.
 
-    load_generator(uri) / load_discriminator(uri) -> torch module (eval mode)
-        uri: models:/<name>@<alias>, models:/<name>/<version>, models:/<model_id>,
-        runs:/<mlflow run id>/generator, or a local model directory.
-
-What it is not: no training, no evaluation, no S3 layout of its own (the report's URIs are
-copied as given), no process-wide state beyond MLflow's tracking URI, which `client` sets
-from `Settings` because MLflow's `log_model` only reads that one.
+What it is not: no loading (`gan.registry.load`), no training, no evaluation, no S3 layout of its
+own (the report's URIs are copied as given), no process-wide state beyond MLflow's tracking URI,
+which `client` sets from `Settings` because MLflow's `log_model` only reads that one
+(`gan.registry.connect`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import mlflow
-import torch
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModelStatus, Run
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.models import Model
-from safetensors import SafetensorError
 
 from gan.core.config import MODEL_NAME_RE, GateConfig
 from gan.core.records import DatasetRef, GateDecision, ModelRef, Report, TrainedRef
 from gan.core.settings import Settings
 from gan.io.storage import Storage
-from gan.nets.models import Discriminator, Generator
 from gan.registry import model_format as mlflow_model
 from gan.registry import run_log as mlflow_run
+from gan.registry.connect import NOT_FOUND_CODES, RegistryError, check_reachable, client
 from gan.train.checkpoint import (
     discriminator_from_checkpoint,
     generator_from_checkpoint,
@@ -63,61 +53,7 @@ CHALLENGER, CHAMPION = "challenger", "champion"
 DECISION_TAG, APPLIED_TAG, MODEL_ID_TAG = "gan.gate.decision", "gan.gate.applied", "gan.model_id"
 # Version tags that are not metrics (everything else without a dot is a metric).
 STRING_TAGS = frozenset({"dataset_version", "run_id"})
-_NOT_FOUND = frozenset({"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE",
-                        "ENDPOINT_NOT_FOUND"})
-
 GateFn = Callable[..., GateDecision]
-
-
-class RegistryError(RuntimeError):
-    """The registry refused an operation; the message names the model or URI."""
-
-
-class ModelNotFoundError(RegistryError, LookupError):
-    """A model URI that names nothing: no such model, version, alias, run or directory."""
-
-
-class RegistryUnavailable(RegistryError, ConnectionError):
-    """The MLflow tracking server does not answer; the message names its URL. A ConnectionError,
-    so the flow's `register` task retries it (registration is idempotent per run id)."""
-
-
-def check_reachable(settings: Settings, *, attempts: int = 3, delay_s: float = 1.0) -> None:
-    """Raise RegistryUnavailable naming the URL unless MLflow answers `/health`.
-
-    Why a probe of our own: MLflow's client retries a refused connection with exponential
-    backoff for minutes (MLFLOW_HTTP_REQUEST_MAX_RETRIES=7) before failing; probing first makes
-    a down server fail the stage in seconds, before anything is written, with its URL named.
-    Backoff: delay_s, 2·delay_s, ... between attempts. Any HTTP answer below 500 counts as
-    reachable (an auth proxy in front of MLflow may answer 401 to an anonymous probe)."""
-    uri = settings.require_mlflow()
-    if not uri.startswith(("http://", "https://")):
-        return  # a file:/sqlite: store has no server to be down
-    last = ""
-    for i in range(attempts):
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=5) as r:  # noqa: S310
-                if r.status < 500:
-                    return
-                last = f"HTTP {r.status}"
-        except urllib.error.HTTPError as e:
-            if e.code < 500:
-                return
-            last = f"HTTP {e.code}"
-        except (urllib.error.URLError, OSError) as e:
-            last = str(getattr(e, "reason", e))
-        if i + 1 < attempts:
-            time.sleep(delay_s * 2**i)
-    raise RegistryUnavailable(f"MLflow tracking server {uri} unreachable after {attempts} "
-                              f"attempts ({last}); nothing was registered")
-
-
-def client(settings: Settings) -> MlflowClient:
-    """A client for `settings`' tracking server; also points MLflow's fluent API there."""
-    uri = settings.require_mlflow()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 # --------------------------------------------------------------------------- register
@@ -260,7 +196,7 @@ def _alias_version(c: MlflowClient, name: str, alias: str) -> str | None:
     try:
         return c.get_model_version_by_alias(name, alias).version
     except MlflowException as e:
-        if e.error_code in _NOT_FOUND:
+        if e.error_code in NOT_FOUND_CODES:
             return None
         raise
 
@@ -321,91 +257,3 @@ def _write_decision(c: MlflowClient, name: str, version: str, decision: GateDeci
     c.set_model_version_tag(name, version, "gate.promote", str(decision.promote).lower())
     c.set_model_version_tag(name, version, "gate.reasons", "\n".join(decision.reasons)[:5000])
     c.set_model_version_tag(name, version, DECISION_TAG, decision.model_dump_json())
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def download_model(uri: str, dst: str | Path, *, settings: Settings | None = None) -> Path:
-    """Fetch a model into `dst` (a local directory is used as is); returns its bundle dir."""
-    local = Path(uri) if "://" not in uri and ":/" not in uri else None
-    if local is not None:
-        if not (local / "MLmodel").is_file():
-            raise ModelNotFoundError(f"model {uri!r}: no MLflow model directory there")
-    else:
-        settings = settings or Settings.load()
-        tracking = settings.require_mlflow()
-        check_reachable(settings, attempts=2)  # seconds, not MLflow's minutes of retries
-        c = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
-        try:
-            local = Path(mlflow.artifacts.download_artifacts(
-                artifact_uri=resolve_uri(c, uri), dst_path=str(dst), tracking_uri=tracking,
-                registry_uri=tracking))
-        except MlflowException as e:
-            cls = ModelNotFoundError if e.error_code in _NOT_FOUND else RegistryError
-            raise cls(f"model {uri!r} not found at MLflow {tracking}: {e.message}") from e
-        except OSError as e:
-            raise RegistryError(f"model {uri!r}: download from MLflow {tracking} failed: {e}"
-                                ) from e
-    conf = Model.load(str(local / "MLmodel")).flavors.get("python_function", {})
-    if conf.get("loader_module") not in mlflow_model.LOADER_MODULES or "data" not in conf:
-        raise mlflow_model.BundleError(
-            f"model {uri!r} is not a gan generator (loader {conf.get('loader_module')!r})")
-    return local / conf["data"]
-
-
-def resolve_uri(c: MlflowClient, uri: str) -> str:
-    """`models:/...` → the artifact location it names, looked up with client `c`.
-
-    Why: MLflow resolves `models:/` URIs against its process-wide default registry whatever
-    registry URI `download_artifacts` is given (mlflow 3.17: ModelsArtifactRepository calls
-    `mlflow.get_registry_uri()`), and without MLFLOW_TRACKING_URI that default is a new
-    `./mlflow.db`. Resolving here with an explicit client keeps every lookup on `Settings`'
-    server. Other URIs (`runs:/`, `mlflow-artifacts:/`, ...) honour the given tracking URI."""
-    if not uri.startswith("models:/"):
-        return uri
-    ref, _, sub = uri.removeprefix("models:/").partition("/")
-    name, at, alias = ref.partition("@")
-    if at:
-        location = c.get_model_version_download_uri(
-            name, c.get_model_version_by_alias(name, alias).version)
-    elif sub and sub.split("/")[0].isdigit():
-        version, _, sub = sub.partition("/")
-        location = c.get_model_version_download_uri(name, version)
-    elif not sub:  # models:/<model_id>: a logged model
-        location = c.get_logged_model(name).artifact_location
-    else:
-        raise ModelNotFoundError(f"model {uri!r}: use models:/<name>@<alias>, "
-                                 "models:/<name>/<version> or models:/<model id>")
-    if location.startswith("models:/") and location != uri:  # a version whose source is
-        location = resolve_uri(c, location)                   # its logged model's models:/<id>
-    return f"{location.rstrip('/')}/{sub}" if sub else location
-
-
-def load_generator(uri: str, *, settings: Settings | None = None,
-                   device: torch.device | str = "cpu") -> Generator:
-    """The published G as a torch module in eval mode on `device`. `settings`: where MLflow
-    is (default `Settings.load()`); raises ModelNotFoundError naming a URI that names nothing."""
-    with tempfile.TemporaryDirectory(prefix="gan-load-") as tmp, _weights_errors(uri):
-        return mlflow_model.load_generator_from_bundle(
-            download_model(uri, tmp, settings=settings), device)
-
-
-def load_discriminator(uri: str, *, settings: Settings | None = None,
-                       device: torch.device | str = "cpu") -> Discriminator:
-    """The D published with the generator (same URI forms as `load_generator`)."""
-    with tempfile.TemporaryDirectory(prefix="gan-load-") as tmp, _weights_errors(uri):
-        return mlflow_model.load_discriminator_from_bundle(
-            download_model(uri, tmp, settings=settings), device)
-
-
-@contextlib.contextmanager
-def _weights_errors(uri: str) -> Iterator[None]:
-    """A weights file that is not safetensors (e.g. a pickle planted in the store) is refused
-    by the safetensors parser without executing anything; say so, naming the model."""
-    try:
-        yield
-    except SafetensorError as e:
-        raise mlflow_model.BundleError(
-            f"model {uri!r}: its weights are not a valid safetensors file; refused, nothing "
-            f"was executed ({e})") from e

@@ -1,8 +1,7 @@
 """Detached service processes: spawn, pid records, ownership checks, stopping, probes.
 
 What this module is: the process plumbing under `gan.stack.supervisor`. A service is started in
-its own
-session (it outlives the `gan stack up` command and forms its own process group), its output
+its own session (it outlives the `gan stack up` command and forms its own process group), its output
 goes to a log file, and a pid record (pid, start time, command line, URL) lets a later command
 prove that a pid is still the process it started before signalling it: a reused pid has another
 start time or command line and is never touched.

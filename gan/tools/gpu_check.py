@@ -1,5 +1,4 @@
-"""`python -m gan.tools.gpu_check` (`make gpu-check`): the default model on the GPU, in under 5
-minutes.
+"""`python -m gan.tools.gpu_check` (`make gpu-check`): the default model on a GPU, in < 5 min.
 
 What this module is: one prepared script for a machine with an NVIDIA GPU. It trains
 PRESETS["default"] for a fixed number of steps (`--steps`, default 300: 3 epochs of 100

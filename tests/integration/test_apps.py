@@ -28,6 +28,7 @@ from gan.core.config import DataConfig
 from gan.core.settings import Settings
 from gan.data.prepare import prepare_arrays
 from gan.io.storage import Storage
+from gan.registry import connect as registry_connect
 from gan.registry import model_format as mm
 from gan.registry import publish as registry
 from gan.registry import run_log as mlflow_run
@@ -48,7 +49,7 @@ def published(stack: Settings):
     data = prepare_arrays(DataConfig(limit=300))
     model_cfg, train_cfg = tiny_recipe(conditional=True, epochs=2)
     state = train_local(data, model_cfg, train_cfg)
-    c = registry.client(stack)
+    c = registry_connect.client(stack)
     # experiment_id on the run, not set_experiment: no process-wide state left for later tests
     exp_id = mlflow_run.experiment_id(c, NAME)
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(experiment_id=exp_id) as run:

@@ -31,6 +31,7 @@ from mlflow import MlflowClient
 from gan.core.config import RetrainParams
 from gan.core.settings import Settings
 from gan.io.storage import Storage
+from gan.registry import load as registry_load
 from gan.registry import publish as registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
@@ -170,7 +171,7 @@ def test_deployment_run_publishes_a_champion(stack: Settings, client, first_run)
     assert storage.exists(run.data.tags["gan.checkpoint_uri"])
     assert storage.exists(stack.s3_uri("runs", first_run.name, "eval", "report.json"))
     # ... and consumers sample from it.
-    G = registry.load_generator(f"models:/{MODEL}@champion", settings=stack)
+    G = registry_load.load_generator(f"models:/{MODEL}@champion", settings=stack)
     with torch.no_grad():
         x = G(torch.randn(4, G.latent_dim))
     assert x.shape == (4, 1, 28, 28) and torch.isfinite(x).all()

@@ -32,6 +32,7 @@ import torch
 from gan.core.config import DataConfig
 from gan.core.settings import Settings
 from gan.data.prepare import prepare_arrays
+from gan.registry import connect as registry_connect
 from gan.registry import model_format as mm
 from gan.registry import publish as registry
 from gan.registry import run_log as mlflow_run
@@ -151,7 +152,7 @@ def gan_digits(stack: Settings) -> str:
     from gan.apps.studies.demo_models import tiny_recipe
 
     torch.set_num_threads(1)
-    c = registry.client(stack)
+    c = registry_connect.client(stack)
     versions = c.search_model_versions(f"name = '{MODEL}'") if _exists(c) else []
     if len(versions) < 3:
         model_cfg, train_cfg = tiny_recipe(conditional=True, epochs=2)

@@ -1,5 +1,4 @@
-"""gan.registry.publish against the real local stack: MLflow server (SQLite) with artifacts in
-SeaweedFS.
+"""gan.registry.publish on the real local stack: MLflow server (SQLite), artifacts in SeaweedFS.
 
 Two runs of tiny conditional DCGANs are registered under one fresh model name: the first
 (no champion yet, gate passes) becomes `challenger` and `champion`; the second, worse one only
@@ -23,6 +22,7 @@ from gan.core.records import DatasetRef, ModelRef, Report, TrainedRef
 from gan.core.settings import Settings
 from gan.eval import pictures
 from gan.io.storage import Storage
+from gan.registry import load as registry_load
 from gan.registry import model_format as mm
 from gan.registry import publish as registry
 from gan.train.checkpoint import save_checkpoint
@@ -161,12 +161,12 @@ def test_load_generator_equals_published_ema(stack: Settings, published) -> None
     for uri, state in ((f"models:/{name}@champion", inputs1[0]), (ref1.uri, inputs1[0]),
                        (f"runs:/{ref1.mlflow_run_id}/generator", inputs1[0]),
                        (f"models:/{name}@challenger", inputs2[0])):
-        G = registry.load_generator(uri, settings=stack)
+        G = registry_load.load_generator(uri, settings=stack)
         assert not G.training and next(G.parameters()).device.type == "cpu"
         with torch.no_grad():
             assert torch.equal(G(z, y), state.G_ema(z, y)), uri
             assert not torch.allclose(G(z, y), state.G(z, y)), f"{uri}: raw G published"
-    D = registry.load_discriminator(f"models:/{name}@champion", settings=stack)
+    D = registry_load.load_discriminator(f"models:/{name}@champion", settings=stack)
     x = torch.rand(4, 1, 28, 28) * 2 - 1
     D1 = inputs1[0].D.eval()
     with torch.no_grad():
@@ -206,8 +206,8 @@ def test_missing_models_give_clear_errors(stack: Settings, published) -> None:
     name, _ = published
     for uri in ("models:/no-such-model-xyz@champion", f"models:/{name}/99",
                 f"models:/{name}@no-such-alias"):
-        with pytest.raises(registry.ModelNotFoundError, match=f"model '{uri}'"):
-            registry.load_generator(uri, settings=stack)
+        with pytest.raises(registry_load.ModelNotFoundError, match=f"model '{uri}'"):
+            registry_load.load_generator(uri, settings=stack)
 
 
 def test_gan_sample_cli(stack: Settings, published, gan_cli, tmp_path) -> None:

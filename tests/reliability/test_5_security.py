@@ -22,7 +22,7 @@ from gan.core.settings import Settings, SettingsError
 from gan.data.prepare import prepare
 from gan.io.storage import Storage, StorageError, arrow_fs, arrow_path
 from gan.nets.models import build_generator
-from gan.registry import publish as registry
+from gan.registry import load as registry_load
 from gan.registry.model_format import GENERATOR_FILE, BundleError, write_bundle
 from gan.train.checkpoint import CheckpointError, load_checkpoint
 
@@ -110,10 +110,10 @@ def test_model_weights_or_flavour_holding_pickled_code_are_refused(tmp_path: Pat
     weights = next((bundle / "model").rglob(GENERATOR_FILE))
     torch.save({"weight": _Payload(marker)}, weights)
     with pytest.raises(BundleError, match="not a valid safetensors file; refused"):
-        registry.load_generator(str(bundle / "model"))
+        registry_load.load_generator(str(bundle / "model"))
     # 2. An MLflow model in the pickle-based pytorch flavour: refused before loading anything.
     pickled = tmp_path / "pickled"
     mlflow.pytorch.save_model(G, str(pickled), serialization_format="pickle")
     with pytest.raises(BundleError, match="is not a gan generator"):
-        registry.load_generator(str(pickled))
+        registry_load.load_generator(str(pickled))
     assert not marker.exists()

@@ -16,7 +16,7 @@ from gan.apps.sampling import generate
 from gan.core.settings import Settings
 from gan.data.prepare import MANIFEST_FILE, load_prepared
 from gan.io.storage import Storage
-from gan.registry import publish as registry
+from gan.registry import load as registry_load
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -58,7 +58,7 @@ def test_stack_killed_hard_comes_back_with_everything(flow_api: Settings, faults
     after = _inventory(flow_api, mlflow_client, storage)
     assert after == before
     alias, version = sorted(alias_map.items())[0]
-    G = registry.load_generator(f"models:/{name}@{alias}", settings=flow_api)
+    G = registry_load.load_generator(f"models:/{name}@{alias}", settings=flow_api)
     x = generate(G, 2).x  # (2, C, H, W), labels drawn for conditional models
     assert x.shape[0] == 2 and bool(x.isfinite().all())
     for manifest in sorted(after["manifests"])[:3]:  # tensors still match their sha256

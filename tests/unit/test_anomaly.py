@@ -1,6 +1,5 @@
-"""gan.apps.anomaly / gan.apps.studies.anomaly_eval / `gan anomaly`: AnoGAN scores, baselines on
-the same split,
-the one-class protocol on an easy split, the CSV output and clear errors for bad input."""
+"""gan.apps.anomaly, gan.apps.studies.anomaly_eval, `gan anomaly`: AnoGAN scores, baselines on the
+same split, the one-class protocol on an easy split, the CSV output, clear errors for bad input."""
 
 from __future__ import annotations
 
@@ -67,7 +66,7 @@ def test_one_class_easy_split_beats_chance(zero_split_result) -> None:
 
 
 def test_fanogan_scores_and_errors(model_dir, data) -> None:
-    from gan.registry.publish import load_discriminator, load_generator
+    from gan.registry.load import load_discriminator, load_generator
 
     G, D = load_generator(str(model_dir)), load_discriminator(str(model_dir))
     x, y = data.x_train[:40], data.y_train[:40]

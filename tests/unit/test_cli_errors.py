@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from gan.cli.main import app
-from gan.registry import publish as registry
+from gan.registry import load as registry_load
 
 run = CliRunner().invoke
 
@@ -66,4 +66,4 @@ class _Client:
     ("runs:/r1/generator", "runs:/r1/generator"),
 ])
 def test_models_uris_resolve_with_the_given_client(uri: str, resolved: str) -> None:
-    assert registry.resolve_uri(_Client(), uri) == resolved  # type: ignore[arg-type]
+    assert registry_load.resolve_uri(_Client(), uri) == resolved  # type: ignore[arg-type]

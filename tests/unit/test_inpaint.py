@@ -17,7 +17,7 @@ from gan.apps import inputs as app_inputs
 from gan.apps.inputs import InputError
 from gan.apps.latent_search import SearchConfig
 from gan.eval.judge import train_judge
-from gan.registry.publish import load_discriminator, load_generator
+from gan.registry.load import load_discriminator, load_generator
 
 torch.set_num_threads(1)
 FAST = SearchConfig(steps=10, lr=0.1)

@@ -1,5 +1,4 @@
-"""gan.registry.publish / gan.registry.run_log / gan.registry.model_format / gan.apps.sampling
-without any service.
+"""gan.registry.{publish, run_log, model_format} and gan.apps.sampling without any service.
 
 Param flattening and lineage never carry a credential; the safetensors bundle round-trips G and
 D exactly; the pyfunc wrapper (directly and through a locally saved MLflow model) returns
@@ -30,6 +29,7 @@ from gan.core.config import (
 )
 from gan.core.records import DatasetRef, Report, TrainedRef
 from gan.nets.models import build
+from gan.registry import load as registry_load
 from gan.registry import model_format as mm
 from gan.registry import publish as registry
 from gan.registry import run_log as mlflow_run
@@ -196,13 +196,13 @@ def test_saved_pyfunc_model_predicts_locally(tmp_path: Path) -> None:
     with torch.no_grad():
         ref = G(torch.from_numpy(ex["z"]), torch.from_numpy(ex["y"])).numpy()
     np.testing.assert_array_equal(out, ref)
-    G2 = registry.load_generator(str(path))
+    G2 = registry_load.load_generator(str(path))
     with torch.no_grad():
         assert torch.equal(G2(torch.from_numpy(ex["z"]), torch.from_numpy(ex["y"])),
                            torch.from_numpy(ref))
-    assert isinstance(registry.load_discriminator(str(path)), torch.nn.Module)
-    with pytest.raises(registry.ModelNotFoundError, match="no MLflow model directory"):
-        registry.load_generator(str(tmp_path / "nowhere"))
+    assert isinstance(registry_load.load_discriminator(str(path)), torch.nn.Module)
+    with pytest.raises(registry_load.ModelNotFoundError, match="no MLflow model directory"):
+        registry_load.load_generator(str(tmp_path / "nowhere"))
 
 
 # --------------------------------------------------------------------------- sampling

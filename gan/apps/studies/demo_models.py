@@ -4,7 +4,7 @@ What this module is:
   * `save_model_dir(path, state)`: a trained `TrainState` → a local MLflow-format model directory
     (the same pyfunc bundle `gan.registry.publish` logs: EMA generator + discriminator,
     safetensors), so
-    `gan.registry.publish.load_generator(<dir>)` works without a tracking server.
+    `gan.registry.load.load_generator(<dir>)` works without a tracking server.
   * `train_demo_generator(out_dir, ...)`: a conditional generator on the bundled digits with
     `PRESETS["default"]`, for the augmentation and inpainting evaluations
     (`python -m gan.apps.studies.demo_models OUT_DIR`).
@@ -81,8 +81,7 @@ def train_demo_generator(out_dir: str | Path, *, epochs: int | None = None,
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m gan.apps.studies.demo_models OUT_DIR [--epochs N] [--budget S] [--threads T]`:
-    train the
-    demo generator (`PRESETS["default"]`) and save it as an MLflow model directory."""
+    train the demo generator (`PRESETS["default"]`) and save it as an MLflow model directory."""
     ap = argparse.ArgumentParser(prog="python -m gan.apps.studies.demo_models",
                                  description=main.__doc__)
     ap.add_argument("out_dir", help="new MLflow model directory to write")

@@ -23,19 +23,31 @@ from __future__ import annotations
 import math
 import tempfile
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
+from sklearn.model_selection import train_test_split
 
+from gan.apps import inputs as app_inputs
+from gan.apps.augment import evaluate_augmentation
 from gan.apps.fanogan import EncoderConfig
+from gan.apps.inpaint import evaluate_inpainting
 from gan.apps.latent_search import Progress, SearchConfig
+from gan.apps.studies.anomaly_eval import (
+    OneClassResult,
+    evaluate_conditional,
+    evaluate_one_class,
+    one_class_recipe,
+)
 from gan.core.config import DataConfig
+from gan.core.settings import Settings
 from gan.core.tables import markdown_table
 from gan.data.prepare import PreparedData, prepare_arrays
-
-if TYPE_CHECKING:
-    from gan.core.settings import Settings
+from gan.eval.judge import train_judge
+from gan.registry import load as registry_load
+from gan.registry import model_format as mlflow_model
+from gan.registry.load import load_discriminator, load_generator
 
 Echo = Callable[[str], None]
 
@@ -46,11 +58,9 @@ def _noop(_: str) -> None:
 
 def model_meta(uri: str, settings: Settings | None) -> dict[str, Any]:
     """The bundle's `model_config.json` (dataset version, epochs, ...) of a model URI."""
-    from gan.registry import model_format as mlflow_model
-    from gan.registry import publish as registry
-
     with tempfile.TemporaryDirectory(prefix="gan-meta-") as tmp:
-        return mlflow_model.read_bundle_meta(registry.download_model(uri, tmp, settings=settings))
+        bundle = registry_load.download_model(uri, tmp, settings=settings)
+        return mlflow_model.read_bundle_meta(bundle)
 
 
 def _data_note(meta: dict[str, Any], data: PreparedData) -> str:
@@ -73,9 +83,6 @@ def run_augment(model_uri: str, *, settings: Settings | None = None, quick: bool
                 fraction: float = 0.1, device: str = "cpu", echo: Echo = _noop
                 ) -> dict[str, Any]:
     """Table (1): does adding generated samples to a 10 % real subset help the classifier?"""
-    from gan.apps.augment import evaluate_augmentation
-    from gan.registry.publish import load_generator
-
     data = prepare_arrays(DataConfig())
     G = load_generator(model_uri, settings=settings, device=device)
     meta = model_meta(model_uri, settings)
@@ -111,13 +118,6 @@ def run_anomaly(model_uri: str | None = None, *, settings: Settings | None = Non
     Without `model_uri`: the protocol, one GAN trained per normal class. With it: the published
     conditional generator, searched with the normal class as label (no training).
     `encoder_epochs`: f-AnoGAN encoder epochs (None: 10 quick, 40 full; 0: no encoder)."""
-    from gan.apps.studies.anomaly_eval import (
-        OneClassResult,
-        evaluate_conditional,
-        evaluate_one_class,
-        one_class_recipe,
-    )
-
     data = prepare_arrays(DataConfig())
     classes = classes if classes is not None else ([0, 1, 7] if quick else list(range(10)))
     cfg = SearchConfig(steps=steps or (50 if quick else 100))
@@ -140,8 +140,6 @@ def run_anomaly(model_uri: str | None = None, *, settings: Settings | None = Non
                          "train": recipe[1].model_dump(mode="json")}
         gan_col = "AnoGAN (GAN per class)"
     else:
-        from gan.registry.publish import load_discriminator, load_generator
-
         G = load_generator(model_uri, settings=settings, device=device)
         D = load_discriminator(model_uri, settings=settings, device=device)
         out["model"] = model_uri
@@ -172,11 +170,6 @@ def run_inpaint(model_uri: str, *, settings: Settings | None = None, quick: bool
                 device: str = "cpu", echo: Echo = _noop, progress: Progress | None = None
                 ) -> dict[str, Any]:
     """Table (3): GAN fill vs mean fill vs nearest-neighbour fill on holdout images."""
-    from gan.apps import inputs as app_inputs
-    from gan.apps.inpaint import evaluate_inpainting
-    from gan.eval.judge import train_judge
-    from gan.registry.publish import load_discriminator, load_generator
-
     data = prepare_arrays(DataConfig())
     G = load_generator(model_uri, settings=settings, device=device)
     D = load_discriminator(model_uri, settings=settings, device=device)
@@ -209,8 +202,6 @@ def _stratified(y: torch.Tensor, n: int) -> np.ndarray:
     """n holdout indices, stratified and seeded (all of them when n >= len(y))."""
     if n >= len(y):
         return np.arange(len(y))
-    from sklearn.model_selection import train_test_split
-
     keep, _ = train_test_split(np.arange(len(y)), train_size=n, stratify=y.numpy(),
                                random_state=0)
     return np.sort(keep)

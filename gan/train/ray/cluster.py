@@ -15,8 +15,7 @@ file instead of a TCP store listening on every interface, and `trainer_class`: a
 TorchTrainer without the callbacks a local Ray does not need.
 
 What it is not: no training (see `gan.train.ray.driver`, `gan.train.ray.worker`). Every Ray call
-in this
-file is marked `# RAY`; the uses of Ray internals are marked `# RAY private` and explained.
+in this file is marked `# RAY`; the uses of Ray internals are marked `# RAY private` and explained.
 """
 
 from __future__ import annotations
