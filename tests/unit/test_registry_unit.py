@@ -205,6 +205,25 @@ def test_saved_pyfunc_model_predicts_locally(tmp_path: Path) -> None:
         registry_load.load_generator(str(tmp_path / "nowhere"))
 
 
+@pytest.mark.parametrize("loader", ["gan.mlflow_model", mm.LOADER_MODULE])
+def test_versions_from_before_the_layout_still_load(tmp_path: Path, loader: str) -> None:
+    """A model saved with the flat layout's loader module (`gan.mlflow_model`, what every
+    version registered before the package move names) loads both ways, like a new one."""
+    cfg, G, D = tiny_models("dcgan", True)
+    bundle = mm.write_bundle(tmp_path / "gan_generator", cfg, G, D)
+    path = tmp_path / "model"
+    mlflow.pyfunc.save_model(str(path), loader_module=loader, data_path=str(bundle))
+    assert f"loader_module: {loader}" in (path / "MLmodel").read_text()
+    ex = mm.input_example(cfg, n=3, seed=1)
+    with torch.no_grad():
+        ref = G(torch.from_numpy(ex["z"]), torch.from_numpy(ex["y"])).numpy()
+    np.testing.assert_array_equal(mlflow.pyfunc.load_model(str(path)).predict(ex), ref)
+    with torch.no_grad():
+        out = registry_load.load_generator(str(path))(torch.from_numpy(ex["z"]),
+                                                      torch.from_numpy(ex["y"]))
+    np.testing.assert_array_equal(out.numpy(), ref)
+
+
 # --------------------------------------------------------------------------- sampling
 
 
