@@ -167,20 +167,19 @@ def _previous_result(fs: Any, run_dir: str, run_id: str, dataset: DatasetRef,
 
 
 def fallback_checkpoint(fs: Any, run_dir: str) -> str | None:
-    """The latest COMPLETE checkpoint folder of a stopped run that Ray cannot resume itself.
+    """The latest COMPLETE checkpoint folder of a stopped run, for when Ray's own record lags.
 
     Ray V2 resumes a run name from its `checkpoint_manager_snapshot.json`, which its controller
-    writes after registering a checkpoint; when storage dies first (or before any snapshot),
-    the checkpoints uploaded so far would be ignored and training would restart from epoch 0.
-    Then the newest `checkpoint_epoch_<N>/checkpoint.pt` that loads (weights-only) and says
-    epoch N is used; a partial upload fails that check and is skipped. None when Ray has a
-    snapshot (it resumes by itself) or no checkpoint is complete."""
+    writes after registering a checkpoint; when storage dies after a checkpoint's upload but
+    before the snapshot records it (or before any snapshot), the newest checkpoints would be
+    ignored. So the newest `checkpoint_epoch_<N>/checkpoint.pt` that loads (weights-only) and
+    says epoch N is offered too, and the workers start from whichever of the two is newer
+    (`gan.train.ray.worker`); a partial upload fails that check and is skipped. None when no
+    checkpoint is complete."""
     # lazy: on an image without Ray, Ray (not pyarrow) must be what importing this module
     # misses: gan.tools.gpu_check reports that name
     from pyarrow import fs as pafs
 
-    if fs.get_file_info(f"{run_dir}/checkpoint_manager_snapshot.json").type == pafs.FileType.File:
-        return None
     infos = fs.get_file_info(pafs.FileSelector(run_dir, allow_not_found=True))
     found = sorted((int(m.group(1)), i.path) for i in infos if i.type == pafs.FileType.Directory
                    and (m := re.fullmatch(r"checkpoint_epoch_(\d+)", i.base_name)))
@@ -188,7 +187,6 @@ def fallback_checkpoint(fs: Any, run_dir: str) -> str | None:
         try:
             with fs.open_input_stream(f"{path}/{CHECKPOINT_FILE}") as f:
                 if load_checkpoint(f.read())["epoch"] == epoch:
-                    log.info("run dir %s has no Ray snapshot: resuming from %s", run_dir, path)
                     return path
         except (OSError, CheckpointError):
             continue  # missing or partial: try the one before

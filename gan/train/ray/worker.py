@@ -40,7 +40,7 @@ from gan.core.settings import Settings
 from gan.data.prepare import PreparedData, load_prepared
 from gan.io.jsonio import read_json_fs, write_json_fs
 from gan.io.storage import Storage
-from gan.train.checkpoint import save_checkpoint, state_from_checkpoint
+from gan.train.checkpoint import load_checkpoint, save_checkpoint, state_from_checkpoint
 from gan.train.ddp import (
     CountingBatches,
     FaultSpec,
@@ -76,8 +76,8 @@ class RunSpec:
     data: PreparedData | None = field(default=None, repr=False)  # in memory (bench)
     deadline: float | None = None  # time.time() after which workers stop after their epoch
     fault: FaultSpec | None = None  # test-only fault hook
-    # A complete checkpoint folder on run_fs to start from when Ray hands none (its run
-    # snapshot was lost, e.g. storage died before Ray wrote it); see gan.train.ray.driver.train.
+    # The run's latest complete checkpoint folder on run_fs: used when it is newer than what
+    # Ray hands (its snapshot lags when storage died mid-checkpoint): driver.fallback_checkpoint.
     resume_path: str | None = None
     progress: Any = field(default=None, repr=False)  # ray.util.queue.Queue for rank 0's metrics
     echo: bool = True  # rank 0 prints the per-epoch progress line
@@ -162,19 +162,21 @@ def _need_dataset(spec: RunSpec) -> DatasetRef:
 
 
 def _initial_state(spec: RunSpec, device: torch.device, rank: int) -> tuple[TrainState, int]:
-    """(state, epoch resumed from): the latest checkpoint Ray hands this attempt, or fresh."""
+    """(state, epoch resumed from): the newer of the checkpoint Ray hands this attempt and the
+    run's latest complete one on storage (`spec.resume_path`), or fresh."""
+    candidates: list[tuple[dict[str, Any], str]] = []
     checkpoint = ray.train.get_checkpoint()  # RAY
     if checkpoint is not None:
         with checkpoint.as_directory() as d:  # RAY (downloads from S3 when remote)
-            blob = Path(d, CHECKPOINT_FILE).read_bytes()
-        where = checkpoint.path
-    elif spec.resume_path is not None:
-        where = spec.resume_path
-        with spec.run_fs.open_input_stream(f"{where}/{CHECKPOINT_FILE}") as f:
-            blob = f.read()
-    else:
+            candidates.append((load_checkpoint(Path(d, CHECKPOINT_FILE).read_bytes()),
+                               checkpoint.path))
+    if spec.resume_path is not None:
+        with spec.run_fs.open_input_stream(f"{spec.resume_path}/{CHECKPOINT_FILE}") as f:
+            candidates.append((load_checkpoint(f.read()), spec.resume_path))
+    if not candidates:
         return make_state(spec.model_cfg, spec.train_cfg, device), 0
-    state = state_from_checkpoint(blob, device, train_cfg=spec.train_cfg)
+    ckpt, where = max(candidates, key=lambda c: int(c[0]["epoch"]))  # Ray's wins a tie
+    state = state_from_checkpoint(ckpt, device, train_cfg=spec.train_cfg)
     if rank == 0 and spec.echo:
         log.info("run %s: resumed from checkpoint at epoch %d (step %d, %s)", spec.run_id,
                  state.epoch, state.step, where)
