@@ -56,8 +56,8 @@ def _zip_members(data: bytes, origin: str) -> list[tuple[str, bytes]]:
         out = []
         for info in infos:
             path = _safe_path(info.filename, origin)
-            mode = info.external_attr >> 16
-            if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            ftype = stat.S_IFMT(info.external_attr >> 16)  # 0 when the zip records none
+            if ftype not in (0, stat.S_IFREG, stat.S_IFDIR):
                 raise DataError(f"{origin}: archive member {info.filename!r} is a link or "
                                 "special file, not a regular file: the archive is refused")
             if path is not None:

@@ -65,7 +65,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     """Any accepted mode → 8-bit RGB (step 2 of the policy); BadImage for others."""
     if img.mode in _SIXTEEN_BIT:
         a = np.asarray(img, dtype=np.uint16)  # (H, W) 0..65535
-        return Image.fromarray((a >> 8).astype(np.uint8), mode="L").convert("RGB")
+        return Image.fromarray((a >> 8).astype(np.uint8)).convert("RGB")
     if img.mode in _WITH_ALPHA or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))

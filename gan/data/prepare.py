@@ -42,7 +42,6 @@ from gan.core.config import DataConfig
 from gan.core.images import from_uint8, unit_to_uint8
 from gan.core.records import DatasetRef
 from gan.data.decode import to_channels
-from gan.data.shards import decode_shard, encode_shards
 from gan.data.sources import load_source, source_label
 from gan.data.validate import DataError, SourceData
 
@@ -239,6 +238,9 @@ def prepare(cfg: DataConfig, storage: Storage) -> DatasetRef:
     if storage.exists(uri + MANIFEST_FILE):
         log.info("dataset %s version %s already stored at %s: reused", p.name, p.version, uri)
         return _ref(storage.get_json(uri + MANIFEST_FILE), uri, reused=True)
+    # lazy: pyarrow is absent on a bare GPU image (gpu_check), which prepares in memory only
+    from gan.data.shards import encode_shards
+
     storage.ensure_bucket()
     shards: dict[str, list[dict[str, Any]]] = {}
     for split in SPLITS:
@@ -254,6 +256,7 @@ def prepare(cfg: DataConfig, storage: Storage) -> DatasetRef:
 
 def _read_shards(storage: Storage, uri: str, m: dict[str, Any]) -> dict[str, np.ndarray]:
     """Format 2: every split's shards, each checked against its manifest sha256."""
+    from gan.data.shards import decode_shard  # lazy: as in `prepare`
     arrays: dict[str, np.ndarray] = {}
     for split in SPLITS:
         xs, ys = [], []

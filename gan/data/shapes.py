@@ -34,7 +34,7 @@ def _background(rng: np.random.Generator) -> np.ndarray:
 
 
 def _draw(cls: str, rng: np.random.Generator) -> Image.Image:
-    img = Image.fromarray(_background(rng), mode="RGB")
+    img = Image.fromarray(_background(rng))
     draw = ImageDraw.Draw(img)
     r = int(rng.integers(7, 13))  # half size
     cx, cy = rng.integers(r + 1, SIZE - r - 1, size=2)
@@ -74,6 +74,6 @@ def write_shapes(out_dir: str | Path, n_per_class: int = 750, seed: int = 0, *,
         folder = out if flat else out / CLASSES[k]
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{CLASSES[k]}-{i:05d}.png"
-        Image.fromarray(img, mode="RGB").save(path)
+        Image.fromarray(img).save(path)
         paths.append(path)
     return paths

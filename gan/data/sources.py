@@ -26,7 +26,6 @@ from sklearn.datasets import load_digits
 from gan.core.config import DataConfig
 from gan.data.cifar import load_cifar10
 from gan.data.images import load_images
-from gan.data.parquet import load_parquet
 from gan.data.validate import MAX_CLASSES, DataError, SourceData, validate
 from gan.io.uri import read_bytes, redact_url
 
@@ -181,6 +180,13 @@ def _npz_unit_range(x: np.ndarray, origin: str) -> np.ndarray:
     return (x.astype(np.float32) + 1.0) / 2.0
 
 
+def _load_parquet(cfg: DataConfig, storage: Storage | None) -> SourceData:
+    # lazy: pyarrow is absent on a bare GPU image (gpu_check), which reads no Parquet
+    from gan.data.parquet import load_parquet
+
+    return load_parquet(cfg, storage)
+
+
 def _load_digits() -> SourceData:
     d = load_digits()  # bundled with scikit-learn: works offline
     x = (d.images / 16.0).astype(np.float32)  # (1797, 8, 8) in [0, 1]
@@ -194,7 +200,7 @@ def load_source(cfg: DataConfig, storage: Storage | None = None) -> SourceData:
     naming the problem."""
     loaders = {"digits": lambda c, s: _load_digits(), "mnist": _load_idx,
                "fashion-mnist": _load_idx, "npz": _load_npz, "images": load_images,
-               "parquet": load_parquet, "cifar10": load_cifar10}
+               "parquet": _load_parquet, "cifar10": load_cifar10}
     if cfg.source not in loaders:
         raise DataError(f"unknown data source {cfg.source!r}")
     return loaders[cfg.source](cfg, storage)
