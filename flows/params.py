@@ -51,9 +51,16 @@ RETRAIN_OPTIONS: tuple[RetrainOption, ...] = (
     RetrainOption("--preset", "preset", "Starting recipe: default, seed or smoke; the options "
                   "below override it."),
     RetrainOption("--smoke", None, "Same as --preset smoke: tiny, fast."),
-    RetrainOption("--source", "data.source", "digits, mnist, fashion-mnist or npz."),
-    RetrainOption("--uri", "data.uri", "Where mnist/fashion-mnist IDX files or the .npz lie: "
-                  "local path, s3:// or http(s)://."),
+    RetrainOption("--source", "data.source", "digits, mnist, fashion-mnist, npz, images, "
+                  "parquet or cifar10."),
+    RetrainOption("--uri", "data.uri", "Where the data lies: local path, s3:// or http(s)://; "
+                  "for images a folder or s3:// prefix of PNG/JPEG/WebP files (one sub-folder "
+                  "per class, or flat)."),
+    RetrainOption("--image-size", "data.image_size", "Images are resized to this H=W."),
+    RetrainOption("--channels", "data.channels", "1 (grey) or 3 (RGB); default: from the "
+                  "data."),
+    RetrainOption("--max-bad-fraction", "data.max_bad_fraction", "Share of bad image files "
+                  "skipped and counted; 0 (default) refuses any."),
     RetrainOption("--epochs", "epochs"),
     RetrainOption("--batch-size", "batch_size"),
     RetrainOption("--lr-g", "lr_g"),

@@ -39,6 +39,8 @@ from flows.summary import mlflow_links
 from gan.cli import apps as apps_cli
 from gan.cli.common import check_device, fail, load_settings, stdout
 from gan.core.settings import Settings, SettingsError
+from gan.data.shapes import CLASSES as SHAPE_CLASSES
+from gan.data.shapes import write_shapes
 from gan.stack import supervisor as stack_lib
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -275,11 +277,16 @@ app.add_typer(data_app, name="data")
 def data_upload(
     folder: str = typer.Argument(..., help="Local folder: every file directly in it is sent."),
     prefix: str = typer.Argument(..., help="s3://<bucket>/<prefix>/ to put the files under."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Also the files in its "
+                                   "sub-folders, keeping their relative paths (an image "
+                                   "folder with one sub-folder per class)."),
 ) -> None:
     """Copy a folder's files into object storage, e.g. MNIST's IDX files for `--source mnist`."""
     from gan.io.storage import Storage, StorageError  # lazy: boto3 only for commands that use S3
 
-    files = sorted(p for p in Path(folder).glob("*") if p.is_file())
+    root = Path(folder)
+    files = sorted(p for p in (root.rglob("*") if recursive else root.glob("*")) if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
     if not prefix.startswith("s3://") or not files:
         why = "PREFIX must be an s3:// URI" if files else f"no files in folder {folder}"
         raise fail(why, code=2)
@@ -288,11 +295,28 @@ def data_upload(
     try:
         storage = Storage.from_settings(settings)
         for p in files:
-            uri = f"{prefix.rstrip('/')}/{p.name}"
+            uri = f"{prefix.rstrip('/')}/{p.relative_to(root).as_posix()}"
             storage.put_file(uri, str(p))
             console.print(f"uploaded {escape(str(p))} → {escape(uri)}")
     except (StorageError, SettingsError) as e:
         raise fail(str(e)) from None
+
+
+@data_app.command("make-shapes")
+def data_make_shapes(
+    out_dir: str = typer.Argument(..., help="New or empty folder to write the PNG files to."),
+    per_class: int = typer.Option(750, min=1, max=100_000, help="Images per class."),
+    seed: int = typer.Option(0, min=0, help="Seed of the drawing."),
+    flat: bool = typer.Option(False, "--flat", help="All files in OUT_DIR itself: unlabelled."),
+) -> None:
+    """Write the bundled RGB set: 32×32 coloured shapes on textured backgrounds, as PNG files
+    in one sub-folder per class (circle, cross, square, triangle), for `--source images`."""
+    try:
+        paths = write_shapes(out_dir, per_class, seed, flat=flat)
+    except FileExistsError as e:
+        raise fail(str(e), code=2) from None
+    layout = "flat (unlabelled)" if flat else f"one folder per class ({', '.join(SHAPE_CLASSES)})"
+    stdout().print(f"wrote {len(paths)} PNG files to {escape(out_dir)}, {layout}")
 
 
 @app.command()

@@ -34,15 +34,20 @@ class Frozen(BaseModel):
 class DataConfig(Frozen):
     """Where images come from and how they are prepared (see `gan.data.prepare`)."""
 
-    source: Literal["digits", "mnist", "fashion-mnist", "npz"] = Field(
+    source: Literal["digits", "mnist", "fashion-mnist", "npz", "images", "parquet",
+                    "cifar10"] = Field(
         "digits",
         description="Dataset source: bundled scikit-learn digits, MNIST/Fashion-MNIST IDX "
-        "files, or an .npz with x (and optional y).",
+        "files, an .npz with x (and optional y), a folder of image files (images), a Parquet "
+        "table of image bytes (parquet), or the CIFAR-10 binary release (cifar10).",
     )
     uri: str | None = Field(
         None,
         description="For mnist/fashion-mnist: base URL, s3:// prefix or local folder holding "
-        "the four IDX .gz files. For npz: path or s3:// URI of the .npz file.",
+        "the four IDX .gz files. For npz: path or s3:// URI of the .npz file. For images: a "
+        "folder or s3:// prefix of PNG/JPEG/WebP files (one sub-folder per class, or flat), or "
+        "a .zip/.tar of one. For parquet: a .parquet file, or a folder/prefix of them. For "
+        "cifar10: cifar-10-binary.tar.gz or a folder/prefix/URL of its .bin files.",
     )
     name: str | None = Field(
         None,
@@ -58,10 +63,22 @@ class DataConfig(Frozen):
     limit: int | None = Field(
         None, ge=20, description="Keep at most this many images (smoke runs); None keeps all."
     )
+    channels: Literal[1, 3] | None = Field(
+        None, description="Image channels: 1 (grey) or 3 (RGB); None: from the data (grey "
+        "when every image is grey)."
+    )
+    max_bad_fraction: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Share of image files that may be bad (truncated, "
+        "not an image, ...) and are then skipped and counted; 0 refuses any bad file."
+    )
+    image_column: str = Field("image", min_length=1, max_length=200,
+                              description="parquet: the column of encoded image bytes.")
+    label_column: str = Field("label", max_length=200, description="parquet: the column of "
+                              "integer or string labels, if the table has it; '' = unlabelled.")
 
     @model_validator(mode="after")
     def _uri_required(self) -> DataConfig:
-        if self.source in ("mnist", "fashion-mnist", "npz") and not self.uri:
+        if self.source not in ("digits",) and not self.uri:
             raise ValueError(f"data.uri is required for source {self.source!r}")
         return self
 
@@ -69,9 +86,12 @@ class DataConfig(Frozen):
     def dataset_name(self) -> str:
         if self.name:
             return self.name
-        if self.source == "npz" and self.uri:
-            stem = Path(self.uri.rstrip("/")).name.removesuffix(".npz")
-            return re.sub(r"[^a-z0-9_-]", "-", stem.lower()) or "npz"
+        if self.source in ("npz", "images", "parquet") and self.uri:
+            stem = Path(self.uri.rstrip("/")).name
+            for suffix in (".npz", ".parquet", ".zip", ".tar", ".tar.gz", ".tgz"):
+                stem = stem.removesuffix(suffix)
+            stem = re.sub(r"[^a-z0-9_-]", "-", stem.lower()).strip("-_")[:64]
+            return stem or self.source
         return self.source
 
 

@@ -28,6 +28,9 @@ class DatasetRef(Record):
     image_size: int
     channels: int = 1
     class_hist_train: list[int] = Field(default_factory=list)
+    labelled: bool = True  # False: an unlabelled source (every label 0, num_classes 1)
+    class_names: list[str] = Field(default_factory=list)  # names of labels 0..K-1, if known
+    n_skipped: int = 0  # bad image files left out under data.max_bad_fraction
     reused: bool = False  # True when the version was already in storage
 
 

@@ -6,7 +6,9 @@ What this module is: `source_fingerprint(cfg, storage)`, cheap metadata only (no
     local file    size and modification time (ns)
     s3://         the object's ETag and size (HEAD)
     http(s)://    ETag, Last-Modified and Content-Length (HEAD)
-for every file the source reads (one .npz, or the four MNIST IDX files). When a file's
+for every file the source reads (one .npz, the four MNIST IDX files, or one archive / Parquet
+file), and for a folder or `s3://` prefix (images, parquet, cifar10) the same for every file
+under it, from one listing (`listing_meta`: relative path, size and mtime / ETag). When a file's
 metadata cannot be read, the fingerprint is unique (`uncached:<uuid>`): the task then runs and
 `gan.data.prepare.prepare` reports the real problem, or re-derives the same dataset version.
 
@@ -21,19 +23,37 @@ import uuid
 from importlib.metadata import version as dist_version
 
 from gan.core.config import DataConfig
+from gan.data.cifar import BIN_FILES
 from gan.data.prepare import PREP_FORMAT
 from gan.data.sources import IDX_FILES
 from gan.io.storage import Storage, StorageError
-from gan.io.uri import UriError, uri_meta
+from gan.io.uri import HTTP, UriError, listing_meta, uri_meta
+
+_FILE_SUFFIXES = (".npz", ".parquet", ".bin", ".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2",
+                  ".tar.xz")
 
 
 def source_files(cfg: DataConfig) -> list[str]:
-    """The URIs/paths `gan.data.sources.load_source` reads for `cfg` (empty for bundled digits)."""
+    """The URIs/paths `gan.data.sources.load_source` reads for `cfg` (empty for bundled digits);
+    for a folder or prefix source, the folder or prefix itself."""
     if cfg.source == "digits" or not cfg.uri:
         return []
-    if cfg.source == "npz":
-        return [cfg.uri]
-    return [f"{cfg.uri.rstrip('/')}/{name}" for name in IDX_FILES.values()]
+    if cfg.source in ("mnist", "fashion-mnist"):
+        return [f"{cfg.uri.rstrip('/')}/{name}" for name in IDX_FILES.values()]
+    if cfg.source == "cifar10" and cfg.uri.startswith(HTTP) and not _is_file(cfg.uri):
+        return [f"{cfg.uri.rstrip('/')}/{name}" for name in BIN_FILES]
+    return [cfg.uri]
+
+
+def _is_file(uri: str) -> bool:
+    return uri.lower().endswith(_FILE_SUFFIXES)
+
+
+def _meta(uri: str, storage: Storage | None) -> list[str]:
+    """One file's metadata line, or one line per file under a folder or prefix."""
+    if _is_file(uri) or uri.startswith(HTTP):
+        return [f"{uri}: {uri_meta(uri, storage)}"]
+    return [f"{uri} {line}" for line in listing_meta(uri, storage)]
 
 
 def source_fingerprint(cfg: DataConfig, storage: Storage | None = None) -> str:
@@ -42,7 +62,7 @@ def source_fingerprint(cfg: DataConfig, storage: Storage | None = None) -> str:
     if cfg.source == "digits":
         parts.append(f"scikit-learn={dist_version('scikit-learn')}")
     try:
-        parts += [f"{uri}: {uri_meta(uri, storage)}" for uri in source_files(cfg)]
+        parts += [line for uri in source_files(cfg) for line in _meta(uri, storage)]
     except (UriError, StorageError):
         return f"uncached:{uuid.uuid4().hex}"
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]

@@ -1,16 +1,25 @@
 """Dataset preparation: stratified split, content-hash version, write-once storage.
 
 What this module is: `prepare_arrays` loads a `DataConfig`'s source (`gan.data.sources`, which
-validates it), resizes, quantises, limits and splits it and computes the dataset version;
-`prepare` writes the result once to `s3://<bucket>/datasets/<name>/<version>/` (tensors first,
-manifest LAST) or reuses it; `load_prepared` reads it back as float tensors in [-1, 1].
+validates it), converts channels, resizes, quantises, limits and splits it and computes the
+dataset version; `prepare` writes the result once to `s3://<bucket>/datasets/<name>/<version>/`
+(shards first, manifest LAST) or reuses it; `load_prepared` reads it back as float tensors in
+[-1, 1] (versions of either stored form).
+
+Resize policy: centre crop to a square (the shorter side), then resize to image_size ×
+image_size — array sources (digits, IDX, npz, CIFAR) with bilinear interpolation, antialiased
+when shrinking; image files are already decoded that way by `gan.data.decode` (Lanczos).
+Channels: `data.channels`, else the source's (grey repeated to RGB, RGB to luma).
 
 What it is not: no training, no MLflow logging, no reading of source files (`gan.data.sources`)
 or checks of their content (`gan.data.validate`). Nothing is written for a dataset that fails
 validation.
 
-Stored form: uint8 (N, 1, S, S) images and int64 labels in one `.safetensors` file (compact and
-free of pickle); `PreparedData` holds them as float32 in [-1, 1] via `gan.core.images.from_uint8`,
+Stored form (format 2): uint8 (N, C, S, S) images and int64 labels as Parquet shards per split
+(`gan.data.shards`: `train-00000.parquet`, ..., `holdout-00000.parquet`), each listed in the
+manifest with its row count and sha256; the manifest also records channels, labelled or not,
+class names and the bad files skipped. Format 1 versions (one `tensors.safetensors`) still
+load. `PreparedData` holds the images as float32 in [-1, 1] via `gan.core.images.from_uint8`,
 so `prepare_arrays` and `load_prepared` return bit-identical tensors.
 """
 
@@ -32,16 +41,20 @@ from torch import Tensor
 from gan.core.config import DataConfig
 from gan.core.images import from_uint8, unit_to_uint8
 from gan.core.records import DatasetRef
+from gan.data.decode import to_channels
 from gan.data.sources import load_source, source_label
-from gan.data.validate import DataError
+from gan.data.validate import DataError, SourceData
 
 if TYPE_CHECKING:  # annotations only: boto3 loads where a Storage is made
     from gan.io.storage import Storage
 
 log = logging.getLogger(__name__)
 
-PREP_FORMAT = 1  # bump when preparation changes meaning: it is part of every version hash
-TENSORS_FILE = "tensors.safetensors"
+PREP_FORMAT = 2  # bump when preparation changes meaning: it is part of every version hash
+TENSORS_FILE = "tensors.safetensors"  # format 1's one file (read, no longer written)
+SPLITS = ("train", "holdout")
+MAX_SKIPPED_LISTED = 50  # bad files named in the manifest (all are counted)
+IDX_CLASSES = 10  # digits, MNIST and Fashion-MNIST: ten classes even if a subset lacks some
 MANIFEST_FILE = "manifest.json"
 
 
@@ -57,6 +70,8 @@ class PreparedData:
     name: str
     version: str
     source: str = ""
+    class_names: tuple[str, ...] = ()  # names of labels 0..K-1, when the source has them
+    labelled: bool = True  # False: every label is 0 (an unlabelled source)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -72,21 +87,25 @@ class PreparedData:
 # --------------------------------------------------------------------------- preparation
 
 
-def _to_uint8_images(x: np.ndarray, size: int) -> np.ndarray:
-    """(N, H, W) uint8|float[0,1] → (N, 1, size, size) uint8, bilinear-resized when needed."""
-    n, h, w = x.shape
-    if (h, w) == (size, size) and x.dtype == np.uint8:
-        return np.ascontiguousarray(x[:, None])
-    out = np.empty((n, 1, size, size), dtype=np.uint8)
+def _to_uint8_images(x: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """(N, C, H, W) uint8|float[0,1] → (N, channels, size, size) uint8: centre crop to a
+    square, bilinear resize when needed, then the channel conversion of `to_channels`."""
+    n, c, h, w = x.shape
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    x = x[:, :, top : top + side, left : left + side]  # (N, C, side, side)
+    if side == size and x.dtype == np.uint8:
+        return to_channels(np.ascontiguousarray(x), channels)
+    out = np.empty((n, c, size, size), dtype=np.uint8)
     scale = 255.0 if x.dtype == np.uint8 else 1.0
     for i in range(0, n, 8192):  # chunks bound the float copy for large datasets
-        t = torch.from_numpy(np.asarray(x[i : i + 8192], dtype=np.float32))[:, None] / scale
-        if (h, w) != (size, size):
+        t = torch.from_numpy(np.asarray(x[i : i + 8192], dtype=np.float32)) / scale
+        if side != size:
             # antialias only matters (and only applies) when shrinking.
             t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False,
-                              antialias=size < min(h, w))
+                              antialias=size < side)
         out[i : i + 8192] = unit_to_uint8(t).numpy()
-    return out
+    return to_channels(out, channels)
 
 
 def _split(y: np.ndarray, cfg: DataConfig, origin: str) -> tuple[np.ndarray, np.ndarray]:
@@ -107,11 +126,14 @@ def _prep_config(cfg: DataConfig) -> dict[str, Any]:
     """The preparation settings that enter the version (where the files lie does not)."""
     return {"format": PREP_FORMAT, "image_size": cfg.image_size,
             "holdout_fraction": cfg.holdout_fraction, "split_seed": cfg.split_seed,
-            "limit": cfg.limit}
+            "limit": cfg.limit, "channels": cfg.channels,
+            "max_bad_fraction": cfg.max_bad_fraction}
 
 
-def _content_hash(arrays: dict[str, np.ndarray], prep: dict[str, Any]) -> str:
+def _content_hash(arrays: dict[str, np.ndarray], prep: dict[str, Any],
+                  class_names: tuple[str, ...] = ()) -> str:
     h = hashlib.sha256(json.dumps(prep, sort_keys=True).encode())
+    h.update(json.dumps(list(class_names)).encode())
     for k in sorted(arrays):
         a = np.ascontiguousarray(arrays[k])
         h.update(f"{k}:{a.dtype.str}:{a.shape}".encode())
@@ -123,11 +145,14 @@ def _content_hash(arrays: dict[str, np.ndarray], prep: dict[str, Any]) -> str:
 class _Prepared:
     """The stored form: uint8 images, int64 labels, and what the manifest says about them."""
 
-    arrays: dict[str, np.ndarray]  # x_train (N,1,S,S) u8, y_train (N,), x_holdout, y_holdout
+    arrays: dict[str, np.ndarray]  # x_train (N,C,S,S) u8, y_train (N,), x_holdout, y_holdout
     num_classes: int
     name: str
     sha256: str
     source: str
+    class_names: tuple[str, ...] = ()
+    labelled: bool = True
+    skipped: tuple[tuple[str, str], ...] = ()  # (file, reason) of bad files left out
 
     @property
     def version(self) -> str:
@@ -139,21 +164,34 @@ class _Prepared:
             x_train=from_uint8(a["x_train"]), y_train=a["y_train"],
             x_holdout=from_uint8(a["x_holdout"]), y_holdout=a["y_holdout"],
             num_classes=self.num_classes, name=self.name, version=self.version,
-            source=self.source,
+            source=self.source, class_names=self.class_names, labelled=self.labelled,
         )
 
 
+def _num_classes(src: SourceData, source: str) -> int:
+    if not src.labelled:
+        return 1
+    if src.class_names:
+        return len(src.class_names)
+    if source in ("digits", "mnist", "fashion-mnist"):
+        return IDX_CLASSES
+    return int(src.y.max()) + 1
+
+
 def _prepare(cfg: DataConfig, storage: Storage | None) -> _Prepared:
-    x, y = load_source(cfg, storage)  # validation happens first, before any work
+    src = load_source(cfg, storage)  # validation happens first, before any work
+    y = src.y
     origin = source_label(cfg)
     tr, ho = _split(y, cfg, origin)
     keep = np.concatenate([tr, ho])
-    u8 = _to_uint8_images(x[keep], cfg.image_size)  # (len(keep), 1, S, S)
+    u8 = _to_uint8_images(src.x[keep], cfg.image_size, cfg.channels or src.channels)
     arrays = {"x_train": u8[: len(tr)], "y_train": y[tr], "x_holdout": u8[len(tr) :],
-              "y_holdout": y[ho]}
-    num_classes = 10 if cfg.source != "npz" else int(y.max()) + 1
-    return _Prepared(arrays=arrays, num_classes=num_classes, name=cfg.dataset_name,
-                     sha256=_content_hash(arrays, _prep_config(cfg)), source=origin)
+              "y_holdout": y[ho]}  # x: (len(keep), C, S, S)
+    names = src.class_names if src.labelled else ()
+    return _Prepared(arrays=arrays, num_classes=_num_classes(src, cfg.source),
+                     name=cfg.dataset_name, source=origin, class_names=names,
+                     sha256=_content_hash(arrays, _prep_config(cfg), names),
+                     labelled=src.labelled, skipped=src.skipped)
 
 
 def prepare_arrays(cfg: DataConfig, storage: Storage | None = None) -> PreparedData:
@@ -164,21 +202,27 @@ def prepare_arrays(cfg: DataConfig, storage: Storage | None = None) -> PreparedD
 # --------------------------------------------------------------------------- storage
 
 
-def _manifest(p: _Prepared, cfg: DataConfig, tensors_sha256: str) -> dict[str, Any]:
+def _manifest(p: _Prepared, cfg: DataConfig,
+              shards: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     a = p.arrays
     return {
         "format": PREP_FORMAT, "name": p.name, "version": p.version, "content_sha256": p.sha256,
         "source": p.source, "prep_config": _prep_config(cfg),
         "n_train": len(a["y_train"]), "n_holdout": len(a["y_holdout"]),
-        "num_classes": p.num_classes, "image_size": cfg.image_size, "channels": 1,
+        "num_classes": p.num_classes, "image_size": cfg.image_size,
+        "channels": int(a["x_train"].shape[1]), "labelled": p.labelled,
+        "class_names": list(p.class_names),
         "class_hist_train": np.bincount(a["y_train"], minlength=p.num_classes).tolist(),
         "class_hist_holdout": np.bincount(a["y_holdout"], minlength=p.num_classes).tolist(),
-        "tensors_file": TENSORS_FILE, "tensors_sha256": tensors_sha256,
+        "n_skipped": len(p.skipped),
+        "skipped": [{"file": f, "reason": r} for f, r in p.skipped[:MAX_SKIPPED_LISTED]],
+        "shards": shards,
     }
 
 
 def _ref(manifest: dict[str, Any], uri: str, *, reused: bool) -> DatasetRef:
-    fields = {k: manifest[k] for k in DatasetRef.model_fields if k not in ("uri", "reused")}
+    fields = {k: manifest[k] for k in DatasetRef.model_fields
+              if k not in ("uri", "reused") and k in manifest}  # format 1 lacks the newer ones
     return DatasetRef(**fields, uri=uri, reused=reused)
 
 
@@ -194,27 +238,59 @@ def prepare(cfg: DataConfig, storage: Storage) -> DatasetRef:
     if storage.exists(uri + MANIFEST_FILE):
         log.info("dataset %s version %s already stored at %s: reused", p.name, p.version, uri)
         return _ref(storage.get_json(uri + MANIFEST_FILE), uri, reused=True)
-    blob = safetensors.numpy.save({k: np.ascontiguousarray(v) for k, v in p.arrays.items()})
-    manifest = _manifest(p, cfg, hashlib.sha256(blob).hexdigest())
+    # lazy: pyarrow is absent on a bare GPU image (gpu_check), which prepares in memory only
+    from gan.data.shards import encode_shards
+
     storage.ensure_bucket()
-    storage.put_bytes(uri + TENSORS_FILE, blob)
+    shards: dict[str, list[dict[str, Any]]] = {}
+    for split in SPLITS:
+        shards[split] = []
+        for shard in encode_shards(p.arrays[f"x_{split}"], p.arrays[f"y_{split}"], split):
+            storage.put_bytes(uri + shard.file, shard.data)
+            shards[split].append(shard.entry())
+    manifest = _manifest(p, cfg, shards)
     # The manifest goes LAST: its presence is what marks the version complete.
     storage.put_json(uri + MANIFEST_FILE, manifest)
     return _ref(manifest, uri, reused=False)
 
 
+def _read_shards(storage: Storage, uri: str, m: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Format 2: every split's shards, each checked against its manifest sha256."""
+    from gan.data.shards import decode_shard  # lazy: as in `prepare`
+    arrays: dict[str, np.ndarray] = {}
+    for split in SPLITS:
+        xs, ys = [], []
+        for entry in m["shards"][split]:
+            blob = storage.get_bytes(uri + entry["file"])
+            if hashlib.sha256(blob).hexdigest() != entry["sha256"]:
+                raise DataError(f"{uri}{entry['file']}: sha256 differs from the manifest "
+                                "(corrupt)")
+            x, y = decode_shard(blob, uri + entry["file"])
+            xs.append(x)
+            ys.append(y)
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = np.concatenate(xs), np.concatenate(ys)
+    return arrays
+
+
+def _read_tensors(storage: Storage, uri: str, m: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Format 1: one safetensors file, checked against the manifest's sha256."""
+    blob = storage.get_bytes(uri + m["tensors_file"])
+    if hashlib.sha256(blob).hexdigest() != m["tensors_sha256"]:
+        raise DataError(f"{uri}{m['tensors_file']}: sha256 differs from the manifest (corrupt)")
+    return safetensors.numpy.load(blob)
+
+
 def load_prepared(storage: Storage, ref_or_uri: DatasetRef | str) -> PreparedData:
-    """Read a prepared dataset back (checking its manifest and tensor hash)."""
+    """Read a prepared dataset back (checking its manifest and the files' hashes)."""
     uri = ref_or_uri.uri if isinstance(ref_or_uri, DatasetRef) else ref_or_uri
     uri = uri.removesuffix(MANIFEST_FILE).rstrip("/") + "/"
     if not storage.exists(uri + MANIFEST_FILE):
         raise DataError(f"{uri}: no {MANIFEST_FILE}: not a (complete) prepared dataset")
     m = storage.get_json(uri + MANIFEST_FILE)
-    blob = storage.get_bytes(uri + m["tensors_file"])
-    if hashlib.sha256(blob).hexdigest() != m["tensors_sha256"]:
-        raise DataError(f"{uri}{m['tensors_file']}: sha256 differs from the manifest (corrupt)")
-    arrays = safetensors.numpy.load(blob)
+    arrays = _read_shards(storage, uri, m) if "shards" in m else _read_tensors(storage, uri, m)
     if len(arrays["y_train"]) != m["n_train"] or len(arrays["y_holdout"]) != m["n_holdout"]:
         raise DataError(f"{uri}: tensor sizes differ from the manifest's counts")
     return _Prepared(arrays=arrays, num_classes=m["num_classes"], name=m["name"],
-                     sha256=m["content_sha256"], source=m["source"]).to_tensors()
+                     sha256=m["content_sha256"], source=m["source"],
+                     class_names=tuple(m.get("class_names", ())),
+                     labelled=m.get("labelled", True)).to_tensors()

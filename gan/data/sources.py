@@ -1,9 +1,11 @@
-"""Dataset sources: reading scikit-learn digits, MNIST / Fashion-MNIST IDX files and `.npz` files.
+"""Dataset sources: the one entry point `load_source`, and the array sources (digits, IDX, npz).
 
-What this module is: `load_source` reads a `DataConfig`'s source (scikit-learn digits, MNIST /
-Fashion-MNIST IDX files from a URL, `s3://` prefix or folder, or an `.npz`) and validates it
-(`gan.data.validate`); `read_idx` parses one IDX file; canonical IDX files are checked against
-their published MD5. Every failure is a `DataError` naming the file.
+What this module is: `load_source` reads a `DataConfig`'s source and returns validated
+`SourceData` — scikit-learn digits, MNIST / Fashion-MNIST IDX files from a URL, `s3://` prefix
+or folder, an `.npz` (here), and image files (`gan.data.images`), Parquet tables
+(`gan.data.parquet`) and the CIFAR-10 binary release (`gan.data.cifar`); `read_idx` parses one
+IDX file; canonical IDX files are checked against their published MD5. Every failure is a
+`DataError` naming the file.
 
 What it is not: no resizing, splitting, versioning or storage of the result (`gan.data.prepare`),
 no network access beyond the URL the config names.
@@ -22,7 +24,9 @@ import numpy as np
 from sklearn.datasets import load_digits
 
 from gan.core.config import DataConfig
-from gan.data.validate import MAX_CLASSES, DataError, validate
+from gan.data.cifar import load_cifar10
+from gan.data.images import load_images
+from gan.data.validate import MAX_CLASSES, DataError, SourceData, validate
 from gan.io.uri import read_bytes, redact_url
 
 if TYPE_CHECKING:  # boto3/pyarrow load only when an s3:// source is actually read
@@ -32,8 +36,9 @@ log = logging.getLogger(__name__)
 
 # The one .npz image convention of the project: `--source npz`, `gan sample --npz` and the
 # applications' inputs all use it.
-NPZ_CONVENTION = ("x: float (N, H, W) or (N, 1, H, W) in [-1, 1], as `gan sample --npz` "
-                  "writes, or uint8 0..255; y: optional int labels (N,)")
+NPZ_CONVENTION = ("x: float (N, H, W), (N, C, H, W) or (N, H, W, C) with C = 1 or 3, in "
+                  "[-1, 1] as `gan sample --npz` writes, or uint8 0..255; y: optional int "
+                  "labels (N,)")
 IDX_FILES = {  # role → canonical file name
     "train_images": "train-images-idx3-ubyte.gz",
     "train_labels": "train-labels-idx1-ubyte.gz",
@@ -119,7 +124,7 @@ def read_idx(data: bytes, origin: str, ndim: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def _load_idx(cfg: DataConfig, storage: Storage | None) -> tuple[np.ndarray, np.ndarray]:
+def _load_idx(cfg: DataConfig, storage: Storage | None) -> SourceData:
     """The four IDX files, train and t10k concatenated (the pipeline makes its own split)."""
     assert cfg.uri is not None  # DataConfig requires it for this source
     arrays: dict[str, np.ndarray] = {}
@@ -138,10 +143,10 @@ def _load_idx(cfg: DataConfig, storage: Storage | None) -> tuple[np.ndarray, np.
             )
     x = np.concatenate([arrays["train_images"], arrays["test_images"]])
     y = np.concatenate([arrays["train_labels"], arrays["test_labels"]])
-    return validate(x, y, origin=_redact(cfg.uri), max_classes=10)
+    return SourceData(*validate(x, y, origin=_redact(cfg.uri), max_classes=10))
 
 
-def _load_npz(cfg: DataConfig, storage: Storage | None) -> tuple[np.ndarray, np.ndarray]:
+def _load_npz(cfg: DataConfig, storage: Storage | None) -> SourceData:
     assert cfg.uri is not None
     origin = _redact(cfg.uri)
     data = _read_bytes(cfg.uri, storage)
@@ -155,8 +160,10 @@ def _load_npz(cfg: DataConfig, storage: Storage | None) -> tuple[np.ndarray, np.
         raise DataError(f"{origin}: not a readable .npz file ({type(e).__name__}: {e})") from e
     if "x" not in files:
         raise DataError(f"{origin}: .npz has no array 'x' (found {sorted(files) or 'none'})")
-    return validate(_npz_unit_range(files["x"], origin), files.get("y"), origin=origin,
+    y = files.get("y")
+    x, y = validate(_npz_unit_range(files["x"], origin), y, origin=origin,
                     max_classes=MAX_CLASSES)
+    return SourceData(x, y, labelled="y" in files)
 
 
 def _npz_unit_range(x: np.ndarray, origin: str) -> np.ndarray:
@@ -173,22 +180,30 @@ def _npz_unit_range(x: np.ndarray, origin: str) -> np.ndarray:
     return (x.astype(np.float32) + 1.0) / 2.0
 
 
-def _load_digits() -> tuple[np.ndarray, np.ndarray]:
+def _load_parquet(cfg: DataConfig, storage: Storage | None) -> SourceData:
+    # lazy: pyarrow is absent on a bare GPU image (gpu_check), which reads no Parquet
+    from gan.data.parquet import load_parquet
+
+    return load_parquet(cfg, storage)
+
+
+def _load_digits() -> SourceData:
     d = load_digits()  # bundled with scikit-learn: works offline
     x = (d.images / 16.0).astype(np.float32)  # (1797, 8, 8) in [0, 1]
-    return validate(x, d.target, origin="sklearn digits", max_classes=10)
+    return SourceData(*validate(x, d.target, origin="sklearn digits", max_classes=10))
 
 
-def load_source(cfg: DataConfig, storage: Storage | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Raw validated images (N, H, W) — uint8 in [0, 255] or float32 in [0, 1] — and labels (N,)
-    int64. Unlabelled npz data gets label 0 everywhere. Raises DataError naming the problem."""
-    if cfg.source == "digits":
-        return _load_digits()
-    if cfg.source in ("mnist", "fashion-mnist"):
-        return _load_idx(cfg, storage)
-    if cfg.source == "npz":
-        return _load_npz(cfg, storage)
-    raise DataError(f"unknown data source {cfg.source!r}")
+def load_source(cfg: DataConfig, storage: Storage | None = None) -> SourceData:
+    """Validated images (N, C, H, W), C = 1 or 3 — uint8 in [0, 255] or float32 in [0, 1] —
+    and labels (N,) int64; unlabelled data gets label 0 everywhere. The file sources (images,
+    parquet) are already decoded to `cfg.image_size` and `cfg.channels`. Raises DataError
+    naming the problem."""
+    loaders = {"digits": lambda c, s: _load_digits(), "mnist": _load_idx,
+               "fashion-mnist": _load_idx, "npz": _load_npz, "images": load_images,
+               "parquet": _load_parquet, "cifar10": load_cifar10}
+    if cfg.source not in loaders:
+        raise DataError(f"unknown data source {cfg.source!r}")
+    return loaders[cfg.source](cfg, storage)
 
 
 def source_label(cfg: DataConfig) -> str:

@@ -4,9 +4,10 @@ What this module is: `check_images` and `check_labels`, the one place that check
 — shape (N, C, H, W) or (N, H, W), uint8 or finite floats in a given range — and its (N,) integer
 labels; each caller passes its error class and its own message for each kind of problem
 (`gan.apps.inputs` for application inputs in [-1, 1]). `validate` applies them to a training
-source — images (N, H, W) or (N, 1, H, W), uint8 in [0, 255] or float in [0, 1], labels in
-[0, max_classes) — and returns (N, H, W) images and (N,) int64 labels; `DataError`, the error of
-every dataset problem in `gan.data`, names the file and the problem.
+source — images (N, H, W), (N, C, H, W) or (N, H, W, C) with C = 1 or 3, uint8 in [0, 255] or
+float in [0, 1], labels in [0, max_classes) — and returns (N, C, H, W) images and (N,) int64
+labels; `SourceData` is what every source returns; `DataError`, the error of every dataset
+problem in `gan.data`, names the file and the problem.
 
 What it is not: no reading of files (`gan.data.sources`), no resizing, splitting or storage
 (`gan.data.prepare`).
@@ -15,6 +16,7 @@ What it is not: no reading of files (`gan.data.sources`), no resizing, splitting
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,7 +29,8 @@ class DataError(ValueError):
 
 # Messages by kind of problem; `check_images`/`check_labels` fill in origin and the facts found.
 _MESSAGES = {
-    "shape": "{origin}: images must be (N, H, W) or (N, 1, H, W), got shape {shape}",
+    "shape": "{origin}: images must be (N, H, W), (N, C, H, W) or (N, H, W, C) with C = 1 or 3, "
+             "got shape {shape}",
     "empty": "{origin}: no usable images (shape {shape})",
     "nonfinite": "{origin}: {count} NaN/inf pixel values (first in image {first})",
     "range": "{origin}: float images must lie in [0, 1], found [{lo:g}, {hi:g}] "
@@ -97,13 +100,44 @@ def check_labels(y: np.ndarray, n: int, *, origin: str, error: type[Exception],
                     num_classes=num_classes, max_label=num_classes - 1)
 
 
+@dataclass(frozen=True, eq=False)  # eq=False: arrays have no single truth value
+class SourceData:
+    """A source's validated images and labels, before resizing and splitting.
+
+    `class_names` is empty when the source has no names for its labels (labels are then the
+    integers themselves); `labelled` False: every label is 0 (one class). `skipped` lists
+    `(file, reason)` of bad files left out under `data.max_bad_fraction`."""
+
+    x: np.ndarray  # (N, C, H, W) uint8 in [0, 255] or float32 in [0, 1], C = 1 or 3
+    y: np.ndarray  # (N,) int64
+    labelled: bool = True
+    class_names: tuple[str, ...] = ()
+    skipped: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+    @property
+    def channels(self) -> int:
+        return int(self.x.shape[1])
+
+
+def to_nchw(x: np.ndarray) -> np.ndarray:
+    """(N, H, W) → (N, 1, H, W); (N, H, W, C) → (N, C, H, W) when C is 1 or 3 and the array is
+    not already (N, C, H, W); anything else is returned as is (for `check_images` to name)."""
+    if x.ndim == 3:
+        return x[:, None]
+    if x.ndim == 4 and x.shape[1] not in (1, 3) and x.shape[3] in (1, 3):
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    return x
+
+
 def validate(
     x: np.ndarray, y: np.ndarray | None, *, origin: str, max_classes: int = MAX_CLASSES
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Check shape, dtype, range, finiteness and labels; return (N, H, W) images, (N,) int64."""
-    if x.ndim == 4 and x.shape[1] == 1:
-        x = x[:, 0]  # (N, 1, H, W) → (N, H, W)
-    check_images(x, origin=origin, error=DataError, messages=_MESSAGES, min_size=2)
+    """Check shape, dtype, range, finiteness and labels; return (N, C, H, W) images (C = 1 or 3)
+    and (N,) int64 labels (zeros when `y` is None)."""
+    x = to_nchw(x)
+    channels = x.shape[1] if x.ndim == 4 and x.shape[1] in (1, 3) else 1
+    check_images(x, origin=origin, error=DataError, messages=_MESSAGES, channels=channels,
+                 min_size=2)
     if x.dtype != np.uint8:
         x = x.astype(np.float32, copy=False)
     if y is None:

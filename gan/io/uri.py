@@ -6,6 +6,8 @@ What this module is:
   * `uri_meta(uri, storage)`: cheap content metadata without a download (size and mtime of a
     file, ETag and size of an S3 object, ETag / Last-Modified / Content-Length of a URL), the
     stuff of cache keys; `UriError` when it cannot be read;
+  * `listing_meta(folder_or_prefix, storage)`: the same for every file under a local folder
+    or `s3://` prefix, from one listing (one line per file: relative path and metadata);
   * `redact_url(text)`: a URL safe to log, store or show (no user:password, no signatures);
   * `storage_for(settings, *uris)`: a `Storage` only when some URI is `s3://`.
 
@@ -122,3 +124,35 @@ def uri_meta(uri: str, storage: Storage | None = None) -> str:
     except OSError as e:
         raise UriError(f"{uri}: no metadata: {e.strerror or e}") from e
     return f"size={st.st_size} mtime_ns={st.st_mtime_ns}"
+
+
+def listing_meta(uri: str, storage: Storage | None = None) -> list[str]:
+    """`<relative path> <metadata>` for every file under a local folder (size, mtime) or an
+    `s3://` prefix (ETag, size; one paginated listing, no per-object request), sorted;
+    UriError when it cannot be listed or holds no file."""
+    if uri.startswith("s3://"):
+        if storage is None:
+            raise UriError(f"{uri}: an s3:// URI needs object storage (no Storage given)")
+        from gan.io.storage import split_uri  # lazy: boto3 loads only for s3:// URIs
+
+        bucket, prefix = split_uri(uri.rstrip("/") + "/")
+        lines = []
+        try:
+            pages = storage.client.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=prefix)
+            for page in pages:
+                lines += [f"{o['Key'][len(prefix):]} etag={o.get('ETag')} size={o.get('Size')}"
+                          for o in page.get("Contents", [])]
+        except Exception as e:  # botocore's errors, of several kinds: no listing, no cache key
+            raise UriError(f"{uri}: cannot list: {e}") from e
+    else:
+        root = Path(uri.removeprefix("file://"))
+        try:
+            lines = [f"{p.relative_to(root).as_posix()} size={st.st_size} "
+                     f"mtime_ns={st.st_mtime_ns}"
+                     for p in root.rglob("*") if p.is_file() and (st := p.stat())]
+        except OSError as e:
+            raise UriError(f"{uri}: cannot list: {e.strerror or e}") from e
+    if not lines:
+        raise UriError(f"{uri}: no files to fingerprint")
+    return sorted(lines)

@@ -66,10 +66,11 @@ def test_prepare_writes_once_then_reuses_and_round_trips(storage: Storage, name:
     assert (ref.n_train, ref.n_holdout, ref.num_classes, ref.image_size) == (160, 40, 10, 28)
     assert sum(ref.class_hist_train) == 160 and ref.source.startswith("digits")
     before = _objects(storage, prefix)
-    assert sorted(before) == [ref.uri + "manifest.json", ref.uri + "tensors.safetensors"]
-    # Compact: 200 uint8 images of 28×28 plus labels, not float32.
-    bucket, _, key = (ref.uri + "tensors.safetensors")[5:].partition("/")
-    assert storage.client.head_object(Bucket=bucket, Key=key)["ContentLength"] < 200 * 784 + 8192
+    assert sorted(before) == [ref.uri + f for f in ("holdout-00000.parquet", "manifest.json",
+                                                    "train-00000.parquet")]
+    # Compact: 160 uint8 images of 28×28 plus labels, not float32.
+    bucket, _, key = (ref.uri + "train-00000.parquet")[5:].partition("/")
+    assert storage.client.head_object(Bucket=bucket, Key=key)["ContentLength"] < 160 * 784 + 8192
 
     again = prepare(cfg, storage)
     assert again.reused and again == ref.model_copy(update={"reused": True})
@@ -129,7 +130,7 @@ def test_half_written_version_is_not_taken_as_complete(storage: Storage, name: s
     cfg = DataConfig(name=name, limit=100)
     version = prepare_arrays(cfg).version
     uri = storage.settings.s3_uri("datasets", name, version) + "/"
-    storage.put_bytes(uri + "tensors.safetensors", b"partial upload")  # a crash before manifest
+    storage.put_bytes(uri + "train-00000.parquet", b"partial upload")  # a crash before manifest
     with pytest.raises(DataError, match="no manifest.json: not a \\(complete\\) prepared"):
         load_prepared(storage, uri)
     ref = prepare(cfg, storage)

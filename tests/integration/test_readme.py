@@ -79,6 +79,10 @@ NOT_RUN: dict[str, str] = {
         "`gan data upload` is tested in test_data_upload",
     "gan retrain --source mnist --uri s3://gan/raw/mnist/ --workers 2 --model-name gan-mnist":
         _RETRAIN + "; also needs the MNIST files in S3",
+    "gan data make-shapes shapes/": "writes 3,000 files; `write_shapes` is tested in "
+        "tests/unit/test_data_files.py and tests/integration/test_data_files_s3.py",
+    "gan data upload --recursive shapes/ s3://gan/raw/shapes/": "needs the folder above; the "
+        "s3:// image prefix it makes is tested in tests/integration/test_data_files_s3.py",
     "gan retrain --run-id gan-digits-20260101T030000Z-1a2b3c": "resumes a run that does not "
                                                                "exist here; test_flow resumes",
     "gan serve": _SERVE,

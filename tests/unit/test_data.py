@@ -79,8 +79,9 @@ def test_digits_default_is_28px_scaled_stratified_and_versioned() -> None:
 
 def test_mnist_folder_concatenates_train_and_t10k_without_resizing(tmp_path: Path) -> None:
     folder = write_idx_folder(tmp_path / "mnist")
-    x, y = load_source(DataConfig(source="mnist", uri=str(folder)))
-    assert x.shape == (N_TRAIN + N_TEST, 28, 28) and x.dtype == np.uint8
+    src = load_source(DataConfig(source="mnist", uri=str(folder)))
+    x, y = src.x[:, 0], src.y  # (N, 1, 28, 28): one channel
+    assert src.x.shape == (N_TRAIN + N_TEST, 1, 28, 28) and x.dtype == np.uint8
     assert y.tolist() == (list(np.arange(N_TRAIN) % 10) + list(np.arange(N_TEST) % 10))
     d = prepare_arrays(DataConfig(source="mnist", uri=str(folder)))
     assert len(d.y_train) + len(d.y_holdout) == N_TRAIN + N_TEST and len(d.y_holdout) == 12
@@ -116,8 +117,8 @@ def test_base_url_source_over_http(tmp_path: Path) -> None:
     thread.start()
     try:
         base = f"http://127.0.0.1:{server.server_address[1]}/"
-        x, y = load_source(DataConfig(source="mnist", uri=base))
-        assert x.shape == (N_TRAIN + N_TEST, 28, 28)
+        src = load_source(DataConfig(source="mnist", uri=base))
+        assert src.x.shape == (N_TRAIN + N_TEST, 1, 28, 28)
         with pytest.raises(DataError, match="download failed"):
             load_source(DataConfig(source="mnist", uri=base + "missing/"))
     finally:
@@ -212,8 +213,9 @@ _Y = np.arange(20) % 2
     ("arrays", "message"),
     [
         ({"images": _X}, "no array 'x'"),
-        ({"x": np.zeros((20, 64), np.uint8)}, r"must be \(N, H, W\) or \(N, 1, H, W\)"),
-        ({"x": np.zeros((20, 3, 8, 8), np.uint8)}, r"got shape \(20, 3, 8, 8\)"),
+        ({"x": np.zeros((20, 64), np.uint8)},
+         r"must be \(N, H, W\), \(N, C, H, W\) or \(N, H, W, C\) with C = 1 or 3"),
+        ({"x": np.zeros((20, 2, 8, 8), np.uint8)}, r"got shape \(20, 2, 8, 8\)"),
         ({"x": np.zeros((0, 8, 8), np.uint8)}, "no usable images"),
         ({"x": np.where(np.eye(8) > 0, np.nan, 0.5)[None].repeat(20, 0)}, "NaN/inf"),
         ({"x": np.full((20, 8, 8), np.inf, np.float32)}, "NaN/inf"),
@@ -226,7 +228,7 @@ _Y = np.arange(20) % 2
         ({"x": _X, "y": _Y[:-1]}, r"labels must be \(N,\) = \(20,\)"),
         ({"x": _X, "y": np.r_[np.zeros(19, int), 1]}, "cannot make a stratified split"),
     ],
-    ids=["missing-x", "ndim-2", "three-channels", "no-images", "nan", "inf", "above-1",
+    ids=["missing-x", "ndim-2", "two-channels", "no-images", "nan", "inf", "above-1",
          "below-minus-1", "int64-images", "negative-label", "label-too-big", "float-labels",
          "count-mismatch", "class-of-one"],
 )

@@ -1,0 +1,123 @@
+"""The `images` source: a folder, `s3://` prefix or archive of PNG/JPEG/WebP files.
+
+What this module is: `load_images(cfg, storage)` finds every image file under `data.uri`,
+searching sub-folders (local folder, `s3://` prefix, or a `.zip`/`.tar` archive given as a
+path, `s3://` object or URL, read in memory by `gan.data.archive`), derives labels from the
+layout, and decodes them (`gan.data.decode`) to `image_size` and `data.channels`.
+
+Labels: when every image sits in a sub-folder, the first folder under the root is its class;
+classes are the sorted folder names (recorded as the dataset version's `class_names`). A
+single class, or images directly at the root, means unlabelled (every label 0). An archive
+whose files all lie in one top folder holding the class folders (`shapes/circle/1.png`) is
+read as if that folder were the root. Only `.png`, `.jpg`, `.jpeg` and `.webp` files are read
+(others are ignored and counted in the log); dot-files are ignored.
+
+What it is not: no decoding policy (`gan.data.decode`), no split or storage (`gan.data.prepare`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from gan.core.config import DataConfig
+from gan.data.archive import archive_members, is_archive
+from gan.data.decode import decode_images, is_image_name
+from gan.data.validate import DataError, SourceData
+from gan.io.uri import read_bytes, redact_url
+
+if TYPE_CHECKING:  # boto3 loads only when an s3:// source is actually read
+    from gan.io.storage import Storage
+
+log = logging.getLogger(__name__)
+_READERS = 8  # parallel S3 GETs
+
+
+def read_tree(uri: str, storage: Storage | None, *,
+              keep: Callable[[str], bool] = is_image_name) -> list[tuple[str, bytes]]:
+    """(path relative to the root, bytes) of every file under a folder, an `s3://` prefix or
+    inside an archive whose name `keep` accepts, sorted by path; DataError when none."""
+    origin = redact_url(uri)
+    if is_archive(uri):
+        data = read_bytes(uri, storage, error=DataError)
+        files = archive_members(data, origin)
+    elif uri.startswith("s3://"):
+        files = _read_prefix(uri, storage, keep)
+    elif uri.startswith(("http://", "https://")):
+        raise DataError(f"{origin}: an http(s) URL must name a .zip or .tar archive "
+                        "(a web folder cannot be listed)")
+    else:
+        files = _read_folder(Path(uri.removeprefix("file://")), keep)
+    others = [p for p, _ in files if not keep(p)]
+    if others:
+        log.info("%s: ignored %d files that are not images (e.g. %s)", origin, len(others),
+                 others[0])
+    files = [(p, b) for p, b in files if keep(p)]
+    if not files:
+        raise DataError(f"{origin}: no image files (.png, .jpg, .jpeg, .webp) found"
+                        + (f"; {len(others)} other files ignored" if others else ""))
+    return files
+
+
+def _read_folder(root: Path, keep: Callable[[str], bool]) -> list[tuple[str, bytes]]:
+    if not root.is_dir():
+        what = "does not exist" if not root.exists() else "is not a folder or archive"
+        raise DataError(f"{root}: {what}")
+    out = []
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if not p.is_file() or any(part.startswith(".") for part in rel.split("/")):
+            continue
+        try:
+            out.append((rel, p.read_bytes() if keep(rel) else b""))
+        except OSError as e:
+            raise DataError(f"{p}: cannot read: {e.strerror or e}") from e
+    return out
+
+
+def _read_prefix(uri: str, storage: Storage | None,
+                 keep: Callable[[str], bool]) -> list[tuple[str, bytes]]:
+    if storage is None:
+        raise DataError(f"{uri}: an s3:// source needs object storage (no Storage given)")
+    prefix = uri.rstrip("/") + "/"
+    keys = [k for k in storage.list_keys(prefix)
+            if not any(p.startswith(".") for p in k[len(prefix):].split("/"))]
+    wanted = [k for k in keys if keep(k)]
+    with ThreadPoolExecutor(_READERS) as pool:
+        blobs = dict(zip(wanted, pool.map(
+            lambda k: read_bytes(k, storage, error=DataError), wanted), strict=True))
+    return [(k[len(prefix):], blobs.get(k, b"")) for k in keys]
+
+
+def labels_from_paths(paths: Sequence[str]) -> tuple[np.ndarray, tuple[str, ...], bool]:
+    """Relative paths → (labels (N,), class names, labelled): see the module's rule."""
+    parts = [p.split("/") for p in paths]
+    while all(len(q) >= 3 for q in parts) and len({q[0] for q in parts}) == 1:
+        parts = [q[1:] for q in parts]  # one wrapping folder (an archive's top folder)
+    if not all(len(q) >= 2 for q in parts):
+        return np.zeros(len(paths), dtype=np.int64), (), False
+    names = tuple(sorted({q[0] for q in parts}))
+    if len(names) == 1:
+        log.info("all images are in one folder %r: read as unlabelled", names[0])
+        return np.zeros(len(paths), dtype=np.int64), names, False
+    index = {n: i for i, n in enumerate(names)}
+    return np.array([index[q[0]] for q in parts], dtype=np.int64), names, True
+
+
+def load_images(cfg: DataConfig, storage: Storage | None) -> SourceData:
+    """The `images` source → SourceData, images already (N, C, image_size, image_size) uint8."""
+    assert cfg.uri is not None  # DataConfig requires it for this source
+    origin = redact_url(cfg.uri)
+    files = read_tree(cfg.uri, storage)
+    y, names, labelled = labels_from_paths([p for p, _ in files])
+    named = [(f"{origin.rstrip('/')}/{p}" if not is_archive(origin) else f"{origin}!{p}", b)
+             for p, b in files]
+    dec = decode_images(named, size=cfg.image_size, channels=cfg.channels,
+                        max_bad_fraction=cfg.max_bad_fraction)
+    return SourceData(x=dec.x, y=y[dec.kept], labelled=labelled, class_names=names,
+                      skipped=dec.skipped)
