@@ -3,6 +3,7 @@ collapsed generator score far worse and are caught; plus the metric helpers on k
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 
@@ -27,7 +28,7 @@ from gan.eval.judge import Judge, JudgeError, train_judge
 from gan.train.checkpoint import generator_from_checkpoint, load_checkpoint, save_checkpoint
 from gan.train.state import make_state
 
-CFG = EvalConfig(judge_epochs=8)  # n = max(360 holdout, 1000) = 1000 samples
+CFG = EvalConfig(judge_epochs=8, n_seeds=2)  # n = max(360 holdout, 1000) = 1000 samples
 
 
 # --------------------------------------------------------------------------- stand-in generators
@@ -167,7 +168,8 @@ def test_collapsed_generator_is_caught_and_refused_by_the_gate(digits, judge, fl
     assert m["recall"] < 0.1 and m["fid"] > 50 * result["floors"]["fid"]
     decision = gate(as_report(result), None, GateConfig())
     assert not decision.promote
-    assert sum(r.startswith("FAIL") for r in decision.reasons) == 3  # classes, KL and recall
+    # classes, KL, recall, and copying (it returns training images)
+    assert sum(r.startswith("FAIL") for r in decision.reasons) == 4
 
 
 class OnePerClass(PickByLatent):
@@ -182,7 +184,8 @@ def test_within_class_collapse_keeps_classes_but_the_gate_refuses_it(digits, jud
     result, _ = run(OnePerClass(digits, conditional=True), digits, judge, floors)
     assert result["classes_covered"] == 10 and result["metrics"]["class_kl"] < 0.05
     assert result["metrics"]["recall"] < 0.1 and result["metrics"]["precision"] > 0.5
-    decision = gate(as_report(result), None, GateConfig())
+    # the copy rule is off here: this stand-in also returns training images (its own test)
+    decision = gate(as_report(result), None, GateConfig(max_copy_fraction=1.0))
     failed = [r for r in decision.reasons if r.startswith("FAIL")]
     assert not decision.promote and len(failed) == 1 and "recall" in failed[0], decision.reasons
 
@@ -230,7 +233,7 @@ def test_untrustworthy_judge_fails_the_evaluation(digits):
         evaluate_generator(PickByLatent(digits), digits, bad, CFG)
 
 
-def test_nonfinite_samples_are_counted_not_fatal(digits, judge, floors):
+def test_nonfinite_samples_are_counted_and_fail_the_gate(digits, judge, floors):
     class HalfNaN(PickByLatent):
         def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
             x = super().forward(z, y).clone()
@@ -238,9 +241,14 @@ def test_nonfinite_samples_are_counted_not_fatal(digits, judge, floors):
             return x
 
     result, _ = run(HalfNaN(digits), digits, judge, floors)
-    z = torch.randn(1000, 8, generator=torch.Generator().manual_seed(CFG.seed))
-    expected = float((z[:, 1] > 0).float().mean())
-    assert result["metrics"]["nonfinite_fraction"] == pytest.approx(expected)
+    shares = [float((torch.randn(1000, 8, generator=torch.Generator().manual_seed(s))[:, 1] > 0)
+                    .float().mean()) for s in result["eval_seeds"]]
+    assert result["eval_seeds"] == [CFG.seed + i for i in range(CFG.n_seeds)]
+    assert result["per_seed"]["nonfinite_fraction"] == pytest.approx(shares)
+    assert result["metrics"]["nonfinite_fraction"] == pytest.approx(np.mean(shares))
+    failed = [r for r in gate(as_report(result), None, GateConfig()).reasons
+              if r.startswith("FAIL")]
+    assert any(r.startswith("FAIL: non-finite samples 0.5") for r in failed), failed
 
 
 def test_wrong_output_shape_is_a_clear_error(digits, judge, floors):
@@ -310,6 +318,41 @@ def test_prdc_on_identical_and_disjoint_sets():
     assert far == {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0}
     with pytest.raises(ValueError, match="prdc needs"):
         M.prdc_metrics(a[:5], a)
+
+
+@pytest.mark.parametrize(("n_real", "n_fake", "shift", "block"),
+                         [(120, 90, 0.0, 1024), (150, 130, 0.7, 32), (64, 200, 3.0, 7)])
+def test_blocked_prdc_equals_the_prdc_package(n_real, n_fake, shift, block):
+    """The hand-written blocked PRDC gives the `prdc` package's numbers, for both k, with
+    tiles smaller than the sets (so the accumulation across tiles is exercised)."""
+    prdc = pytest.importorskip("prdc")
+    rng = np.random.default_rng(n_real)
+    real = rng.normal(size=(n_real, 6)).astype(np.float32)
+    fake = (rng.normal(size=(n_fake, 6)) * 1.3 + shift).astype(np.float32)
+    ours = M.prdc_metrics(real, fake, block=block)
+    with contextlib.redirect_stdout(io.StringIO()):  # prdc prints the set sizes
+        pr = prdc.compute_prdc(real_features=real, fake_features=fake, nearest_k=M.PR_K)
+        dc = prdc.compute_prdc(real_features=real, fake_features=fake, nearest_k=M.DC_K)
+    expected = {"precision": pr["precision"], "recall": pr["recall"],
+                "density": dc["density"], "coverage": dc["coverage"]}
+    assert ours == pytest.approx(expected, abs=1e-9), (ours, expected)
+
+
+def test_smallest_distances_are_blocked_exactly():
+    rng = np.random.default_rng(1)
+    x, ref = rng.normal(size=(50, 3)), rng.normal(size=(70, 3))
+    full = np.sort(np.linalg.norm(x[:, None] - ref[None], axis=2), axis=1)[:, :4]
+    assert M.smallest_distances(x, ref, 4, block=8).numpy() == pytest.approx(full, abs=1e-9)
+
+
+def test_copy_stats_tell_copies_from_fresh_samples():
+    rng = np.random.default_rng(2)
+    train, holdout = rng.normal(size=(400, 8)), rng.normal(size=(100, 8))
+    fresh = rng.normal(size=(300, 8))
+    copies = train[rng.integers(0, 400, size=300)]
+    f, c = M.copy_stats(train, holdout, fresh), M.copy_stats(train, holdout, copies)
+    assert 0.0 < f["copy_fraction"] < 0.25 and 0.8 < f["copy_distance_ratio"] < 1.25
+    assert c["copy_fraction"] == 1.0 and c["copy_distance_ratio"] == 0.0
 
 
 def test_class_kl_and_coverage():
