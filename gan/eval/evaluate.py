@@ -256,13 +256,16 @@ def _score_champion(champion: Champion, data: PreparedData, judge: Judge, cfg: E
     if not problem:
         assert champion.generator is not None
         try:
-            per_seed, _, _, _ = _score_seeds(champion.generator, data, judge, cfg, train_feats,
-                                             seeds)
+            per_seed, predicted, _, _ = _score_seeds(champion.generator, data, judge, cfg,
+                                                     train_feats, seeds)
         except ValueError as e:  # e.g. an output shape the checks above could not see
             problem = str(e)
     if problem:
         return ChampionScore(version=champion.version, comparable=False, reason=problem)
     means, spreads, lists = _aggregate(per_seed)
+    stats = M.class_stats(predicted, M.class_shares(data.y_train, data.num_classes),
+                          cfg.class_share_threshold)  # pooled over seeds, as the candidate's
+    means["classes_covered"] = float(stats["classes_covered"])  # type: ignore[arg-type]
     return ChampionScore(version=champion.version, metrics=means, spread=spreads,
                          per_seed=lists)
 
