@@ -52,6 +52,7 @@ from gan.eval import evaluate as ev
 from gan.io.storage import ObjectMissing, Storage, StorageError
 from gan.io.uri import storage_for
 from gan.registry import connect as registry_connect
+from gan.registry import load as registry_load
 from gan.registry import publish as registry
 from gan.train.ddp import format_progress
 from gan.train.ray import driver as distributed
@@ -127,9 +128,31 @@ def train(settings: Settings, dataset: DatasetRef, model_cfg: ModelConfig,
 @task(name="evaluate", cache_policy=NO_CACHE, persist_result=False, retries=2,
       retry_delay_seconds=[5, 10], retry_condition_fn=retry_on_storage_error)
 def evaluate(settings: Settings, dataset: DatasetRef, trained: TrainedRef,
-             cfg: EvalConfig) -> Report:
-    """Judge, metrics against the real-data floors, pictures, report in the bucket."""
-    return ev.evaluate(Storage.from_settings(settings), dataset, trained, cfg)
+             cfg: EvalConfig, model_name: str) -> Report:
+    """Judge, metrics against the real-data floors, pictures, report in the bucket; the current
+    `model_name@champion` is re-scored beside the candidate (same judge, holdout, seeds)."""
+    return ev.evaluate(Storage.from_settings(settings), dataset, trained, cfg,
+                       champion=current_champion(settings, model_name))
+
+
+def current_champion(settings: Settings, model_name: str) -> ev.Champion | None:
+    """The champion's generator for re-scoring, loaded through gan.registry (None: none yet).
+
+    A champion whose model cannot be loaded is passed on with the reason, so the gate says so
+    and does not promote automatically; an unreachable MLflow raises (the task retries)."""
+    version, _ = registry.champion(settings, model_name)
+    if version is None:
+        return None
+    try:
+        generator = registry_load.load_generator(f"models:/{model_name}/{version}",
+                                                 settings=settings)
+    except (registry_connect.RegistryError, ValueError, OSError) as e:
+        if isinstance(e, ConnectionError):
+            raise
+        get_run_logger().warning("champion v%s of %s could not be loaded: %s", version,
+                                 model_name, e)
+        return ev.Champion(version, None, problem=f"its model could not be loaded: {e}")
+    return ev.Champion(version, generator)
 
 
 @task(name="register", cache_policy=NO_CACHE, persist_result=False, retries=2,
@@ -162,7 +185,7 @@ def retrain(params: RetrainParams = RetrainParams()) -> ModelRef:
     with stage("train"):
         trained = train(settings, dataset, model_cfg, train_cfg, run_id)
     with stage("evaluate"):
-        report = evaluate(settings, dataset, trained, eval_cfg)
+        report = evaluate(settings, dataset, trained, eval_cfg, params.model_name)
     configs = {"preset": params.preset, "data": data_cfg, "model": model_cfg,
                "train": train_cfg, "eval": eval_cfg, "gate": params.gate}
     with stage("register"):
@@ -202,7 +225,7 @@ def publish_summary(settings: Settings, run_id: str, dataset: DatasetRef, traine
         links = summary.mlflow_links(settings.mlflow_tracking_uri, model)
         text = summary.summary_markdown(
             run_id=run_id, dataset=dataset, trained=trained, report=report, model=model,
-            champion=_champion_metrics(settings, model), links=links)
+            champion=_champion_metrics(settings, model, report), links=links)
         create_markdown_artifact(text, key=summary.artifact_key(model.name, "report"),
                                  description=f"run {run_id}: {model.uri}")
         if links.samples_png:
@@ -217,11 +240,16 @@ def publish_summary(settings: Settings, run_id: str, dataset: DatasetRef, traine
         log.info("gate: %s", reason)
 
 
-def _champion_metrics(settings: Settings, model: ModelRef) -> dict[str, float] | None:
-    """Metrics of the version the gate compared against (None when there was none)."""
+def _champion_metrics(settings: Settings, model: ModelRef,
+                      report: Report | None = None) -> dict[str, float] | None:
+    """Metrics of the version the gate compared against (None when there was none): its
+    re-scored numbers from this evaluation when it was re-scored, else its version tags."""
     version = model.decision.champion_version
     if not version:
         return None
+    score = report.champion if report is not None else None
+    if score is not None and score.version == version and score.comparable:
+        return dict(score.metrics)
     tags = registry_connect.client(settings).get_model_version(model.name, version).tags
     return registry.metrics_from_tags(tags)
 

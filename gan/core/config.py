@@ -207,6 +207,10 @@ class EvalConfig(Frozen):
     class_share_threshold: float = Field(
         0.02, ge=0.0, lt=1.0, description="A class is covered when its share exceeds this."
     )
+    n_seeds: int = Field(
+        3, ge=2, le=20, description="Evaluation repeats, latent seeds seed, seed+1, ...: each "
+        "metric is reported as mean ± spread over them, and the gate's noise is that spread."
+    )
 
 
 class GateConfig(Frozen):
@@ -221,6 +225,18 @@ class GateConfig(Frozen):
         0.25, ge=0.0, le=1.0, description="Diversity: recall (Kynkäänniemi et al. 2019) must "
         "reach this share of real data's recall. Catches mode collapse, e.g. a conditional G "
         "that draws one image per class, which FID and class coverage barely see; 0 = off."
+    )
+    noise_k: float = Field(
+        2.0, ge=0.0, le=10.0, description="Candidate FID must beat the re-scored champion's by "
+        "more than noise_k × the measured spread of the difference (plus fid_margin)."
+    )
+    max_nonfinite_fraction: float = Field(
+        0.01, ge=0.0, le=1.0, description="Max share of generated samples with a NaN/inf pixel."
+    )
+    max_copy_fraction: float = Field(
+        0.5, ge=0.0, le=1.0, description="Memorisation: max share of generated samples nearer "
+        "to a training image than 90 % of holdout images are (fresh samples ≈ 0.1, copies 1); "
+        "1 = off."
     )
 
 

@@ -54,12 +54,24 @@ class TrainedRef(Record):
     ray_storage_uri: str = ""
 
 
+class ChampionScore(Record):
+    """The current champion re-scored in a candidate's evaluation (same judge, holdout, n and
+    latent seeds), or why it could not be (`comparable` False, `reason`)."""
+
+    version: str
+    comparable: bool = True
+    reason: str = ""  # why not comparable, e.g. "its images are (1, 32, 32), the data's ..."
+    metrics: dict[str, float] = Field(default_factory=dict)  # means over the eval seeds
+    spread: dict[str, float] = Field(default_factory=dict)  # std over the eval seeds
+    per_seed: dict[str, list[float]] = Field(default_factory=dict)
+
+
 class Report(Record):
     """An evaluation (`gan.eval.evaluate.evaluate`); `metrics` feed MLflow and the gate."""
 
     run_id: str
     dataset_version: str
-    metrics: dict[str, float]  # fid, kid_mean, precision, recall, density, coverage, ...
+    metrics: dict[str, float]  # fid, kid_mean, precision, ...: means over eval_seeds
     floors: dict[str, float]  # the same metrics real-train vs real-holdout
     ceilings: dict[str, float]  # e.g. inception_score on real data
     class_hist: list[float]  # generated class shares, len = num_classes
@@ -73,6 +85,10 @@ class Report(Record):
     markdown_uri: str
     artifacts: dict[str, str] = Field(default_factory=dict)  # name → s3:// URI of PNGs
     markdown: str = ""
+    eval_seeds: list[int] = Field(default_factory=list)  # latent seeds, one evaluation each
+    spread: dict[str, float] = Field(default_factory=dict)  # std of metrics over eval_seeds
+    per_seed: dict[str, list[float]] = Field(default_factory=dict)  # metric → one per seed
+    champion: ChampionScore | None = None  # the champion re-scored alongside (None: none)
 
 
 class GateDecision(Record):

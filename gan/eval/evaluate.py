@@ -5,7 +5,10 @@ dataset and the checkpoint by URI, gets the judge of the dataset version from it
 samples the generator with seeded latents, computes every metric next to its real-data floor
 or ceiling, draws the pictures and writes `report.json`, `report.md` and the PNGs to
 `s3://<bucket>/runs/<run_id>/eval/`. `evaluate_generator` does the same on in-memory objects
-without storage. `gate` is the pure promotion rule.
+without storage. Every metric is measured on `EvalConfig.n_seeds` latent seeds and reported as
+mean ± spread; the current champion, when the caller passes it (`Champion`, loaded through
+`gan.registry` by the flow), is re-scored in the same evaluation — same judge, holdout, n and
+seeds — so the gate (`gan.eval.gate`, re-exported here) compares like with like.
 
 Reference sets: generated samples are compared with the *holdout* split (never seen by the
 generator or the judge); the floors put n real *train* images in the generator's place, so a
@@ -18,17 +21,20 @@ no judge internals (`gan.eval.judge`), no drawing code (`gan.eval.pictures`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from gan.core.config import EvalConfig, GateConfig
-from gan.core.records import DatasetRef, GateDecision, Report, TrainedRef
+from gan.core.config import EvalConfig
+from gan.core.records import ChampionScore, DatasetRef, Report, TrainedRef
 from gan.core.tables import fmt_number, markdown_table
 from gan.data.prepare import PreparedData, load_prepared
 from gan.eval import metrics as M
 from gan.eval import pictures
+from gan.eval.gate import gate
 from gan.eval.judge import (
     Judge,
     JudgeError,
@@ -44,8 +50,9 @@ if TYPE_CHECKING:
     from gan.io.storage import Storage
 
 __all__ = [
-    "Judge", "JudgeError", "compute_floors", "evaluate", "evaluate_generator", "gate",
-    "get_or_compute_floors", "get_or_train_judge", "render_markdown", "train_judge",
+    "Champion", "Judge", "JudgeError", "champion_problem", "compute_floors", "evaluate",
+    "evaluate_generator", "gate", "get_or_compute_floors", "get_or_train_judge",
+    "render_markdown", "train_judge",
 ]
 
 PICTURE_FILES = {"samples": "samples.png", "real_vs_generated": "real_vs_generated.png",
@@ -181,15 +188,100 @@ def make_pictures(generator: nn.Module, data: PreparedData, fake: Tensor, fake_c
 # --------------------------------------------------------------------------- evaluation
 
 
+@dataclass(frozen=True)
+class Champion:
+    """The current champion to re-score beside a candidate: its registry version and its
+    generator (the caller loads it; gan.eval knows no registry)."""
+
+    version: str
+    generator: nn.Module | None
+    problem: str = ""  # set when the caller could not load it: then it is not comparable
+
+
+def champion_problem(generator: nn.Module | None, data: PreparedData) -> str:
+    """'' when `generator` can be scored on `data`, else why not (a sentence fragment)."""
+    if generator is None:
+        return "no generator was loaded"
+    want = tuple(data.x_train.shape[1:])
+    shape = getattr(generator, "image_shape", None)
+    if shape is not None and tuple(shape) != want:
+        return f"it draws {tuple(shape)} images (C, H, W), the data has {want}"
+    k = getattr(generator, "num_classes", None)
+    if getattr(generator, "conditional", False) and k != data.num_classes:
+        return f"it is conditional on {k} classes, the data has {data.num_classes}"
+    return ""
+
+
+def _score_seeds(generator: nn.Module, data: PreparedData, judge: Judge, cfg: EvalConfig,
+                 train_feats: Tensor, seeds: list[int]
+                 ) -> tuple[list[dict[str, float]], Tensor, Tensor, Tensor | None]:
+    """One metrics dict per latent seed; also the judge's predictions pooled over seeds (S·n,)
+    and the first seed's samples (n, C, H, W) and requested labels (for the pictures)."""
+    n = n_samples(cfg, data)
+    p_real = M.class_shares(data.y_train, data.num_classes)  # (K,)
+    holdout = data.x_holdout.float()
+    hold_feats = judge.features(holdout)  # (H, F)
+    conditional = bool(getattr(generator, "conditional", False))
+    per_seed, preds, first, first_labels = [], [], None, None
+    for seed in seeds:
+        labels = proportional_labels(p_real, n, seed) if conditional else None
+        fake, nonfinite = _checked(sample_images(generator, n, seed, labels), data.x_train)
+        predicted = judge.predict(fake)  # (n,)
+        m = sample_metrics(judge, holdout, fake, seed)
+        m.update(M.copy_stats(train_feats, hold_feats, judge.features(fake)))
+        m.update(class_kl=M.class_kl(p_real, M.class_shares(predicted, data.num_classes)),
+                 nonfinite_fraction=nonfinite)
+        if labels is not None:
+            m["conditional_accuracy"] = float((predicted == labels).float().mean())
+        per_seed.append(m)
+        preds.append(predicted)
+        if first is None:
+            first, first_labels = fake, labels
+    assert first is not None
+    return per_seed, torch.cat(preds), first, first_labels
+
+
+def _aggregate(per_seed: list[dict[str, float]]
+               ) -> tuple[dict[str, float], dict[str, float], dict[str, list[float]]]:
+    """(means, spreads (sample std, 0 for one seed), values per seed) of each metric."""
+    lists = {k: [float(d[k]) for d in per_seed] for k in per_seed[0]}
+    means = {k: float(np.mean(v)) for k, v in lists.items()}
+    spreads = {k: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for k, v in lists.items()}
+    return means, spreads, lists
+
+
+def _score_champion(champion: Champion, data: PreparedData, judge: Judge, cfg: EvalConfig,
+                    train_feats: Tensor, seeds: list[int]) -> ChampionScore:
+    problem = champion.problem or champion_problem(champion.generator, data)
+    if not problem:
+        assert champion.generator is not None
+        try:
+            per_seed, predicted, _, _ = _score_seeds(champion.generator, data, judge, cfg,
+                                                     train_feats, seeds)
+        except ValueError as e:  # e.g. an output shape the checks above could not see
+            problem = str(e)
+    if problem:
+        return ChampionScore(version=champion.version, comparable=False, reason=problem)
+    means, spreads, lists = _aggregate(per_seed)
+    stats = M.class_stats(predicted, M.class_shares(data.y_train, data.num_classes),
+                          cfg.class_share_threshold)  # pooled over seeds, as the candidate's
+    means["classes_covered"] = float(stats["classes_covered"])  # type: ignore[arg-type]
+    return ChampionScore(version=champion.version, metrics=means, spread=spreads,
+                         per_seed=lists)
+
+
 def evaluate_generator(
     generator: nn.Module, data: PreparedData, judge: Judge, cfg: EvalConfig,
     history: list[dict[str, float]] | None = None, *, floors: dict[str, Any] | None = None,
+    champion: Champion | None = None,
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """Score `generator` on `data` with `judge`; no storage needed.
+    """Score `generator` on `data` with `judge`, on `cfg.n_seeds` latent seeds; no storage.
 
-    Returns (result, pictures): result has the `Report` fields metrics, floors, ceilings,
-    class_hist, classes_covered, judge_accuracy, conditional_accuracy, n_samples and seeds;
-    pictures maps samples / real_vs_generated / curves to PNG bytes. `floors` (from
+    Returns (result, pictures): result has the `Report` fields metrics (means over the seeds),
+    spread, per_seed, eval_seeds, floors, ceilings, class_hist, classes_covered (pooled over
+    the seeds), judge_accuracy, conditional_accuracy, n_samples, seeds and champion (the
+    `champion` re-scored on the same seeds, or why it cannot be; None without one); pictures
+    maps samples / real_vs_generated / curves to PNG bytes (first seed). `floors` (from
     `compute_floors` or its cache) is computed here when not given. Raises `JudgeError` when the
     judge's holdout accuracy is under `cfg.min_judge_accuracy`.
     """
@@ -201,36 +293,37 @@ def evaluate_generator(
     if judge.num_classes != data.num_classes:
         raise ValueError(f"judge has {judge.num_classes} classes, dataset {data.name!r} "
                          f"{data.num_classes}")
-    n = n_samples(cfg, data)
-    p_real = M.class_shares(data.y_train, data.num_classes)  # (K,)
-    conditional = bool(getattr(generator, "conditional", False))
-    labels = proportional_labels(p_real, n, cfg.seed) if conditional else None
-    fake, nonfinite = _checked(sample_images(generator, n, cfg.seed, labels), data.x_train)
-    predicted = judge.predict(fake)  # (n,)
-    stats = M.class_stats(predicted, p_real, cfg.class_share_threshold)
-    metrics = sample_metrics(judge, data.x_holdout.float(), fake, cfg.seed)
-    metrics.update(class_kl=float(stats["class_kl"]),  # type: ignore[arg-type]
-                   classes_covered=float(stats["classes_covered"]),  # type: ignore[arg-type]
-                   nonfinite_fraction=nonfinite, judge_accuracy=judge.accuracy)
-    cond_acc = None
-    if labels is not None:
-        cond_acc = float((predicted == labels).float().mean())
-        metrics["conditional_accuracy"] = cond_acc
+    seeds = [cfg.seed + i for i in range(cfg.n_seeds)]
+    train_feats = judge.features(data.x_train.float())  # (N, F): the copy rule's reference
+    per_seed, predicted, fake, labels = _score_seeds(generator, data, judge, cfg, train_feats,
+                                                     seeds)
+    metrics, spread, lists = _aggregate(per_seed)
+    p_real = M.class_shares(data.y_train, data.num_classes)
+    stats = M.class_stats(predicted, p_real, cfg.class_share_threshold)  # pooled over seeds
+    metrics.update(classes_covered=float(stats["classes_covered"]),  # type: ignore[arg-type]
+                   judge_accuracy=judge.accuracy)
     fl = floors or compute_floors(judge, data, cfg)
     result = {
-        "metrics": metrics, "floors": fl["floors"], "ceilings": fl["ceilings"],
+        "metrics": metrics, "spread": spread, "per_seed": lists, "eval_seeds": seeds,
+        "floors": fl["floors"], "ceilings": fl["ceilings"],
         "class_hist": stats["class_hist"], "classes_covered": stats["classes_covered"],
-        "judge_accuracy": judge.accuracy, "conditional_accuracy": cond_acc, "n_samples": n,
+        "judge_accuracy": judge.accuracy,
+        "conditional_accuracy": metrics.get("conditional_accuracy"), "n_samples": len(fake),
         "seeds": {"eval": cfg.seed, "judge": judge.seed},
+        "champion": (None if champion is None else
+                     _score_champion(champion, data, judge, cfg, train_feats, seeds)),
     }
-    pics = make_pictures(generator, data, fake, labels if labels is not None else predicted,
-                         cfg.seed, history)
+    n = len(fake)
+    pics = make_pictures(generator, data, fake,
+                         labels if labels is not None else predicted[:n], cfg.seed, history)
     return result, pics
 
 
 def evaluate(storage: Storage, dataset: DatasetRef, trained: TrainedRef,
-             cfg: EvalConfig) -> Report:
-    """The evaluation stage: URIs in, report and pictures under `runs/<run_id>/eval/` out."""
+             cfg: EvalConfig, *, champion: Champion | None = None) -> Report:
+    """The evaluation stage: URIs in, report and pictures under `runs/<run_id>/eval/` out.
+
+    `champion`: the current champion's generator, re-scored in this evaluation (see module)."""
     if trained.dataset_version != dataset.version:
         raise ValueError(f"run {trained.run_id!r} was trained on dataset version "
                          f"{trained.dataset_version!r}, asked to evaluate on {dataset.version!r}")
@@ -240,7 +333,8 @@ def evaluate(storage: Storage, dataset: DatasetRef, trained: TrainedRef,
     ckpt = load_checkpoint(storage.get_bytes(trained.checkpoint_uri))
     generator = generator_from_checkpoint(ckpt, use_ema=True)
     history = ckpt.get("history") or trained.history
-    result, pics = evaluate_generator(generator, data, judge, cfg, history, floors=floors)
+    result, pics = evaluate_generator(generator, data, judge, cfg, history, floors=floors,
+                                      champion=champion)
 
     prefix = storage.settings.s3_uri("runs", trained.run_id, "eval")
     artifacts = {name: f"{prefix}/{PICTURE_FILES[name]}" for name in pics}
@@ -268,86 +362,48 @@ _ROWS = (  # (metric key, label, better direction)
     ("coverage", "coverage (k=5)", "↑"), ("inception_score", "classifier IS", "↑"),
     ("classes_covered", "classes covered", "↑"), ("class_kl", "KL(real ‖ gen classes)", "↓"),
     ("conditional_accuracy", "conditional accuracy", "↑"),
+    ("copy_fraction", "copy fraction (fresh ≈ 0.1)", "↓"),
+    ("copy_distance_ratio", "copy distance ratio (fresh ≈ 1)", "↑"),
+    ("nonfinite_fraction", "non-finite samples", "↓"),
 )
 
 
+def _pm(metrics: dict[str, float], spread: dict[str, float], key: str) -> str:
+    text = fmt_number(metrics.get(key))
+    return f"{text} ± {fmt_number(spread[key])}" if spread.get(key) else text
+
+
 def render_markdown(report: Report) -> str:
-    """A short markdown rendering: header lines and a metric | candidate | real-data table."""
+    """A short markdown rendering: header lines and a table of metric | candidate (mean ±
+    spread over the eval seeds) | re-scored champion | real data."""
     seeds = ", ".join(f"{k} {v}" for k, v in sorted(report.seeds.items()))
+    champ = report.champion
     lines = [
         f"# Evaluation of run `{report.run_id}`", "",
-        f"- dataset version `{report.dataset_version}`, {report.n_samples} generated samples",
+        f"- dataset version `{report.dataset_version}`, {report.n_samples} generated samples "
+        f"per seed, eval seeds {report.eval_seeds or [report.seeds.get('eval')]} "
+        "(values: mean ± spread over them)",
         f"- judge holdout accuracy {report.judge_accuracy:.4f}; seeds: {seeds}",
-        f"- diverged in training: {'yes' if report.diverged else 'no'}", "",
+        f"- diverged in training: {'yes' if report.diverged else 'no'}",
     ]
+    if champ is not None and not champ.comparable:
+        lines.append(f"- champion v{champ.version} could not be re-scored: {champ.reason}")
+    lines.append("")
+    head = ["metric", "candidate"]
+    if champ is not None and champ.comparable:
+        head.append(f"champion v{champ.version} (re-scored)")
+    head.append("real data (floor / ceiling)")
     rows = []
     for key, label, better in _ROWS:
         if key not in report.metrics:
             continue
-        cand = fmt_number(report.metrics[key])
+        row = [f"{label} {better}", _pm(report.metrics, report.spread, key)]
+        if champ is not None and champ.comparable:
+            row.append(_pm(champ.metrics, champ.spread, key))
         ref = fmt_number(report.floors.get(key, report.ceilings.get(key)))
-        if key == "kid_mean":  # KID is noisy on small holdouts: show its spread over subsets
-            cand += f" ± {fmt_number(report.metrics.get('kid_std'))}"
-            ref += f" ± {fmt_number(report.floors.get('kid_std'))}"
-        rows.append([f"{label} {better}", cand, ref])
+        if key == "kid_mean" and report.floors.get("kid_std") is not None:
+            ref += f" ± {fmt_number(report.floors.get('kid_std'))}"  # over KID subsets
+        rows.append([*row, ref])
     hist = " ".join(f"{i}:{s:.3f}" for i, s in enumerate(report.class_hist))
-    lines += [markdown_table(["metric", "candidate", "real data (floor / ceiling)"], rows),
-              "", f"Generated class shares (judge): {hist}", ""]
+    lines += [markdown_table(head, rows), "", f"Generated class shares (judge): {hist}", ""]
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- gate
-
-
-def gate(report: Report, champion_metrics: dict[str, float] | None, cfg: GateConfig, *,
-         champion_version: str | None = None) -> GateDecision:
-    """Promote only if every rule passes; one line per rule in `reasons`, passed or failed.
-
-    Rules: trained without divergence; covers every class (if `require_all_classes`); class KL
-    under `max_class_kl`; recall at least `min_recall_ratio` × real data's (mode collapse);
-    FID below the champion's minus `fid_margin` (a tie does not promote).
-    With no champion, only the absolute rules apply.
-    """
-    if "fid" not in report.metrics or "class_kl" not in report.metrics:
-        raise ValueError(f"report of run {report.run_id!r} lacks 'fid' or 'class_kl' metrics")
-    checks: list[tuple[bool, str]] = []
-    checks.append((not report.diverged, "training finished without divergence"
-                   if not report.diverged else "training diverged"))
-    k = len(report.class_hist)
-    if cfg.require_all_classes:
-        checks.append((report.classes_covered >= k,
-                       f"classes covered {report.classes_covered}/{k} (all required)"))
-    else:
-        checks.append((True, f"classes covered {report.classes_covered}/{k} (not required)"))
-    kl = report.metrics["class_kl"]
-    checks.append((kl < cfg.max_class_kl, f"class KL {kl:.4g} < max_class_kl {cfg.max_class_kl}"))
-    if cfg.min_recall_ratio > 0:
-        checks.append(_recall_check(report, cfg.min_recall_ratio))
-    fid = report.metrics["fid"]
-    champion_fid = None
-    if champion_metrics is None:
-        checks.append((True, f"no champion: FID {fid:.4g} judged on the absolute rules only"))
-    else:
-        if "fid" not in champion_metrics:
-            raise ValueError(f"champion {champion_version or '?'} metrics lack 'fid': "
-                             f"{sorted(champion_metrics)}")
-        champion_fid = float(champion_metrics["fid"])
-        checks.append((fid < champion_fid - cfg.fid_margin,
-                       f"FID {fid:.4g} < champion {champion_version or '?'} FID "
-                       f"{champion_fid:.4g} - margin {cfg.fid_margin}"))
-    reasons = [f"{'PASS' if ok else 'FAIL'}: {text}" for ok, text in checks]
-    return GateDecision(promote=all(ok for ok, _ in checks), reasons=reasons,
-                        champion_version=champion_version, champion_fid=champion_fid)
-
-
-def _recall_check(report: Report, ratio: float) -> tuple[bool, str]:
-    """Recall ≥ ratio × the real-vs-real recall floor: the share of real images that lie in the
-    generated manifold. A collapsed G (one image per class) keeps precision, class coverage and
-    a fair FID on digits, but its recall drops towards 0."""
-    recall, floor = report.metrics.get("recall"), report.floors.get("recall")
-    if recall is None or floor is None:
-        raise ValueError(f"report of run {report.run_id!r} lacks the recall metric or floor "
-                         "needed by gate.min_recall_ratio (set it to 0 to skip the rule)")
-    need = ratio * floor
-    return (recall >= need, f"recall {recall:.3g} >= {ratio} × real recall {floor:.3g} "
-            f"= {need:.3g} (diversity; low = mode collapse)")

@@ -9,9 +9,10 @@ What this module is: the register stage of the pipeline.
            (`gan.registry.model_format`)
         3. a model version of `model_name` (found by its MLflow run, else created), tagged with
            its key metrics, alias `challenger`
-        4. the champion's metrics read from its version tags right before deciding;
-           `gan.eval.evaluate.gate` decides; decision and reasons go to the version's description
-           and tags BEFORE `champion` moves (only on promote), then `gan.gate.applied`.
+        4. the champion's version read right before deciding; `gan.eval.evaluate.gate`
+           decides, comparing the report's re-scored champion (never its version tags);
+           decision and reasons go to the version's description and tags BEFORE `champion`
+           moves (only on promote), then `gan.gate.applied`.
     Calling it again with the same run_id creates no second run, model or version and does not
     re-decide: every step is keyed and skipped once done, so a retried task is harmless.
 

@@ -242,6 +242,9 @@ def evaluation_metrics(report: Report) -> dict[str, float]:
     out.update({f"floor_{k}": v for k, v in report.floors.items()})
     out.update({f"ceiling_{k}": v for k, v in report.ceilings.items()})
     out.update({f"class_share_{i}": v for i, v in enumerate(report.class_hist)})
+    out.update({f"spread_{k}": v for k, v in report.spread.items()})  # over the eval seeds
+    if report.champion is not None and report.champion.comparable:  # re-scored alongside
+        out.update({f"champion_{k}": v for k, v in report.champion.metrics.items()})
     out.update(judge_accuracy=report.judge_accuracy, classes_covered=report.classes_covered,
                n_samples=report.n_samples)
     if report.conditional_accuracy is not None:

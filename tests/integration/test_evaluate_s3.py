@@ -11,14 +11,15 @@ import pytest
 import torch
 from PIL import Image
 
-from gan.core.config import DataConfig, EvalConfig, ModelConfig, TrainConfig
+from gan.core.config import DataConfig, EvalConfig, GateConfig, ModelConfig, TrainConfig
 from gan.core.records import DatasetRef, Report, TrainedRef
 from gan.data.prepare import load_prepared, prepare
-from gan.eval.evaluate import evaluate, get_or_train_judge
+from gan.eval.evaluate import Champion, evaluate, gate, get_or_train_judge
 from gan.eval.judge import JudgeError, judge_prefix, judge_to_bytes, train_judge
 from gan.io.storage import Storage
-from gan.train.checkpoint import save_checkpoint
+from gan.train.checkpoint import generator_from_checkpoint, load_checkpoint, save_checkpoint
 from gan.train.loop import train_local
+from gan.train.state import make_state
 
 pytestmark = pytest.mark.integration
 
@@ -101,6 +102,44 @@ def test_judge_trained_once_and_report_written(storage: Storage):
     assert again.metrics == report.metrics and again.floors == report.floors
     judge = get_or_train_judge(storage, load_prepared(storage, dataset), cfg)
     assert judge.meta["reused"] is True and judge.accuracy == report.judge_accuracy
+
+
+def test_data_change_rescores_the_champion_in_the_report(storage: Storage):
+    """The champion was trained on another dataset version; the candidate's evaluation scores
+    it under the candidate's judge, holdout and seeds, and both columns land in the report.
+    A champion of another image size is reported as not comparable, and the gate says so."""
+    storage.ensure_bucket()
+    old_data = prepare(DataConfig(split_seed=9174, limit=400), storage)  # the "before" data
+    dataset = prepare(DATA, storage)
+    assert old_data.version != dataset.version
+    old_run = trained_run(storage, old_data)
+    champion_g = generator_from_checkpoint(load_checkpoint(storage.get_bytes(
+        old_run.checkpoint_uri)), use_ema=True)
+    candidate = trained_run(storage, dataset)
+    cfg = EvalConfig(n_samples=200)
+
+    report = evaluate(storage, dataset, candidate, cfg, champion=Champion("1", champion_g))
+
+    score = report.champion
+    assert score is not None and score.version == "1" and score.comparable
+    assert len(score.per_seed["fid"]) == len(report.per_seed["fid"]) == cfg.n_seeds
+    assert score.metrics["fid"] > 0 and report.spread["fid"] > 0
+    stored = Report.model_validate(storage.get_json(report.report_uri))
+    assert stored.champion == score  # both sets of numbers in report.json ...
+    md = storage.get_bytes(report.markdown_uri).decode()
+    assert "champion v1 (re-scored)" in md and " ± " in md  # ... and in report.md
+    print("\n" + md)
+
+    small = make_state(MODEL.model_copy(update={"image_size": 16}), TRAIN).generator
+    other = evaluate(storage, dataset, candidate.model_copy(update={"run_id": "evaltest-16px"}),
+                     cfg, champion=Champion("2", small))
+    assert other.champion is not None and not other.champion.comparable
+    assert "(1, 16, 16)" in other.champion.reason
+    decision = gate(other, None, GateConfig(require_all_classes=False, max_class_kl=100.0,
+                                            min_recall_ratio=0.0, max_copy_fraction=1.0),
+                    champion_version="2")
+    assert not decision.promote
+    assert decision.reasons[-1].startswith("FAIL: champion v2 cannot be scored on this data")
 
 
 def test_dataset_version_mismatch_is_refused(storage: Storage):

@@ -202,7 +202,7 @@ def test_worse_run_stays_challenger_and_reuses_the_dataset(stack: Settings, clie
     assert c.get_model_version_by_alias(MODEL, "champion").version == "1"
     assert c.get_model_version_by_alias(MODEL, "challenger").version == "2"
     reasons = c.get_model_version(MODEL, "2").tags["gate.reasons"]
-    assert "FAIL: FID" in reasons and "< champion 1 FID" in reasons
+    assert "FAIL: FID" in reasons and "vs champion v1 re-scored" in reasons
     fr = _flow_run_named(client, run_id)
     states = {t.name.split("-")[0]: t.state.name for t in _task_runs(client, fr.id)}
     assert states["prepare_data"] == "Cached"  # run 1's result, read from the bucket

@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from gan.core.config import GateConfig, ModelConfig, RetrainParams, TrainConfig
-from gan.core.records import DatasetRef, ModelRef, Report, TrainedRef
+from gan.core.records import ChampionScore, DatasetRef, ModelRef, Report, TrainedRef
 from gan.core.settings import Settings
 from gan.eval import pictures
 from gan.io.storage import Storage
@@ -45,7 +45,8 @@ def _state(seed: int) -> TrainState:
     return state
 
 
-def _publish_inputs(storage: Storage, run_id: str, seed: int, fid: float
+def _publish_inputs(storage: Storage, run_id: str, seed: int, fid: float,
+                    champion: ChampionScore | None = None,
                     ) -> tuple[TrainState, TrainedRef, Report, DatasetRef]:
     """A real checkpoint and real report files in S3, as training and evaluation leave them."""
     s = storage.settings
@@ -66,7 +67,9 @@ def _publish_inputs(storage: Storage, run_id: str, seed: int, fid: float
     storage.put_bytes(artifacts["samples"], pictures.sample_grid_png(fake), "image/png")
     report = Report(run_id=run_id, dataset_version=VERSION,
                     metrics={"fid": fid, "kid_mean": fid / 100, "class_kl": 0.01,
-                             "classes_covered": 10.0, "precision": 0.7, "recall": 0.6},
+                             "classes_covered": 10.0, "precision": 0.7, "recall": 0.6,
+                             "copy_fraction": 0.1, "copy_distance_ratio": 1.0},
+                    per_seed={"fid": [fid] * 3}, eval_seeds=[1, 2, 3], champion=champion,
                     floors={"fid": 1.5, "recall": 0.9}, ceilings={"inception_score": 9.1},
                     class_hist=[0.1] * 10, classes_covered=10, judge_accuracy=0.97,
                     conditional_accuracy=0.9, n_samples=200, seeds={"eval": 1},
@@ -99,9 +102,11 @@ def published(stack: Settings):
     storage = Storage.from_settings(stack)
     name = f"gan-test-{uuid.uuid4().hex[:8]}"
     out = []
-    for i, fid in enumerate((10.0, 20.0)):  # the second is worse: no promotion
+    # The second is worse than version 1 re-scored in its evaluation: no promotion.
+    rescored = ChampionScore(version="1", metrics={"fid": 10.0}, per_seed={"fid": [10.0] * 3})
+    for i, (fid, champ) in enumerate(((10.0, None), (20.0, rescored))):
         run_id = f"reg-{uuid.uuid4().hex[:8]}-{i}"
-        inputs = _publish_inputs(storage, run_id, seed=i, fid=fid)
+        inputs = _publish_inputs(storage, run_id, seed=i, fid=fid, champion=champ)
         out.append((run_id, inputs, _register(stack, storage, name, run_id, inputs)))
     return name, out
 
@@ -117,7 +122,8 @@ def test_first_champion_second_challenger(stack: Settings, published) -> None:
     assert ref1.decision.champion_version is None
     assert (ref2.version, ref2.champion, ref2.decision.promote) == ("2", False, False)
     assert ref2.decision.champion_version == "1" and ref2.decision.champion_fid == 10.0
-    assert any(r.startswith("FAIL: FID 20") for r in ref2.decision.reasons)
+    assert any(r.startswith("FAIL: FID 20 ± 0 vs champion v1 re-scored 10")
+               for r in ref2.decision.reasons), ref2.decision.reasons
     assert ref1.uri == f"models:/{name}/1" and ref1.mlflow_run_url.startswith("http://")
     c = MlflowClient(stack.require_mlflow())
     assert c.get_model_version_by_alias(name, "champion").version == "1"

@@ -1,4 +1,5 @@
-"""The promotion gate: each rule alone, no champion, ties and margins (pure logic, no I/O)."""
+"""The promotion gate: each rule alone, its wording, no champion, the like-for-like and
+noise-aware comparison with a re-scored champion (pure logic, no I/O)."""
 
 from __future__ import annotations
 
@@ -7,20 +8,33 @@ import math
 import pytest
 
 from gan.core.config import GateConfig
-from gan.core.records import Report
+from gan.core.records import ChampionScore, Report
 from gan.eval.evaluate import gate
 
+SEEDS = [1234, 1235, 1236]
 
-def make_report(*, fid: float = 10.0, class_kl: float = 0.01, covered: int = 10,
-                diverged: bool = False, k: int = 10, recall: float = 0.8) -> Report:
+
+def champ(fids: list[float], version: str = "3") -> ChampionScore:
+    return ChampionScore(version=version, metrics={"fid": sum(fids) / len(fids)},
+                         per_seed={"fid": fids})
+
+
+def make_report(*, fid: float | list[float] = 10.0, class_kl: float = 0.01, covered: int = 10,
+                diverged: bool = False, k: int = 10, recall: float = 0.8,
+                copy_fraction: float = 0.1, nonfinite: float = 0.0,
+                champion: ChampionScore | None = None) -> Report:
+    fids = fid if isinstance(fid, list) else [fid] * len(SEEDS)
     return Report(
         run_id="r1", dataset_version="v1",
-        metrics={"fid": fid, "class_kl": class_kl, "classes_covered": float(covered),
-                 "recall": recall},
+        metrics={"fid": sum(fids) / len(fids), "class_kl": class_kl,
+                 "classes_covered": float(covered), "recall": recall,
+                 "copy_fraction": copy_fraction, "copy_distance_ratio": 1.0,
+                 "nonfinite_fraction": nonfinite},
+        per_seed={"fid": fids}, eval_seeds=SEEDS[:len(fids)],
         floors={"fid": 1.0, "recall": 0.88}, ceilings={"inception_score": 9.0},
         class_hist=[1.0 / k] * k, classes_covered=covered, judge_accuracy=0.99, n_samples=1000,
         diverged=diverged, report_uri="s3://b/runs/r1/eval/report.json",
-        markdown_uri="s3://b/runs/r1/eval/report.md",
+        markdown_uri="s3://b/runs/r1/eval/report.md", champion=champion,
     )
 
 
@@ -28,19 +42,89 @@ def failed(decision) -> list[str]:
     return [r for r in decision.reasons if r.startswith("FAIL")]
 
 
+N_RULES = 7  # divergence, non-finite, classes, KL, recall, copying, champion
+
+
 def test_first_model_without_champion_is_judged_on_absolute_rules_only():
     d = gate(make_report(fid=500.0), None, GateConfig())
     assert d.promote, d.reasons
-    assert len(d.reasons) == 5 and all(r.startswith("PASS") for r in d.reasons)
+    assert len(d.reasons) == N_RULES and all(r.startswith("PASS") for r in d.reasons)
     assert any("no champion" in r for r in d.reasons)
     assert d.champion_fid is None and d.champion_version is None
 
 
-def test_better_fid_than_champion_promotes_and_names_the_champion():
-    d = gate(make_report(fid=10.0), {"fid": 12.0}, GateConfig(), champion_version="3")
+def test_clearly_better_fid_than_the_rescored_champion_promotes():
+    r = make_report(fid=[10.0, 10.2, 9.8], champion=champ([12.0, 12.3, 11.8]))
+    d = gate(r, {"fid": 99.0}, GateConfig(), champion_version="3")
     assert d.promote, d.reasons
-    assert d.champion_fid == 12.0 and d.champion_version == "3"
-    assert any("champion 3" in r and r.startswith("PASS") for r in d.reasons)
+    assert d.champion_fid == pytest.approx(12.033, abs=1e-3) and d.champion_version == "3"
+    line = next(r for r in d.reasons if "champion v3" in r)
+    assert line.startswith("PASS") and "re-scored" in line and "exceeds noise" in line
+
+
+def test_champion_tags_are_never_compared():
+    """Tags measured under another judge say 99 (would promote) or 1 (would refuse): ignored."""
+    r = make_report(fid=10.0, champion=champ([12.0, 12.0, 12.0]))
+    for tags in ({"fid": 99.0}, {"fid": 1.0}, None, {}):
+        assert gate(r, tags, GateConfig(), champion_version="3").promote
+
+
+def test_champion_not_rescored_is_not_promoted_automatically():
+    d = gate(make_report(fid=1.0), {"fid": 50.0}, GateConfig(), champion_version="3")
+    assert not d.promote
+    assert failed(d) == ["FAIL: champion v3 was not re-scored in this evaluation (no champion "
+                         "was): without a like-for-like comparison nothing is promoted "
+                         "automatically"]
+    other = make_report(fid=1.0, champion=champ([50.0] * 3, version="2"))
+    d = gate(other, None, GateConfig(), champion_version="3")  # champion moved since scoring
+    assert not d.promote and "(v2 was)" in failed(d)[0]
+
+
+def test_champion_that_cannot_be_scored_on_this_data_is_said_and_not_promoted():
+    score = ChampionScore(version="3", comparable=False,
+                          reason="it draws (1, 32, 32) images (C, H, W), the data has (1, 28, 28)")
+    d = gate(make_report(fid=1.0, champion=score), None, GateConfig(), champion_version="3")
+    assert not d.promote
+    assert failed(d) == ["FAIL: champion v3 cannot be scored on this data (it draws (1, 32, 32) "
+                         "images (C, H, W), the data has (1, 28, 28)): not promoted "
+                         "automatically"]
+
+
+def test_same_seed_rerun_does_not_promote():
+    fids = [10.31, 10.52, 10.17]
+    d = gate(make_report(fid=fids, champion=champ(list(fids))), None, GateConfig(),
+             champion_version="3")
+    assert not d.promote and "a tie or a noise-level difference" in failed(d)[0]
+
+
+def test_noise_level_difference_does_not_promote_but_a_real_one_does():
+    champion = champ([10.0, 10.6, 9.7])  # spread ≈ 0.46
+    noise_level = make_report(fid=[9.8, 10.3, 9.6], champion=champion)  # 0.2 better on average
+    assert not gate(noise_level, None, GateConfig(), champion_version="3").promote
+    clear = make_report(fid=[8.0, 8.5, 7.8], champion=champion)  # 2 better: > 2 × noise
+    assert gate(clear, None, GateConfig(), champion_version="3").promote
+    # noise_k = 0 and no margin: any improvement on the same seeds promotes
+    assert gate(noise_level, None, GateConfig(noise_k=0.0), champion_version="3").promote
+
+
+@pytest.mark.parametrize(("fid", "promote"), [(11.5, False), (11.0, False), (10.9, True)])
+def test_fid_margin_on_top_of_the_noise(fid: float, promote: bool):
+    d = gate(make_report(fid=fid, champion=champ([12.0] * 3)), None, GateConfig(fid_margin=1.0),
+             champion_version="3")
+    assert d.promote is promote, d.reasons
+
+
+def test_worse_fid_than_champion_is_refused():
+    d = gate(make_report(fid=13.0, champion=champ([12.0] * 3, "1")), None, GateConfig(),
+             champion_version="1")
+    assert not d.promote
+    assert len(failed(d)) == 1 and failed(d)[0].startswith("FAIL: FID 13 ± 0 vs champion v1")
+
+
+def test_nan_fid_never_promotes_over_a_champion():
+    d = gate(make_report(fid=math.nan, champion=champ([12.0] * 3)), None, GateConfig(),
+             champion_version="3")
+    assert not d.promote
 
 
 def test_diverged_training_is_refused():
@@ -52,7 +136,7 @@ def test_diverged_training_is_refused():
 def test_missing_class_is_refused_when_all_classes_required():
     d = gate(make_report(covered=9), None, GateConfig(require_all_classes=True))
     assert not d.promote
-    assert len(failed(d)) == 1 and "9/10" in failed(d)[0]
+    assert failed(d) == ["FAIL: classes covered 9/10, short of the required 10"]
 
 
 def test_missing_class_allowed_when_not_required_but_still_reported():
@@ -61,47 +145,37 @@ def test_missing_class_allowed_when_not_required_but_still_reported():
     assert any("9/10" in r and "not required" in r for r in d.reasons)
 
 
-def test_class_kl_at_or_over_limit_is_refused():
-    over = gate(make_report(class_kl=0.2), None, GateConfig(max_class_kl=0.1))
+def test_class_kl_lines_state_the_comparison_the_right_way_round():
+    over = gate(make_report(class_kl=10.22), None, GateConfig(max_class_kl=0.1))
     at = gate(make_report(class_kl=0.1), None, GateConfig(max_class_kl=0.1))
     under = gate(make_report(class_kl=0.099), None, GateConfig(max_class_kl=0.1))
-    assert not over.promote and "class KL" in failed(over)[0]
-    assert not at.promote  # "under" the limit: equal is not under
-    assert under.promote
+    assert failed(over) == ["FAIL: class KL 10.22 exceeds the maximum 0.1"]
+    assert failed(at) == ["FAIL: class KL 0.1 equals the maximum 0.1 (must be under it)"]
+    assert under.promote and "PASS: class KL 0.099 is under the maximum 0.1" in under.reasons
 
 
-def test_worse_fid_than_champion_is_refused():
-    d = gate(make_report(fid=13.0), {"fid": 12.0}, GateConfig(), champion_version="1")
-    assert not d.promote
-    assert len(failed(d)) == 1 and "FID 13" in failed(d)[0]
+def test_nonfinite_samples_over_the_limit_fail():
+    ok = gate(make_report(nonfinite=0.005), None, GateConfig())
+    bad = gate(make_report(nonfinite=0.5), None, GateConfig())
+    assert ok.promote and "PASS: non-finite samples 0.005 within the maximum 0.01" in ok.reasons
+    assert not bad.promote
+    assert failed(bad)[0].startswith("FAIL: non-finite samples 0.5 exceed the maximum 0.01")
+    assert gate(make_report(nonfinite=0.5), None, GateConfig(max_nonfinite_fraction=1.0)).promote
 
 
-def test_fid_tie_does_not_promote():
-    d = gate(make_report(fid=12.0), {"fid": 12.0}, GateConfig(fid_margin=0.0))
-    assert not d.promote, d.reasons
-
-
-@pytest.mark.parametrize(("fid", "promote"), [(11.5, False), (11.0, False), (10.9, True)])
-def test_fid_margin(fid: float, promote: bool):
-    d = gate(make_report(fid=fid), {"fid": 12.0}, GateConfig(fid_margin=1.0))
-    assert d.promote is promote, d.reasons
-
-
-def test_nan_fid_never_promotes_over_a_champion():
-    d = gate(make_report(fid=math.nan), {"fid": 12.0}, GateConfig())
-    assert not d.promote
+def test_copying_generator_is_refused():
+    d = gate(make_report(copy_fraction=0.97), None, GateConfig())
+    assert not d.promote and len(failed(d)) == 1
+    assert "copy fraction 0.97" in failed(d)[0] and "reproduces training images" in failed(d)[0]
+    assert gate(make_report(copy_fraction=0.97), None, GateConfig(max_copy_fraction=1.0)).promote
 
 
 def test_every_failed_rule_is_listed():
-    d = gate(make_report(fid=20.0, class_kl=3.0, covered=1, diverged=True, recall=0.01),
-             {"fid": 12.0}, GateConfig())
+    d = gate(make_report(fid=20.0, class_kl=3.0, covered=1, diverged=True, recall=0.01,
+                         copy_fraction=1.0, nonfinite=0.9, champion=champ([12.0] * 3)),
+             None, GateConfig(), champion_version="3")
     assert not d.promote
-    assert len(d.reasons) == 5 and len(failed(d)) == 5
-
-
-def test_champion_without_fid_is_a_clear_error():
-    with pytest.raises(ValueError, match="champion 7 metrics lack 'fid'"):
-        gate(make_report(), {"kid_mean": 0.1}, GateConfig(), champion_version="7")
+    assert len(d.reasons) == N_RULES and len(failed(d)) == N_RULES
 
 
 def test_report_without_fid_is_a_clear_error():
@@ -110,11 +184,20 @@ def test_report_without_fid_is_a_clear_error():
         gate(r, None, GateConfig())
 
 
+def test_report_without_copy_fraction_is_a_clear_error():
+    r = make_report()
+    r = r.model_copy(update={"metrics": {k: v for k, v in r.metrics.items()
+                                         if k != "copy_fraction"}})
+    with pytest.raises(ValueError, match="copy_fraction"):
+        gate(r, None, GateConfig())
+
+
 def test_collapsed_generator_fails_on_recall_whatever_its_fid():
     """A conditional G that draws one image per class: FID fine, classes all there, recall ~0."""
     collapsed = gate(make_report(fid=1.0, recall=0.058), None, GateConfig())
     assert not collapsed.promote
     assert len(failed(collapsed)) == 1 and "mode collapse" in failed(collapsed)[0]
+    assert "recall 0.058 is below 0.25 × real recall 0.88" in failed(collapsed)[0]
     # the bound is a share of real data's recall (0.25 × 0.88 = 0.22)
     assert gate(make_report(recall=0.23), None, GateConfig()).promote
     assert not gate(make_report(recall=0.21), None, GateConfig()).promote

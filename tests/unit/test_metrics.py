@@ -3,6 +3,7 @@ collapsed generator score far worse and are caught; plus the metric helpers on k
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 
@@ -18,16 +19,18 @@ from gan.core.records import Report
 from gan.data.prepare import PreparedData, prepare_arrays
 from gan.eval import metrics as M
 from gan.eval.evaluate import (
+    Champion,
     compute_floors,
     evaluate_generator,
     gate,
     proportional_labels,
+    render_markdown,
 )
 from gan.eval.judge import Judge, JudgeError, train_judge
 from gan.train.checkpoint import generator_from_checkpoint, load_checkpoint, save_checkpoint
 from gan.train.state import make_state
 
-CFG = EvalConfig(judge_epochs=8)  # n = max(360 holdout, 1000) = 1000 samples
+CFG = EvalConfig(judge_epochs=8, n_seeds=2)  # n = max(360 holdout, 1000) = 1000 samples
 
 
 # --------------------------------------------------------------------------- stand-in generators
@@ -167,7 +170,8 @@ def test_collapsed_generator_is_caught_and_refused_by_the_gate(digits, judge, fl
     assert m["recall"] < 0.1 and m["fid"] > 50 * result["floors"]["fid"]
     decision = gate(as_report(result), None, GateConfig())
     assert not decision.promote
-    assert sum(r.startswith("FAIL") for r in decision.reasons) == 3  # classes, KL and recall
+    # classes, KL, recall, and copying (it returns training images)
+    assert sum(r.startswith("FAIL") for r in decision.reasons) == 4
 
 
 class OnePerClass(PickByLatent):
@@ -182,7 +186,8 @@ def test_within_class_collapse_keeps_classes_but_the_gate_refuses_it(digits, jud
     result, _ = run(OnePerClass(digits, conditional=True), digits, judge, floors)
     assert result["classes_covered"] == 10 and result["metrics"]["class_kl"] < 0.05
     assert result["metrics"]["recall"] < 0.1 and result["metrics"]["precision"] > 0.5
-    decision = gate(as_report(result), None, GateConfig())
+    # the copy rule is off here: this stand-in also returns training images (its own test)
+    decision = gate(as_report(result), None, GateConfig(max_copy_fraction=1.0))
     failed = [r for r in decision.reasons if r.startswith("FAIL")]
     assert not decision.promote and len(failed) == 1 and "recall" in failed[0], decision.reasons
 
@@ -230,7 +235,7 @@ def test_untrustworthy_judge_fails_the_evaluation(digits):
         evaluate_generator(PickByLatent(digits), digits, bad, CFG)
 
 
-def test_nonfinite_samples_are_counted_not_fatal(digits, judge, floors):
+def test_nonfinite_samples_are_counted_and_fail_the_gate(digits, judge, floors):
     class HalfNaN(PickByLatent):
         def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
             x = super().forward(z, y).clone()
@@ -238,9 +243,14 @@ def test_nonfinite_samples_are_counted_not_fatal(digits, judge, floors):
             return x
 
     result, _ = run(HalfNaN(digits), digits, judge, floors)
-    z = torch.randn(1000, 8, generator=torch.Generator().manual_seed(CFG.seed))
-    expected = float((z[:, 1] > 0).float().mean())
-    assert result["metrics"]["nonfinite_fraction"] == pytest.approx(expected)
+    shares = [float((torch.randn(1000, 8, generator=torch.Generator().manual_seed(s))[:, 1] > 0)
+                    .float().mean()) for s in result["eval_seeds"]]
+    assert result["eval_seeds"] == [CFG.seed + i for i in range(CFG.n_seeds)]
+    assert result["per_seed"]["nonfinite_fraction"] == pytest.approx(shares)
+    assert result["metrics"]["nonfinite_fraction"] == pytest.approx(np.mean(shares))
+    failed = [r for r in gate(as_report(result), None, GateConfig()).reasons
+              if r.startswith("FAIL")]
+    assert any(r.startswith("FAIL: non-finite samples 0.4") for r in failed), failed
 
 
 def test_wrong_output_shape_is_a_clear_error(digits, judge, floors):
@@ -312,6 +322,41 @@ def test_prdc_on_identical_and_disjoint_sets():
         M.prdc_metrics(a[:5], a)
 
 
+@pytest.mark.parametrize(("n_real", "n_fake", "shift", "block"),
+                         [(120, 90, 0.0, 1024), (150, 130, 0.7, 32), (64, 200, 3.0, 7)])
+def test_blocked_prdc_equals_the_prdc_package(n_real, n_fake, shift, block):
+    """The hand-written blocked PRDC gives the `prdc` package's numbers, for both k, with
+    tiles smaller than the sets (so the accumulation across tiles is exercised)."""
+    prdc = pytest.importorskip("prdc")
+    rng = np.random.default_rng(n_real)
+    real = rng.normal(size=(n_real, 6)).astype(np.float32)
+    fake = (rng.normal(size=(n_fake, 6)) * 1.3 + shift).astype(np.float32)
+    ours = M.prdc_metrics(real, fake, block=block)
+    with contextlib.redirect_stdout(io.StringIO()):  # prdc prints the set sizes
+        pr = prdc.compute_prdc(real_features=real, fake_features=fake, nearest_k=M.PR_K)
+        dc = prdc.compute_prdc(real_features=real, fake_features=fake, nearest_k=M.DC_K)
+    expected = {"precision": pr["precision"], "recall": pr["recall"],
+                "density": dc["density"], "coverage": dc["coverage"]}
+    assert ours == pytest.approx(expected, abs=1e-9), (ours, expected)
+
+
+def test_smallest_distances_are_blocked_exactly():
+    rng = np.random.default_rng(1)
+    x, ref = rng.normal(size=(50, 3)), rng.normal(size=(70, 3))
+    full = np.sort(np.linalg.norm(x[:, None] - ref[None], axis=2), axis=1)[:, :4]
+    assert M.smallest_distances(x, ref, 4, block=8).numpy() == pytest.approx(full, abs=1e-9)
+
+
+def test_copy_stats_tell_copies_from_fresh_samples():
+    rng = np.random.default_rng(2)
+    train, holdout = rng.normal(size=(400, 8)), rng.normal(size=(100, 8))
+    fresh = rng.normal(size=(300, 8))
+    copies = train[rng.integers(0, 400, size=300)]
+    f, c = M.copy_stats(train, holdout, fresh), M.copy_stats(train, holdout, copies)
+    assert 0.0 < f["copy_fraction"] < 0.25 and 0.8 < f["copy_distance_ratio"] < 1.25
+    assert c["copy_fraction"] == 1.0 and c["copy_distance_ratio"] == 0.0
+
+
 def test_class_kl_and_coverage():
     p = torch.full((10,), 0.1, dtype=torch.float64)
     assert M.class_kl(p, p) == pytest.approx(0.0, abs=1e-12)
@@ -329,3 +374,96 @@ def test_proportional_labels():
     assert torch.bincount(y).tolist() == [6, 3, 2]  # 5.5, 3.3, 2.2 → largest remainder
     assert torch.equal(y, proportional_labels(p, 11, seed=0))
     assert not torch.equal(torch.sort(y).values, y) or len(set(y.tolist())) == 1
+
+
+# --------------------------------------------------------------------------- champion, copying
+
+
+class PickHoldout(nn.Module):
+    """A generator that never saw the training set: the holdout image that z's coordinate
+    `axis` points at. Two axes = two equally good samplers whose scores differ by noise only."""
+
+    conditional = False
+
+    def __init__(self, data: PreparedData, axis: int = 0) -> None:
+        super().__init__()
+        self.latent_dim, self.axis, self.images = 8, axis, data.x_holdout.float()
+
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        u = torch.special.ndtr(z[:, self.axis])  # (B,) uniform in (0, 1)
+        return self.images[(u * len(self.images)).long().clamp(max=len(self.images) - 1)]
+
+
+@pytest.fixture(scope="module")
+def fresh_vs_copy(digits, judge, floors):
+    """(fresh, copying) results: the fresh one re-scores the copying one as its champion."""
+    copying, _ = run(PickByLatent(digits), digits, judge, floors)
+    fresh, _ = evaluate_generator(PickHoldout(digits), digits, judge, CFG, floors=floors,
+                                  champion=Champion("1", PickByLatent(digits)))
+    for name, r in (("fresh (holdout images)", fresh), ("copying (train images)", copying)):
+        m = r["metrics"]
+        print(f"\n{name}: copy_fraction {m['copy_fraction']:.3f}, distance ratio "
+              f"{m['copy_distance_ratio']:.3f}, FID {m['fid']:.3f} ± {r['spread']['fid']:.3f}")
+    return fresh, copying
+
+
+def test_copying_generator_fails_the_copy_rule_and_a_fresh_one_passes(fresh_vs_copy):
+    fresh, copying = fresh_vs_copy
+    assert copying["metrics"]["copy_fraction"] == 1.0
+    assert copying["metrics"]["copy_distance_ratio"] == 0.0
+    assert fresh["metrics"]["copy_fraction"] < 0.25
+    assert 0.7 < fresh["metrics"]["copy_distance_ratio"] < 1.4
+    bad = gate(as_report(copying), None, GateConfig())
+    assert not bad.promote
+    assert any("reproduces training images" in r for r in bad.reasons if r.startswith("FAIL"))
+    good = gate(as_report(fresh), None, GateConfig())
+    assert any(r.startswith("PASS: copy fraction") for r in good.reasons), good.reasons
+
+
+def test_champion_is_rescored_on_the_same_seeds(fresh_vs_copy, digits, judge, floors):
+    fresh, copying = fresh_vs_copy
+    score = fresh["champion"]
+    assert score.version == "1" and score.comparable
+    # the champion's numbers are exactly what scoring it alone on the same seeds gives
+    assert score.per_seed["fid"] == copying["per_seed"]["fid"]
+    assert score.metrics["fid"] == copying["metrics"]["fid"]
+    report = as_report(fresh)
+    md = render_markdown(report)
+    assert "champion v1 (re-scored)" in md and " ± " in md
+
+
+def test_same_generator_as_champion_does_not_promote(digits, judge, floors):
+    gen = PickHoldout(digits)
+    result, _ = evaluate_generator(gen, digits, judge, CFG, floors=floors,
+                                   champion=Champion("4", PickHoldout(digits)))
+    assert result["per_seed"]["fid"] == result["champion"].per_seed["fid"]
+    d = gate(as_report(result), None, GateConfig(), champion_version="4")
+    assert not d.promote and "a tie or a noise-level difference" in d.reasons[-1]
+
+
+def test_equally_good_generators_do_not_promote_each_other(digits, judge, floors):
+    """Two samplers of the same holdout images, driven by different latent coordinates: any
+    FID difference between them is evaluation noise, so neither replaces the other."""
+    a, b = PickHoldout(digits, axis=0), PickHoldout(digits, axis=1)
+    ab, _ = evaluate_generator(a, digits, judge, CFG, floors=floors, champion=Champion("1", b))
+    report = as_report(ab)
+    assert report.per_seed["fid"] != report.champion.per_seed["fid"]  # they do differ
+    assert not gate(report, None, GateConfig(), champion_version="1").promote
+    swapped = report.model_copy(update={
+        "metrics": report.champion.metrics, "per_seed": report.champion.per_seed,
+        "champion": report.champion.model_copy(update={
+            "metrics": report.metrics, "per_seed": report.per_seed})})
+    assert not gate(swapped, None, GateConfig(), champion_version="1").promote
+
+
+def test_champion_of_another_image_size_is_reported_and_blocks_promotion(digits, judge, floors):
+    other = Noise((1, 32, 32))
+    other.image_shape = (1, 32, 32)
+    result, _ = evaluate_generator(PickHoldout(digits), digits, judge, CFG, floors=floors,
+                                   champion=Champion("2", other))
+    score = result["champion"]
+    assert not score.comparable and score.metrics == {}
+    assert score.reason == "it draws (1, 32, 32) images (C, H, W), the data has (1, 28, 28)"
+    d = gate(as_report(result), None, GateConfig(), champion_version="2")
+    assert not d.promote and "cannot be scored on this data" in d.reasons[-1]
+    assert "could not be re-scored" in render_markdown(as_report(result))

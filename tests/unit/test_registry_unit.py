@@ -27,7 +27,7 @@ from gan.core.config import (
     RetrainParams,
     TrainConfig,
 )
-from gan.core.records import DatasetRef, Report, TrainedRef
+from gan.core.records import ChampionScore, DatasetRef, Report, TrainedRef
 from gan.nets.models import build
 from gan.registry import load as registry_load
 from gan.registry import model_format as mm
@@ -124,6 +124,17 @@ def test_evaluation_metrics_names() -> None:
     assert m["fid"] == 3.0 and m["floor_fid"] == 1.0 and m["ceiling_inception_score"] == 9.5
     assert m["judge_accuracy"] == 0.99 and m["class_share_9"] == 0.1
     assert all(mlflow_run.metric_key(k) == k for k in m)
+
+
+def test_evaluation_metrics_carry_spread_and_the_rescored_champion() -> None:
+    champ = ChampionScore(version="2", metrics={"fid": 4.0}, per_seed={"fid": [4.0, 4.0]})
+    report = _report(fid=3.0, class_kl=0.01).model_copy(
+        update={"spread": {"fid": 0.2}, "champion": champ})
+    m = mlflow_run.evaluation_metrics(report)
+    assert m["spread_fid"] == 0.2 and m["champion_fid"] == 4.0
+    unscored = report.model_copy(update={"champion": ChampionScore(version="2",
+                                                                   comparable=False)})
+    assert "champion_fid" not in mlflow_run.evaluation_metrics(unscored)
 
 
 # --------------------------------------------------------------------------- bundle + pyfunc

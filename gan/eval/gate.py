@@ -1,0 +1,165 @@
+"""The promotion gate: pure rules from an evaluation report to a decision with its reasons.
+
+What this module is: `gate(report, champion_metrics, cfg, champion_version=...)`, one line per
+rule, each stating its comparison the way round it holds ("class KL 10.2 exceeds the maximum
+0.1"). Absolute rules: trained without divergence, few non-finite samples, classes covered,
+class KL, recall (mode collapse), copy fraction (memorisation). The comparison with a
+champion is like for like only: it uses the champion's scores from the *same* evaluation
+(`report.champion`: same judge, holdout, n and latent seeds), never numbers from its version
+tags, which may come from another judge; and it is noise-aware (see `fid_rule`).
+
+What it is not: no metric computation (`gan.eval.evaluate`, `gan.eval.metrics`), no registry
+(`gan.registry.publish` reads the champion's version and applies the decision).
+"""
+
+from __future__ import annotations
+
+import math
+
+from gan.core.config import GateConfig
+from gan.core.records import GateDecision, Report
+
+__all__ = ["fid_rule", "gate"]
+
+Check = tuple[bool, str]
+
+
+def gate(report: Report, champion_metrics: dict[str, float] | None, cfg: GateConfig, *,
+         champion_version: str | None = None) -> GateDecision:
+    """Promote only if every rule passes; one line per rule in `reasons`, passed or failed.
+
+    `champion_version`: the registry's current `@champion` (None: there is none, and only the
+    absolute rules apply). `champion_metrics`: its version tags, kept for the caller's
+    signature and never compared — they may have been measured under another judge; the
+    comparison reads `report.champion`, which must be that same version re-scored.
+    """
+    del champion_metrics  # see docstring: like-for-like numbers come from the report
+    if "fid" not in report.metrics or "class_kl" not in report.metrics:
+        raise ValueError(f"report of run {report.run_id!r} lacks 'fid' or 'class_kl' metrics")
+    checks: list[Check] = [
+        (not report.diverged, "training finished without divergence" if not report.diverged
+         else "training diverged"),
+        _nonfinite_check(report, cfg.max_nonfinite_fraction),
+        _classes_check(report, cfg.require_all_classes),
+        _kl_check(report.metrics["class_kl"], cfg.max_class_kl),
+    ]
+    if cfg.min_recall_ratio > 0:
+        checks.append(_recall_check(report, cfg.min_recall_ratio))
+    if cfg.max_copy_fraction < 1:
+        checks.append(_copy_check(report, cfg.max_copy_fraction))
+    champion_fid = None
+    if champion_version is None:
+        checks.append((True, f"no champion: FID {report.metrics['fid']:.4g} judged on the "
+                             "absolute rules only"))
+    else:
+        score = report.champion
+        if score is None or score.version != champion_version:
+            scored = f"v{score.version}" if score is not None else "no champion"
+            checks.append((False, f"champion v{champion_version} was not re-scored in this "
+                                  f"evaluation ({scored} was): without a like-for-like "
+                                  "comparison nothing is promoted automatically"))
+        elif not score.comparable:
+            checks.append((False, f"champion v{champion_version} cannot be scored on this "
+                                  f"data ({score.reason}): not promoted automatically"))
+        else:
+            champion_fid = score.metrics.get("fid")
+            checks.append(fid_rule(report, cfg.noise_k, cfg.fid_margin))
+    reasons = [f"{'PASS' if ok else 'FAIL'}: {text}" for ok, text in checks]
+    return GateDecision(promote=all(ok for ok, _ in checks), reasons=reasons,
+                        champion_version=champion_version, champion_fid=champion_fid)
+
+
+def _spread(values: list[float]) -> float:
+    """Sample standard deviation (n−1); 0 for fewer than two values."""
+    if len(values) < 2:
+        return 0.0
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def fid_rule(report: Report, noise_k: float, margin: float) -> Check:
+    """The noise-aware comparison with the re-scored champion.
+
+    With FID_cand(s) and FID_champ(s) measured on the same latent seeds s = 1..S, the paired
+    differences d(s) = FID_champ(s) − FID_cand(s) have mean d̄ and spread σ_d (sample std).
+    Promote iff d̄ > margin + noise_k · max(σ_d, σ_pool), σ_pool = √((σ_cand² + σ_champ²)/2),
+    the per-model spread across seeds: the improvement must exceed the measured evaluation
+    noise. A rerun of the same model (d ≡ 0) never passes, nor does any difference within
+    noise_k spreads. With noise_k = 2 this is about a one-sided test at 2.5 % under a normal
+    model of the evaluation noise (conservative for S = 3: σ_pool also counts).
+    """
+    assert report.champion is not None
+    cand = report.per_seed.get("fid") or [report.metrics["fid"]]
+    champ = report.champion.per_seed.get("fid") or [report.champion.metrics["fid"]]
+    if len(cand) != len(champ):
+        raise ValueError(f"candidate has {len(cand)} FID values, re-scored champion "
+                         f"{len(champ)}: they must share the evaluation seeds")
+    diffs = [h - c for c, h in zip(cand, champ, strict=True)]
+    d_mean = sum(diffs) / len(diffs)
+    pooled = math.sqrt((_spread(cand) ** 2 + _spread(champ) ** 2) / 2)
+    noise = max(_spread(diffs), pooled)
+    need = margin + noise_k * noise
+    c_mean, h_mean = sum(cand) / len(cand), sum(champ) / len(champ)
+    head = (f"FID {c_mean:.4g} ± {_spread(cand):.2g} vs champion v{report.champion.version} "
+            f"re-scored {h_mean:.4g} ± {_spread(champ):.2g} ({len(cand)} seeds): improvement "
+            f"{d_mean:.3g}")
+    bound = f"noise {noise_k} × {noise:.2g} + margin {margin} = {need:.3g}"
+    if d_mean > need:  # NaN compares False: never promotes
+        return True, f"{head} exceeds {bound}"
+    return False, f"{head} does not exceed {bound} (a tie or a noise-level difference)"
+
+
+def _nonfinite_check(report: Report, limit: float) -> Check:
+    frac = report.metrics.get("nonfinite_fraction", 0.0)
+    if frac <= limit:
+        return True, f"non-finite samples {frac:.3g} within the maximum {limit}"
+    return False, (f"non-finite samples {frac:.3g} exceed the maximum {limit} (NaN/inf pixels "
+                   "were zeroed for the metrics)")
+
+
+def _classes_check(report: Report, required: bool) -> Check:
+    k, covered = len(report.class_hist), report.classes_covered
+    if not required:
+        return True, f"classes covered {covered}/{k} (not required)"
+    if covered >= k:
+        return True, f"classes covered {covered}/{k} (all required)"
+    return False, f"classes covered {covered}/{k}, short of the required {k}"
+
+
+def _kl_check(kl: float, limit: float) -> Check:
+    if kl < limit:
+        return True, f"class KL {kl:.4g} is under the maximum {limit}"
+    if kl == limit:
+        return False, f"class KL {kl:.4g} equals the maximum {limit} (must be under it)"
+    return False, f"class KL {kl:.4g} exceeds the maximum {limit}"  # NaN lands here too
+
+
+def _recall_check(report: Report, ratio: float) -> Check:
+    """Recall ≥ ratio × the real-vs-real recall floor: the share of real images that lie in the
+    generated manifold. A collapsed G (one image per class) keeps precision, class coverage and
+    a fair FID on digits, but its recall drops towards 0."""
+    recall, floor = report.metrics.get("recall"), report.floors.get("recall")
+    if recall is None or floor is None:
+        raise ValueError(f"report of run {report.run_id!r} lacks the recall metric or floor "
+                         "needed by gate.min_recall_ratio (set it to 0 to skip the rule)")
+    need = ratio * floor
+    if recall >= need:
+        return True, (f"recall {recall:.3g} reaches {ratio} × real recall {floor:.3g} = "
+                      f"{need:.3g} (diversity)")
+    return False, (f"recall {recall:.3g} is below {ratio} × real recall {floor:.3g} = "
+                   f"{need:.3g} (low diversity: mode collapse)")
+
+
+def _copy_check(report: Report, limit: float) -> Check:
+    """Memorisation (see `gan.eval.metrics.copy_stats`): a generator that returns training
+    images scores at the real-data floor on every other metric."""
+    frac = report.metrics.get("copy_fraction")
+    if frac is None:
+        raise ValueError(f"report of run {report.run_id!r} lacks 'copy_fraction', needed by "
+                         "gate.max_copy_fraction (set it to 1 to skip the rule)")
+    ratio = report.metrics.get("copy_distance_ratio", math.nan)
+    what = (f"copy fraction {frac:.3g} (samples nearer to a training image than 90 % of "
+            f"holdout images; distance ratio {ratio:.3g})")
+    if frac <= limit:
+        return True, f"{what} within the maximum {limit}"
+    return False, f"{what} exceeds the maximum {limit}: the generator reproduces training images"
