@@ -230,7 +230,9 @@ def evaluate_generator(
 
 def evaluate(storage: Storage, dataset: DatasetRef, trained: TrainedRef,
              cfg: EvalConfig) -> Report:
-    """The evaluation stage: URIs in, report and pictures under `runs/<run_id>/eval/` out."""
+    """The evaluation stage: URIs in, report and pictures under `runs/<run_id>/eval/` out
+    (`eval/epoch_<N>/` for a run that continued from a checkpoint, so that the report of an
+    earlier registration of the run id stays as it was)."""
     if trained.dataset_version != dataset.version:
         raise ValueError(f"run {trained.run_id!r} was trained on dataset version "
                          f"{trained.dataset_version!r}, asked to evaluate on {dataset.version!r}")
@@ -243,6 +245,8 @@ def evaluate(storage: Storage, dataset: DatasetRef, trained: TrainedRef,
     result, pics = evaluate_generator(generator, data, judge, cfg, history, floors=floors)
 
     prefix = storage.settings.s3_uri("runs", trained.run_id, "eval")
+    if trained.resumed_from_epoch:  # a continued run id: never overwrite an earlier report
+        prefix = f"{prefix}/epoch_{trained.epochs_completed:05d}"
     artifacts = {name: f"{prefix}/{PICTURE_FILES[name]}" for name in pics}
     train_seed = trained.train_cfg.get("seed")
     if isinstance(train_seed, int):
