@@ -202,8 +202,12 @@ def serve(
                                      "only from the Prefect UI's Run button or the API."),
     name: str = typer.Option("gan-retrain", "--name", help="Deployment name "
                              "(retrain/<name> in the UI)."),
+    watch_every: float = typer.Option(300.0, "--watch-every", min=0.0, help="Seconds between "
+                                      "checks of the data source (watch-source/<name>-watch "
+                                      "starts a run when it changes); 0 = no checks."),
 ) -> None:
-    """Serve the retrain deployment until stopped: scheduled and UI-started runs execute here."""
+    """Serve the retrain deployment until stopped: scheduled and UI-started runs execute here,
+    next to the data-change trigger."""
     settings = load_settings()
     try:
         use_api(settings)  # before anything imports Prefect, which reads it once
@@ -213,7 +217,7 @@ def serve(
         schedule = None if no_schedule else check_cron(cron)
     except DeployError as e:
         raise fail(str(e), code=2) from None
-    serve_deployment(name=name, cron=schedule)
+    serve_deployment(name=name, cron=schedule, watch_every_s=watch_every or None)
 
 
 @app.command()

@@ -9,6 +9,7 @@ What this module is: `source_fingerprint(cfg, storage)`, cheap metadata only (no
 for every file the source reads (one .npz, or the four MNIST IDX files). When a file's
 metadata cannot be read, the fingerprint is unique (`uncached:<uuid>`): the task then runs and
 `gan.data.prepare.prepare` reports the real problem, or re-derives the same dataset version.
+`fingerprint_change(last, current)` is the source watcher's decision (`flows.trigger`).
 
 What it is not: no reading or validation of the data (`gan.data.sources`, `gan.data.validate`),
 no Prefect (the cache policy that uses it lives in `flows.retrain`).
@@ -25,6 +26,8 @@ from gan.data.prepare import PREP_FORMAT
 from gan.data.sources import IDX_FILES
 from gan.io.storage import Storage, StorageError
 from gan.io.uri import UriError, uri_meta
+
+UNREADABLE = "uncached:"  # prefix of the fingerprint of a source that could not be read
 
 
 def source_files(cfg: DataConfig) -> list[str]:
@@ -44,5 +47,15 @@ def source_fingerprint(cfg: DataConfig, storage: Storage | None = None) -> str:
     try:
         parts += [f"{uri}: {uri_meta(uri, storage)}" for uri in source_files(cfg)]
     except (UriError, StorageError):
-        return f"uncached:{uuid.uuid4().hex}"
+        return f"{UNREADABLE}{uuid.uuid4().hex}"
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
+def fingerprint_change(last: str | None, current: str) -> str | None:
+    """Why a source watcher should start a retraining (the fingerprint changed since `last`),
+    else None: unchanged, the first look (it only records a baseline: the schedule and manual
+    runs train the first model), or a source that could not be read (`uncached:...`, which is
+    never equal to anything, so it must not count as a change)."""
+    if current.startswith(UNREADABLE) or last is None or last == current:
+        return None
+    return f"the source changed (fingerprint {last} → {current})"
