@@ -11,14 +11,14 @@ form) and its four tasks, each a thin call into one `gan` entry point:
                   naming the endpoint (a rerun of the run id resumes from its last checkpoint)
     evaluate      gan.eval.evaluate.evaluate   retried on StorageError (idempotent per run id)
     register      gan.registry.publish.register   retried on StorageError or an unreachable
-                  MLflow (RegistryUnavailable), 5 s, 10 s (idempotent per run id: one MLflow
-                  run and version however often)
+                  MLflow (RegistryUnavailable), 5 s, 10 s (idempotent per run id and checkpoint:
+                  one MLflow run and version however often; never promotes an unfinished run)
 
 then a markdown artifact (metrics vs champion and floors, gate decision, MLflow links) and the
 sample grid as an image artifact. Between prepare_data and train, a new run id (not `force`)
-runs `check_unchanged` (gan.registry.lineage.nothing_changed): when the champion was trained
-from the same dataset version, recipe and code, the flow ends there with an `Unchanged`
-result and a "nothing changed" summary: no training, no new version. The parameters are
+is checked by `check_unchanged` (gan.registry.lineage.nothing_changed): when the champion
+was trained from the same dataset version, recipe and code, the flow ends there with an
+`Unchanged` result and a "nothing changed" summary: no training, no new version. The parameters are
 validated before any task runs; a stage that fails fails the flow with "<stage> failed:
 <reason>" in its state message, and a failed run registers nothing (register is the last
 stage). One run id names everything a run writes.
@@ -148,11 +148,15 @@ def register(settings: Settings, params: RetrainParams, configs: dict[str, Any],
         lineage=_lineage(), experiment=params.registry.experiment)
 
 
-@task(name="check_unchanged", cache_policy=NO_CACHE, persist_result=False, retries=2,
-      retry_delay_seconds=[5, 10], retry_condition_fn=retry_on_storage_error)
 def check_unchanged(settings: Settings, model_name: str, run_id: str, dataset: DatasetRef,
                     configs: dict[str, Any]) -> Unchanged | None:
-    """`Unchanged` when the champion was trained from this dataset version, recipe and code."""
+    """`Unchanged` when the champion was trained from this dataset version, recipe and code;
+    None for a run id that has trained before (a resumed or retried run is never skipped).
+
+    A plain step of the flow, not a task: it only reads (MLflow's client retries its own
+    requests), and a flow's task list stays prepare_data, train, evaluate, register."""
+    if distributed.has_started(settings, run_id):
+        return None
     unchanged, diff = lineage.nothing_changed(settings, model_name=model_name, run_id=run_id,
                                               dataset_version=dataset.version, configs=configs)
     if diff:
@@ -182,7 +186,7 @@ def retrain(params: RetrainParams = RetrainParams()) -> ModelRef | Unchanged:
         dataset = prepare_data(settings, data_cfg)
     configs = {"preset": params.preset, "data": data_cfg, "model": model_cfg,
                "train": train_cfg, "eval": eval_cfg, "gate": params.gate}
-    if not params.force and not distributed.has_started(settings, run_id):
+    if not params.force:
         with stage("check_unchanged"):
             unchanged = check_unchanged(settings, params.model_name, run_id, dataset, configs)
         if unchanged is not None:
