@@ -15,9 +15,13 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+from typer.testing import CliRunner
 
+import flows.retrain
 from flows import params as P
+from gan.cli import main as cli
 from gan.core.config import RetrainParams
+from gan.core.records import Unchanged
 from gan.registry import lineage, run_log
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -106,3 +110,26 @@ def test_force_option() -> None:
     assert P.params_from_options(force=True).force is True
     assert P.params_from_options().force is False
     assert RetrainParams.model_validate({"force": True}).force  # the form field
+
+
+def test_gan_retrain_says_where_it_publishes_and_that_nothing_changed(
+        monkeypatch: pytest.MonkeyPatch, settings_env) -> None:
+    seen: list[RetrainParams] = []
+    result = Unchanged(run_id="r2", model_name="gan-digits", champion_version="3",
+                       dataset_version="v1", code_version=COMMIT,
+                       reason="nothing changed since champion v3: dataset version v1, the same "
+                              f"recipe, code {COMMIT}")
+    state = SimpleNamespace(is_completed=lambda: True, result=lambda: result,
+                            state_details=SimpleNamespace(flow_run_id="fr-1"))
+    monkeypatch.setattr(cli, "use_api", lambda settings: "http://prefect.test/api")
+    monkeypatch.setattr(flows.retrain, "retrain",
+                        lambda params, return_state: seen.append(params) or state)
+    r = CliRunner().invoke(cli.app, ["retrain", "--smoke"])
+    assert r.exit_code == 0, r.output
+    assert "publishes to models:/gan-digits-smoke" in " ".join(r.output.split())
+    assert seen[0].force is False and seen[0].model_name == "gan-digits-smoke"
+    r = CliRunner().invoke(cli.app, ["retrain", "--force"])
+    out = " ".join(r.output.split())
+    assert r.exit_code == 0 and seen[1].force is True, r.output
+    assert ("nothing changed since champion v3" in out and "no training, no new version" in out
+            and "models:/gan-digits@champion stays v3" in out)
