@@ -14,6 +14,7 @@ and `gan-digits` (the production name) gets no version from any of them.
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -94,7 +95,9 @@ def test_time_limit_continue_resume_check_and_nothing_changed(stack: Settings, f
     assert storage.exists(stack.s3_uri("runs", run_id, "eval", "epoch_00003", "report.json"))
 
     # B: a new run id, same data, recipe and code as the champion → nothing to do.
+    t0 = time.monotonic()
     state, b = flow(_params())
+    print(f"nothing-changed run: {time.monotonic() - t0:.1f} s")
     assert isinstance(b, Unchanged), state.message
     assert b.champion_version == "2" and b.reason.startswith("nothing changed since champion v2")
     assert len(_versions(c, MODEL)) == 2  # no new version
