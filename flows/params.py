@@ -73,9 +73,11 @@ RETRAIN_OPTIONS: tuple[RetrainOption, ...] = (
     RetrainOption("--gpu/--cpu", "use_gpu", "One GPU per worker, or CPU."),
     RetrainOption("--seed", "seed"),
     RetrainOption("--model-name", "registry.model_name", "Registered model name "
-                  "(default gan-<dataset>)."),
+                  "(default gan-<dataset>; gan-<dataset>-smoke with --smoke)."),
     RetrainOption("--run-id", "run_id", "Names everything the run writes; reuse one to resume "
                   "a stopped run."),
+    RetrainOption("--force", "force", "Train even when the dataset version, recipe and code equal "
+                  "the champion's (otherwise such a run ends at once: nothing changed)."),
     RetrainOption("--max-class-kl", "gate.max_class_kl", "Gate: max KL of real vs generated "
                   "class shares."),
     RetrainOption("--fid-margin", "gate.fid_margin", "Gate: FID must beat the champion's by "

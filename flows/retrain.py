@@ -11,13 +11,17 @@ form) and its four tasks, each a thin call into one `gan` entry point:
                   naming the endpoint (a rerun of the run id resumes from its last checkpoint)
     evaluate      gan.eval.evaluate.evaluate   retried on StorageError (idempotent per run id)
     register      gan.registry.publish.register   retried on StorageError or an unreachable
-                  MLflow (RegistryUnavailable), 5 s, 10 s (idempotent per run id: one MLflow
-                  run and version however often)
+                  MLflow (RegistryUnavailable), 5 s, 10 s (idempotent per run id and checkpoint:
+                  one MLflow run and version however often; never promotes an unfinished run)
 
 then a markdown artifact (metrics vs champion and floors, gate decision, MLflow links) and the
-sample grid as an image artifact. The parameters are validated before any task runs; a stage
-that fails fails the flow with "<stage> failed: <reason>" in its state message, and a failed
-run registers nothing (register is the last stage). One run id names everything a run writes.
+sample grid as an image artifact. Between prepare_data and train, a new run id (not `force`)
+is checked by `check_unchanged` (gan.registry.lineage.nothing_changed): when the champion
+was trained from the same dataset version, recipe and code, the flow ends there with an
+`Unchanged` result and a "nothing changed" summary: no training, no new version. The parameters are
+validated before any task runs; a stage that fails fails the flow with "<stage> failed:
+<reason>" in its state message, and a failed run registers nothing (register is the last
+stage). One run id names everything a run writes.
 
 What it is not: no tensor math, no storage layout, no MLflow logic (all in `gan.*`); the
 deployment and its schedule are in `flows.deploy`.
@@ -44,7 +48,7 @@ from flows import params as P
 from flows import summary
 from flows.prefect_setup import RESULT_STORAGE, ensure_result_storage
 from gan.core.config import DataConfig, EvalConfig, ModelConfig, RetrainParams, TrainConfig
-from gan.core.records import DatasetRef, ModelRef, Report, TrainedRef
+from gan.core.records import DatasetRef, ModelRef, Report, TrainedRef, Unchanged
 from gan.core.settings import Settings
 from gan.data import prepare as data
 from gan.data.fingerprint import source_files, source_fingerprint
@@ -52,6 +56,7 @@ from gan.eval import evaluate as ev
 from gan.io.storage import ObjectMissing, Storage, StorageError
 from gan.io.uri import storage_for
 from gan.registry import connect as registry_connect
+from gan.registry import lineage
 from gan.registry import load as registry_load
 from gan.registry import publish as registry
 from gan.train.ddp import format_progress
@@ -166,28 +171,54 @@ def register(settings: Settings, params: RetrainParams, configs: dict[str, Any],
         lineage=_lineage(), experiment=params.registry.experiment)
 
 
+def check_unchanged(settings: Settings, model_name: str, run_id: str, dataset: DatasetRef,
+                    configs: dict[str, Any]) -> Unchanged | None:
+    """`Unchanged` when the champion was trained from this dataset version, recipe and code;
+    None for a run id that has trained before (a resumed or retried run is never skipped).
+
+    A plain step of the flow, not a task: it only reads (MLflow's client retries its own
+    requests), and a flow's task list stays prepare_data, train, evaluate, register."""
+    if distributed.has_started(settings, run_id):
+        return None
+    unchanged, diff = lineage.nothing_changed(settings, model_name=model_name, run_id=run_id,
+                                              dataset_version=dataset.version, configs=configs)
+    if diff:
+        get_run_logger().info("changed since the champion: %s", "; ".join(diff))
+    return unchanged
+
+
 # --------------------------------------------------------------------------- the flow
 
 
 @flow(name="retrain", description="Retrain the GAN: prepare data → train (Ray) → evaluate → "
       "register in MLflow; the gate decides whether the new version becomes @champion.",
       persist_result=False)
-def retrain(params: RetrainParams = RetrainParams()) -> ModelRef:
-    """One retraining run; returns the registered model version."""
+def retrain(params: RetrainParams = RetrainParams()) -> ModelRef | Unchanged:
+    """One retraining run; returns the registered model version, or `Unchanged` when a new run
+    would train what the champion was trained from (same dataset version, recipe and code)
+    and `params.force` is off: then nothing is trained or registered."""
     # Before any work: raises ParamsError naming the fields ("invalid retrain parameters: ...").
     data_cfg, model_cfg, train_cfg, eval_cfg = P.resolve(params)
     settings = Settings.load()
     ensure_result_storage(settings)
     run_id = params.run_id or P.new_run_id(params.model_name)
     _name_flow_run(run_id)
+    get_run_logger().info("run %s publishes to models:/%s (preset %s)", run_id,
+                          params.model_name, params.preset)
     with stage("prepare_data"):
         dataset = prepare_data(settings, data_cfg)
+    configs = {"preset": params.preset, "data": data_cfg, "model": model_cfg,
+               "train": train_cfg, "eval": eval_cfg, "gate": params.gate}
+    if not params.force:
+        with stage("check_unchanged"):
+            unchanged = check_unchanged(settings, params.model_name, run_id, dataset, configs)
+        if unchanged is not None:
+            publish_unchanged(settings, unchanged)
+            return unchanged
     with stage("train"):
         trained = train(settings, dataset, model_cfg, train_cfg, run_id)
     with stage("evaluate"):
         report = evaluate(settings, dataset, trained, eval_cfg, params.model_name)
-    configs = {"preset": params.preset, "data": data_cfg, "model": model_cfg,
-               "train": train_cfg, "eval": eval_cfg, "gate": params.gate}
     with stage("register"):
         model = register(settings, params, configs, dataset, trained, report)
     publish_summary(settings, run_id, dataset, trained, report, model)
@@ -238,6 +269,22 @@ def publish_summary(settings: Settings, run_id: str, dataset: DatasetRef, traine
     log.info("registered %s: %s", model.uri, verdict)
     for reason in model.decision.reasons:
         log.info("gate: %s", reason)
+
+
+def publish_unchanged(settings: Settings, result: Unchanged) -> None:
+    """The "nothing changed" summary as this flow run's markdown artifact (logged, not raised,
+    on failure: nothing was trained or registered either way)."""
+    log = get_run_logger()
+    log.info("%s: no training, no new version (force to train anyway)", result.reason)
+    try:
+        base = (settings.mlflow_tracking_uri or "").rstrip("/")
+        url = (f"{base}/#/models/{result.model_name}/versions/{result.champion_version}"
+               if base.startswith(("http://", "https://")) else "")
+        create_markdown_artifact(summary.unchanged_markdown(result, url),
+                                 key=summary.artifact_key(result.model_name, "report"),
+                                 description=f"run {result.run_id}: nothing changed")
+    except Exception as e:  # noqa: BLE001 (see docstring)
+        log.warning("could not publish the run summary artifact: %s", e)
 
 
 def _champion_metrics(settings: Settings, model: ModelRef,

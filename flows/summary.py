@@ -14,7 +14,7 @@ import re
 import urllib.parse
 from dataclasses import dataclass
 
-from gan.core.records import DatasetRef, ModelRef, Report, TrainedRef
+from gan.core.records import DatasetRef, ModelRef, Report, TrainedRef, Unchanged
 from gan.core.tables import fmt_number, markdown_table
 
 # (metric key, label, better direction); keys as in Report.metrics and the version tags.
@@ -105,3 +105,21 @@ def summary_markdown(*, run_id: str, dataset: DatasetRef, trained: TrainedRef, r
         lines += ["## Samples", "", f"![samples]({links.samples_png})", ""]
     return "\n".join(lines)
 
+
+
+def unchanged_markdown(result: Unchanged, champion_url: str = "") -> str:
+    """The summary of a run that trained nothing because nothing changed since the champion."""
+    where = (f"[v{result.champion_version}]({champion_url})" if champion_url
+             else f"v{result.champion_version}")
+    return "\n".join([
+        f"# Run {result.run_id}: nothing changed",
+        "",
+        f"{result.reason}.",
+        "",
+        f"No training, no new version: `models:/{result.model_name}@champion` stays {where}. "
+        "To train anyway, run again with `force` set (the form's *force* field, "
+        "`gan retrain --force`).",
+        "",
+        markdown_table(["", "value"], [["dataset version", result.dataset_version],
+                                       ["code version", result.code_version]]),
+    ])

@@ -38,6 +38,7 @@ from flows.prefect_setup import use_api
 from flows.summary import mlflow_links
 from gan.cli import apps as apps_cli
 from gan.cli.common import check_device, fail, load_settings, stdout
+from gan.core.records import Unchanged
 from gan.core.settings import Settings, SettingsError
 from gan.data.shapes import CLASSES as SHAPE_CLASSES
 from gan.data.shapes import write_shapes
@@ -158,7 +159,8 @@ def retrain(**options: Any) -> None:
     except SettingsError as e:
         raise fail(str(e), code=2) from None
     console.print(f"retraining run {params.run_id} (preset {params.preset}, data "
-                  f"{escape(params.data.source)}), Prefect API {escape(api)}")
+                  f"{escape(params.data.source)}), publishes to models:/"
+                  f"{escape(params.model_name)}, Prefect API {escape(api)}")
     from flows.retrain import retrain as retrain_flow  # lazy: Prefect, torch, Ray, MLflow
 
     state = retrain_flow(params, return_state=True)
@@ -167,7 +169,14 @@ def retrain(**options: Any) -> None:
             "Flow run encountered an exception: ")
         raise fail(f"retraining run {params.run_id} {state.type.value.lower()}: {why}")
     run_url = f"{api.removesuffix('/api')}/runs/flow-run/{state.state_details.flow_run_id}"
-    _print_model(state.result(), settings, console, run_url)
+    result = state.result()
+    if isinstance(result, Unchanged):
+        console.print(f"{escape(result.reason)}: no training, no new version "
+                      f"(models:/{escape(result.model_name)}@champion stays v"
+                      f"{result.champion_version}; --force trains anyway)")
+        console.print(f"Prefect flow run: {escape(run_url)}")
+        return
+    _print_model(result, settings, console, run_url)
 
 
 def _print_model(model: Any, settings: Settings, console: Console, flow_run_url: str) -> None:
@@ -195,8 +204,12 @@ def serve(
                                      "only from the Prefect UI's Run button or the API."),
     name: str = typer.Option("gan-retrain", "--name", help="Deployment name "
                              "(retrain/<name> in the UI)."),
+    watch_every: float = typer.Option(300.0, "--watch-every", min=0.0, help="Seconds between "
+                                      "checks of the data source (watch-source/<name>-watch "
+                                      "starts a run when it changes); 0 = no checks."),
 ) -> None:
-    """Serve the retrain deployment until stopped: scheduled and UI-started runs execute here."""
+    """Serve the retrain deployment until stopped: scheduled and UI-started runs execute here,
+    next to the data-change trigger."""
     settings = load_settings()
     try:
         use_api(settings)  # before anything imports Prefect, which reads it once
@@ -206,7 +219,7 @@ def serve(
         schedule = None if no_schedule else check_cron(cron)
     except DeployError as e:
         raise fail(str(e), code=2) from None
-    serve_deployment(name=name, cron=schedule)
+    serve_deployment(name=name, cron=schedule, watch_every_s=watch_every or None)
 
 
 @app.command()

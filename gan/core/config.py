@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from gan.core.ids import RUN_ID_PATTERN
 
+SMOKE_SUFFIX = "-smoke"  # the smoke preset's default model name: gan-<dataset>-smoke
 # Names MLflow's registry accepts without surprises in URIs (`models:/<name>@alias`).
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -244,7 +245,8 @@ class RegistryConfig(Frozen):
     """Where a generator is published (see `gan.registry.publish`)."""
 
     model_name: str | None = Field(
-        None, description="Registered model name; default gan-<dataset>. Letters, digits, . _ -"
+        None, description="Registered model name the run publishes to; default "
+        "gan-<dataset> (gan-<dataset>-smoke for the smoke preset). Letters, digits, . _ -"
     )
     experiment: str = Field("gan-retrain", min_length=1, max_length=200,
                             description="MLflow experiment the run is logged in.")
@@ -299,7 +301,8 @@ class RetrainParams(Frozen):
 
     preset: Literal["default", "seed", "smoke"] = Field(
         "default", description="Starting recipe: default (measured best), seed (classic MLP "
-        "GAN), smoke (tiny, seconds). Fields below override it."
+        "GAN), smoke (tiny, seconds; publishes to gan-<dataset>-smoke unless a model name is "
+        "given, never to the production model). Fields below override it."
     )
     data: DataConfig = Field(default_factory=DataConfig, description="Dataset source.")
     arch: Literal["mlp", "dcgan"] | None = Field(None, description="Model architecture.")
@@ -320,6 +323,11 @@ class RetrainParams(Frozen):
         None,
         pattern=RUN_ID_PATTERN,
         description="Names everything this run writes; reuse one to resume a stopped run.",
+    )
+    force: bool = Field(
+        False, description="Train even when nothing changed: a new run whose dataset version, "
+        "recipe and code equal those of the champion's run otherwise ends at once, training "
+        "nothing and registering no version."
     )
 
     def resolve(self) -> tuple[DataConfig, ModelConfig, TrainConfig, EvalConfig]:
@@ -345,7 +353,12 @@ class RetrainParams(Frozen):
 
     @property
     def model_name(self) -> str:
-        return self.registry.model_name or f"gan-{self.data.dataset_name}"
+        """Where the run publishes: `registry.model_name`, else `gan-<dataset>`, and for the
+        smoke preset `gan-<dataset>-smoke`, so smoke runs never add versions to the
+        production model."""
+        if self.registry.model_name:
+            return self.registry.model_name
+        return f"gan-{self.data.dataset_name}" + (SMOKE_SUFFIX if self.preset == "smoke" else "")
 
 
 def _given(d: dict[str, Any]) -> dict[str, Any]:

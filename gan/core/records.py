@@ -1,6 +1,7 @@
 """The small typed records the four stages pass to each other by value (URIs, not tensors).
 
-prepare_data → DatasetRef → train → TrainedRef → evaluate → Report → register → ModelRef.
+prepare_data → DatasetRef → train → TrainedRef → evaluate → Report → register → ModelRef
+(or, when nothing changed since the champion, prepare_data → DatasetRef → Unchanged).
 Each is JSON-serialisable (Prefect results, MLflow tags) and frozen.
 """
 
@@ -108,3 +109,15 @@ class ModelRef(Record):
     decision: GateDecision
     mlflow_run_id: str
     mlflow_run_url: str = ""
+
+
+class Unchanged(Record):
+    """A run that trained nothing: the champion was trained from the same dataset version,
+    recipe and code (`gan.registry.lineage`); the flow's result instead of a ModelRef."""
+
+    run_id: str
+    model_name: str
+    champion_version: str
+    dataset_version: str
+    code_version: str
+    reason: str  # "nothing changed since champion v3: dataset ..., same recipe, code ..."

@@ -11,6 +11,7 @@ file), and for a folder or `s3://` prefix (images, parquet, cifar10) the same fo
 under it, from one listing (`listing_meta`: relative path, size and mtime / ETag). When a file's
 metadata cannot be read, the fingerprint is unique (`uncached:<uuid>`): the task then runs and
 `gan.data.prepare.prepare` reports the real problem, or re-derives the same dataset version.
+`fingerprint_change(last, current)` is the source watcher's decision (`flows.trigger`).
 
 What it is not: no reading or validation of the data (`gan.data.sources`, `gan.data.validate`),
 no Prefect (the cache policy that uses it lives in `flows.retrain`).
@@ -31,6 +32,8 @@ from gan.io.uri import HTTP, UriError, listing_meta, uri_meta
 
 _FILE_SUFFIXES = (".npz", ".parquet", ".bin", ".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2",
                   ".tar.xz")
+
+UNREADABLE = "uncached:"  # prefix of the fingerprint of a source that could not be read
 
 
 def source_files(cfg: DataConfig) -> list[str]:
@@ -64,5 +67,15 @@ def source_fingerprint(cfg: DataConfig, storage: Storage | None = None) -> str:
     try:
         parts += [line for uri in source_files(cfg) for line in _meta(uri, storage)]
     except (UriError, StorageError):
-        return f"uncached:{uuid.uuid4().hex}"
+        return f"{UNREADABLE}{uuid.uuid4().hex}"
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
+def fingerprint_change(last: str | None, current: str) -> str | None:
+    """Why a source watcher should start a retraining (the fingerprint changed since `last`),
+    else None: unchanged, the first look (it only records a baseline: the schedule and manual
+    runs train the first model), or a source that could not be read (`uncached:...`, which is
+    never equal to anything, so it must not count as a change)."""
+    if current.startswith(UNREADABLE) or last is None or last == current:
+        return None
+    return f"the source changed (fingerprint {last} → {current})"

@@ -321,7 +321,9 @@ def evaluate_generator(
 
 def evaluate(storage: Storage, dataset: DatasetRef, trained: TrainedRef,
              cfg: EvalConfig, *, champion: Champion | None = None) -> Report:
-    """The evaluation stage: URIs in, report and pictures under `runs/<run_id>/eval/` out.
+    """The evaluation stage: URIs in, report and pictures under `runs/<run_id>/eval/` out
+    (`eval/epoch_<N>/` for a run that continued from a checkpoint, so that the report of an
+    earlier registration of the run id stays as it was).
 
     `champion`: the current champion's generator, re-scored in this evaluation (see module)."""
     if trained.dataset_version != dataset.version:
@@ -337,6 +339,8 @@ def evaluate(storage: Storage, dataset: DatasetRef, trained: TrainedRef,
                                       champion=champion)
 
     prefix = storage.settings.s3_uri("runs", trained.run_id, "eval")
+    if trained.resumed_from_epoch:  # a continued run id: never overwrite an earlier report
+        prefix = f"{prefix}/epoch_{trained.epochs_completed:05d}"
     artifacts = {name: f"{prefix}/{PICTURE_FILES[name]}" for name in pics}
     train_seed = trained.train_cfg.get("seed")
     if isinstance(train_seed, int):

@@ -13,8 +13,12 @@ What this module is: the register stage of the pipeline.
            decides, comparing the report's re-scored champion (never its version tags);
            decision and reasons go to the version's description and tags BEFORE `champion`
            moves (only on promote), then `gan.gate.applied`.
-    Calling it again with the same run_id creates no second run, model or version and does not
-    re-decide: every step is keyed and skipped once done, so a retried task is harmless.
+    Calling it again with the same run_id and checkpoint creates no second run, model or version
+    and does not re-decide: every step is keyed and skipped once done, so a retried task is
+    harmless. A continued run id (a new checkpoint: more epochs, or a time-limited run finished)
+    gets a new MLflow run and a new version; the earlier version is never republished.
+    An unfinished run (stopped by `train.time_limit_s`, fewer epochs than asked) is registered
+    as `challenger` with the reason first in its decision, and never promoted.
 
 What it is not: no loading (`gan.registry.load`), no training, no evaluation, no S3 layout of its
 own (the report's URIs are copied as given), no process-wide state beyond MLflow's tracking URI,
@@ -92,9 +96,9 @@ def register(settings: Settings, *, run_id: str, params: Mapping[str, Any], trai
                                  {"dataset": dataset, "trained": trained, "report": report})
         model_id = _log_model(c, run, storage, trained)
         mv = _model_version(c, model_name, mlflow_run_id, model_id,
-                            version_tags(report, dataset, run_id))
+                            version_tags(report, dataset, run_id) | _checkpoint_tags(trained))
         decision = _decide_and_apply(c, model_name, mv.version, report, gate_cfg,
-                                     gate_fn or _default_gate())
+                                     never_promote_unfinished(trained, gate_fn or _default_gate()))
     return ModelRef(
         name=model_name, version=mv.version, uri=f"models:/{model_name}/{mv.version}",
         champion=_alias_version(c, model_name, CHAMPION) == mv.version, decision=decision,
@@ -114,6 +118,37 @@ def _check_inputs(run_id: str, trained: TrainedRef, report: Report, dataset: Dat
                       ("report.dataset_version", report.dataset_version)):
         if ver != dataset.version:
             raise ValueError(f"{what} is {ver!r}, dataset version is {dataset.version!r}")
+
+
+def unfinished_reason(trained: TrainedRef) -> str | None:
+    """Why a trained run is not finished (stopped by its time limit, or fewer epochs than
+    asked), else None. Such a run is evaluated, logged and registered, never promoted."""
+    wanted = trained.train_cfg.get("epochs")
+    done = trained.epochs_completed
+    if trained.stopped_by_time_limit:
+        why = f"stopped by the time limit after epoch {done}" + (
+            f" of {wanted}" if isinstance(wanted, int) else "")
+    elif isinstance(wanted, int) and done < wanted:
+        why = f"ended after epoch {done} of {wanted}"
+    else:
+        return None
+    return (f"training unfinished ({why}): an unfinished run is never promoted; rerun run id "
+            f"{trained.run_id} to finish it")
+
+
+def never_promote_unfinished(trained: TrainedRef, gate_fn: GateFn) -> GateFn:
+    """`gate_fn`, except that an unfinished run (`unfinished_reason`) never promotes: its
+    decision says so first, then the gate's own lines (still measured, for information)."""
+    why = unfinished_reason(trained)
+    if why is None:
+        return gate_fn
+
+    def gate(*args: Any, **kwargs: Any) -> GateDecision:
+        decision = gate_fn(*args, **kwargs)
+        return decision.model_copy(update={"promote": False,
+                                           "reasons": [f"FAIL: {why}", *decision.reasons]})
+
+    return gate
 
 
 def _default_gate() -> GateFn:
@@ -164,6 +199,13 @@ def version_tags(report: Report, dataset: DatasetRef, run_id: str) -> dict[str, 
                    judge_accuracy=float(report.judge_accuracy))
     tags = {k: repr(float(v)) for k, v in metrics.items() if "." not in k}
     return tags | {"dataset_version": dataset.version, "run_id": run_id}
+
+
+def _checkpoint_tags(trained: TrainedRef) -> dict[str, str]:
+    """Which checkpoint a version holds, and whether its training finished."""
+    return {mlflow_run.CHECKPOINT_TAG: trained.checkpoint_uri,
+            "gan.epochs_completed": str(trained.epochs_completed),
+            "gan.unfinished": str(unfinished_reason(trained) is not None).lower()}
 
 
 def metrics_from_tags(tags: Mapping[str, str]) -> dict[str, float]:

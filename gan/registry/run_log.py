@@ -1,9 +1,11 @@
 """The MLflow run of one pipeline run: params, metrics, report artifacts and lineage tags.
 
-What this module is: the run-logging half of `gan.registry.publish`. One pipeline `run_id` maps to
-exactly one MLflow run, found again by its tag `gan.run_id`, so registering a run twice (a
-retried Prefect task, a resumed flow) reuses the run and logs nothing twice: every logging
-step records a `gan.logged.<step>` tag when it completes and is skipped when the tag is there.
+What this module is: the run-logging half of `gan.registry.publish`. One pipeline `run_id` and
+checkpoint map to exactly one MLflow run, found again by its tags `gan.run_id` and
+`gan.checkpoint_uri`, so registering a run twice (a retried Prefect task, a resumed flow) reuses
+the run and logs nothing twice: every logging step records a `gan.logged.<step>` tag when it
+completes and is skipped when the tag is there. A continued run id (a new checkpoint) gets a
+new MLflow run (`open_run`).
 
     params    flattened config tree (`model.latent_dim`, `train.lr_g`, ...), no credentials
     metrics   per-epoch training history (`train/<key>`, step = epoch); evaluation metrics,
@@ -43,6 +45,8 @@ from gan.io.storage import Storage
 from gan.io.uri import redact_url
 
 RUN_TAG = "gan.run_id"
+CHECKPOINT_TAG = "gan.checkpoint_uri"  # with RUN_TAG, the key of an MLflow run
+CONTINUES_TAG = "gan.continues"  # the MLflow run a continued run id's new run follows
 # Parameter names that would hold a credential: refused, never logged.
 SECRET_KEY_RE = re.compile(r"secret|password|passwd|token|credential|access_key|api_key",
                            re.IGNORECASE)
@@ -120,7 +124,7 @@ def lineage_tags(*, run_id: str, trained: TrainedRef, dataset: DatasetRef,
         "gan.dataset.source": redact_url(dataset.source),
         "gan.ray.run_name": trained.ray_run_name,
         "gan.ray.storage_uri": trained.ray_storage_uri,
-        "gan.checkpoint_uri": trained.checkpoint_uri,
+        CHECKPOINT_TAG: trained.checkpoint_uri,
         "gan.code_version": code,
         "gan.diverged": str(trained.diverged).lower(),
     }
@@ -156,21 +160,51 @@ def experiment_id(client: MlflowClient, name: str) -> str:
         return exp.experiment_id
 
 
-def find_run(client: MlflowClient, exp_id: str, run_id: str) -> Run | None:
-    """The MLflow run tagged `gan.run_id = run_id` (the oldest, should there be several)."""
+def runs_of(client: MlflowClient, exp_id: str, run_id: str) -> list[Run]:
+    """Every MLflow run tagged `gan.run_id = run_id`, oldest first (one per checkpoint)."""
     query = f"tags.`{RUN_TAG}` = '{check_run_id(run_id)}'"  # run_id checked: no quotes
-    runs = client.search_runs([exp_id], filter_string=query,
-                              order_by=["attributes.start_time ASC"], max_results=5)
+    return client.search_runs([exp_id], filter_string=query,
+                              order_by=["attributes.start_time ASC"], max_results=1000)
+
+
+def find_run(client: MlflowClient, exp_id: str, run_id: str,
+             checkpoint_uri: str | None = None) -> Run | None:
+    """The MLflow run of `run_id` (and, when given, of that checkpoint: tag
+    `gan.checkpoint_uri`); the oldest, should there be several."""
+    runs = runs_of(client, exp_id, run_id)
+    if checkpoint_uri is not None:
+        runs = [r for r in runs if r.data.tags.get(CHECKPOINT_TAG) == checkpoint_uri]
     return runs[0] if runs else None
 
 
 def open_run(client: MlflowClient, exp_id: str, run_id: str, tags: Mapping[str, str]) -> Run:
-    """Find the run of `run_id` or create it; (re)write the lineage tags either way."""
-    run = find_run(client, exp_id, run_id)
+    """Find the run of (`run_id`, checkpoint) or create it; (re)write the lineage tags.
+
+    Keyed on the checkpoint too (`tags["gan.checkpoint_uri"]`): a continued run id (more
+    epochs, or finishing a time-limited run) trained a new checkpoint, which gets an MLflow run
+    (and so a model version) of its own, named `<run id> (epoch N)` and tagged
+    `gan.continues` = the MLflow run it continues; the earlier runs are left as they were."""
+    checkpoint = tags.get(CHECKPOINT_TAG)
+    earlier = runs_of(client, exp_id, run_id)
+    run = next((r for r in earlier if checkpoint is None
+                or r.data.tags.get(CHECKPOINT_TAG) == checkpoint), None)
+    tags = dict(tags)
     if run is None:
-        run = client.create_run(exp_id, run_name=run_id, tags={RUN_TAG: run_id})
+        if earlier:  # a continuation: its own run, pointing at the one before
+            tags["mlflow.runName"] = f"{run_id} (epoch {_epoch_of(checkpoint)})"
+            tags[CONTINUES_TAG] = earlier[-1].info.run_id
+        run = client.create_run(exp_id, run_name=tags.get("mlflow.runName", run_id),
+                                tags={RUN_TAG: run_id})
+    elif run.data.tags.get("mlflow.runName"):
+        tags["mlflow.runName"] = run.data.tags["mlflow.runName"]  # keep the name it was given
     client.log_batch(run.info.run_id, tags=[_tag(k, v) for k, v in tags.items()])
     return client.get_run(run.info.run_id)
+
+
+def _epoch_of(checkpoint_uri: str | None) -> str:
+    """`.../checkpoint_epoch_00012/checkpoint.pt` → "12" ("?" when the name says none)."""
+    m = re.search(r"checkpoint_epoch_(\d+)", checkpoint_uri or "")
+    return str(int(m.group(1))) if m else "?"
 
 
 def _tag(k: str, v: str) -> RunTag:

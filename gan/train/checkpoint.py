@@ -7,13 +7,16 @@ with `torch.load(weights_only=True)` and refuses anything else with a clear erro
 `generator_from_checkpoint` / `discriminator_from_checkpoint` rebuild models from it alone.
 
 What it is not: no storage (the caller puts the bytes where it wants), no pickling of arbitrary
-objects, no training loop (`gan.train.loop.state_from_checkpoint` resumes one).
+objects, no training loop (`state_from_checkpoint` rebuilds a state to continue, with the
+configured optimiser hyperparameters; `check_resumable` says which training settings a
+continued run may change).
 """
 
 from __future__ import annotations
 
 import io
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +33,39 @@ REQUIRED = ("format", "model_config", "train_config", "generator", "discriminato
             "step")
 
 
+# Training settings a stopped run may continue with changed: how long and on how much it
+# trains, never what it learns (loss, learning rates, betas, batch, seed, ...).
+RESUMABLE_TRAIN_FIELDS = frozenset({"epochs", "time_limit_s", "num_workers", "cpus_per_worker",
+                                    "max_failures", "checkpoint_every"})
+
+
 class CheckpointError(ValueError):
     """A checkpoint that is unreadable, not ours, or holds more than tensors and primitives."""
+
+
+class ResumeRefused(ValueError):
+    """Continuing a run with other training settings than it was started with."""
+
+
+def resume_conflicts(saved: Mapping[str, Any], train_cfg: TrainConfig
+                     ) -> dict[str, tuple[Any, Any]]:
+    """{field: (saved value, requested value)} for each training setting that differs from the
+    one a run was started with (`saved`: a TrainConfig dump), except RESUMABLE_TRAIN_FIELDS.
+    Fields the saved settings lack (older checkpoints) are not compared."""
+    now = train_cfg.model_dump(mode="json")
+    return {k: (saved[k], v) for k, v in sorted(now.items())
+            if k not in RESUMABLE_TRAIN_FIELDS and k in saved and saved[k] != v}
+
+
+def check_resumable(saved: Mapping[str, Any], train_cfg: TrainConfig, *, run_id: str) -> None:
+    """Raise ResumeRefused naming every changed training setting (`resume_conflicts`)."""
+    diff = resume_conflicts(saved, train_cfg)
+    if diff:
+        changes = ", ".join(f"{k} {old!r} → {new!r}" for k, (old, new) in diff.items())
+        raise ResumeRefused(
+            f"run id {run_id} was started with other training settings ({changes}); a run "
+            f"continues only with changed {', '.join(sorted(RESUMABLE_TRAIN_FIELDS))}: use "
+            "the original values, or a new run id to train with these")
 
 
 def save_checkpoint(state: TrainState, *, dataset_version: str | None = None) -> bytes:
@@ -135,8 +169,19 @@ def state_from_checkpoint(ckpt: dict[str, Any] | bytes, device: torch.device | s
         state.G_ema.load_state_dict(c.get("generator_ema") or c["generator"])
     state.opt_g.load_state_dict(c["opt_g"])
     state.opt_d.load_state_dict(c["opt_d"])
+    # load_state_dict also restores the saved hyperparameters: the configured ones win, so a
+    # resumed run optimises with what its config (and MLflow params) say.
+    tc = state.train_cfg
+    _set_hyperparameters(state.opt_g, lr=tc.lr_g, betas=tc.betas_g)
+    _set_hyperparameters(state.opt_d, lr=tc.lr_d, betas=tc.betas_d)
     state.epoch, state.step = int(c["epoch"]), int(c["step"])
     state.ema_updates = int(c.get("ema_updates", 0))
     state.history = [dict(h) for h in c.get("history", [])]
     state.dataset_version = str(c.get("dataset_version", ""))
     return state
+
+
+def _set_hyperparameters(opt: torch.optim.Optimizer, *, lr: float,
+                         betas: tuple[float, float]) -> None:
+    for group in opt.param_groups:
+        group["lr"], group["betas"] = lr, betas

@@ -89,6 +89,8 @@ NOT_RUN: dict[str, str] = {
     'gan serve --cron "0 */6 * * *"': _SERVE,
     "gan serve --no-schedule": _SERVE,
     "gan serve --name my-deployment": _SERVE,
+    "gan serve --watch-every 60": _SERVE + "; test_trigger runs the watcher it serves",
+    "gan retrain --force": _RETRAIN + "; test_run_semantics runs the flow without force",
     "export PREFECT_API_URL=http://127.0.0.1:4200/api": "the default stack's address; the "
         "Prefect CLI lines it is for are not run",
     "prefect work-pool create gan-pool --type process": "a work pool and a worker are a team "

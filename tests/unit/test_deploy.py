@@ -90,12 +90,14 @@ def test_stopping_serve_keeps_the_schedule(monkeypatch):
     """Prefect's serve pauses the schedule on shutdown by default: `gan serve` must not."""
     import inspect
 
-    from flows import deploy
-    from flows.retrain import retrain
+    import prefect
 
-    assert "pause_on_shutdown" in inspect.signature(type(retrain).serve).parameters
+    from flows import deploy
+
+    assert "pause_on_shutdown" in inspect.signature(prefect.serve).parameters
     seen: dict = {}
-    monkeypatch.setattr(retrain, "serve", lambda **kw: seen.update(kw))
+    monkeypatch.setattr(prefect, "serve", lambda *deps, **kw: seen.update(kw, deps=deps))
     deploy.serve(name="x", cron=DEFAULT_CRON)
-    assert seen["pause_on_shutdown"] is False and seen["cron"] == DEFAULT_CRON
+    assert seen["pause_on_shutdown"] is False
+    assert [s.schedule.cron for s in seen["deps"][0].schedules] == [DEFAULT_CRON]
 

@@ -47,7 +47,7 @@ from gan.core.records import DatasetRef, TrainedRef
 from gan.core.settings import Settings
 from gan.io.jsonio import read_json_fs, write_json_fs
 from gan.io.storage import arrow_fs, arrow_path
-from gan.train.checkpoint import CheckpointError, load_checkpoint
+from gan.train.checkpoint import CheckpointError, check_resumable, load_checkpoint
 from gan.train.ddp import FaultSpec, per_worker_batch
 from gan.train.ray.cluster import loopback_env_vars, ray_session, torch_config, trainer_class
 from gan.train.ray.worker import (
@@ -108,6 +108,7 @@ def train(settings: Settings, dataset: DatasetRef, model_cfg: ModelConfig,
         return previous
     write_json_fs(fs, f"{run_dir}/{RUN_FILE}", {
         "run_id": run_id, "model_cfg": model_cfg.model_dump(mode="json"),
+        "train_cfg": train_cfg.model_dump(mode="json"),
         "dataset_version": dataset.version, "dataset_uri": dataset.uri})
     deadline = time.time() + train_cfg.time_limit_s if train_cfg.time_limit_s else None
     spec = RunSpec(run_id=run_id, model_cfg=model_cfg, train_cfg=train_cfg, run_dir=run_dir,
@@ -122,6 +123,13 @@ def train(settings: Settings, dataset: DatasetRef, model_cfg: ModelConfig,
     # Python's json keeps NaN (e.g. loss_g of an epoch without a G step) readable.
     write_json_fs(fs, f"{run_dir}/{TRAINED_FILE}", ref.model_dump(mode="python"))
     return ref
+
+
+def has_started(settings: Settings, run_id: str) -> bool:
+    """Whether run id `run_id` has trained before (its `run.json` is in storage): a rerun of
+    it continues or returns that run, it is not a new run."""
+    run_dir = f"{arrow_path(settings.s3_uri('ray'))}/{run_id}"
+    return read_json_fs(arrow_fs(settings), f"{run_dir}/{RUN_FILE}") is not None
 
 
 def _check_request(dataset: DatasetRef, model_cfg: ModelConfig, train_cfg: TrainConfig,
@@ -143,7 +151,8 @@ def _check_request(dataset: DatasetRef, model_cfg: ModelConfig, train_cfg: Train
 def _previous_result(fs: Any, run_dir: str, run_id: str, dataset: DatasetRef,
                      model_cfg: ModelConfig, train_cfg: TrainConfig) -> TrainedRef | None:
     """The finished result of this run id, or None to (re)start it; raises for a run id that
-    diverged or was started with another model or dataset."""
+    diverged or was started with another model or dataset, and ResumeRefused for one started
+    with other training settings than epochs, time limit and workers (naming the fields)."""
     diverged = read_json_fs(fs, f"{run_dir}/{DIVERGED_FILE}")
     if diverged is not None:
         raise TrainingDiverged(run_id, int(diverged["step"]),
@@ -158,6 +167,8 @@ def _previous_result(fs: Any, run_dir: str, run_id: str, dataset: DatasetRef,
                     f"dataset version {started['dataset_version']} (now {dataset.version})")
             raise ValueError(f"run id {run_id} was started with other {what}: its "
                              "checkpoints cannot continue this request; use a new run id")
+        # Runs started before run.json held train_cfg are not checked (nothing to compare).
+        check_resumable(started.get("train_cfg") or {}, train_cfg, run_id=run_id)
     trained = read_json_fs(fs, f"{run_dir}/{TRAINED_FILE}")
     if trained is None:
         return None
