@@ -30,7 +30,6 @@ from torch import Tensor, nn
 
 from gan.core.config import EvalConfig
 from gan.core.records import ChampionScore, DatasetRef, Report, TrainedRef
-from gan.core.tables import fmt_number, markdown_table
 from gan.data.prepare import PreparedData, load_prepared
 from gan.eval import metrics as M
 from gan.eval import pictures
@@ -43,6 +42,7 @@ from gan.eval.judge import (
     judge_prefix,
     train_judge,
 )
+from gan.eval.report import render_markdown
 from gan.nets.models import sample_images
 from gan.train.checkpoint import generator_from_checkpoint, load_checkpoint
 
@@ -355,59 +355,3 @@ def evaluate(storage: Storage, dataset: DatasetRef, trained: TrainedRef,
     # report.json last: its presence means the evaluation is complete.
     storage.put_json(report.report_uri, report.model_dump(mode="json", exclude={"markdown"}))
     return report
-
-
-# --------------------------------------------------------------------------- report
-
-
-_ROWS = (  # (metric key, label, better direction)
-    ("fid", "FID", "↓"), ("kid_mean", "KID", "↓"), ("precision", "precision (k=3)", "↑"),
-    ("recall", "recall (k=3)", "↑"), ("density", "density (k=5)", "↑"),
-    ("coverage", "coverage (k=5)", "↑"), ("inception_score", "classifier IS", "↑"),
-    ("classes_covered", "classes covered", "↑"), ("class_kl", "KL(real ‖ gen classes)", "↓"),
-    ("conditional_accuracy", "conditional accuracy", "↑"),
-    ("copy_fraction", "copy fraction (fresh ≈ 0.1)", "↓"),
-    ("copy_distance_ratio", "copy distance ratio (fresh ≈ 1)", "↑"),
-    ("nonfinite_fraction", "non-finite samples", "↓"),
-)
-
-
-def _pm(metrics: dict[str, float], spread: dict[str, float], key: str) -> str:
-    text = fmt_number(metrics.get(key))
-    return f"{text} ± {fmt_number(spread[key])}" if spread.get(key) else text
-
-
-def render_markdown(report: Report) -> str:
-    """A short markdown rendering: header lines and a table of metric | candidate (mean ±
-    spread over the eval seeds) | re-scored champion | real data."""
-    seeds = ", ".join(f"{k} {v}" for k, v in sorted(report.seeds.items()))
-    champ = report.champion
-    lines = [
-        f"# Evaluation of run `{report.run_id}`", "",
-        f"- dataset version `{report.dataset_version}`, {report.n_samples} generated samples "
-        f"per seed, eval seeds {report.eval_seeds or [report.seeds.get('eval')]} "
-        "(values: mean ± spread over them)",
-        f"- judge holdout accuracy {report.judge_accuracy:.4f}; seeds: {seeds}",
-        f"- diverged in training: {'yes' if report.diverged else 'no'}",
-    ]
-    if champ is not None and not champ.comparable:
-        lines.append(f"- champion v{champ.version} could not be re-scored: {champ.reason}")
-    lines.append("")
-    head = ["metric", "candidate"]
-    if champ is not None and champ.comparable:
-        head.append(f"champion v{champ.version} (re-scored)")
-    head.append("real data (floor / ceiling)")
-    rows = []
-    for key, label, better in _ROWS:
-        if key not in report.metrics:
-            continue
-        row = [f"{label} {better}", _pm(report.metrics, report.spread, key)]
-        if champ is not None and champ.comparable:
-            row.append(_pm(champ.metrics, champ.spread, key))
-        ref = fmt_number(report.floors.get(key, report.ceilings.get(key)))
-        if key == "kid_mean" and report.floors.get("kid_std") is not None:
-            ref += f" ± {fmt_number(report.floors.get('kid_std'))}"  # over KID subsets
-        rows.append([*row, ref])
-    hist = " ".join(f"{i}:{s:.3f}" for i, s in enumerate(report.class_hist))
-    lines += [markdown_table(head, rows), "", f"Generated class shares (judge): {hist}", ""]
-    return "\n".join(lines)
