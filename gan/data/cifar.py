@@ -15,7 +15,6 @@ What it is not: no resizing or splitting (`gan.data.prepare`), no pickle, ever.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from typing import TYPE_CHECKING
@@ -25,7 +24,7 @@ import numpy as np
 from gan.core.config import DataConfig
 from gan.data.archive import archive_members, is_archive
 from gan.data.images import read_tree
-from gan.data.validate import DataError, SourceData
+from gan.data.validate import DataError, SourceData, check_published_md5
 from gan.io.uri import HTTP, read_bytes, redact_url
 
 if TYPE_CHECKING:  # boto3 loads only when an s3:// source is actually read
@@ -54,15 +53,7 @@ def _wanted(name: str) -> bool:
 
 
 def _check_md5(data: bytes, origin: str) -> None:
-    size, md5 = CANONICAL
-    if len(data) != size:
-        log.info("%s: not the canonical %s (%d bytes, published %d); MD5 check skipped",
-                 origin, ARCHIVE, len(data), size)
-        return
-    got = hashlib.md5(data, usedforsecurity=False).hexdigest()
-    if got != md5:
-        raise DataError(f"{origin}: has the canonical {ARCHIVE} name and size but MD5 {got} "
-                        f"differs from the published {md5}: the download is corrupt")
+    check_published_md5(data, origin, ARCHIVE, *CANONICAL)
 
 
 def _files(uri: str, storage: Storage | None) -> list[tuple[str, bytes]]:

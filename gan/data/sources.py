@@ -14,7 +14,6 @@ no network access beyond the URL the config names.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import logging
 import zlib
@@ -26,7 +25,7 @@ from sklearn.datasets import load_digits
 from gan.core.config import DataConfig
 from gan.data.cifar import load_cifar10
 from gan.data.images import load_images
-from gan.data.validate import MAX_CLASSES, DataError, SourceData, validate
+from gan.data.validate import MAX_CLASSES, DataError, SourceData, check_published_md5, validate
 from gan.io.uri import read_bytes, redact_url
 
 if TYPE_CHECKING:  # boto3/pyarrow load only when an s3:// source is actually read
@@ -83,17 +82,8 @@ def _join(base: str, name: str) -> str:
 
 def _check_md5(source: str, fname: str, data: bytes, origin: str) -> None:
     """Canonical name and size → the published MD5 must match; anything else is a test file."""
-    size, md5 = CANONICAL[source][fname]
-    if len(data) != size:
-        log.info("%s: not the canonical %s file (%d bytes, published %d); MD5 check skipped",
-                 origin, source, len(data), size)
-        return
-    got = hashlib.md5(data, usedforsecurity=False).hexdigest()
-    if got != md5:
-        raise DataError(
-            f"{origin}: has the canonical {source} name and size but MD5 {got} differs from the "
-            f"published {md5}: the download is corrupt or not the original file"
-        )
+    check_published_md5(data, origin, source, *CANONICAL[source][fname])
+
 
 
 def read_idx(data: bytes, origin: str, ndim: int) -> np.ndarray:

@@ -15,10 +15,14 @@ What it is not: no reading of files (`gan.data.sources`), no resizing, splitting
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 MAX_CLASSES = 1000  # ModelConfig.num_classes' upper bound
 
@@ -145,3 +149,18 @@ def validate(
     check_labels(y, len(x), origin=origin, error=DataError, messages=_MESSAGES,
                  num_classes=max_classes)
     return x, y.astype(np.int64, copy=False)
+
+
+def check_published_md5(data: bytes, origin: str, what: str, size: int, md5: str) -> None:
+    """A file of a published data set's size must have its published MD5 (DataError naming
+    both); a file of another size is taken as a test or derived file, and only logged."""
+    if len(data) != size:
+        log.info("%s: not the canonical %s file (%d bytes, published %d); MD5 check skipped",
+                 origin, what, len(data), size)
+        return
+    got = hashlib.md5(data, usedforsecurity=False).hexdigest()
+    if got != md5:
+        raise DataError(
+            f"{origin}: has the canonical {what} name and size but MD5 {got} differs from the "
+            f"published {md5}: the download is corrupt or not the original file"
+        )

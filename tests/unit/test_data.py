@@ -96,7 +96,7 @@ def test_mnist_folder_concatenates_train_and_t10k_without_resizing(tmp_path: Pat
 def test_non_canonical_file_skips_md5_with_a_note(tmp_path: Path,
                                                   caplog: pytest.LogCaptureFixture) -> None:
     folder = write_idx_folder(tmp_path / "m")
-    with caplog.at_level(logging.INFO, logger="gan.data.sources"):
+    with caplog.at_level(logging.INFO, logger="gan.data.validate"):
         load_source(DataConfig(source="fashion-mnist", uri=str(folder)))
     assert "MD5 check skipped" in caplog.text and "t10k-labels-idx1-ubyte.gz" in caplog.text
 
