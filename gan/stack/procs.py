@@ -42,6 +42,11 @@ class ProcRecord:
     create_time: float  # psutil's start time: a reused pid has another one
     cmdline: list[str]
     url: str
+    # Start time in seconds since boot (Linux /proc/<pid>/stat starttime). `create_time` is
+    # that plus the boot time the kernel reports *now*, which moves whenever the wall clock is
+    # stepped (NTP on a CI machine): compared across commands it made live services look
+    # stale. None where /proc is absent (then `create_time` is compared, 1 s slack).
+    boot_start_s: float | None = None
 
 
 def spawn(
@@ -61,7 +66,8 @@ def spawn(
             close_fds=True,
         )
     p = psutil.Process(proc.pid)
-    rec = ProcRecord(proc.pid, p.create_time(), _settled_cmdline(p, argv), url)
+    rec = ProcRecord(proc.pid, p.create_time(), _settled_cmdline(p, argv), url,
+                     boot_start_s(proc.pid))
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     write_json(pid_file, asdict(rec))
     return rec
@@ -84,6 +90,18 @@ def _settled_cmdline(p: psutil.Process, argv: Sequence[str], timeout_s: float = 
         time.sleep(0.02)
 
 
+def boot_start_s(pid: int) -> float | None:
+    """When `pid` started, in seconds since boot: field 22 of /proc/<pid>/stat (clock ticks),
+    which no change of the wall clock moves. None off Linux or when the process is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Fields after the command name "(...)" (which may hold spaces) start at field 3.
+    fields = stat[stat.rindex(")") + 2:].split()
+    return int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
 def child_env(extra: Mapping[str, str]) -> dict[str, str]:
     """The caller's environment (PATH, HOME, locale: passed through, not interpreted) less
     `SCRUBBED_ENV`, plus the service's own variables."""
@@ -95,8 +113,10 @@ def read_record(pid_file: Path) -> ProcRecord | None:
     """The record in `pid_file`, or None when absent or unreadable (treated as stale)."""
     try:
         data = read_json(pid_file)
+        boot = data.get("boot_start_s")
         return ProcRecord(int(data["pid"]), float(data["create_time"]),
-                          [str(a) for a in data["cmdline"]], str(data["url"]))
+                          [str(a) for a in data["cmdline"]], str(data["url"]),
+                          None if boot is None else float(boot))
     except (FileNotFoundError, ValueError, KeyError, TypeError):
         return None
 
@@ -106,13 +126,21 @@ def owned(rec: ProcRecord) -> psutil.Process | None:
     command line), else None. Zombies count as gone."""
     try:
         p = psutil.Process(rec.pid)
-        if abs(p.create_time() - rec.create_time) > 0.05 or p.cmdline() != rec.cmdline:
+        if not _same_start(p, rec) or p.cmdline() != rec.cmdline:
             return None
         if p.status() == psutil.STATUS_ZOMBIE:
             return None
         return p
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return None
+
+
+def _same_start(p: psutil.Process, rec: ProcRecord) -> bool:
+    """Same start time: exact in ticks since boot where recorded; else the wall-clock start
+    with 1 s slack (a reused pid also needs the same command line to pass)."""
+    if rec.boot_start_s is not None and (now := boot_start_s(p.pid)) is not None:
+        return abs(now - rec.boot_start_s) < 1e-6
+    return abs(p.create_time() - rec.create_time) <= 1.0
 
 
 def terminate_trees(roots: Sequence[psutil.Process], *, grace_s: float) -> None:

@@ -12,7 +12,7 @@ import socket
 import stat
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import psutil
@@ -181,12 +181,31 @@ def test_spawn_detaches_records_and_stops_the_tree(tmp_path: Path):
             q.kill()
 
 
+def test_a_stepped_wall_clock_does_not_disown_a_live_service(tmp_path: Path):
+    """CI saw every service look stale after the wall clock moved: psutil's create_time is
+    ticks since boot + the boot time the kernel reports now, which a clock step shifts."""
+    rec = _spawn_tree(tmp_path)
+    try:
+        stepped = replace(rec, create_time=rec.create_time + 37.0)
+        assert procs.owned(stepped) is not None
+        assert procs.read_record(tmp_path / "t.pid") == rec  # boot_start_s round-trips
+    finally:
+        p = procs.owned(rec)
+        assert p is not None
+        procs.terminate_trees([p], grace_s=5)
+
+
 def test_a_reused_pid_is_never_ours(tmp_path: Path):
     rec = _spawn_tree(tmp_path)
     try:
-        older = procs.ProcRecord(rec.pid, rec.create_time - 100, rec.cmdline, rec.url)
-        other_cmd = procs.ProcRecord(rec.pid, rec.create_time, ["weed", "mini"], rec.url)
+        assert rec.boot_start_s is not None  # Linux: the clock-proof start is recorded
+        older = replace(rec, create_time=rec.create_time - 100,
+                        boot_start_s=rec.boot_start_s - 100)
+        other_cmd = replace(rec, cmdline=["weed", "mini"])
+        legacy_older = replace(older, boot_start_s=None)  # a record from before boot_start_s
         assert procs.owned(older) is None and procs.owned(other_cmd) is None
+        assert procs.owned(legacy_older) is None
+        assert procs.owned(replace(rec, boot_start_s=None)) is not None
         assert procs.tree_pids(older) == []
         assert procs.read_record(tmp_path / "missing.pid") is None
         (tmp_path / "bad.pid").write_text("{}")
@@ -232,7 +251,8 @@ def test_down_stops_ours_and_never_a_stranger(settings_env):
     stranger = _fake_service(home, "prefect")
     # As if the pid had been reused by another program since `up` wrote the file.
     write_json(home / "run" / "prefect.pid",
-               {**asdict(stranger), "create_time": stranger.create_time - 50})
+               {**asdict(stranger), "create_time": stranger.create_time - 50,
+                "boot_start_s": stranger.boot_start_s - 50})
     try:
         out: list[str] = []
         assert stack.down(settings_env.load(), grace_s=5, echo=out.append) == ["mlflow"]
