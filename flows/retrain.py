@@ -222,8 +222,8 @@ def _champion_metrics(settings: Settings, model: ModelRef) -> dict[str, float] |
     version = model.decision.champion_version
     if not version:
         return None
-    tags = registry_connect.client(settings).get_model_version(model.name, version).tags
-    return registry.metrics_from_tags(tags)
+    c = registry_connect.client(settings)
+    return registry.version_metrics(c, c.get_model_version(model.name, version))
 
 
 def _lineage() -> dict[str, str]:

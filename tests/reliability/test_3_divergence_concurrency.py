@@ -16,7 +16,7 @@ from faultlib import mlflow_runs_of, run_flow, smoke_params, task_runs, unique, 
 
 from gan.core.settings import Settings
 from gan.io.storage import Storage
-from gan.registry.publish import metrics_from_tags
+from gan.registry.publish import version_metrics
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -81,8 +81,8 @@ def test_two_runs_at_once_finish_apart_and_champion_is_the_better(two_runs, flow
         assert report["run_id"] == rid
         other = next(o for o in ids if o != rid)
         assert all(other not in k for k in storage.list_keys(flow_api.s3_uri("ray", rid)))
-    promoted = [v for v in versions if v.tags.get("gate.promote") == "true"]
-    fid = {v.version: metrics_from_tags(v.tags)["fid"] for v in versions}
+    promoted = [v for v in versions if v.tags.get("verdict") == "champion"]
+    fid = {v.version: version_metrics(mlflow_client, v)["fid"] for v in versions}
     champion = mlflow_client.get_registered_model(name).aliases.get("champion")
     if promoted:
         assert champion == min((v.version for v in promoted), key=fid.__getitem__), (fid,
