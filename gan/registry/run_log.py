@@ -218,6 +218,12 @@ def _log_metrics(client: MlflowClient, run_id: str, metrics: list[Metric]) -> No
         client.log_batch(run_id, metrics=metrics[i:i + BATCH])
 
 
+def log_values(client: MlflowClient, mlflow_run_id: str, values: Mapping[str, Any], *,
+               prefix: str = "", step: int = 0) -> None:
+    """The numeric (non-NaN) entries of `values` as metrics `<prefix><key>` at `step`."""
+    _log_metrics(client, mlflow_run_id, _metrics(values, prefix=prefix, step=step))
+
+
 def log_training(client: MlflowClient, run: Run, trained: TrainedRef) -> None:
     """Per-epoch history as `train/<key>` at step = epoch, and the run's summary numbers."""
     if done(run, "training"):

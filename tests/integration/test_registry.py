@@ -26,6 +26,7 @@ from gan.nets.models import build
 from gan.registry import load as registry_load
 from gan.registry import model_format as mm
 from gan.registry import publish as registry
+from gan.registry.live_run import LiveRun
 from gan.train.checkpoint import save_checkpoint
 from gan.train.state import TrainState, make_state
 
@@ -285,3 +286,31 @@ def test_model_artifacts_live_in_the_bucket(stack: Settings, published) -> None:
     assert {mm.GENERATOR_FILE, mm.DISCRIMINATOR_FILE, mm.CONFIG_FILE, "MLmodel",
             "samples.png", "report.json"} <= names
     assert not any(k.endswith((".pkl", ".pt", ".pth")) for k in keys)
+
+
+def test_live_run_is_the_registered_run(stack: Settings, published, tmp_path) -> None:
+    """The MLflow run opens when training starts (RUNNING, description linking Prefect),
+    takes epochs and preview grids as they come, and `register` reuses it: one run, FINISHED,
+    its history logged once."""
+    name, _ = published
+    storage = Storage.from_settings(stack)
+    run_id = f"live-{uuid.uuid4().hex[:8]}"
+    flow_url = f"http://127.0.0.1:1/runs/flow-run/flow-{run_id}"
+    live = LiveRun.open(stack, run_id=run_id, lineage={"prefect.flow_run_url": flow_url})
+    c = MlflowClient(stack.require_mlflow())
+    run = c.get_run(live.mlflow_run_id)
+    assert run.info.status == "RUNNING" and run.data.tags["gan.run_id"] == run_id
+    assert f"[Prefect flow run]({flow_url})" in run.data.tags["mlflow.note.content"]
+    inputs = _publish_inputs(storage, run_id, seed=5, fid=30.0)
+    for row in inputs[1].history:
+        extra = {"preview": np.zeros((64, 1, 28, 28), np.float32)} if row["epoch"] == 2 else {}
+        live.log_epoch({**row, **extra})
+    assert [m.step for m in c.get_metric_history(live.mlflow_run_id, "train/loss_d")] == [1, 2]
+    live.finish(inputs[1])
+    ref = _register(stack, storage, name, run_id, inputs)
+    assert ref.mlflow_run_id == live.mlflow_run_id  # one MLflow run per run id
+    run = c.get_run(live.mlflow_run_id)
+    assert run.info.status == "FINISHED"
+    assert len(c.get_metric_history(live.mlflow_run_id, "train/loss_d")) == 2  # not twice
+    assert {a.path for a in c.list_artifacts(live.mlflow_run_id, "progress")} == {
+        "progress/samples_epoch_00002.png"}
