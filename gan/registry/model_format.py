@@ -11,8 +11,8 @@ flavour that serves it.
 A version is self-contained: a client with only torch and MLflow loads it both ways.
 - pyfunc: MLflow's "custom loader module" workflow with the loader travelling inside the model
   (`code_paths=[gan/registry/portable/gan_generator_model.py]`, `loader_module=
-  "gan_generator_model"`, `data_path=<bundle>`). That one file imports torch, numpy and
-  safetensors, never `gan`; it rebuilds G from `model_config.json` and the safetensors weights.
+  "gan_generator_model"`, `data_path=<bundle>`). That one file imports torch and numpy, never
+  `gan`; it rebuilds G from `model_config.json` and reads the safetensors weights itself.
 - pytorch: `pytorch/model.pt2`, G exported with `torch.export` (batch dimension dynamic) and
   described as MLflow's `pytorch` flavour, so `mlflow.pytorch.load_model(uri)` returns a
   callable `G(z)` / `G(z, y)` without the class and without pickle (MLflow checks the archive
@@ -65,7 +65,7 @@ PT2_DIR, PT2_FILE = "pytorch", "model.pt2"  # the pytorch flavour: <model>/pytor
 LEGACY_LOADER_MODULES = ("gan.registry.model_format", "gan.mlflow_model")
 LOADER_MODULES = (LOADER_MODULE, *LEGACY_LOADER_MODULES)
 # Distributions a consumer needs to load the model (pinned to what logged it): not the pipeline.
-REQUIRED_DISTS = ("torch", "numpy", "safetensors", "mlflow")
+REQUIRED_DISTS = ("torch", "numpy", "mlflow")
 
 
 class BundleError(ValueError):
@@ -248,7 +248,8 @@ def log_bundle_model(name: str, bundle_dir: str | Path, *,
     """Log a bundle (both flavours) into the ACTIVE MLflow run; returns MLflow's ModelInfo."""
     from mlflow.models import Model  # lazy: see `signature`
 
-    return Model.log(name=name, flavor=sys.modules[__name__], bundle_dir=bundle_dir,
+    return Model.log(artifact_path=None, name=name, flavor=sys.modules[__name__],
+                     bundle_dir=bundle_dir,
                      flavor_name="python_function", **_pyfunc_kwargs(bundle_dir, metadata))
 
 

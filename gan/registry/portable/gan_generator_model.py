@@ -1,10 +1,12 @@
-"""A published GAN generator, loadable with torch + numpy + safetensors (+ MLflow) alone.
+"""A published GAN generator, loadable with torch + numpy (+ MLflow) alone.
 
 What this module is: the pyfunc loader module of every model version logged by
 `gan.registry.model_format` (MLflow copies this one file into the model's `code/` folder and
 imports it as `gan_generator_model`). `_load_pyfunc(<bundle dir>)` rebuilds G from the bundle's
 `model_config.json` (JSON, validated here) and fills in `generator.safetensors`: no pickle, no
-`gan` package, no code read from anywhere but this file.
+`gan` package, no code read from anywhere but this file. The safetensors file is read by the
+few lines of `read_safetensors` (the format is a JSON header + raw little-endian tensors), so a
+client needs neither the `safetensors` package nor anything beyond torch, numpy and MLflow.
 
 pyfunc contract (also the model's signature and input example):
   input, either  {"z": float32 (N, latent_dim), "y": int64 (N,)}   latents you drew
@@ -29,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
 FORMAT = "gan-generator/1"
@@ -158,6 +159,42 @@ def fuse(G: nn.Module) -> nn.Module:
 
 # --------------------------------------------------------------------------- the bundle
 
+# safetensors dtype names → torch dtypes (https://github.com/huggingface/safetensors, format)
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
+           "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32, "I16": torch.int16,
+           "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+
+
+def read_safetensors(path: str | Path) -> dict[str, Tensor]:
+    """A .safetensors file → {name: tensor}: 8-byte little-endian header size, a JSON header
+    {name: {"dtype", "shape", "data_offsets": [begin, end]}}, then the raw bytes. Reads bytes
+    and JSON only; a malformed file raises GeneratorFormatError naming it."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        n = int.from_bytes(raw[:8], "little")
+        header = json.loads(raw[8:8 + n])
+        if len(raw) < 8 + n or not isinstance(header, dict):
+            raise ValueError("truncated header")
+        data = bytearray(raw[8 + n:])  # writable, so torch.frombuffer does not warn
+        out = {}
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            dtype = _DTYPES[info["dtype"]]
+            begin, end = (int(v) for v in info["data_offsets"])
+            shape = [int(v) for v in info["shape"]]
+            count = math.prod(shape)
+            if not 0 <= begin <= end <= len(data) or end - begin != count * dtype.itemsize:
+                raise ValueError(f"tensor {name!r}: offsets {begin}..{end} do not fit")
+            t = (torch.frombuffer(data, dtype=dtype, count=count, offset=begin) if count
+                 else torch.empty(0, dtype=dtype))
+            out[name] = t.reshape(shape).clone()  # own memory, not a view of the file buffer
+        return out
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise GeneratorFormatError(f"{path}: not a readable safetensors file ({e})") from None
+
+
 
 def read_config(bundle_dir: str | Path) -> dict[str, Any]:
     """The bundle's model config (a dict), checked for what building G needs."""
@@ -186,11 +223,7 @@ def load_generator(bundle_dir: str | Path, *, fused: bool = True) -> nn.Module:
     `fused`: in its inference form (`fuse`), else exactly the pipeline's layers."""
     d = Path(bundle_dir)
     G = build_generator(read_config(d))
-    try:
-        state = load_file(str(d / GENERATOR_FILE))  # tensors only: never executes anything
-    except Exception as e:  # safetensors raises its own error types
-        raise GeneratorFormatError(f"{d / GENERATOR_FILE}: not a readable safetensors file "
-                                   f"({e})") from None
+    state = read_safetensors(d / GENERATOR_FILE)  # bytes and JSON only: nothing executed
     G.load_state_dict(state, strict=True)
     return fuse(G.eval()) if fused else G.eval()
 
