@@ -228,7 +228,10 @@ def _pyfunc_kwargs(bundle_dir: str | Path, metadata: dict[str, Any] | None) -> d
             "code_paths": [str(PORTABLE_FILE)],
             "signature": signature(cfg), "input_example": request_example(cfg),
             "pip_requirements": pip_requirements(),
-            "metadata": {"gan_format": FORMAT, **(metadata or {})}}
+            "metadata": {"gan_format": FORMAT, "latent_dim": cfg.latent_dim,
+                         "conditional": cfg.conditional, "num_classes": cfg.num_classes,
+                         "image_shape": [cfg.channels, cfg.image_size, cfg.image_size],
+                         **(metadata or {})}}
 
 
 def save_model(path: str, mlflow_model: Any, *, bundle_dir: str | Path, **kwargs: Any) -> None:
