@@ -12,7 +12,8 @@
 - `make_stack_env` (integration): environments for extra, independent stacks (own GAN_HOME and
   ports), each brought down at the end of the test.
 - `portable_client` (both tiers): run `tests/portable_client.py` (a consumer with only torch and
-  MLflow: importing `gan`/`flows` refused) on a list of cases; returns its JSON results.
+  MLflow: importing `gan`/`flows` refused) on a list of cases; returns its JSON results. With
+  GAN_CLIENT_PYTHON set (e.g. a venv holding only torch and mlflow), that interpreter runs it.
 
 Only integration tests may request `stack`, `storage` or `make_stack_env`.
 """
@@ -223,7 +224,8 @@ def portable_client(tmp_path: Path) -> Callable[..., list[dict]]:
         env = {k: v for k, v in os.environ.items() if k not in drop}
         if tracking_uri:
             env["MLFLOW_TRACKING_URI"] = tracking_uri
-        r = subprocess.run([sys.executable, str(script), str(path)], cwd=tmp_path, env=env,
+        python = os.environ.get("GAN_CLIENT_PYTHON") or sys.executable
+        r = subprocess.run([python, str(script), str(path)], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stdout + r.stderr[-3000:]
         return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]

@@ -255,6 +255,9 @@ def bench(
     pull_model: str | None = typer.Option(
         None, "--pull-model", help="Model to pull: models:/<name>@<alias> (the configured "
         "MLflow) or a local model directory; default: the default preset's G saved locally."),
+    pull_python: str | None = typer.Option(
+        None, "--pull-python", help="The client's Python (e.g. a venv with only torch and "
+        "mlflow); default: this one."),
 ) -> None:
     """Images/s of the training step (bare PyTorch, in-process loop, Ray Train 1 and 2 workers)
     and the seconds a client takes to load a generator and draw 10,000 images."""
@@ -275,7 +278,7 @@ def bench(
         tracking = load_settings().mlflow_tracking_uri
     err.print("pulling a generator in a fresh process: load + 10,000 images ...")
     try:
-        pull = pull_bench(pull_model, tracking_uri=tracking)
+        pull = pull_bench(pull_model, tracking_uri=tracking, python=pull_python)
     except RuntimeError as e:
         raise fail(str(e)) from None
     if as_json:
