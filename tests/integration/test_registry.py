@@ -140,9 +140,9 @@ def test_first_champion_second_challenger(stack: Settings, published) -> None:
     assert "get-artifact?path=evaluation/samples.png" in card
     assert "http://127.0.0.1:1/runs/flow-run/flow-" in card  # the Prefect link
     assert "promoted to champion" in c.get_model_version(name, "1").description
-    run2 = published[1][2].mlflow_run_id
+    run2 = published[1][1][2].mlflow_run_id
     assert {a.path for a in c.list_artifacts(run2)} >= {"model_card.md"}
-    logged = c.get_logged_model(v2.model_id)
+    logged = c.get_logged_model(c.get_run(run2).data.tags[registry.MODEL_ID_TAG])
     assert {m.key: m.value for m in logged.metrics}["fid"] == 20.0  # the model's metrics
 
 

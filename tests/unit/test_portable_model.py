@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import mlflow.pytorch
 import numpy as np
 import pytest
 import torch
@@ -163,3 +164,27 @@ def test_safetensors_reader_matches_the_library(tmp_path: Path) -> None:
     (tmp_path / "pickle.safetensors").write_bytes(b"\x80\x04\x95" + b"\x00" * 40)
     with pytest.raises(portable.GeneratorFormatError, match="not a readable safetensors"):
         portable.read_safetensors(tmp_path / "pickle.safetensors")
+
+
+def test_logged_model_has_both_flavours(tmp_path: Path) -> None:
+    """`log_bundle_model` into a run (a local SQLite tracking store: no server) gives a logged
+    model with the portable pyfunc, the pt2 pytorch flavour and the model's facts."""
+    cfg, G, bundle = tiny_bundle(tmp_path, "mlp", True)
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        with mlflow.start_run():
+            info = mm.log_bundle_model("generator", bundle, metadata={"run_id": "r1"})
+        assert set(info.flavors) == {"python_function", "pytorch"}
+        assert info.flavors["python_function"]["loader_module"] == "gan_generator_model"
+        model = mlflow.pyfunc.load_model(info.model_uri)
+        meta = model.metadata.metadata
+        assert (meta["latent_dim"], meta["conditional"], meta["run_id"]) == (12, True, "r1")
+        ref = reference(G, cfg)
+        np.testing.assert_allclose(model.predict({"n": 5, "seed": 7}), ref["x_req"], atol=2e-6)
+        g = mlflow.pytorch.load_model(info.model_uri)
+        with torch.inference_mode():
+            out = g(torch.from_numpy(ref["z"]), torch.from_numpy(ref["y"])).numpy()
+        np.testing.assert_allclose(out, ref["x"], atol=2e-6)
+    finally:
+        mlflow.set_tracking_uri(before)
