@@ -115,8 +115,8 @@ def model_card(*, name: str, version: str, report: Report, dataset: DatasetRef,
         "```python",
         "import mlflow",
         f'g = mlflow.pyfunc.load_model("models:/{name}/{version}")',
-        'x = g.predict({"n": 64, "seed": 0})  # float32 (64, '
-        f'{c}, {s}, {s}) in [-1, 1]' + (', "y": [...] for labels' if model.get("conditional")
-                                         else ""),
+        'x = g.predict({"n": 64, "seed": 0})' + (' # add "y": [...] (64 labels)'
+                                                 if model.get("conditional") else ""),
+        f"# x: float32 numpy (64, {c}, {s}, {s}) in [-1, 1]",
         "```", ""]
     return "\n".join(lines)
