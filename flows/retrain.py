@@ -7,8 +7,10 @@ form) and its four tasks, each a thin call into one `gan` entry point:
                   result persisted in the bucket (s3-bucket/gan-results), retried on
                   StorageError (2 s, 5 s, 10 s)
     train         gan.train.ray.driver.train   no Prefect retries: Ray owns fault tolerance; a
-                  progress artifact is updated every epoch; storage lost mid-run fails it
-                  naming the endpoint (a rerun of the run id resumes from its last checkpoint)
+                  progress artifact is updated every epoch, and the run's MLflow run
+                  (gan.registry.live_run, opened here) takes each epoch's numbers and preview
+                  grids; storage lost mid-run fails it naming the endpoint (a rerun of the run
+                  id resumes from its last checkpoint)
     evaluate      gan.eval.evaluate.evaluate   retried on StorageError (idempotent per run id)
     register      gan.registry.publish.register   retried on StorageError or an unreachable
                   MLflow (RegistryUnavailable), 5 s, 10 s (idempotent per run id: one MLflow
