@@ -266,6 +266,12 @@ def bench(
     unknown = [m for m in model if m not in ("seed", "default")]
     if unknown:
         raise fail(f"--model {unknown[0]!r}: choose seed or default", code=2)
+    tracking = None
+    if pull_model and pull_model.startswith(("models:/", "runs:/")):
+        tracking = load_settings().mlflow_tracking_uri
+    elif pull_model and not (Path(pull_model) / "MLmodel").is_file():
+        raise fail(f"--pull-model {pull_model!r}: not models:/..., runs:/... or a local MLflow "
+                   "model directory", code=2)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     results: list[dict[str, Any]] = []
     if not pull_only:
@@ -273,9 +279,6 @@ def bench(
 
         results = run_bench(model, BenchConfig(images=images, epochs=epochs),
                             echo=lambda m: err.print(escape(m)))
-    tracking = None
-    if pull_model and pull_model.startswith(("models:/", "runs:/")):
-        tracking = load_settings().mlflow_tracking_uri
     err.print("pulling a generator in a fresh process: load + 10,000 images ...")
     try:
         pull = pull_bench(pull_model, tracking_uri=tracking, python=pull_python)
