@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
 from pathlib import Path
@@ -60,6 +61,7 @@ DISCRIMINATOR_FILE = "discriminator.safetensors"
 LOADER_MODULE = "gan_generator_model"
 PORTABLE_FILE = Path(portable.__file__)
 PT2_DIR, PT2_FILE = "pytorch", "model.pt2"  # the pytorch flavour: <model>/pytorch/model.pt2
+_EXPORT_LOCK = threading.Lock()
 # Versions logged before the self-contained format name these loaders (this module; the flat
 # layout's `gan.mlflow_model`, kept importable), so they still load with this package installed.
 LEGACY_LOADER_MODULES = ("gan.registry.model_format", "gan.mlflow_model")
@@ -204,7 +206,15 @@ def pip_requirements() -> list[str]:
 
 
 def export_pt2(bundle_dir: str | Path, path: str | Path) -> Path:
-    """G of a bundle exported with `torch.export` (batch dynamic) and saved to `path`."""
+    """G of a bundle exported with `torch.export` (batch dynamic) and saved to `path`.
+
+    One export at a time per process: `torch.export` traces through process-wide state, and
+    two flow runs in one process (e.g. `gan serve`) may register at once."""
+    with _EXPORT_LOCK:
+        return _export_pt2(bundle_dir, path)
+
+
+def _export_pt2(bundle_dir: str | Path, path: str | Path) -> Path:
     cfg = read_model_config(bundle_dir)
     G = portable.load_generator(bundle_dir)  # the consumers' code: pt2 and pyfunc agree
     batch = torch.export.Dim("batch", min=1, max=portable.MAX_N)
