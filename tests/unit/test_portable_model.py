@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import mlflow
@@ -188,3 +189,25 @@ def test_logged_model_has_both_flavours(tmp_path: Path) -> None:
         np.testing.assert_allclose(out, ref["x"], atol=2e-6)
     finally:
         mlflow.set_tracking_uri(before)
+
+
+def test_exports_from_two_threads_at_once(tmp_path: Path) -> None:
+    """Two registrations in one process (two flow runs) export at the same time: both work."""
+    bundles = [tiny_bundle(tmp_path, arch, True)[2] for arch in ("dcgan", "mlp")]
+    errors: list[BaseException] = []
+
+    def export(i: int) -> None:
+        try:
+            mm.export_pt2(bundles[i], tmp_path / f"g{i}.pt2")
+        except BaseException as e:  # noqa: BLE001 (collected, asserted below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=export, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for i in range(2):
+        G = torch.export.load(str(tmp_path / f"g{i}.pt2")).module()
+        assert G(torch.randn(3, 12), torch.arange(3)).shape == (3, 1, 28, 28)
