@@ -285,10 +285,15 @@ def champion(settings_or_client: Settings | MlflowClient, name: str
     """(version, headline metrics) of `name`@champion, or (None, None) when none."""
     c = (settings_or_client if isinstance(settings_or_client, MlflowClient)
          else client(settings_or_client))
-    version = _alias_version(c, name, CHAMPION)
+    version = champion_version(c, name)
     if version is None:
         return None, None
     return version, version_metrics(c, c.get_model_version(name, version))
+
+
+def champion_version(c: MlflowClient, name: str) -> str | None:
+    """The version `name`@champion points at, or None (no model, or no champion yet)."""
+    return _alias_version(c, name, CHAMPION)
 
 
 def _decide_and_apply(c: MlflowClient, name: str, version: str, report: Report,
