@@ -17,7 +17,10 @@ training: the flow logs a warning when MLflow does not answer.
 
 from __future__ import annotations
 
+import logging
 import tempfile
+import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ from gan.eval.pictures import sample_grid_png
 from gan.registry import run_log
 from gan.registry.connect import check_reachable, client
 
+log = logging.getLogger(__name__)
 NOTE_TAG = "mlflow.note.content"  # what the MLflow UI shows as the run's description
 NOT_METRICS = ("epoch", "step", "preview")
 
@@ -50,6 +54,7 @@ class LiveRun:
 
     def __init__(self, c: MlflowClient, mlflow_run_id: str, run_id: str) -> None:
         self.client, self.mlflow_run_id, self.run_id = c, mlflow_run_id, run_id
+        self._uploads: list[threading.Thread] = []
 
     @classmethod
     def open(cls, settings: Settings, *, run_id: str, experiment: str = "gan-retrain",
@@ -76,16 +81,34 @@ class LiveRun:
             self.log_preview(epoch, np.asarray(preview))
 
     def log_preview(self, epoch: int, images: np.ndarray) -> None:
-        """(n, C, H, W) samples in [-1, 1] → progress/samples_epoch_<NNNNN>.png in the run."""
+        """(n, C, H, W) samples in [-1, 1] → progress/samples_epoch_<NNNNN>.png in the run,
+        uploaded in a daemon thread: an artifact store that is down makes MLflow's client
+        retry for minutes, which must not stall the epoch callback (and so the driver)."""
         png = sample_grid_png(torch.from_numpy(images.astype(np.float32)), ncol=8)
-        with tempfile.TemporaryDirectory(prefix="gan-preview-") as tmp:
-            path = Path(tmp, f"samples_epoch_{epoch:05d}.png")
-            path.write_bytes(png)
-            self.client.log_artifact(self.mlflow_run_id, str(path), "progress")
+        t = threading.Thread(target=self._upload, args=(epoch, png), daemon=True,
+                             name=f"gan-preview-{epoch}")
+        t.start()
+        self._uploads.append(t)
+
+    def _upload(self, epoch: int, png: bytes) -> None:
+        try:
+            with tempfile.TemporaryDirectory(prefix="gan-preview-") as tmp:
+                path = Path(tmp, f"samples_epoch_{epoch:05d}.png")
+                path.write_bytes(png)
+                self.client.log_artifact(self.mlflow_run_id, str(path), "progress")
+        except Exception as e:  # noqa: BLE001 (a lost preview is logged, never fatal)
+            log.warning("preview of epoch %d not uploaded to MLflow: %s", epoch, e)
+
+    def wait_uploads(self, timeout_s: float = 30.0) -> None:
+        """Wait (at most `timeout_s` in all) for the preview uploads still running."""
+        deadline = time.monotonic() + timeout_s
+        for t in self._uploads:
+            t.join(max(0.0, deadline - time.monotonic()))
 
     def finish(self, trained: TrainedRef) -> None:
         """Training done: the epochs not logged live (e.g. before a resume, or a finished run
         returned again), the run's summary numbers; `register` then skips the history."""
+        self.wait_uploads()
         seen = {m.step for m in self.client.get_metric_history(self.mlflow_run_id,
                                                                "train/images_per_s")}
         for i, row in enumerate(trained.history):

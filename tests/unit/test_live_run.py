@@ -58,6 +58,7 @@ def test_epochs_preview_finish_and_fail() -> None:
     preview = np.zeros((64, 1, 28, 28), np.float32)
     live.log_epoch(_epoch(1))
     live.log_epoch(_epoch(2, preview=preview))
+    live.wait_uploads()  # previews upload in a thread
     keys = {m.key for m in c.metrics}
     assert "train/loss_d" in keys and "train/d_fake" in keys and "train/images_per_s" in keys
     assert not keys & {"train/epoch", "train/step", "train/preview"}
