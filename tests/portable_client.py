@@ -29,7 +29,10 @@ class RefusePipeline(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, RefusePipeline())
 _REPO = __file__.rsplit("/tests/", 1)[0]
-sys.path[:] = [p for p in sys.path if p not in ("", ".", _REPO) and not p.startswith(_REPO + "/")]
+# Off the path: the checkout and folders in it, but not an installed site-packages (CI's
+# virtualenv lives inside the checkout: .venv/lib/python3.11/site-packages).
+sys.path[:] = [p for p in sys.path if p not in ("", ".", _REPO)
+               and not (p.startswith(_REPO + "/") and "site-packages" not in p)]
 
 import json  # noqa: E402
 import os  # noqa: E402
