@@ -175,7 +175,14 @@ def current_champion(settings: Settings, model_name: str) -> ev.Champion | None:
     """The champion's generator for re-scoring, loaded through gan.registry (None: none yet).
 
     A champion whose model cannot be loaded is passed on with the reason, so the gate says so
-    and does not promote automatically; an unreachable MLflow raises (the task retries)."""
+    and does not promote automatically. MLflow unreachable: evaluation goes on without the
+    champion (the gate then does not promote) — registering needs MLflow anyway and fails
+    naming it, and the rerun of the run id evaluates again, with the champion."""
+    try:
+        registry_connect.check_reachable(settings, attempts=2)
+    except registry_connect.RegistryUnavailable as e:
+        get_run_logger().warning("champion of %s not re-scored: %s", model_name, e)
+        return ev.Champion("?", None, problem=f"the registry could not be asked: {e}")
     version, _ = registry.champion(settings, model_name)
     if version is None:
         return None
