@@ -7,8 +7,10 @@ form) and its four tasks, each a thin call into one `gan` entry point:
                   result persisted in the bucket (s3-bucket/gan-results), retried on
                   StorageError (2 s, 5 s, 10 s)
     train         gan.train.ray.driver.train   no Prefect retries: Ray owns fault tolerance; a
-                  progress artifact is updated every epoch; storage lost mid-run fails it
-                  naming the endpoint (a rerun of the run id resumes from its last checkpoint)
+                  progress artifact is updated every epoch, and the run's MLflow run
+                  (gan.registry.live_run, opened here) takes each epoch's numbers and preview
+                  grids; storage lost mid-run fails it naming the endpoint (a rerun of the run
+                  id resumes from its last checkpoint)
     evaluate      gan.eval.evaluate.evaluate   retried on StorageError (idempotent per run id)
     register      gan.registry.publish.register   retried on StorageError or an unreachable
                   MLflow (RegistryUnavailable), 5 s, 10 s (idempotent per run id and checkpoint:
@@ -59,6 +61,7 @@ from gan.registry import connect as registry_connect
 from gan.registry import lineage
 from gan.registry import load as registry_load
 from gan.registry import publish as registry
+from gan.registry.live_run import LiveRun
 from gan.train.ddp import format_progress
 from gan.train.ray import driver as distributed
 
@@ -117,17 +120,45 @@ def prepare_data(settings: Settings, cfg: DataConfig) -> DatasetRef:
 @task(name="train", task_run_name="train {run_id}", cache_policy=NO_CACHE,
       persist_result=False)
 def train(settings: Settings, dataset: DatasetRef, model_cfg: ModelConfig,
-          train_cfg: TrainConfig, run_id: str) -> TrainedRef:
-    """Ray Train on the dataset; live progress in a progress artifact."""
-    progress = EpochProgress(run_id, train_cfg.epochs)
+          train_cfg: TrainConfig, run_id: str, experiment: str = "gan-retrain") -> TrainedRef:
+    """Ray Train on the dataset; live progress in a progress artifact and in the MLflow run
+    (opened now, so MLflow shows training as it happens)."""
+    live = _open_live_run(settings, run_id, experiment)
+    progress = EpochProgress(run_id, train_cfg.epochs, live)
     try:
-        return distributed.train(settings, dataset, model_cfg, train_cfg, run_id=run_id,
-                                 on_epoch=progress)
+        trained = distributed.train(settings, dataset, model_cfg, train_cfg, run_id=run_id,
+                                    on_epoch=progress)
     except OSError as e:  # pyarrow's S3 errors: Ray Train writes run files through pyarrow
-        raise StorageError(
+        err: Exception = StorageError(
             f"S3 endpoint {settings.s3_endpoint_url} failed while training run {run_id}; "
-            f"rerun with run id {run_id} to resume from its last complete checkpoint ({e})"
-        ) from e
+            f"rerun with run id {run_id} to resume from its last complete checkpoint ({e})")
+        _live_call(live, "fail", str(err))
+        raise err from e
+    except Exception as e:
+        _live_call(live, "fail", f"training failed: {e}")
+        raise
+    _live_call(live, "finish", trained)
+    return trained
+
+
+def _open_live_run(settings: Settings, run_id: str, experiment: str) -> LiveRun | None:
+    """The MLflow run of `run_id`, open from now; None (a warning) when MLflow does not answer:
+    training goes on and `register` (which retries) logs the history afterwards."""
+    try:
+        return LiveRun.open(settings, run_id=run_id, experiment=experiment, lineage=_lineage())
+    except Exception as e:  # noqa: BLE001 (MLflow down must not stop training)
+        get_run_logger().warning("MLflow run not opened, training without live logging: %s", e)
+        return None
+
+
+def _live_call(live: LiveRun | None, method: str, *args: Any) -> None:
+    """`live.<method>(*args)`, a failure logged as a warning (the flow's outcome stands)."""
+    if live is None:
+        return
+    try:
+        getattr(live, method)(*args)
+    except Exception as e:  # noqa: BLE001 (see docstring)
+        get_run_logger().warning("MLflow run %s: %s failed: %s", live.mlflow_run_id, method, e)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE, persist_result=False, retries=2,
@@ -223,7 +254,8 @@ def retrain(params: RetrainParams = RetrainParams()) -> ModelRef | Unchanged:
             publish_unchanged(settings, unchanged)
             return unchanged
     with stage("train"):
-        trained = train(settings, dataset, model_cfg, train_cfg, run_id)
+        trained = train(settings, dataset, model_cfg, train_cfg, run_id,
+                        params.registry.experiment)
     with stage("evaluate"):
         report = evaluate(settings, dataset, trained, eval_cfg, params.model_name)
     with stage("register"):
@@ -236,10 +268,11 @@ def retrain(params: RetrainParams = RetrainParams()) -> ModelRef | Unchanged:
 
 
 class EpochProgress:
-    """`on_epoch` callback: one log line and a progress-artifact update per epoch."""
+    """`on_epoch` callback: one log line and a progress-artifact update per epoch, and the
+    epoch's numbers (and preview grid) into the live MLflow run when there is one."""
 
-    def __init__(self, run_id: str, total_epochs: int) -> None:
-        self.run_id, self.total = run_id, total_epochs
+    def __init__(self, run_id: str, total_epochs: int, live: LiveRun | None = None) -> None:
+        self.run_id, self.total, self.live = run_id, total_epochs, live
         self.log = get_run_logger()  # held: the callback runs in this task's thread
         self.artifact_id = create_progress_artifact(
             progress=0.0, description=f"training run {run_id}: starting")
@@ -250,6 +283,7 @@ class EpochProgress:
         done = min(100.0, 100.0 * float(metrics.get("epoch", 0)) / max(self.total, 1))
         update_progress_artifact(self.artifact_id, progress=done,
                                  description=f"training run {self.run_id}: {line}")
+        _live_call(self.live, "log_epoch", metrics)
 
 
 def publish_summary(settings: Settings, run_id: str, dataset: DatasetRef, trained: TrainedRef,
@@ -304,8 +338,8 @@ def _champion_metrics(settings: Settings, model: ModelRef,
     score = report.champion if report is not None else None
     if score is not None and score.version == version and score.comparable:
         return dict(score.metrics)
-    tags = registry_connect.client(settings).get_model_version(model.name, version).tags
-    return registry.metrics_from_tags(tags)
+    c = registry_connect.client(settings)
+    return registry.version_metrics(c, c.get_model_version(model.name, version))
 
 
 def _lineage() -> dict[str, str]:

@@ -237,19 +237,25 @@ def metric_key(name: str) -> str:
 
 
 def _metrics(values: Mapping[str, Any], *, prefix: str = "", step: int = 0,
-             ts: int | None = None) -> list[Metric]:
+             ts: int | None = None, model_id: str | None = None) -> list[Metric]:
     ts = ts if ts is not None else int(time.time() * 1000)
     out = []
     for k, v in values.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
             continue  # NaN (e.g. loss_g of an epoch with no G step) means "not measured"
-        out.append(Metric(metric_key(f"{prefix}{k}"), float(v), ts, step))
+        out.append(Metric(metric_key(f"{prefix}{k}"), float(v), ts, step, model_id=model_id))
     return out
 
 
 def _log_metrics(client: MlflowClient, run_id: str, metrics: list[Metric]) -> None:
     for i in range(0, len(metrics), BATCH):
         client.log_batch(run_id, metrics=metrics[i:i + BATCH])
+
+
+def log_values(client: MlflowClient, mlflow_run_id: str, values: Mapping[str, Any], *,
+               prefix: str = "", step: int = 0) -> None:
+    """The numeric (non-NaN) entries of `values` as metrics `<prefix><key>` at `step`."""
+    _log_metrics(client, mlflow_run_id, _metrics(values, prefix=prefix, step=step))
 
 
 def log_training(client: MlflowClient, run: Run, trained: TrainedRef) -> None:
@@ -286,10 +292,22 @@ def evaluation_metrics(report: Report) -> dict[str, float]:
     return out
 
 
-def log_evaluation(client: MlflowClient, run: Run, report: Report) -> None:
+def headline_metrics(report: Report) -> dict[str, float]:
+    """The metrics a version is judged by: the report's, class coverage, judge accuracy."""
+    return dict(report.metrics) | {"classes_covered": float(report.classes_covered),
+                                   "judge_accuracy": float(report.judge_accuracy)}
+
+
+def log_evaluation(client: MlflowClient, run: Run, report: Report,
+                   model_id: str | None = None) -> None:
+    """The evaluation metrics into the run; the headline ones also linked to the logged model
+    `model_id` (MLflow 3 shows them as the model's metrics, next to its versions)."""
     if done(run, "evaluation"):
         return
-    _log_metrics(client, run.info.run_id, _metrics(evaluation_metrics(report)))
+    headline = headline_metrics(report)
+    rest = {k: v for k, v in evaluation_metrics(report).items() if k not in headline}
+    _log_metrics(client, run.info.run_id,
+                 _metrics(headline, model_id=model_id) + _metrics(rest))
     mark_done(client, run, "evaluation")
 
 

@@ -201,8 +201,9 @@ def test_worse_run_stays_challenger_and_reuses_the_dataset(stack: Settings, clie
     c = MlflowClient(tracking_uri=stack.require_mlflow())
     assert c.get_model_version_by_alias(MODEL, "champion").version == "1"
     assert c.get_model_version_by_alias(MODEL, "challenger").version == "2"
-    reasons = c.get_model_version(MODEL, "2").tags["gate.reasons"]
-    assert "FAIL: FID" in reasons and "vs champion v1 re-scored" in reasons
+    v2 = c.get_model_version(MODEL, "2")
+    assert v2.tags["verdict"] == "rejected"  # the reasons read in its model card
+    assert "FAIL: FID" in v2.description and "vs champion v1 re-scored" in v2.description
     fr = _flow_run_named(client, run_id)
     states = {t.name.split("-")[0]: t.state.name for t in _task_runs(client, fr.id)}
     assert states["prepare_data"] == "Cached"  # run 1's result, read from the bucket

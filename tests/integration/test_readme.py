@@ -138,13 +138,15 @@ def clean_env(settings: Settings, home: Path) -> dict[str, str]:
     return env
 
 
-def run_in_clean_shell(script: str, settings: Settings, tmp: Path, name: str
+def run_in_clean_shell(script: str, settings: Settings, tmp: Path, name: str,
+                       extra_env: dict[str, str] | None = None
                        ) -> tuple[subprocess.CompletedProcess[str], Path]:
     cwd, home = tmp / f"{name}-cwd", tmp / f"{name}-home"
     cwd.mkdir()
     home.mkdir()
     r = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=cwd,
-                       env=clean_env(settings, home), capture_output=True, text=True,
+                       env=clean_env(settings, home) | (extra_env or {}),
+                       capture_output=True, text=True,
                        timeout=600, stdin=subprocess.DEVNULL)
     return r, cwd
 
@@ -233,7 +235,12 @@ def test_readme_python_snippets_work_in_a_clean_shell(gan_digits: str, stack: Se
                                                       tmp_path: Path) -> None:
     blocks = readme_blocks("python")
     assert blocks, "no ```python block found in README.md"
+    # A consumer application names its MLflow server (the README's client snippet reads
+    # MLFLOW_TRACKING_URI, as MLflow does); the other snippets find the stack without it.
+    consumer = {"MLFLOW_TRACKING_URI": stack.require_mlflow()}
     for i, code in enumerate(blocks):
-        r, cwd = run_in_clean_shell(f"python -c {shlex.quote(code)}", stack, tmp_path, f"py{i}")
+        env = consumer if "os.environ" in code else None
+        r, cwd = run_in_clean_shell(f"python -c {shlex.quote(code)}", stack, tmp_path, f"py{i}",
+                                    env)
         assert r.returncode == 0, f"README python block {i} failed:\n{code}\n{r.stderr[-3000:]}"
         assert list(cwd.iterdir()) == [], f"block {i} left files: {list(cwd.iterdir())}"
