@@ -1,15 +1,19 @@
 """The MLflow run of a pipeline run while it trains: open at the start, filled as epochs end.
 
 What this module is: `LiveRun`, used by the flow's train task (in the driver process, never in
-a Ray worker). `LiveRun.open(...)` finds or creates the one MLflow run of the run id (tag
-`gan.run_id`, as `gan.registry.run_log` does), marks it RUNNING with its lineage tags and a
-description linking the Prefect flow run; `log_epoch(metrics)` logs rank 0's per-epoch numbers
-as `train/<key>` at step = epoch (losses, D outputs, throughput) and, when the metrics carry a
-"preview" (64 seeded samples), a sample grid `progress/samples_epoch_<N>.png`; `finish(trained)`
-logs the run's summary numbers and marks training logged (so `register` does not log the
-history twice); `fail(message)` ends the run FAILED. `gan.registry.publish.register` later
-reuses the same run (evaluation, model, version) and ends it FINISHED: one run, its real
-duration.
+a Ray worker).
+- `LiveRun.open(...)` finds or creates the MLflow run this training logs into
+  (`run_log.open_live_run`, tag `gan.run_id`; the checkpoint is not known yet), marks it
+  RUNNING with its lineage tags and a description linking the Prefect flow run;
+- `log_epoch(metrics)` logs rank 0's per-epoch numbers as `train/<key>` at step = epoch
+  (losses, D outputs, throughput) and, when the metrics carry a "preview" (64 seeded
+  samples), a sample grid `progress/samples_epoch_<N>.png`;
+- `finish(trained)` logs the run's summary numbers, marks training logged (so `register`
+  does not log the history twice) and keys the run on its checkpoint
+  (`run_log.tag_checkpoint`);
+- `fail(message)` ends the run FAILED.
+`gan.registry.publish.register` later reuses the same run (evaluation, model, version) and ends
+it FINISHED: one run per (run id, checkpoint), its real duration.
 
 What it is not: no model logging, no registry (`gan.registry.publish`); nothing here stops
 training: the flow logs a warning when MLflow does not answer.
@@ -52,8 +56,10 @@ def run_description(run_id: str, flow_run_url: str = "") -> str:
 class LiveRun:
     """One pipeline run's MLflow run, open while training (see the module docstring)."""
 
-    def __init__(self, c: MlflowClient, mlflow_run_id: str, run_id: str) -> None:
+    def __init__(self, c: MlflowClient, mlflow_run_id: str, run_id: str,
+                 exp_id: str = "") -> None:
         self.client, self.mlflow_run_id, self.run_id = c, mlflow_run_id, run_id
+        self.exp_id = exp_id
         self._uploads: list[threading.Thread] = []
 
     @classmethod
@@ -66,10 +72,10 @@ class LiveRun:
         exp_id = run_log.experiment_id(c, experiment)
         tags = {run_log.RUN_TAG: run_id, "mlflow.runName": run_id, **(lineage or {})}
         tags[NOTE_TAG] = run_description(run_id, (lineage or {}).get("prefect.flow_run_url", ""))
-        run = run_log.open_run(c, exp_id, run_id, tags)
+        run = run_log.open_live_run(c, exp_id, run_id, tags)
         if run.info.status != RunStatus.to_string(RunStatus.RUNNING):
             c.update_run(run.info.run_id, status="RUNNING")  # a rerun of a failed run id
-        return cls(c, run.info.run_id, run_id)
+        return cls(c, run.info.run_id, run_id, exp_id)
 
     def log_epoch(self, metrics: Mapping[str, Any]) -> None:
         """Rank 0's numbers of one epoch as `train/<key>` (step = epoch); the preview grid."""
@@ -121,6 +127,10 @@ class LiveRun:
             "resumed_from_epoch": trained.resumed_from_epoch},
             prefix="run/", step=trained.epochs_completed)
         self.client.set_tag(self.mlflow_run_id, "gan.logged.training", "true")
+        if self.exp_id and trained.checkpoint_uri:  # the key `register` finds this run by
+            run = self.client.get_run(self.mlflow_run_id)
+            self.mlflow_run_id = run_log.tag_checkpoint(self.client, self.exp_id, run,
+                                                        self.run_id, trained.checkpoint_uri)
 
     def fail(self, message: str) -> None:
         """End the run FAILED, saying why (the flow fails too; a rerun reopens it)."""

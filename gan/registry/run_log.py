@@ -188,6 +188,8 @@ def open_run(client: MlflowClient, exp_id: str, run_id: str, tags: Mapping[str, 
     earlier = runs_of(client, exp_id, run_id)
     run = next((r for r in earlier if checkpoint is None
                 or r.data.tags.get(CHECKPOINT_TAG) == checkpoint), None)
+    # The live run of this training whose `finish` could not tag the checkpoint (MLflow away).
+    run = run or _live_untagged(earlier)
     tags = dict(tags)
     if run is None:
         if earlier:  # a continuation: its own run, pointing at the one before
@@ -199,6 +201,54 @@ def open_run(client: MlflowClient, exp_id: str, run_id: str, tags: Mapping[str, 
         tags["mlflow.runName"] = run.data.tags["mlflow.runName"]  # keep the name it was given
     client.log_batch(run.info.run_id, tags=[_tag(k, v) for k, v in tags.items()])
     return client.get_run(run.info.run_id)
+
+
+def _live_untagged(earlier: list[Run]) -> Run | None:
+    """The latest run not FINISHED that has no checkpoint yet: a live run (training) of an
+    attempt that stopped before its checkpoint was recorded."""
+    return next((r for r in reversed(earlier) if r.info.status != "FINISHED"
+                 and not r.data.tags.get(CHECKPOINT_TAG)), None)
+
+
+def open_live_run(client: MlflowClient, exp_id: str, run_id: str,
+                  tags: Mapping[str, str]) -> Run:
+    """The run training logs into, opened before its checkpoint is known: the live run of an
+    earlier attempt that never got a checkpoint (a crash, a resume), else a new run (named
+    `<run id> (continued)` and tagged `gan.continues` when the run id has runs already).
+    `tag_checkpoint` later gives it its key, so `open_run` at registration finds it."""
+    earlier = runs_of(client, exp_id, run_id)
+    run = _live_untagged(earlier)
+    tags = dict(tags)
+    if run is None:
+        if earlier:
+            tags["mlflow.runName"] = f"{run_id} (continued)"
+            tags[CONTINUES_TAG] = earlier[-1].info.run_id
+        run = client.create_run(exp_id, run_name=tags.get("mlflow.runName", run_id),
+                                tags={RUN_TAG: run_id})
+    elif run.data.tags.get("mlflow.runName"):
+        tags["mlflow.runName"] = run.data.tags["mlflow.runName"]
+    client.log_batch(run.info.run_id, tags=[_tag(k, v) for k, v in tags.items()])
+    return client.get_run(run.info.run_id)
+
+
+def tag_checkpoint(client: MlflowClient, exp_id: str, run: Run, run_id: str,
+                   checkpoint_uri: str) -> str:
+    """Key the live run `run` on the checkpoint training produced; return the MLflow run id
+    that now holds that key.
+
+    When another run of `run_id` has that checkpoint already (training returned a checkpoint
+    logged before: a retried flow whose registration had failed), that run stays the one and
+    the live run, which only re-logged its history, is deleted: one MLflow run per
+    (run id, checkpoint), as `open_run` promises."""
+    other = find_run(client, exp_id, run_id, checkpoint_uri)
+    if other is not None and other.info.run_id != run.info.run_id:
+        client.delete_run(run.info.run_id)
+        return other.info.run_id
+    tags = [_tag(CHECKPOINT_TAG, checkpoint_uri)]
+    if run.data.tags.get(CONTINUES_TAG):
+        tags.append(_tag("mlflow.runName", f"{run_id} (epoch {_epoch_of(checkpoint_uri)})"))
+    client.log_batch(run.info.run_id, tags=tags)
+    return run.info.run_id
 
 
 def _epoch_of(checkpoint_uri: str | None) -> str:
