@@ -42,7 +42,6 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import INPUTS, NO_CACHE, CachePolicy
-from prefect.client.orchestration import get_client
 from prefect.context import TaskRunContext
 from prefect.runtime import flow_run
 
@@ -239,8 +238,7 @@ def retrain(params: RetrainParams = RetrainParams()) -> ModelRef | Unchanged:
     data_cfg, model_cfg, train_cfg, eval_cfg = P.resolve(params)
     settings = Settings.load()
     ensure_result_storage(settings)
-    run_id = params.run_id or P.new_run_id(params.model_name)
-    _name_flow_run(run_id)
+    run_id = params.run_id or _run_id_here(params.model_name)
     get_run_logger().info("run %s publishes to models:/%s (preset %s)", run_id,
                           params.model_name, params.preset)
     with stage("prepare_data"):
@@ -349,8 +347,10 @@ def _lineage() -> dict[str, str]:
     return {k: v for k, v in tags.items() if v}
 
 
-def _name_flow_run(run_id: str) -> None:
-    """Name the flow run after the run id, so the UI lists runs by what they wrote."""
-    if flow_run.id and flow_run.name != run_id:
-        with get_client(sync_client=True) as client:
-            client.update_flow_run(flow_run.id, name=run_id)
+def _run_id_here(model_name: str) -> str:
+    """A new run id that contains this flow run's name. The flow run is never renamed: the name
+    it got at creation (the UI's toast, the runs list) stays; `gan retrain` passes its run id
+    as the flow run name from the start (`flow_run_name`)."""
+    if flow_run.id and flow_run.name:
+        return P.run_id_of_flow_run(model_name, flow_run.name, str(flow_run.id))
+    return P.new_run_id(model_name)

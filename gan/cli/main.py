@@ -163,7 +163,9 @@ def retrain(**options: Any) -> None:
                   f"{escape(params.model_name)}, Prefect API {escape(api)}")
     from flows.retrain import retrain as retrain_flow  # lazy: Prefect, torch, Ray, MLflow
 
-    state = retrain_flow(params, return_state=True)
+    # Named by the run id before it starts running: the runs list shows what the CLI printed.
+    named = retrain_flow.with_options(flow_run_name=params.run_id)
+    state = named(params, return_state=True)
     if not state.is_completed():
         why = (state.message or state.type.value).removeprefix(
             "Flow run encountered an exception: ")

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gan.core.form_schema import for_form
 from gan.core.ids import RUN_ID_PATTERN
 
 SMOKE_SUFFIX = "-smoke"  # the smoke preset's default model name: gan-<dataset>-smoke
@@ -26,7 +27,8 @@ MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 class Frozen(BaseModel):
     """Base for config records: immutable, unknown fields rejected (typos fail loudly)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # json_schema_extra: the Prefect form's schema (plain optional fields, bounds described).
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra=for_form)
 
 
 # --------------------------------------------------------------------------- data
@@ -62,7 +64,7 @@ class DataConfig(Frozen):
     )
     split_seed: int = Field(0, ge=0, description="Seed of the stratified train/holdout split.")
     limit: int | None = Field(
-        None, ge=20, description="Keep at most this many images (smoke runs); None keeps all."
+        None, ge=20, description="Keep at most this many images (smoke runs); empty keeps all."
     )
     channels: Literal[1, 3] | None = Field(
         None, description="Image channels: 1 (grey) or 3 (RGB); None: from the data (grey "
@@ -322,7 +324,9 @@ class RetrainParams(Frozen):
     run_id: str | None = Field(
         None,
         pattern=RUN_ID_PATTERN,
-        description="Names everything this run writes; reuse one to resume a stopped run.",
+        description="Names everything this run writes; reuse one to resume a stopped run. "
+        "Empty: `<model name>-<flow run name>-<6 hex of the flow run id>`, so the run id "
+        "starts with the name the UI gave the flow run.",
     )
     force: bool = Field(
         False, description="Train even when nothing changed: a new run whose dataset version, "

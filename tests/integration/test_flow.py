@@ -158,7 +158,10 @@ def test_deployment_run_publishes_a_champion(stack: Settings, client, first_run)
     c = MlflowClient(tracking_uri=stack.require_mlflow())
     mv = c.get_model_version_by_alias(MODEL, "champion")
     assert c.get_model_version_by_alias(MODEL, "challenger").version == mv.version
-    assert mv.tags["run_id"] == first_run.name  # the flow run is named by the run id
+    # The flow run keeps the name it got at creation (the UI's toast, the runs list); the run
+    # id, made from it when the run started, contains it: nobody renamed the flow run since.
+    run_id = mv.tags["run_id"]
+    assert run_id.startswith(f"{MODEL}-{first_run.name}-"), (run_id, first_run.name)
     run = c.get_run(mv.run_id)
     assert run.data.tags["prefect.flow_run_id"] == str(first_run.id)
     assert run.data.params["train.epochs"] == "20" and run.data.params["preset"] == "smoke"
@@ -169,7 +172,7 @@ def test_deployment_run_publishes_a_champion(stack: Settings, client, first_run)
     assert mv.source == f"models:/{model_id}"
     assert any(model_id in k and k.endswith("MLmodel") for k in mlflow_keys)
     assert storage.exists(run.data.tags["gan.checkpoint_uri"])
-    assert storage.exists(stack.s3_uri("runs", first_run.name, "eval", "report.json"))
+    assert storage.exists(stack.s3_uri("runs", run_id, "eval", "report.json"))
     # ... and consumers sample from it.
     G = registry_load.load_generator(f"models:/{MODEL}@champion", settings=stack)
     with torch.no_grad():
