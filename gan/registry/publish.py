@@ -198,7 +198,8 @@ def version_tags(report: Report, dataset: DatasetRef, run_id: str) -> dict[str, 
     metrics.update(classes_covered=float(report.classes_covered),
                    judge_accuracy=float(report.judge_accuracy))
     tags = {k: repr(float(v)) for k, v in metrics.items() if "." not in k}
-    return tags | {"dataset_version": dataset.version, "run_id": run_id}
+    return tags | {"dataset_version": dataset.version, "run_id": run_id,
+                   "gan.judge": report.judge}  # the feature space the metrics are in
 
 
 def _checkpoint_tags(trained: TrainedRef) -> dict[str, str]:
