@@ -17,6 +17,7 @@ from gan.core.records import Report
 from gan.data.prepare import PreparedData, prepare_arrays
 from gan.eval.evaluate import Champion, evaluate_generator, gate
 from gan.eval.judge import FolderFiles, JudgeError
+from gan.eval.report import render_markdown
 from gan.eval.ssl_judge import (
     META_FILE,
     SSLJudge,
@@ -191,6 +192,9 @@ def test_unlabelled_digits_evaluate_and_pass_without_class_metrics(ssl, unlabell
     assert fresh["class_hist"] == [] and "class_kl" not in fresh["metrics"]
     assert "inception_score" not in fresh["metrics"]
     assert fresh["champion"].comparable and "fid" in fresh["champion"].metrics
+    md = render_markdown(as_report(fresh))
+    assert "judge: self-supervised encoder (label-free; no class metrics" in md
+    assert "retrieval_accuracy" in md and "class shares" not in md
     d = gate(as_report(fresh), None, GateConfig())
     assert d.promote, d.reasons
     assert any("no labels: class coverage and class KL not judged (metrics in the "
