@@ -79,6 +79,9 @@ RETRAIN_OPTIONS: tuple[RetrainOption, ...] = (
                   "a stopped run."),
     RetrainOption("--force", "force", "Train even when the dataset version, recipe and code equal "
                   "the champion's (otherwise such a run ends at once: nothing changed)."),
+    RetrainOption("--judge", "eval.judge", "Feature space of the metrics: auto (classifier "
+                  "when the data has labels, else a self-supervised encoder), classifier or "
+                  "self-supervised."),
     RetrainOption("--max-class-kl", "gate.max_class_kl", "Gate: max KL of real vs generated "
                   "class shares."),
     RetrainOption("--fid-margin", "gate.fid_margin", "Gate: FID must beat the champion's by "

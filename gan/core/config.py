@@ -214,6 +214,22 @@ class EvalConfig(Frozen):
         3, ge=2, le=20, description="Evaluation repeats, latent seeds seed, seed+1, ...: each "
         "metric is reported as mean ± spread over them, and the gate's noise is that spread."
     )
+    judge: Literal["auto", "classifier", "self-supervised"] = Field(
+        "auto", description="Feature space of the metrics: the classifier judge (needs labels) "
+        "or a self-supervised encoder (any data); auto = classifier when the data has labels."
+    )
+    ssl_judge_epochs: int = Field(
+        15, ge=1, le=200, description="Epochs to train the self-supervised (label-free) judge."
+    )
+    min_ssl_retrieval: float = Field(
+        0.5, ge=0.0, le=1.0, description="Label-free judge check: share of augmented holdout "
+        "images whose nearest feature is their own original (an untrained encoder ≈ 0.4), and "
+        "0.1 above the untrained encoder's; 0 = off (the smoke preset)."
+    )
+    min_ssl_knn_accuracy: float = Field(
+        0.8, ge=0.0, le=1.0, description="Label-free judge check where labels exist: 5-NN "
+        "holdout accuracy in its feature space."
+    )
 
 
 class GateConfig(Frozen):
@@ -290,7 +306,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "data": {"limit": 200},
         "model": {"arch": "mlp", "g_hidden": (32, 64), "d_hidden": (64, 32)},
         "train": {"epochs": 1, "batch_size": 32, "checkpoint_every": 1},
-        "eval": {"n_samples": 200, "judge_epochs": 2, "min_judge_accuracy": 0.0},
+        "eval": {"n_samples": 200, "judge_epochs": 2, "min_judge_accuracy": 0.0,
+                 "ssl_judge_epochs": 3, "min_ssl_retrieval": 0.0, "min_ssl_knn_accuracy": 0.0},
     },
 }
 

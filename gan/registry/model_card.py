@@ -82,15 +82,21 @@ def model_card(*, name: str, version: str, report: Report, dataset: DatasetRef,
             bound = report.floors.get(key, report.ceilings.get(key))
             rows.append([label, fmt_number(report.metrics[key]), fmt_number(bound),
                          f"{better} is better"])
-    rows.append(["classes covered", f"{report.classes_covered} of {dataset.num_classes}", "—",
-                 "all expected"])
+    if dataset.labelled:  # labels exist: class coverage was judged
+        rows.append(["classes covered", f"{report.classes_covered} of {dataset.num_classes}",
+                     "—", "all expected"])
     if report.conditional_accuracy is not None:
         rows.append(["label accuracy (judge)", fmt_number(report.conditional_accuracy), "—",
                      "conditional: G draws the asked class"])
+    if report.judge == "self-supervised":  # no labels: features learnt without them
+        quality = ", ".join(f"{k} {fmt_number(v)}" for k, v in report.judge_quality.items())
+        judge = f"a self-supervised judge (no labels; quality check: {quality or 'passed'})"
+    else:
+        judge = f"a classifier judge of accuracy {fmt_number(report.judge_accuracy)} on real data"
     lines += ["## Headline metrics", "",
               f"On {report.n_samples} samples against the held-out split; the floor is the same "
-              f"metric between real train and real held-out images (the best reachable), with "
-              f"a judge of accuracy {fmt_number(report.judge_accuracy)} on real data.", "",
+              f"metric between real train and real held-out images (the best reachable), in the "
+              f"features of {judge}.", "",
               markdown_table(["metric", "value", "real-data floor", ""], rows,
                              align=[None, "right", "right", None]), ""]
     if decision is not None:

@@ -90,6 +90,8 @@ NOT_RUN: dict[str, str] = {
     "gan serve --no-schedule": _SERVE,
     "gan serve --name my-deployment": _SERVE,
     "gan serve --watch-every 60": _SERVE + "; test_trigger runs the watcher it serves",
+    "gan retrain --source npz --uri unlabelled.npz --unconditional": _RETRAIN + "; "
+        "test_label_free runs the flow on an unlabelled npz of digits",
     "gan retrain --force": _RETRAIN + "; test_run_semantics runs the flow without force",
     "export PREFECT_API_URL=http://127.0.0.1:4200/api": "the default stack's address; the "
         "Prefect CLI lines it is for are not run",
