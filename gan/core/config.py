@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from gan.core.form_schema import for_form
 from gan.core.ids import RUN_ID_PATTERN
 
-SMOKE_SUFFIX = "-smoke"  # the smoke preset's default model name: gan-<dataset>-smoke
+SMOKE_SUFFIX = "-smoke"  # the smoke preset's default model name: gan-DATASET-smoke
 # Names MLflow's registry accepts without surprises in URIs (`models:/<name>@alias`).
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -67,7 +67,7 @@ class DataConfig(Frozen):
         None, ge=20, description="Keep at most this many images (smoke runs); empty keeps all."
     )
     channels: Literal[1, 3] | None = Field(
-        None, description="Image channels: 1 (grey) or 3 (RGB); None: from the data (grey "
+        None, description="Image channels: 1 (grey) or 3 (RGB); empty: from the data (grey "
         "when every image is grey)."
     )
     max_bad_fraction: float = Field(
@@ -149,9 +149,9 @@ class TrainConfig(Frozen):
     beta2: float = Field(0.999, ge=0.0, lt=1.0,
                          description="Adam beta2 of G (and of D unless set).")
     beta1_d: float | None = Field(None, ge=0.0, lt=1.0,
-                                  description="Adam beta1 of D; None = beta1.")
+                                  description="Adam beta1 of D; empty: beta1.")
     beta2_d: float | None = Field(None, ge=0.0, lt=1.0,
-                                  description="Adam beta2 of D; None = beta2.")
+                                  description="Adam beta2 of D; empty: beta2.")
     d_steps: int = Field(1, ge=1, le=10, description="D steps per G step.")
     gp_weight: float = Field(10.0, ge=0.0, description="Gradient-penalty weight (wgan-gp).")
     mode_seeking: float = Field(
@@ -200,7 +200,7 @@ class EvalConfig(Frozen):
     """How a generator is judged (see `gan.eval.evaluate`)."""
 
     n_samples: int | None = Field(
-        None, ge=100, le=100_000, description="Generated samples; None = max(holdout, 1000)."
+        None, ge=100, le=100_000, description="Generated samples; empty: max(holdout, 1000)."
     )
     seed: int = Field(1234, ge=0, description="Seed of the evaluation latents.")
     min_judge_accuracy: float = Field(
@@ -264,7 +264,7 @@ class RegistryConfig(Frozen):
 
     model_name: str | None = Field(
         None, description="Registered model name the run publishes to; default "
-        "gan-<dataset> (gan-<dataset>-smoke for the smoke preset). Letters, digits, . _ -"
+        "gan-DATASET (gan-DATASET-smoke for the smoke preset). Letters, digits, . _ -"
     )
     experiment: str = Field("gan-retrain", min_length=1, max_length=200,
                             description="MLflow experiment the run is logged in.")
@@ -315,12 +315,12 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 class RetrainParams(Frozen):
     """Everything one retraining run takes: the Prefect UI form and `gan retrain`'s flags.
 
-    The preset gives a full recipe; each field left empty (None) keeps the preset's value.
+    The preset gives a full recipe; each field left empty keeps the preset's value.
     """
 
     preset: Literal["default", "seed", "smoke"] = Field(
         "default", description="Starting recipe: default (measured best), seed (classic MLP "
-        "GAN), smoke (tiny, seconds; publishes to gan-<dataset>-smoke unless a model name is "
+        "GAN), smoke (tiny, seconds; publishes to gan-DATASET-smoke unless a model name is "
         "given, never to the production model). Fields below override it."
     )
     data: DataConfig = Field(default_factory=DataConfig, description="Dataset source.")
@@ -375,7 +375,7 @@ class RetrainParams(Frozen):
     @property
     def model_name(self) -> str:
         """Where the run publishes: `registry.model_name`, else `gan-<dataset>`, and for the
-        smoke preset `gan-<dataset>-smoke`, so smoke runs never add versions to the
+        smoke preset `gan-DATASET-smoke`, so smoke runs never add versions to the
         production model."""
         if self.registry.model_name:
             return self.registry.model_name

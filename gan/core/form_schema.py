@@ -5,9 +5,10 @@ record (`gan.core.config.Frozen`). Pydantic writes an optional field (`int | Non
 the preset's value") as `anyOf: [{integer}, {null}]`, which the Prefect UI shows as a type
 toggle with "Property is type None", and it shows bounds nowhere until a generic "-1 is not
 valid under any of the given schemas". Here each such property becomes its plain type (an
-input, a dropdown for a Literal, a switch for a bool) that may be left empty, and its bounds
-are written into its description ("1 – 10000"), so the form shows them up front and the
-server's validation names the field and the bound it broke.
+input; a dropdown for a Literal, whose empty choice the UI sends as null; a switch for a
+bool) that may be left empty, and its bounds are written into its description ("≥ 1,
+≤ 10000"), so the form shows them up front and the server's validation names the field and
+the bound it broke.
 
 What it is not: validation stays pydantic's, on the Python types (None still means "the
 preset's value"); only the published schema changes.
@@ -43,6 +44,9 @@ def _drop_null(prop: dict[str, Any]) -> bool:
     prop.update(rest[0])
     if prop.get("default", 0) is None:
         del prop["default"]  # empty in the form = the preset's value
+    if "enum" in prop:  # a dropdown left empty is sent as null by the UI: allow it, untyped
+        prop["enum"] = [*prop["enum"], None]
+        prop.pop("type", None)
     return True
 
 

@@ -25,7 +25,7 @@ def test_no_field_of_the_form_offers_a_null_type_toggle(schema: dict) -> None:
 
 def test_choices_are_dropdowns_and_bounds_are_in_the_description(schema: dict) -> None:
     props = schema["definitions"]["RetrainParams"]["properties"]
-    assert props["arch"]["enum"][:2] == ["mlp", "dcgan"] and props["arch"]["type"] == "string"
+    assert props["arch"]["enum"][:2] == ["mlp", "dcgan"] and props["arch"]["enum"][-1] is None
     assert props["loss"]["enum"] and "default" not in props["loss"]
     assert props["epochs"]["type"] == "integer" and props["epochs"]["minimum"] == 1
     assert "(≥ 1, ≤ 10000); empty: the preset's value" in props["epochs"]["description"]
@@ -34,7 +34,7 @@ def test_choices_are_dropdowns_and_bounds_are_in_the_description(schema: dict) -
     run_id = props["run_id"]["description"]
     assert "Empty:" in run_id and "the preset" not in run_id  # says what empty means itself
     data = schema["definitions"]["DataConfig"]["properties"]
-    assert data["source"]["enum"][0] == "digits" and data["channels"]["enum"] == [1, 3]
+    assert data["source"]["enum"][0] == "digits" and data["channels"]["enum"] == [1, 3, None]
 
 
 @pytest.mark.parametrize("params,field,why", [
@@ -52,6 +52,9 @@ def test_a_bad_value_is_refused_naming_the_field_and_the_bound(schema: dict, par
 
 def test_empty_fields_and_good_values_pass(schema: dict) -> None:
     validate({"params": {}}, schema, raise_on_error=True)
+    # What the UI sends for dropdowns left empty (seen in the form's own validate call).
+    validate({"params": {"arch": None, "loss": None, "data": {"channels": None}}}, schema,
+             raise_on_error=True)
     validate({"params": {"epochs": 5, "arch": "dcgan", "data": {"image_size": 32}}}, schema,
              raise_on_error=True)
 
