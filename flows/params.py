@@ -65,7 +65,8 @@ RETRAIN_OPTIONS: tuple[RetrainOption, ...] = (
     RetrainOption("--batch-size", "batch_size"),
     RetrainOption("--lr-g", "lr_g"),
     RetrainOption("--lr-d", "lr_d"),
-    RetrainOption("--arch", "arch", "mlp or dcgan."),
+    RetrainOption("--arch", "arch", "mlp, dcgan or resnet (SNGAN ResNet; --image-size "
+                  "16, 32, 64 or 128)."),
     RetrainOption("--loss", "loss", "bce, ns, hinge or wgan-gp."),
     RetrainOption("--conditional/--unconditional", "conditional",
                   "Class-conditional generator or not."),
@@ -182,3 +183,9 @@ def new_run_id(model_name: str, now: datetime | None = None) -> str:
     # Model names may contain '.', which run ids (and Ray run names) do not take.
     stem = re.sub(r"[^A-Za-z0-9_-]+", "-", model_name).strip("-_") or "run"
     return stem[: RUN_ID_MAX_LEN - len(suffix)] + suffix
+
+
+def explicit_model_fields(params: RetrainParams) -> set[str]:
+    """Model fields the user set on purpose (not from the preset): the data may not overrule
+    them (`gan.core.model_fit.fit_model_to_data` refuses a contradiction instead)."""
+    return {"conditional"} if params.conditional is not None else set()

@@ -102,7 +102,9 @@ class DataConfig(Frozen):
 class ModelConfig(Frozen):
     """Architecture of G and D; stored in every checkpoint so `build()` can rebuild it."""
 
-    arch: Literal["mlp", "dcgan"] = Field("dcgan", description="mlp: the seed GAN; dcgan: conv.")
+    arch: Literal["mlp", "dcgan", "resnet"] = Field(
+        "dcgan", description="mlp: the seed GAN; dcgan: conv; resnet: the SNGAN ResNet G and D "
+        "(Miyato et al. 2018; image_size 16, 32, 64 or 128).")
     conditional: bool = Field(False, description="Class-conditional G and D (labelled samples).")
     latent_dim: int = Field(100, ge=2, le=1024, description="Size of z.")
     image_size: int = Field(28, ge=8, le=128, description="H=W of generated images.")
@@ -119,6 +121,9 @@ class ModelConfig(Frozen):
     def _size_fits_arch(self) -> ModelConfig:
         if self.arch == "dcgan" and self.image_size % 4:
             raise ValueError(f"model.image_size {self.image_size} must be divisible by 4 for dcgan")
+        if self.arch == "resnet" and self.image_size not in (16, 32, 64, 128):
+            raise ValueError(f"model.image_size {self.image_size} must be 16, 32, 64 or 128 for "
+                             "resnet (e.g. --image-size 32)")
         return self
 
 
@@ -305,7 +310,8 @@ class RetrainParams(Frozen):
         "given, never to the production model). Fields below override it."
     )
     data: DataConfig = Field(default_factory=DataConfig, description="Dataset source.")
-    arch: Literal["mlp", "dcgan"] | None = Field(None, description="Model architecture.")
+    arch: Literal["mlp", "dcgan", "resnet"] | None = Field(None,
+                                                           description="Model architecture.")
     conditional: bool | None = Field(None, description="Class-conditional generator.")
     loss: LossName | None = Field(None, description="GAN loss.")
     epochs: int | None = Field(None, ge=1, le=10_000, description="Training epochs.")
@@ -334,7 +340,7 @@ class RetrainParams(Frozen):
         """Preset + overrides → validated configs. Raises ValueError naming the field."""
         p = PRESETS[self.preset]
         model_over = {"arch": self.arch, "conditional": self.conditional,
-                      "image_size": self.data.image_size}
+                      "image_size": self.data.image_size, "channels": self.data.channels}
         train_over = {k: getattr(self, k) for k in (
             "loss", "epochs", "batch_size", "lr_g", "lr_d", "num_workers", "use_gpu", "seed",
             "time_limit_s")}

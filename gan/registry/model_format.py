@@ -219,7 +219,15 @@ def _pyfunc_kwargs(bundle_dir: str | Path, metadata: dict[str, Any] | None) -> d
     return {"loader_module": LOADER_MODULE, "data_path": str(bundle_dir),
             "signature": signature(cfg), "input_example": input_example(cfg),
             "pip_requirements": pip_requirements(),
-            "metadata": {"gan_format": FORMAT, **(metadata or {})}}
+            "metadata": {"gan_format": FORMAT, **_shape_metadata(cfg), **(metadata or {})}}
+
+
+def _shape_metadata(cfg: ModelConfig) -> dict[str, Any]:
+    """What a consumer needs to know before loading: the image shape [C, H, W] (C = 1 grey,
+    3 RGB) and whether to pass class labels (and how many classes there are)."""
+    return {"image_shape": [cfg.channels, cfg.image_size, cfg.image_size],
+            "conditional": cfg.conditional,
+            "num_classes": cfg.num_classes if cfg.conditional else 0}
 
 
 def log_bundle_model(name: str, bundle_dir: str | Path, *,
