@@ -65,9 +65,11 @@ RETRAIN_OPTIONS: tuple[RetrainOption, ...] = (
     RetrainOption("--batch-size", "batch_size"),
     RetrainOption("--lr-g", "lr_g"),
     RetrainOption("--lr-d", "lr_d"),
-    RetrainOption("--arch", "arch", "mlp, dcgan or resnet (SNGAN ResNet; --image-size "
-                  "16, 32, 64 or 128)."),
+    RetrainOption("--arch", "arch", "mlp, dcgan, dcgan-deep (from 4×4; --image-size 8-128, "
+                  "powers of 2) or resnet (SNGAN ResNet; --image-size 16, 32, 64 or 128)."),
     RetrainOption("--loss", "loss", "bce, ns, hinge or wgan-gp."),
+    RetrainOption("--diffaugment", "diffaugment", "DiffAugment before D for small data: a "
+                  "comma list of color, translation, cutout (e.g. color,translation,cutout)."),
     RetrainOption("--conditional/--unconditional", "conditional",
                   "Class-conditional generator or not."),
     RetrainOption("--workers", "num_workers"),

@@ -1,7 +1,7 @@
 """`gan retrain --source images` end to end on the real stack (issue 14, point 4): the bundled
 RGB shapes written as PNG files in one sub-folder per class → prepare_data (3×32², 4 labelled
-classes) → the model shaped by the data (a conditional DCGAN on 3 channels, 4 classes; the
-smoke preset's 1-channel MLP defaults overruled) → 1 epoch on Ray → the judge and evaluation
+classes) → the model shaped by the data (a conditional DCGAN on 3 channels and 4 classes; the
+smoke preset's 1 channel and 10 classes overruled) → 1 epoch on Ray → the judge and evaluation
 at C = 3 → a registered version whose model says its image shape. And `--conditional` on the
 same PNGs flattened (no labels) fails right after prepare_data, naming the contradiction,
 before any training."""
@@ -45,16 +45,18 @@ def test_retrain_on_a_folder_of_class_folders_of_rgb_pngs(stack: Settings,
     folder = tmp_path / "shapes"
     write_shapes(folder, n_per_class=50)  # 200 PNG files, 32×32 RGB, 4 class folders
     r = _retrain("--smoke", "--source", "images", "--uri", str(folder), "--image-size", "32",
-                 "--arch", "dcgan", "--epochs", "1", "--model-name", MODEL, *RELAXED_GATE)
+                 "--arch", "dcgan", "--conditional", "--epochs", "1", "--model-name", MODEL,
+                 *RELAXED_GATE)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
     c = MlflowClient(tracking_uri=stack.require_mlflow())
     mv = c.get_model_version_by_alias(MODEL, "challenger")
     params = c.get_run(mv.run_id).data.params
-    # The data decided the shape: 3 channels, 32 px, its 4 classes, conditional by default
-    # for labelled data (the smoke preset's MLP is unconditional; --arch dcgan chose DCGAN).
+    # The data decided the shape: 3 channels, 32 px and, the model being conditional, its 4
+    # classes (the smoke preset's 1-channel model with 10 classes overruled).
     assert (params["model.channels"], params["model.image_size"]) == ("3", "32")
-    assert params["model.num_classes"] == str(len(CLASSES))
+    assert (params["model.conditional"], params["model.num_classes"]) == (
+        "True", str(len(CLASSES)))
     G = load_generator(f"models:/{MODEL}/{mv.version}", settings=stack)
     assert G.image_shape == (3, 32, 32)
 

@@ -9,6 +9,8 @@ from torch import nn
 
 from gan.core.config import ModelConfig
 from gan.nets.models import (
+    DeepDCGANDiscriminator,
+    DeepDCGANGenerator,
     ResNetDiscriminator,
     ResNetGenerator,
     build,
@@ -22,7 +24,8 @@ torch.set_num_threads(1)
 TINY = {"base_channels": 8, "latent_dim": 12, "num_classes": 5, "channels": 3}
 
 
-@pytest.mark.parametrize(("arch", "size"), [("dcgan", 32), ("dcgan", 64), ("resnet", 32),
+@pytest.mark.parametrize(("arch", "size"), [("dcgan", 32), ("dcgan", 64), ("dcgan-deep", 32),
+                                            ("dcgan-deep", 64), ("resnet", 32),
                                             ("resnet", 16), ("resnet", 64)])
 @pytest.mark.parametrize("conditional", [False, True])
 def test_rgb_shapes_and_interface(arch: str, size: int, conditional: bool) -> None:
@@ -62,6 +65,21 @@ def test_resnet_is_the_sngan_layout_at_32() -> None:
     assert torch.allclose(D(x), torch.cat([D(x[:2]), D(x[2:])]), atol=1e-5)
 
 
+def test_deep_dcgan_is_radfords_layout() -> None:
+    """Radford et al. 2016: G from 4×4 doubling to 64 with widths 8c, 4c, 2c, c; D mirrored."""
+    G = DeepDCGANGenerator(image_shape=(3, 64, 64), base_channels=8)
+    D = DeepDCGANDiscriminator(image_shape=(3, 64, 64), base_channels=8)
+    convt = [m for m in G.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert [(m.in_channels, m.out_channels) for m in convt] == [(64, 32), (32, 16), (16, 8),
+                                                               (8, 3)]
+    conv = [m for m in D.modules() if isinstance(m, nn.Conv2d)]
+    assert [(m.in_channels, m.out_channels) for m in conv] == [(3, 8), (8, 16), (16, 32),
+                                                              (32, 64)]
+    assert D.feature_dim == 64 * 4 * 4
+    with pytest.raises(ValueError, match="8, 16, 32, 64 or 128 for dcgan-deep"):
+        ModelConfig(arch="dcgan-deep", image_size=28)
+
+
 def test_resnet_refuses_sizes_it_cannot_build() -> None:
     with pytest.raises(ValueError, match="16, 32, 64 or 128 for resnet"):
         ModelConfig(arch="resnet", image_size=28)
@@ -71,7 +89,7 @@ def test_resnet_refuses_sizes_it_cannot_build() -> None:
         ResNetDiscriminator(image_shape=(3, 32, 16))
 
 
-@pytest.mark.parametrize("arch", ["dcgan", "resnet"])
+@pytest.mark.parametrize("arch", ["dcgan", "dcgan-deep", "resnet"])
 @pytest.mark.parametrize("conditional", [False, True])
 def test_a_few_training_steps_on_rgb_run_and_stay_finite(arch: str, conditional: bool) -> None:
     """Hinge loss, 5 × (D step, G step) on a fixed RGB batch: losses finite, weights move,
