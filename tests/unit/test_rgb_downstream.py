@@ -15,7 +15,7 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from gan.apps import anomaly, inpaint
+from gan.apps import anomaly, fanogan, inpaint
 from gan.apps.latent_search import SearchConfig
 from gan.apps.studies.demo_models import save_model_dir, tiny_recipe
 from gan.core.config import DataConfig, EvalConfig
@@ -25,7 +25,7 @@ from gan.data.prepare import PreparedData, prepare_arrays
 from gan.data.shapes import CLASSES, write_shapes
 from gan.eval.evaluate import evaluate_generator
 from gan.eval.judge import train_judge
-from gan.registry.load import load_generator
+from gan.registry.load import load_discriminator, load_generator
 from gan.train.loop import train_local
 
 FAST = SearchConfig(steps=5, lr=0.1)
@@ -126,3 +126,13 @@ def test_anomaly_and_inpainting_on_rgb(shapes: PreparedData, model_dir: Path,
         np.savez(tmp_path / "grey.npz", x=u8[:, 0])
         anomaly.score_file(str(model_dir), str(tmp_path / "grey.npz"),
                            str(tmp_path / "g.csv"), settings=None, cfg=FAST)
+
+
+def test_fanogan_encoder_on_rgb(shapes: PreparedData, model_dir: Path) -> None:
+    G, D = load_generator(str(model_dir)), load_discriminator(str(model_dir))
+    x, y = shapes.x_train[:32], shapes.y_train[:32]
+    E, _ = fanogan.train_encoder(G, D, x, y, cfg=fanogan.EncoderConfig(epochs=1))
+    s = fanogan.fanogan_scores(G, D, E, x, labels=y, kappa=0.5)
+    assert s.score.shape == (32,) and np.isfinite(s.score).all()
+    with pytest.raises(ValueError, match=r"\(N, 3, 32, 32\)"):
+        fanogan.fanogan_scores(G, D, E, torch.zeros(2, 1, 32, 32), labels=y[:2])
