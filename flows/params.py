@@ -66,8 +66,11 @@ RETRAIN_OPTIONS: tuple[RetrainOption, ...] = (
     RetrainOption("--batch-size", "batch_size"),
     RetrainOption("--lr-g", "lr_g"),
     RetrainOption("--lr-d", "lr_d"),
-    RetrainOption("--arch", "arch", "mlp or dcgan."),
+    RetrainOption("--arch", "arch", "mlp, dcgan, dcgan-deep (from 4×4; --image-size 8-128, "
+                  "powers of 2) or resnet (SNGAN ResNet; --image-size 16, 32, 64 or 128)."),
     RetrainOption("--loss", "loss", "bce, ns, hinge or wgan-gp."),
+    RetrainOption("--diffaugment", "diffaugment", "DiffAugment before D for small data: a "
+                  "comma list of color, translation, cutout (e.g. color,translation,cutout)."),
     RetrainOption("--conditional/--unconditional", "conditional",
                   "Class-conditional generator or not."),
     RetrainOption("--workers", "num_workers"),
@@ -200,3 +203,9 @@ def _run_id(model_name: str, tail: str) -> str:
     # Model names may contain '.', which run ids (and Ray run names) do not take.
     stem = re.sub(r"[^A-Za-z0-9_-]+", "-", model_name).strip("-_") or "run"
     return stem[: RUN_ID_MAX_LEN - len(suffix)] + suffix
+
+
+def explicit_model_fields(params: RetrainParams) -> set[str]:
+    """Model fields the user set on purpose (not from the preset): the data may not overrule
+    them (`gan.core.model_fit.fit_model_to_data` refuses a contradiction instead)."""
+    return {"conditional"} if params.conditional is not None else set()

@@ -18,6 +18,8 @@ form) and its four tasks, each a thin call into one `gan` entry point:
 
 then a markdown artifact (metrics vs champion and floors, gate decision, MLflow links) and the
 sample grid as an image artifact. Between prepare_data and train, a new run id (not `force`)
+the model takes its channels, image size and conditioning from the dataset version
+(`gan.core.model_fit`; an explicit --conditional on unlabelled data fails there), and a new run id
 is checked by `check_unchanged` (gan.registry.lineage.nothing_changed): when the champion
 was trained from the same dataset version, recipe and code, the flow ends there with an
 `Unchanged` result and a "nothing changed" summary: no training, no new version. The parameters are
@@ -49,6 +51,7 @@ from flows import params as P
 from flows import summary
 from flows.prefect_setup import RESULT_STORAGE, ensure_result_storage
 from gan.core.config import DataConfig, EvalConfig, ModelConfig, RetrainParams, TrainConfig
+from gan.core.model_fit import fit_model_to_data
 from gan.core.records import DatasetRef, ModelRef, Report, TrainedRef, Unchanged
 from gan.core.settings import Settings
 from gan.data import prepare as data
@@ -243,6 +246,8 @@ def retrain(params: RetrainParams = RetrainParams()) -> ModelRef | Unchanged:
                           params.model_name, params.preset)
     with stage("prepare_data"):
         dataset = prepare_data(settings, data_cfg)
+    with stage("fit_model"):  # channels, size, labels from the data (gan.core.model_fit)
+        model_cfg = fit_model_to_data(model_cfg, dataset, P.explicit_model_fields(params))
     configs = {"preset": params.preset, "data": data_cfg, "model": model_cfg,
                "train": train_cfg, "eval": eval_cfg, "gate": params.gate}
     if not params.force:

@@ -104,7 +104,10 @@ class DataConfig(Frozen):
 class ModelConfig(Frozen):
     """Architecture of G and D; stored in every checkpoint so `build()` can rebuild it."""
 
-    arch: Literal["mlp", "dcgan"] = Field("dcgan", description="mlp: the seed GAN; dcgan: conv.")
+    arch: Literal["mlp", "dcgan", "dcgan-deep", "resnet"] = Field(
+        "dcgan", description="mlp: the seed GAN; dcgan: conv, two doublings from H/4; "
+        "dcgan-deep: Radford et al.'s DCGAN from 4×4 (image_size 8-128, powers of 2); resnet: "
+        "the SNGAN ResNet G and D (Miyato et al. 2018; image_size 16, 32, 64 or 128).")
     conditional: bool = Field(False, description="Class-conditional G and D (labelled samples).")
     latent_dim: int = Field(100, ge=2, le=1024, description="Size of z.")
     image_size: int = Field(28, ge=8, le=128, description="H=W of generated images.")
@@ -121,12 +124,20 @@ class ModelConfig(Frozen):
     def _size_fits_arch(self) -> ModelConfig:
         if self.arch == "dcgan" and self.image_size % 4:
             raise ValueError(f"model.image_size {self.image_size} must be divisible by 4 for dcgan")
+        if self.arch == "dcgan-deep" and self.image_size not in (8, 16, 32, 64, 128):
+            raise ValueError(f"model.image_size {self.image_size} must be 8, 16, 32, 64 or 128 "
+                             "for dcgan-deep (e.g. --image-size 32)")
+        if self.arch == "resnet" and self.image_size not in (16, 32, 64, 128):
+            raise ValueError(f"model.image_size {self.image_size} must be 16, 32, 64 or 128 for "
+                             "resnet (e.g. --image-size 32)")
         return self
 
 
 # --------------------------------------------------------------------------- training
 
 LossName = Literal["bce", "ns", "hinge", "wgan-gp"]
+_DA_OP = "(color|translation|cutout)"
+DIFFAUGMENT_RE = rf"^({_DA_OP}(,{_DA_OP})*)?$"  # "" or e.g. "color,translation,cutout"
 
 
 class TrainConfig(Frozen):
@@ -160,6 +171,11 @@ class TrainConfig(Frozen):
     )
     ema_decay: float = Field(
         0.999, ge=0.0, lt=1.0, description="EMA decay of G weights; 0 switches EMA off."
+    )
+    diffaugment: str = Field(
+        "", pattern=DIFFAUGMENT_RE, description="DiffAugment (Zhao et al. 2020) before D, on "
+        "real and fake alike: a comma list of color, translation, cutout; '' = off. For small "
+        "datasets (a few thousand images)."
     )
     seed: int = Field(0, ge=0, description="Seed of weights, noise and shuffling.")
     divergence_patience: int = Field(
@@ -324,7 +340,8 @@ class RetrainParams(Frozen):
         "given, never to the production model). Fields below override it."
     )
     data: DataConfig = Field(default_factory=DataConfig, description="Dataset source.")
-    arch: Literal["mlp", "dcgan"] | None = Field(None, description="Model architecture.")
+    arch: Literal["mlp", "dcgan", "dcgan-deep", "resnet"] | None = Field(
+        None, description="Model architecture.")
     conditional: bool | None = Field(None, description="Class-conditional generator.")
     loss: LossName | None = Field(None, description="GAN loss.")
     epochs: int | None = Field(None, ge=1, le=10_000, description="Training epochs.")
@@ -335,6 +352,8 @@ class RetrainParams(Frozen):
     use_gpu: bool | None = Field(None, description="Train on GPUs (one per worker).")
     seed: int | None = Field(None, ge=0, description="Training seed.")
     time_limit_s: float | None = Field(None, gt=0, description="Training wall-clock limit (s).")
+    diffaugment: str | None = Field(None, pattern=DIFFAUGMENT_RE, description="DiffAugment "
+                                    "before D: e.g. color,translation,cutout; '' = off.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation settings.")
     gate: GateConfig = Field(default_factory=GateConfig, description="Promotion thresholds.")
     registry: RegistryConfig = Field(default_factory=RegistryConfig, description="Model name.")
@@ -355,10 +374,10 @@ class RetrainParams(Frozen):
         """Preset + overrides → validated configs. Raises ValueError naming the field."""
         p = PRESETS[self.preset]
         model_over = {"arch": self.arch, "conditional": self.conditional,
-                      "image_size": self.data.image_size}
+                      "image_size": self.data.image_size, "channels": self.data.channels}
         train_over = {k: getattr(self, k) for k in (
             "loss", "epochs", "batch_size", "lr_g", "lr_d", "num_workers", "use_gpu", "seed",
-            "time_limit_s")}
+            "time_limit_s", "diffaugment")}
         if self.use_gpu is False:
             train_over["bf16"] = False
         # exclude_defaults, not exclude_unset: params that went through JSON (the Prefect UI,

@@ -239,9 +239,7 @@ def _pyfunc_kwargs(bundle_dir: str | Path, metadata: dict[str, Any] | None) -> d
             "signature": signature(cfg), "input_example": request_example(cfg),
             "pip_requirements": pip_requirements(),
             "metadata": {"gan_format": FORMAT, "latent_dim": cfg.latent_dim,
-                         "conditional": cfg.conditional, "num_classes": cfg.num_classes,
-                         "image_shape": [cfg.channels, cfg.image_size, cfg.image_size],
-                         **(metadata or {})}}
+                         **_shape_metadata(cfg), **(metadata or {})}}
 
 
 def save_model(path: str, mlflow_model: Any, *, bundle_dir: str | Path, **kwargs: Any) -> None:
@@ -254,6 +252,14 @@ def save_model(path: str, mlflow_model: Any, *, bundle_dir: str | Path, **kwargs
     mlflow_model.add_flavor("pytorch", model_data=PT2_DIR, pytorch_version=str(torch.__version__),
                             code=None)
     mlflow_model.save(str(Path(path) / "MLmodel"))
+
+
+def _shape_metadata(cfg: ModelConfig) -> dict[str, Any]:
+    """What a consumer needs to know before loading: the image shape [C, H, W] (C = 1 grey,
+    3 RGB) and whether to pass class labels (and how many classes there are)."""
+    return {"image_shape": [cfg.channels, cfg.image_size, cfg.image_size],
+            "conditional": cfg.conditional,
+            "num_classes": cfg.num_classes if cfg.conditional else 0}
 
 
 def log_bundle_model(name: str, bundle_dir: str | Path, *,

@@ -81,6 +81,13 @@ NOT_RUN: dict[str, str] = {
         _RETRAIN + "; also needs the MNIST files in S3",
     "gan data make-shapes shapes/": "writes 3,000 files; `write_shapes` is tested in "
         "tests/unit/test_data_files.py and tests/integration/test_data_files_s3.py",
+    "gan data make-shapes shapes/ --per-class 100": "as above (400 files); used by the two "
+        "lines below",
+    "gan retrain --source images --uri shapes/ --image-size 32 --epochs 20 --model-name "
+    "gan-shapes": _RETRAIN + "; tests/integration/test_retrain_images.py runs `gan retrain "
+        "--source images` on the shapes PNGs (1 epoch)",
+    "gan retrain --source images --uri shapes/ --image-size 32 --arch resnet --model-name "
+    "gan-shapes": _RETRAIN + "; the ResNet nets are tests/unit/test_models_rgb.py's",
     "gan data upload --recursive shapes/ s3://gan/raw/shapes/": "needs the folder above; the "
         "s3:// image prefix it makes is tested in tests/integration/test_data_files_s3.py",
     "gan retrain --run-id gan-digits-20260101T030000Z-1a2b3c": "resumes a run that does not "
