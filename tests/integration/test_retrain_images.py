@@ -76,3 +76,25 @@ def test_conditional_on_unlabelled_pngs_fails_before_training(stack: Settings,
     assert r.returncode != 0, out[-3000:]
     assert "fit_model failed" in out and "is unlabelled" in out, out[-3000:]
     assert "drop --conditional" in out
+
+
+def test_retrain_on_unlabelled_rgb_pngs_from_an_s3_prefix(stack: Settings,
+                                                         tmp_path: Path) -> None:
+    """The same shapes flattened (no labels) and uploaded to the bucket: an unconditional model
+    (chosen by the data), judged by the self-supervised judge, registered."""
+    folder = tmp_path / "flat"
+    write_shapes(folder, n_per_class=40, flat=True)  # 160 PNG files, no class folders
+    storage = Storage.from_settings(stack)
+    prefix = stack.s3_uri("uploads", f"flat-{uuid.uuid4().hex[:6]}")
+    for f in sorted(folder.rglob("*.png")):
+        storage.put_bytes(f"{prefix}/{f.name}", f.read_bytes())
+    model = MODEL + "-unlabelled"
+    r = _retrain("--smoke", "--source", "images", "--uri", prefix + "/", "--image-size", "32",
+                 "--arch", "dcgan", "--epochs", "1", "--model-name", model, *RELAXED_GATE)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    c = MlflowClient(tracking_uri=stack.require_mlflow())
+    mv = c.get_model_version(model, "1")
+    params = c.get_run(mv.run_id).data.params
+    assert (params["model.channels"], params["model.conditional"]) == ("3", "False")
+    assert "self-supervised judge (no labels" in mv.description  # the model card says so
+    assert load_generator(f"models:/{model}/1", settings=stack).image_shape == (3, 32, 32)
