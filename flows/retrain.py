@@ -46,6 +46,7 @@ from prefect.runtime import flow_run
 
 from flows import params as P
 from flows import summary
+from flows.best_effort import BestEffort
 from flows.prefect_setup import RESULT_STORAGE, ensure_result_storage
 from gan.core.config import DataConfig, EvalConfig, ModelConfig, RetrainParams, TrainConfig
 from gan.core.records import DatasetRef, ModelRef, Report, TrainedRef, Unchanged
@@ -128,6 +129,8 @@ def train(settings: Settings, dataset: DatasetRef, model_cfg: ModelConfig,
             f"S3 endpoint {settings.s3_endpoint_url} failed while training run {run_id}; "
             f"rerun with run id {run_id} to resume from its last complete checkpoint ({e})"
         ) from e
+    finally:
+        progress.close()
 
 
 @task(name="evaluate", cache_policy=NO_CACHE, persist_result=False, retries=2,
@@ -236,20 +239,48 @@ def retrain(params: RetrainParams = RetrainParams()) -> ModelRef | Unchanged:
 
 
 class EpochProgress:
-    """`on_epoch` callback: one log line and a progress-artifact update per epoch."""
+    """`on_epoch` callback: one log line and a progress-artifact update per epoch.
+
+    The artifact calls go through `BestEffort` (another thread, bounded, counted), so a slow or
+    dead Prefect server never holds the epoch loop: each epoch only records the latest value,
+    and one pending update shows whatever is latest when it runs (epochs that pass meanwhile
+    are folded into it). The log line goes through Prefect's own background log shipping."""
 
     def __init__(self, run_id: str, total_epochs: int) -> None:
         self.run_id, self.total = run_id, total_epochs
         self.log = get_run_logger()  # held: the callback runs in this task's thread
-        self.artifact_id = create_progress_artifact(
-            progress=0.0, description=f"training run {run_id}: starting")
+        self.artifact_id: Any = None
+        self.latest: tuple[float, str] = (0.0, "starting")
+        self.shown: tuple[float, str] | None = None
+        self.calls = BestEffort(f"progress of run {run_id}")
+        self.calls.submit(self._show)
+
+    def _show(self) -> None:  # on the BestEffort thread
+        done, text = latest = self.latest
+        description = f"training run {self.run_id}: {text}"
+        if self.artifact_id is None:
+            self.artifact_id = create_progress_artifact(progress=done, description=description)
+        else:
+            update_progress_artifact(self.artifact_id, progress=done, description=description)
+        self.shown = latest
 
     def __call__(self, metrics: dict[str, Any]) -> None:
         line = format_progress(metrics, self.total)
         self.log.info(line)
         done = min(100.0, 100.0 * float(metrics.get("epoch", 0)) / max(self.total, 1))
-        update_progress_artifact(self.artifact_id, progress=done,
-                                 description=f"training run {self.run_id}: {line}")
+        self.latest = (done, line)
+        if self.calls.pending() == 0:  # else the pending update will show this value
+            self.calls.submit(self._show)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Show the final value (waiting at most `timeout_s`); say so when it did not land."""
+        if self.shown != self.latest and self.calls.pending() == 0:
+            self.calls.submit(self._show)
+        counts = self.calls.close(timeout_s)
+        if self.shown != self.latest:
+            self.log.warning("progress artifact not updated to the end (%d updates failed, %d "
+                             "dropped; Prefect server away?); training was not held",
+                             counts.failed, counts.dropped)
 
 
 def publish_summary(settings: Settings, run_id: str, dataset: DatasetRef, trained: TrainedRef,
