@@ -6,7 +6,8 @@ What this module is:
     Prefect UI form is generated from), validated by pydantic, so a bad value fails with the
     field's name before any work starts;
   * `new_run_id(model_name)`: `<model name>-<UTC timestamp>-<short uuid>`, the id that names
-    everything one run writes (Ray run, checkpoints, evaluation files, MLflow run).
+    everything one run writes (Ray run, checkpoints, evaluation files, MLflow run);
+    `run_id_of_flow_run`: the id of a run started from Prefect (its flow run's name inside).
 
 What it is not: no Prefect, no I/O; importing it is cheap (the CLI parses options with it).
 """
@@ -65,8 +66,11 @@ RETRAIN_OPTIONS: tuple[RetrainOption, ...] = (
     RetrainOption("--batch-size", "batch_size"),
     RetrainOption("--lr-g", "lr_g"),
     RetrainOption("--lr-d", "lr_d"),
-    RetrainOption("--arch", "arch", "mlp or dcgan."),
+    RetrainOption("--arch", "arch", "mlp, dcgan, dcgan-deep (from 4×4; --image-size 8-128, "
+                  "powers of 2) or resnet (SNGAN ResNet; --image-size 16, 32, 64 or 128)."),
     RetrainOption("--loss", "loss", "bce, ns, hinge or wgan-gp."),
+    RetrainOption("--diffaugment", "diffaugment", "DiffAugment before D for small data: a "
+                  "comma list of color, translation, cutout (e.g. color,translation,cutout)."),
     RetrainOption("--conditional/--unconditional", "conditional",
                   "Class-conditional generator or not."),
     RetrainOption("--workers", "num_workers"),
@@ -78,6 +82,9 @@ RETRAIN_OPTIONS: tuple[RetrainOption, ...] = (
                   "a stopped run."),
     RetrainOption("--force", "force", "Train even when the dataset version, recipe and code equal "
                   "the champion's (otherwise such a run ends at once: nothing changed)."),
+    RetrainOption("--judge", "eval.judge", "Feature space of the metrics: auto (classifier "
+                  "when the data has labels, else a self-supervised encoder), classifier or "
+                  "self-supervised."),
     RetrainOption("--max-class-kl", "gate.max_class_kl", "Gate: max KL of real vs generated "
                   "class shares."),
     RetrainOption("--fid-margin", "gate.fid_margin", "Gate: FID must beat the champion's by "
@@ -178,7 +185,27 @@ def _section(err: ValidationError) -> str:
 def new_run_id(model_name: str, now: datetime | None = None) -> str:
     """`<model name>-<YYYYmmddTHHMMSSZ>-<6 hex>`, within RetrainParams.run_id's pattern."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-    suffix = f"-{stamp}-{uuid.uuid4().hex[:6]}"
+    return _run_id(model_name, f"{stamp}-{uuid.uuid4().hex[:6]}")
+
+
+def run_id_of_flow_run(model_name: str, flow_run_name: str, flow_run_id: str) -> str:
+    """`<model name>-<flow run name>-<6 hex of the flow run id>` for a run started from the
+    Prefect UI or a schedule: the flow run keeps the name the server gave it at creation (the
+    UI's toast and the runs list show it), and the run id contains that name; the flow run id
+    makes it unique (generated names repeat). Clipped to the run-id pattern."""
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", flow_run_name).strip("-_")[:32]
+    tail = flow_run_id.replace("-", "")[:6]
+    return _run_id(model_name, f"{name}-{tail}" if name else tail)
+
+
+def _run_id(model_name: str, tail: str) -> str:
+    suffix = f"-{tail}"
     # Model names may contain '.', which run ids (and Ray run names) do not take.
     stem = re.sub(r"[^A-Za-z0-9_-]+", "-", model_name).strip("-_") or "run"
     return stem[: RUN_ID_MAX_LEN - len(suffix)] + suffix
+
+
+def explicit_model_fields(params: RetrainParams) -> set[str]:
+    """Model fields the user set on purpose (not from the preset): the data may not overrule
+    them (`gan.core.model_fit.fit_model_to_data` refuses a contradiction instead)."""
+    return {"conditional"} if params.conditional is not None else set()

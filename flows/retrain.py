@@ -7,8 +7,10 @@ form) and its four tasks, each a thin call into one `gan` entry point:
                   result persisted in the bucket (s3-bucket/gan-results), retried on
                   StorageError (2 s, 5 s, 10 s)
     train         gan.train.ray.driver.train   no Prefect retries: Ray owns fault tolerance; a
-                  progress artifact is updated every epoch; storage lost mid-run fails it
-                  naming the endpoint (a rerun of the run id resumes from its last checkpoint)
+                  progress artifact is updated every epoch, and the run's MLflow run
+                  (gan.registry.live_run, opened here) takes each epoch's numbers and preview
+                  grids; storage lost mid-run fails it naming the endpoint (a rerun of the run
+                  id resumes from its last checkpoint)
     evaluate      gan.eval.evaluate.evaluate   retried on StorageError (idempotent per run id)
     register      gan.registry.publish.register   retried on StorageError or an unreachable
                   MLflow (RegistryUnavailable), 5 s, 10 s (idempotent per run id and checkpoint:
@@ -16,6 +18,8 @@ form) and its four tasks, each a thin call into one `gan` entry point:
 
 then a markdown artifact (metrics vs champion and floors, gate decision, MLflow links) and the
 sample grid as an image artifact. Between prepare_data and train, a new run id (not `force`)
+the model takes its channels, image size and conditioning from the dataset version
+(`gan.core.model_fit`; an explicit --conditional on unlabelled data fails there), and a new run id
 is checked by `check_unchanged` (gan.registry.lineage.nothing_changed): when the champion
 was trained from the same dataset version, recipe and code, the flow ends there with an
 `Unchanged` result and a "nothing changed" summary: no training, no new version. The parameters are
@@ -40,7 +44,6 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import INPUTS, NO_CACHE, CachePolicy
-from prefect.client.orchestration import get_client
 from prefect.context import TaskRunContext
 from prefect.runtime import flow_run
 
@@ -49,6 +52,7 @@ from flows import summary
 from flows.best_effort import BestEffort
 from flows.prefect_setup import RESULT_STORAGE, ensure_result_storage
 from gan.core.config import DataConfig, EvalConfig, ModelConfig, RetrainParams, TrainConfig
+from gan.core.model_fit import fit_model_to_data
 from gan.core.records import DatasetRef, ModelRef, Report, TrainedRef, Unchanged
 from gan.core.settings import Settings
 from gan.data import prepare as data
@@ -60,6 +64,7 @@ from gan.registry import connect as registry_connect
 from gan.registry import lineage
 from gan.registry import load as registry_load
 from gan.registry import publish as registry
+from gan.registry.live_run import LiveRun
 from gan.train.ddp import format_progress
 from gan.train.ray import driver as distributed
 
@@ -118,19 +123,48 @@ def prepare_data(settings: Settings, cfg: DataConfig) -> DatasetRef:
 @task(name="train", task_run_name="train {run_id}", cache_policy=NO_CACHE,
       persist_result=False)
 def train(settings: Settings, dataset: DatasetRef, model_cfg: ModelConfig,
-          train_cfg: TrainConfig, run_id: str) -> TrainedRef:
-    """Ray Train on the dataset; live progress in a progress artifact."""
-    progress = EpochProgress(run_id, train_cfg.epochs)
+          train_cfg: TrainConfig, run_id: str, experiment: str = "gan-retrain") -> TrainedRef:
+    """Ray Train on the dataset; live progress in a progress artifact and in the MLflow run
+    (opened now, so MLflow shows training as it happens)."""
+    live = _open_live_run(settings, run_id, experiment)
+    progress = EpochProgress(run_id, train_cfg.epochs, live)
     try:
-        return distributed.train(settings, dataset, model_cfg, train_cfg, run_id=run_id,
-                                 on_epoch=progress)
+        try:
+            trained = distributed.train(settings, dataset, model_cfg, train_cfg, run_id=run_id,
+                                        on_epoch=progress)
+        finally:
+            progress.close()  # bounded: what the servers have not taken by now is dropped
     except OSError as e:  # pyarrow's S3 errors: Ray Train writes run files through pyarrow
-        raise StorageError(
+        err: Exception = StorageError(
             f"S3 endpoint {settings.s3_endpoint_url} failed while training run {run_id}; "
-            f"rerun with run id {run_id} to resume from its last complete checkpoint ({e})"
-        ) from e
-    finally:
-        progress.close()
+            f"rerun with run id {run_id} to resume from its last complete checkpoint ({e})")
+        _live_call(live, "fail", str(err))
+        raise err from e
+    except Exception as e:
+        _live_call(live, "fail", f"training failed: {e}")
+        raise
+    _live_call(live, "finish", trained)
+    return trained
+
+
+def _open_live_run(settings: Settings, run_id: str, experiment: str) -> LiveRun | None:
+    """The MLflow run of `run_id`, open from now; None (a warning) when MLflow does not answer:
+    training goes on and `register` (which retries) logs the history afterwards."""
+    try:
+        return LiveRun.open(settings, run_id=run_id, experiment=experiment, lineage=_lineage())
+    except Exception as e:  # noqa: BLE001 (MLflow down must not stop training)
+        get_run_logger().warning("MLflow run not opened, training without live logging: %s", e)
+        return None
+
+
+def _live_call(live: LiveRun | None, method: str, *args: Any) -> None:
+    """`live.<method>(*args)`, a failure logged as a warning (the flow's outcome stands)."""
+    if live is None:
+        return
+    try:
+        getattr(live, method)(*args)
+    except Exception as e:  # noqa: BLE001 (see docstring)
+        get_run_logger().warning("MLflow run %s: %s failed: %s", live.mlflow_run_id, method, e)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE, persist_result=False, retries=2,
@@ -211,12 +245,13 @@ def retrain(params: RetrainParams = RetrainParams()) -> ModelRef | Unchanged:
     data_cfg, model_cfg, train_cfg, eval_cfg = P.resolve(params)
     settings = Settings.load()
     ensure_result_storage(settings)
-    run_id = params.run_id or P.new_run_id(params.model_name)
-    _name_flow_run(run_id)
+    run_id = params.run_id or _run_id_here(params.model_name)
     get_run_logger().info("run %s publishes to models:/%s (preset %s)", run_id,
                           params.model_name, params.preset)
     with stage("prepare_data"):
         dataset = prepare_data(settings, data_cfg)
+    with stage("fit_model"):  # channels, size, labels from the data (gan.core.model_fit)
+        model_cfg = fit_model_to_data(model_cfg, dataset, P.explicit_model_fields(params))
     configs = {"preset": params.preset, "data": data_cfg, "model": model_cfg,
                "train": train_cfg, "eval": eval_cfg, "gate": params.gate}
     if not params.force:
@@ -226,7 +261,8 @@ def retrain(params: RetrainParams = RetrainParams()) -> ModelRef | Unchanged:
             publish_unchanged(settings, unchanged)
             return unchanged
     with stage("train"):
-        trained = train(settings, dataset, model_cfg, train_cfg, run_id)
+        trained = train(settings, dataset, model_cfg, train_cfg, run_id,
+                        params.registry.experiment)
     with stage("evaluate"):
         report = evaluate(settings, dataset, trained, eval_cfg, params.model_name)
     with stage("register"):
@@ -239,21 +275,25 @@ def retrain(params: RetrainParams = RetrainParams()) -> ModelRef | Unchanged:
 
 
 class EpochProgress:
-    """`on_epoch` callback: one log line and a progress-artifact update per epoch.
+    """`on_epoch` callback: one log line and a progress-artifact update per epoch, and the
+    epoch's numbers (and preview grid) into the live MLflow run when there is one.
 
-    The artifact calls go through `BestEffort` (another thread, bounded, counted), so a slow or
-    dead Prefect server never holds the epoch loop: each epoch only records the latest value,
-    and one pending update shows whatever is latest when it runs (epochs that pass meanwhile
-    are folded into it). The log line goes through Prefect's own background log shipping."""
+    Both go through `BestEffort` (other threads, bounded, counted), so a slow or dead Prefect
+    or MLflow server never holds the epoch loop. The artifact: each epoch only records the
+    latest value, and one pending update shows whatever is latest when it runs (epochs that
+    pass meanwhile are folded into it). MLflow: every epoch is queued (up to 16 waiting); when
+    MLflow is away they are dropped and counted. The log line goes through Prefect's own
+    background log shipping."""
 
-    def __init__(self, run_id: str, total_epochs: int) -> None:
-        self.run_id, self.total = run_id, total_epochs
+    def __init__(self, run_id: str, total_epochs: int, live: LiveRun | None = None) -> None:
+        self.run_id, self.total, self.live = run_id, total_epochs, live
         self.log = get_run_logger()  # held: the callback runs in this task's thread
         self.artifact_id: Any = None
         self.latest: tuple[float, str] = (0.0, "starting")
         self.shown: tuple[float, str] | None = None
         self.calls = BestEffort(f"progress of run {run_id}")
         self.calls.submit(self._show)
+        self.live_calls = BestEffort(f"MLflow epochs of run {run_id}", max_pending=16)
 
     def _show(self) -> None:  # on the BestEffort thread
         done, text = latest = self.latest
@@ -271,9 +311,13 @@ class EpochProgress:
         self.latest = (done, line)
         if self.calls.pending() == 0:  # else the pending update will show this value
             self.calls.submit(self._show)
+        if self.live is not None:
+            live = self.live
+            self.live_calls.submit(lambda: live.log_epoch(metrics))
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Show the final value (waiting at most `timeout_s`); say so when it did not land."""
+        """Show the final value (waiting at most `timeout_s` for each server); say so when
+        something did not land."""
         if self.shown != self.latest and self.calls.pending() == 0:
             self.calls.submit(self._show)
         counts = self.calls.close(timeout_s)
@@ -281,6 +325,12 @@ class EpochProgress:
             self.log.warning("progress artifact not updated to the end (%d updates failed, %d "
                              "dropped; Prefect server away?); training was not held",
                              counts.failed, counts.dropped)
+        live = self.live_calls.close(timeout_s)
+        if live.done < live.submitted:
+            self.log.warning("MLflow live run: %d of %d epochs not logged (%d dropped, %d "
+                             "failed; MLflow away?); training was not held",
+                             live.submitted - live.done, live.submitted, live.dropped,
+                             live.failed)
 
 
 def publish_summary(settings: Settings, run_id: str, dataset: DatasetRef, trained: TrainedRef,
@@ -335,8 +385,8 @@ def _champion_metrics(settings: Settings, model: ModelRef,
     score = report.champion if report is not None else None
     if score is not None and score.version == version and score.comparable:
         return dict(score.metrics)
-    tags = registry_connect.client(settings).get_model_version(model.name, version).tags
-    return registry.metrics_from_tags(tags)
+    c = registry_connect.client(settings)
+    return registry.version_metrics(c, c.get_model_version(model.name, version))
 
 
 def _lineage() -> dict[str, str]:
@@ -346,8 +396,10 @@ def _lineage() -> dict[str, str]:
     return {k: v for k, v in tags.items() if v}
 
 
-def _name_flow_run(run_id: str) -> None:
-    """Name the flow run after the run id, so the UI lists runs by what they wrote."""
-    if flow_run.id and flow_run.name != run_id:
-        with get_client(sync_client=True) as client:
-            client.update_flow_run(flow_run.id, name=run_id)
+def _run_id_here(model_name: str) -> str:
+    """A new run id that contains this flow run's name. The flow run is never renamed: the name
+    it got at creation (the UI's toast, the runs list) stays; `gan retrain` passes its run id
+    as the flow run name from the start (`flow_run_name`)."""
+    if flow_run.id and flow_run.name:
+        return P.run_id_of_flow_run(model_name, flow_run.name, str(flow_run.id))
+    return P.new_run_id(model_name)

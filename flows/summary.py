@@ -87,8 +87,10 @@ def summary_markdown(*, run_id: str, dataset: DatasetRef, trained: TrainedRef, r
         f"{trained.images_per_s:.0f} images/s"
         + (f", resumed from epoch {trained.resumed_from_epoch}" if trained.resumed_from_epoch
            else ""),
-        f"- evaluated on {report.n_samples} samples; judge holdout accuracy "
-        f"{report.judge_accuracy:.3f}", "",
+        f"- evaluated on {report.n_samples} samples; {report.judge} judge, "
+        + (f"holdout accuracy {report.judge_accuracy:.3f}" if report.judge == "classifier"
+           else "label-free: " + ", ".join(f"{k} {v:.3g}" for k, v in
+                                           sorted(report.judge_quality.items()))), "",
         "## Metrics", "", metrics_table(report, champion, d.champion_version), "",
         "## Gate decision", "",
         *[f"- {r}" for r in d.reasons], "",

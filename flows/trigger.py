@@ -62,7 +62,9 @@ def check_and_start(params: RetrainParams, deployment: str, *, current: str,
     first one seen, as a baseline); the started flow run's id, or None."""
     started = None
     if fingerprint_change(last_seen, current) is not None:
-        started = start({"params": params.model_dump(mode="json")}, f"{deployment}:{current}")
+        # exclude_none: the deployment's schema takes an empty field as absent, not null.
+        body = {"params": params.model_dump(mode="json", exclude_none=True)}
+        started = start(body, f"{deployment}:{current}")
     if not current.startswith(UNREADABLE) and current != last_seen:
         remember(current)  # after the start: a failed start is retried by the next check
     return started

@@ -11,6 +11,9 @@
 - `gan_cli`: run the `gan` command in a subprocess (`.run`, `.status`, `.start`).
 - `make_stack_env` (integration): environments for extra, independent stacks (own GAN_HOME and
   ports), each brought down at the end of the test.
+- `portable_client` (both tiers): run `tests/portable_client.py` (a consumer with only torch and
+  MLflow: importing `gan`/`flows` refused) on a list of cases; returns its JSON results. With
+  GAN_CLIENT_PYTHON set (e.g. a venv holding only torch and mlflow), that interpreter runs it.
 
 Only integration tests may request `stack`, `storage` or `make_stack_env`.
 """
@@ -207,3 +210,27 @@ def make_stack_env(tmp_path: Path) -> Iterator[Callable[..., dict[str, str]]]:
     for env in made:
         run_gan("stack", "down", env=env, timeout=120)
         kill_leftovers(Path(env["GAN_HOME"]))
+
+
+@pytest.fixture
+def portable_client(tmp_path: Path) -> Callable[..., list[dict]]:
+    """`run(cases, tracking_uri=None)`: the client script in a fresh process, in `tmp_path`,
+    with no PYTHONPATH, no pickle permission and no storage keys (a registered version must
+    come through MLflow's artifact proxy); fails the test when the script fails."""
+    script = Path(__file__).resolve().parent / "portable_client.py"
+
+    def run(cases: list[dict], tracking_uri: str | None = None) -> list[dict]:
+        path = tmp_path / "portable_cases.json"
+        path.write_text(json.dumps(cases))
+        drop = {"PYTHONPATH", "MLFLOW_ALLOW_PICKLE_DESERIALIZATION", *STACK_VARS}
+        env = {k: v for k, v in os.environ.items() if k not in drop}
+        if tracking_uri:
+            env["MLFLOW_TRACKING_URI"] = tracking_uri
+        python = os.environ.get("GAN_CLIENT_PYTHON") or sys.executable
+        r = subprocess.run([python, str(script), str(path)], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+        return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+
+    return run
+

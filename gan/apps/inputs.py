@@ -5,7 +5,8 @@ checking it against the generator it is meant for, reading or making inpainting 
 writing score tables as CSV. Every failure is an `InputError` naming the file, the array and
 the value.
 
-    images .npz  x: (N, C, H, W) or (N, H, W); float32 in [-1, 1] (the format `gan sample --npz`
+    images .npz  x: (N, C, H, W), (N, H, W, C) or (N, H, W) (grey); C = 1 or 3 as the generator
+                 makes; float32 in [-1, 1] (the format `gan sample --npz`
                  writes) or uint8 in [0, 255]; optional y: int64 (N,) class labels
     mask file    .npy, or .npz with array `mask`: (H, W), (1, H, W), (N, H, W) or (N, 1, H, W);
                  NONZERO = MISSING (the pixels to fill), zero = known — the convention of common
@@ -94,6 +95,8 @@ def images_from_arrays(x: np.ndarray, y: np.ndarray | None, shape: Sequence[int]
     c, h, w = (int(s) for s in shape)
     if x.ndim == 3 and c == 1:
         x = x[:, None]  # (N, H, W) → (N, 1, H, W)
+    elif x.ndim == 4 and x.shape[1] != c and x.shape[3] == c:
+        x = x.transpose(0, 3, 1, 2)  # channels last (N, H, W, C) → (N, C, H, W)
     check_images(x, origin=origin, error=InputError, messages=_MESSAGES, channels=c,
                  size=(h, w), value_range=(-1.0, 1.0), tol=1e-6)
     if x.dtype == np.uint8:

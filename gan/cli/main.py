@@ -194,7 +194,9 @@ def retrain(**options: Any) -> None:
                   f"{escape(params.model_name)}, Prefect API {escape(api)}")
     from flows.retrain import retrain as retrain_flow  # lazy: Prefect, torch, Ray, MLflow
 
-    state = retrain_flow(params, return_state=True)
+    # Named by the run id before it starts running: the runs list shows what the CLI printed.
+    named = retrain_flow.with_options(flow_run_name=params.run_id)
+    state = named(params, return_state=True)
     if not state.is_completed():
         why = (state.message or state.type.value).removeprefix(
             "Flow run encountered an exception: ")
@@ -296,21 +298,52 @@ def bench(
     images: int = typer.Option(4096, "--images", min=256, help="Training images per epoch."),
     epochs: int = typer.Option(4, "--epochs", min=2, help="Epochs per variant; the first is "
                                "warm-up."),
+    pull_only: bool = typer.Option(False, "--pull-only", help="Only the client's side: load a "
+                                   "generator and draw 10,000 images (pull_10k_s)."),
+    pull_model: str | None = typer.Option(
+        None, "--pull-model", help="Model to pull: models:/<name>@<alias> (the configured "
+        "MLflow) or a local model directory; default: the default preset's G saved locally."),
+    pull_python: str | None = typer.Option(
+        None, "--pull-python", help="The client's Python (e.g. a venv with only torch and "
+        "mlflow); default: this one."),
 ) -> None:
-    """Images/s of the training step: bare PyTorch, in-process loop, Ray Train 1 and 2 workers."""
-    from gan.tools.bench import BenchConfig, format_table, run_bench  # lazy: torch, Ray
+    """Images/s of the training step (bare PyTorch, in-process loop, Ray Train 1 and 2 workers)
+    and the seconds a client takes to load a generator and draw 10,000 images."""
+    from gan.tools.pull_bench import pull_bench  # lazy: torch, MLflow
 
     unknown = [m for m in model if m not in ("seed", "default")]
     if unknown:
         raise fail(f"--model {unknown[0]!r}: choose seed or default", code=2)
+    tracking = None
+    if pull_model and pull_model.startswith(("models:/", "runs:/")):
+        tracking = load_settings().mlflow_tracking_uri
+    elif pull_model and not (Path(pull_model) / "MLmodel").is_file():
+        raise fail(f"--pull-model {pull_model!r}: not models:/..., runs:/... or a local MLflow "
+                   "model directory", code=2)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    results = run_bench(model, BenchConfig(images=images, epochs=epochs),
-                        echo=lambda m: err.print(escape(m)))
+    results: list[dict[str, Any]] = []
+    if not pull_only:
+        from gan.tools.bench import BenchConfig, run_bench  # lazy: torch, Ray
+
+        results = run_bench(model, BenchConfig(images=images, epochs=epochs),
+                            echo=lambda m: err.print(escape(m)))
+    err.print("pulling a generator in a fresh process: load + 10,000 images ...")
+    try:
+        pull = pull_bench(pull_model, tracking_uri=tracking, python=pull_python)
+    except RuntimeError as e:
+        raise fail(str(e)) from None
     if as_json:
         for r in results:
             typer.echo(json.dumps(r))
+        typer.echo(json.dumps({"model": "pull", **pull}))
     else:
-        typer.echo(format_table(results))
+        if results:
+            from gan.tools.bench import format_table  # lazy: as above
+
+            typer.echo(format_table(results))
+        typer.echo(f"pull: load + {pull['pull_images']:,} images in {pull['pull_10k_s']:.2f} s "
+                   f"(warm {pull['pull_10k_warm_s']:.2f} s, {pull['pull_threads']} threads; "
+                   f"{pull['pull_model']})")
 
 
 data_app = typer.Typer(no_args_is_help=True, help="Data in the stack's object storage.")

@@ -16,9 +16,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gan.core.form_schema import for_form
 from gan.core.ids import RUN_ID_PATTERN
 
-SMOKE_SUFFIX = "-smoke"  # the smoke preset's default model name: gan-<dataset>-smoke
+SMOKE_SUFFIX = "-smoke"  # the smoke preset's default model name: gan-DATASET-smoke
 # Names MLflow's registry accepts without surprises in URIs (`models:/<name>@alias`).
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -26,7 +27,8 @@ MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 class Frozen(BaseModel):
     """Base for config records: immutable, unknown fields rejected (typos fail loudly)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # json_schema_extra: the Prefect form's schema (plain optional fields, bounds described).
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra=for_form)
 
 
 # --------------------------------------------------------------------------- data
@@ -62,10 +64,10 @@ class DataConfig(Frozen):
     )
     split_seed: int = Field(0, ge=0, description="Seed of the stratified train/holdout split.")
     limit: int | None = Field(
-        None, ge=20, description="Keep at most this many images (smoke runs); None keeps all."
+        None, ge=20, description="Keep at most this many images (smoke runs); empty keeps all."
     )
     channels: Literal[1, 3] | None = Field(
-        None, description="Image channels: 1 (grey) or 3 (RGB); None: from the data (grey "
+        None, description="Image channels: 1 (grey) or 3 (RGB); empty: from the data (grey "
         "when every image is grey)."
     )
     max_bad_fraction: float = Field(
@@ -102,7 +104,10 @@ class DataConfig(Frozen):
 class ModelConfig(Frozen):
     """Architecture of G and D; stored in every checkpoint so `build()` can rebuild it."""
 
-    arch: Literal["mlp", "dcgan"] = Field("dcgan", description="mlp: the seed GAN; dcgan: conv.")
+    arch: Literal["mlp", "dcgan", "dcgan-deep", "resnet"] = Field(
+        "dcgan", description="mlp: the seed GAN; dcgan: conv, two doublings from H/4; "
+        "dcgan-deep: Radford et al.'s DCGAN from 4×4 (image_size 8-128, powers of 2); resnet: "
+        "the SNGAN ResNet G and D (Miyato et al. 2018; image_size 16, 32, 64 or 128).")
     conditional: bool = Field(False, description="Class-conditional G and D (labelled samples).")
     latent_dim: int = Field(100, ge=2, le=1024, description="Size of z.")
     image_size: int = Field(28, ge=8, le=128, description="H=W of generated images.")
@@ -119,12 +124,20 @@ class ModelConfig(Frozen):
     def _size_fits_arch(self) -> ModelConfig:
         if self.arch == "dcgan" and self.image_size % 4:
             raise ValueError(f"model.image_size {self.image_size} must be divisible by 4 for dcgan")
+        if self.arch == "dcgan-deep" and self.image_size not in (8, 16, 32, 64, 128):
+            raise ValueError(f"model.image_size {self.image_size} must be 8, 16, 32, 64 or 128 "
+                             "for dcgan-deep (e.g. --image-size 32)")
+        if self.arch == "resnet" and self.image_size not in (16, 32, 64, 128):
+            raise ValueError(f"model.image_size {self.image_size} must be 16, 32, 64 or 128 for "
+                             "resnet (e.g. --image-size 32)")
         return self
 
 
 # --------------------------------------------------------------------------- training
 
 LossName = Literal["bce", "ns", "hinge", "wgan-gp"]
+_DA_OP = "(color|translation|cutout)"
+DIFFAUGMENT_RE = rf"^({_DA_OP}(,{_DA_OP})*)?$"  # "" or e.g. "color,translation,cutout"
 
 
 class TrainConfig(Frozen):
@@ -147,9 +160,9 @@ class TrainConfig(Frozen):
     beta2: float = Field(0.999, ge=0.0, lt=1.0,
                          description="Adam beta2 of G (and of D unless set).")
     beta1_d: float | None = Field(None, ge=0.0, lt=1.0,
-                                  description="Adam beta1 of D; None = beta1.")
+                                  description="Adam beta1 of D; empty: beta1.")
     beta2_d: float | None = Field(None, ge=0.0, lt=1.0,
-                                  description="Adam beta2 of D; None = beta2.")
+                                  description="Adam beta2 of D; empty: beta2.")
     d_steps: int = Field(1, ge=1, le=10, description="D steps per G step.")
     gp_weight: float = Field(10.0, ge=0.0, description="Gradient-penalty weight (wgan-gp).")
     mode_seeking: float = Field(
@@ -158,6 +171,11 @@ class TrainConfig(Frozen):
     )
     ema_decay: float = Field(
         0.999, ge=0.0, lt=1.0, description="EMA decay of G weights; 0 switches EMA off."
+    )
+    diffaugment: str = Field(
+        "", pattern=DIFFAUGMENT_RE, description="DiffAugment (Zhao et al. 2020) before D, on "
+        "real and fake alike: a comma list of color, translation, cutout; '' = off. For small "
+        "datasets (a few thousand images)."
     )
     seed: int = Field(0, ge=0, description="Seed of weights, noise and shuffling.")
     divergence_patience: int = Field(
@@ -198,7 +216,7 @@ class EvalConfig(Frozen):
     """How a generator is judged (see `gan.eval.evaluate`)."""
 
     n_samples: int | None = Field(
-        None, ge=100, le=100_000, description="Generated samples; None = max(holdout, 1000)."
+        None, ge=100, le=100_000, description="Generated samples; empty: max(holdout, 1000)."
     )
     seed: int = Field(1234, ge=0, description="Seed of the evaluation latents.")
     min_judge_accuracy: float = Field(
@@ -211,6 +229,22 @@ class EvalConfig(Frozen):
     n_seeds: int = Field(
         3, ge=2, le=20, description="Evaluation repeats, latent seeds seed, seed+1, ...: each "
         "metric is reported as mean ± spread over them, and the gate's noise is that spread."
+    )
+    judge: Literal["auto", "classifier", "self-supervised"] = Field(
+        "auto", description="Feature space of the metrics: the classifier judge (needs labels) "
+        "or a self-supervised encoder (any data); auto = classifier when the data has labels."
+    )
+    ssl_judge_epochs: int = Field(
+        15, ge=1, le=200, description="Epochs to train the self-supervised (label-free) judge."
+    )
+    min_ssl_retrieval: float = Field(
+        0.5, ge=0.0, le=1.0, description="Label-free judge check: share of augmented holdout "
+        "images whose nearest feature is their own original (an untrained encoder ≈ 0.4), and "
+        "0.1 above the untrained encoder's; 0 = off (the smoke preset)."
+    )
+    min_ssl_knn_accuracy: float = Field(
+        0.8, ge=0.0, le=1.0, description="Label-free judge check where labels exist: 5-NN "
+        "holdout accuracy in its feature space."
     )
 
 
@@ -246,7 +280,7 @@ class RegistryConfig(Frozen):
 
     model_name: str | None = Field(
         None, description="Registered model name the run publishes to; default "
-        "gan-<dataset> (gan-<dataset>-smoke for the smoke preset). Letters, digits, . _ -"
+        "gan-DATASET (gan-DATASET-smoke for the smoke preset). Letters, digits, . _ -"
     )
     experiment: str = Field("gan-retrain", min_length=1, max_length=200,
                             description="MLflow experiment the run is logged in.")
@@ -288,7 +322,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "data": {"limit": 200},
         "model": {"arch": "mlp", "g_hidden": (32, 64), "d_hidden": (64, 32)},
         "train": {"epochs": 1, "batch_size": 32, "checkpoint_every": 1},
-        "eval": {"n_samples": 200, "judge_epochs": 2, "min_judge_accuracy": 0.0},
+        "eval": {"n_samples": 200, "judge_epochs": 2, "min_judge_accuracy": 0.0,
+                 "ssl_judge_epochs": 3, "min_ssl_retrieval": 0.0, "min_ssl_knn_accuracy": 0.0},
     },
 }
 
@@ -296,16 +331,17 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 class RetrainParams(Frozen):
     """Everything one retraining run takes: the Prefect UI form and `gan retrain`'s flags.
 
-    The preset gives a full recipe; each field left empty (None) keeps the preset's value.
+    The preset gives a full recipe; each field left empty keeps the preset's value.
     """
 
     preset: Literal["default", "seed", "smoke"] = Field(
         "default", description="Starting recipe: default (measured best), seed (classic MLP "
-        "GAN), smoke (tiny, seconds; publishes to gan-<dataset>-smoke unless a model name is "
+        "GAN), smoke (tiny, seconds; publishes to gan-DATASET-smoke unless a model name is "
         "given, never to the production model). Fields below override it."
     )
     data: DataConfig = Field(default_factory=DataConfig, description="Dataset source.")
-    arch: Literal["mlp", "dcgan"] | None = Field(None, description="Model architecture.")
+    arch: Literal["mlp", "dcgan", "dcgan-deep", "resnet"] | None = Field(
+        None, description="Model architecture.")
     conditional: bool | None = Field(None, description="Class-conditional generator.")
     loss: LossName | None = Field(None, description="GAN loss.")
     epochs: int | None = Field(None, ge=1, le=10_000, description="Training epochs.")
@@ -316,13 +352,17 @@ class RetrainParams(Frozen):
     use_gpu: bool | None = Field(None, description="Train on GPUs (one per worker).")
     seed: int | None = Field(None, ge=0, description="Training seed.")
     time_limit_s: float | None = Field(None, gt=0, description="Training wall-clock limit (s).")
+    diffaugment: str | None = Field(None, pattern=DIFFAUGMENT_RE, description="DiffAugment "
+                                    "before D: e.g. color,translation,cutout; '' = off.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation settings.")
     gate: GateConfig = Field(default_factory=GateConfig, description="Promotion thresholds.")
     registry: RegistryConfig = Field(default_factory=RegistryConfig, description="Model name.")
     run_id: str | None = Field(
         None,
         pattern=RUN_ID_PATTERN,
-        description="Names everything this run writes; reuse one to resume a stopped run.",
+        description="Names everything this run writes; reuse one to resume a stopped run. "
+        "Empty: `<model name>-<flow run name>-<6 hex of the flow run id>`, so the run id "
+        "starts with the name the UI gave the flow run.",
     )
     force: bool = Field(
         False, description="Train even when nothing changed: a new run whose dataset version, "
@@ -334,10 +374,10 @@ class RetrainParams(Frozen):
         """Preset + overrides → validated configs. Raises ValueError naming the field."""
         p = PRESETS[self.preset]
         model_over = {"arch": self.arch, "conditional": self.conditional,
-                      "image_size": self.data.image_size}
+                      "image_size": self.data.image_size, "channels": self.data.channels}
         train_over = {k: getattr(self, k) for k in (
             "loss", "epochs", "batch_size", "lr_g", "lr_d", "num_workers", "use_gpu", "seed",
-            "time_limit_s")}
+            "time_limit_s", "diffaugment")}
         if self.use_gpu is False:
             train_over["bf16"] = False
         # exclude_defaults, not exclude_unset: params that went through JSON (the Prefect UI,
@@ -354,7 +394,7 @@ class RetrainParams(Frozen):
     @property
     def model_name(self) -> str:
         """Where the run publishes: `registry.model_name`, else `gan-<dataset>`, and for the
-        smoke preset `gan-<dataset>-smoke`, so smoke runs never add versions to the
+        smoke preset `gan-DATASET-smoke`, so smoke runs never add versions to the
         production model."""
         if self.registry.model_name:
             return self.registry.model_name

@@ -75,7 +75,7 @@ class Report(Record):
     metrics: dict[str, float]  # fid, kid_mean, precision, ...: means over eval_seeds
     floors: dict[str, float]  # the same metrics real-train vs real-holdout
     ceilings: dict[str, float]  # e.g. inception_score on real data
-    class_hist: list[float]  # generated class shares, len = num_classes
+    class_hist: list[float]  # generated class shares, len = num_classes ([]: no labels)
     classes_covered: int
     judge_accuracy: float
     conditional_accuracy: float | None = None
@@ -90,6 +90,9 @@ class Report(Record):
     spread: dict[str, float] = Field(default_factory=dict)  # std of metrics over eval_seeds
     per_seed: dict[str, list[float]] = Field(default_factory=dict)  # metric → one per seed
     champion: ChampionScore | None = None  # the champion re-scored alongside (None: none)
+    divergence_reason: str | None = None  # why `diverged`, when evaluation found the evidence
+    judge: str = "classifier"  # the feature space: "classifier" or "self-supervised" (no labels)
+    judge_quality: dict[str, float] = Field(default_factory=dict)  # its quality-check numbers
 
 
 class GateDecision(Record):

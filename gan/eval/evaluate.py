@@ -43,8 +43,10 @@ from gan.eval.judge import (
     train_judge,
 )
 from gan.eval.report import render_markdown
+from gan.eval.ssl_judge import AnyJudge, SSLJudge, check_ssl_judge, select_judge
 from gan.nets.models import sample_images
 from gan.train.checkpoint import generator_from_checkpoint, load_checkpoint
+from gan.train.loop import SATURATED_FAKE, SATURATED_REAL
 
 if TYPE_CHECKING:
     from gan.io.storage import Storage
@@ -98,18 +100,20 @@ def _checked(fake: Tensor, like: Tensor) -> tuple[Tensor, float]:
 # --------------------------------------------------------------------------- metrics
 
 
-def sample_metrics(judge: Judge, real: Tensor, fake: Tensor, seed: int) -> dict[str, float]:
-    """FID, KID, P/R/D/C and classifier IS of `fake` against `real`, in the judge's space."""
+def sample_metrics(judge: AnyJudge, real: Tensor, fake: Tensor, seed: int) -> dict[str, float]:
+    """FID, KID, P/R/D/C (and, with a classifier judge, its IS) of `fake` against `real`, in
+    the judge's feature space."""
     feat = judge.feature_module()
     kid_mean, kid_std = M.kid(feat, real, fake, seed)
-    is_mean, is_std = M.inception_score(judge.logits_module(), fake, seed)
-    out = {"fid": M.fid(feat, real, fake), "kid_mean": kid_mean, "kid_std": kid_std,
-           "inception_score": is_mean, "inception_score_std": is_std}
+    out = {"fid": M.fid(feat, real, fake), "kid_mean": kid_mean, "kid_std": kid_std}
+    if isinstance(judge, Judge):  # a label-free judge has no classes, hence no IS
+        is_mean, is_std = M.inception_score(judge.logits_module(), fake, seed)
+        out.update(inception_score=is_mean, inception_score_std=is_std)
     out.update(M.prdc_metrics(judge.features(real).numpy(), judge.features(fake).numpy()))
     return out
 
 
-def compute_floors(judge: Judge, data: PreparedData, cfg: EvalConfig) -> dict[str, Any]:
+def compute_floors(judge: AnyJudge, data: PreparedData, cfg: EvalConfig) -> dict[str, Any]:
     """The metrics with n real train images in place of the generator (same n where possible).
 
     Returns {"floors": {...}, "ceilings": {...}, "n": n_used, "seed": seed}: floors hold every
@@ -121,19 +125,21 @@ def compute_floors(judge: Judge, data: PreparedData, cfg: EvalConfig) -> dict[st
     idx = torch.randperm(n_train, generator=torch.Generator().manual_seed(cfg.seed))[:n]
     real_sub = data.x_train[idx].float()  # (n, C, H, W)
     m = sample_metrics(judge, data.x_holdout.float(), real_sub, cfg.seed)
-    p_real = M.class_shares(data.y_train, data.num_classes)
-    stats = M.class_stats(judge.predict(real_sub), p_real, cfg.class_share_threshold)
     floors = {k: m[k] for k in ("fid", "kid_mean", "kid_std", "precision", "recall", "density",
                                 "coverage")}
-    floors["class_kl"] = float(stats["class_kl"])  # type: ignore[arg-type]
-    floors["classes_covered"] = float(stats["classes_covered"])  # type: ignore[arg-type]
-    ceilings = {"inception_score": m["inception_score"],
-                "inception_score_std": m["inception_score_std"],
-                "classes_covered": float(data.num_classes)}
+    ceilings: dict[str, float] = {}
+    if isinstance(judge, Judge):  # class statistics need the classifier judge
+        p_real = M.class_shares(data.y_train, data.num_classes)
+        stats = M.class_stats(judge.predict(real_sub), p_real, cfg.class_share_threshold)
+        floors["class_kl"] = float(stats["class_kl"])  # type: ignore[arg-type]
+        floors["classes_covered"] = float(stats["classes_covered"])  # type: ignore[arg-type]
+        ceilings = {"inception_score": m["inception_score"],
+                    "inception_score_std": m["inception_score_std"],
+                    "classes_covered": float(data.num_classes)}
     return {"floors": floors, "ceilings": ceilings, "n": n, "seed": cfg.seed}
 
 
-def get_or_compute_floors(storage: Storage, judge: Judge, data: PreparedData,
+def get_or_compute_floors(storage: Storage, judge: AnyJudge, data: PreparedData,
                           cfg: EvalConfig) -> dict[str, Any]:
     """Floors cached next to the judge (`judges/<version>/floors/n<n>-seed<seed>.json`).
 
@@ -212,11 +218,12 @@ def champion_problem(generator: nn.Module | None, data: PreparedData) -> str:
     return ""
 
 
-def _score_seeds(generator: nn.Module, data: PreparedData, judge: Judge, cfg: EvalConfig,
+def _score_seeds(generator: nn.Module, data: PreparedData, judge: AnyJudge, cfg: EvalConfig,
                  train_feats: Tensor, seeds: list[int]
                  ) -> tuple[list[dict[str, float]], Tensor, Tensor, Tensor | None]:
-    """One metrics dict per latent seed; also the judge's predictions pooled over seeds (S·n,)
-    and the first seed's samples (n, C, H, W) and requested labels (for the pictures)."""
+    """One metrics dict per latent seed; also the judge's predictions pooled over seeds (S·n,;
+    all 0 for a label-free judge) and the first seed's samples (n, C, H, W) and requested
+    labels (for the pictures)."""
     n = n_samples(cfg, data)
     p_real = M.class_shares(data.y_train, data.num_classes)  # (K,)
     holdout = data.x_holdout.float()
@@ -226,12 +233,15 @@ def _score_seeds(generator: nn.Module, data: PreparedData, judge: Judge, cfg: Ev
     for seed in seeds:
         labels = proportional_labels(p_real, n, seed) if conditional else None
         fake, nonfinite = _checked(sample_images(generator, n, seed, labels), data.x_train)
-        predicted = judge.predict(fake)  # (n,)
         m = sample_metrics(judge, holdout, fake, seed)
-        m.update(M.copy_stats(train_feats, hold_feats, judge.features(fake)))
-        m.update(class_kl=M.class_kl(p_real, M.class_shares(predicted, data.num_classes)),
+        m.update(M.copy_stats(train_feats, hold_feats, judge.features(fake)),
                  nonfinite_fraction=nonfinite)
-        if labels is not None:
+        if isinstance(judge, Judge):
+            predicted = judge.predict(fake)  # (n,)
+            m["class_kl"] = M.class_kl(p_real, M.class_shares(predicted, data.num_classes))
+        else:
+            predicted = torch.zeros(n, dtype=torch.long)
+        if labels is not None and isinstance(judge, Judge):
             m["conditional_accuracy"] = float((predicted == labels).float().mean())
         per_seed.append(m)
         preds.append(predicted)
@@ -250,7 +260,7 @@ def _aggregate(per_seed: list[dict[str, float]]
     return means, spreads, lists
 
 
-def _score_champion(champion: Champion, data: PreparedData, judge: Judge, cfg: EvalConfig,
+def _score_champion(champion: Champion, data: PreparedData, judge: AnyJudge, cfg: EvalConfig,
                     train_feats: Tensor, seeds: list[int]) -> ChampionScore:
     problem = champion.problem or champion_problem(champion.generator, data)
     if not problem:
@@ -263,15 +273,16 @@ def _score_champion(champion: Champion, data: PreparedData, judge: Judge, cfg: E
     if problem:
         return ChampionScore(version=champion.version, comparable=False, reason=problem)
     means, spreads, lists = _aggregate(per_seed)
-    stats = M.class_stats(predicted, M.class_shares(data.y_train, data.num_classes),
-                          cfg.class_share_threshold)  # pooled over seeds, as the candidate's
-    means["classes_covered"] = float(stats["classes_covered"])  # type: ignore[arg-type]
+    if isinstance(judge, Judge):
+        stats = M.class_stats(predicted, M.class_shares(data.y_train, data.num_classes),
+                              cfg.class_share_threshold)  # pooled over seeds, as the candidate's
+        means["classes_covered"] = float(stats["classes_covered"])  # type: ignore[arg-type]
     return ChampionScore(version=champion.version, metrics=means, spread=spreads,
                          per_seed=lists)
 
 
 def evaluate_generator(
-    generator: nn.Module, data: PreparedData, judge: Judge, cfg: EvalConfig,
+    generator: nn.Module, data: PreparedData, judge: AnyJudge, cfg: EvalConfig,
     history: list[dict[str, float]] | None = None, *, floors: dict[str, Any] | None = None,
     champion: Champion | None = None,
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
@@ -282,15 +293,19 @@ def evaluate_generator(
     the seeds), judge_accuracy, conditional_accuracy, n_samples, seeds and champion (the
     `champion` re-scored on the same seeds, or why it cannot be; None without one); pictures
     maps samples / real_vs_generated / curves to PNG bytes (first seed). `floors` (from
-    `compute_floors` or its cache) is computed here when not given. Raises `JudgeError` when the
-    judge's holdout accuracy is under `cfg.min_judge_accuracy`.
+    `compute_floors` or its cache) is computed here when not given. `judge`: the classifier
+    judge, or the label-free `SSLJudge` (then no class metrics; `judge` and `judge_quality`
+    name it). Raises `JudgeError` when the judge fails its quality check.
     """
-    check_judge(judge, cfg.min_judge_accuracy)
+    if isinstance(judge, SSLJudge):
+        check_ssl_judge(judge, cfg)
+    else:
+        check_judge(judge, cfg.min_judge_accuracy)
     if len(data.x_holdout) < MIN_HOLDOUT:
         raise ValueError(f"dataset {data.name!r} has {len(data.x_holdout)} holdout images; "
                          f"evaluation needs at least {MIN_HOLDOUT} (raise data.limit or "
                          "data.holdout_fraction)")
-    if judge.num_classes != data.num_classes:
+    if isinstance(judge, Judge) and judge.num_classes != data.num_classes:
         raise ValueError(f"judge has {judge.num_classes} classes, dataset {data.name!r} "
                          f"{data.num_classes}")
     seeds = [cfg.seed + i for i in range(cfg.n_seeds)]
@@ -298,16 +313,18 @@ def evaluate_generator(
     per_seed, predicted, fake, labels = _score_seeds(generator, data, judge, cfg, train_feats,
                                                      seeds)
     metrics, spread, lists = _aggregate(per_seed)
-    p_real = M.class_shares(data.y_train, data.num_classes)
-    stats = M.class_stats(predicted, p_real, cfg.class_share_threshold)  # pooled over seeds
-    metrics.update(classes_covered=float(stats["classes_covered"]),  # type: ignore[arg-type]
-                   judge_accuracy=judge.accuracy)
+    stats: dict[str, Any] = {"class_hist": [], "classes_covered": 0}  # no classes: no labels
+    if isinstance(judge, Judge):
+        p_real = M.class_shares(data.y_train, data.num_classes)
+        stats = M.class_stats(predicted, p_real, cfg.class_share_threshold)  # pooled over seeds
+        metrics["classes_covered"] = float(stats["classes_covered"])
+    metrics["judge_accuracy"] = judge.accuracy
     fl = floors or compute_floors(judge, data, cfg)
     result = {
         "metrics": metrics, "spread": spread, "per_seed": lists, "eval_seeds": seeds,
         "floors": fl["floors"], "ceilings": fl["ceilings"],
         "class_hist": stats["class_hist"], "classes_covered": stats["classes_covered"],
-        "judge_accuracy": judge.accuracy,
+        "judge_accuracy": judge.accuracy, "judge": judge.kind, "judge_quality": judge.quality,
         "conditional_accuracy": metrics.get("conditional_accuracy"), "n_samples": len(fake),
         "seeds": {"eval": cfg.seed, "judge": judge.seed},
         "champion": (None if champion is None else
@@ -317,6 +334,31 @@ def evaluate_generator(
     pics = make_pictures(generator, data, fake,
                          labels if labels is not None else predicted[:n], cfg.seed, history)
     return result, pics
+
+
+def divergence_evidence(generator: nn.Module, history: list[dict[str, float]] | None,
+                        train_cfg: dict[str, Any]) -> str | None:
+    """Why the generator counts as diverged, or None: non-finite weights, or a last epoch whose
+    mean D outputs are saturated (the training guard's thresholds; not for WGAN-GP, whose
+    critic is unbounded). The guard stops a run only after `divergence_patience` consecutive
+    saturated steps, more than a short run has, so a diverged run could reach the gate."""
+    for name, p in generator.state_dict().items():
+        if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+            return f"the generator has non-finite weights ({name})"
+    loss = train_cfg.get("loss")
+    if not history or loss == "wgan-gp":
+        return None
+    last = history[-1]
+    d_real, d_fake = last.get("d_real"), last.get("d_fake")
+    if d_real is None or d_fake is None:
+        return None
+    real_thr = (min(SATURATED_REAL, float(train_cfg.get("real_label", 1.0)) - 0.05)
+                if loss == "bce" else SATURATED_REAL)
+    if not (d_real <= real_thr or d_fake >= SATURATED_FAKE):  # saturated, or NaN
+        return (f"D saturated in the last epoch ({last.get('epoch', len(history))}): mean "
+                f"σ(D(x)) {d_real:.4g} > {real_thr:g} and σ(D(G(z))) {d_fake:.4g} < "
+                f"{SATURATED_FAKE}")
+    return None
 
 
 def evaluate(storage: Storage, dataset: DatasetRef, trained: TrainedRef,
@@ -330,7 +372,7 @@ def evaluate(storage: Storage, dataset: DatasetRef, trained: TrainedRef,
         raise ValueError(f"run {trained.run_id!r} was trained on dataset version "
                          f"{trained.dataset_version!r}, asked to evaluate on {dataset.version!r}")
     data = load_prepared(storage, dataset)
-    judge = get_or_train_judge(storage, data, cfg)
+    judge = select_judge(storage, data, cfg)
     floors = get_or_compute_floors(storage, judge, data, cfg)
     ckpt = load_checkpoint(storage.get_bytes(trained.checkpoint_uri))
     generator = generator_from_checkpoint(ckpt, use_ema=True)
@@ -345,8 +387,11 @@ def evaluate(storage: Storage, dataset: DatasetRef, trained: TrainedRef,
     train_seed = trained.train_cfg.get("seed")
     if isinstance(train_seed, int):
         result["seeds"] = {**result["seeds"], "train": train_seed}
+    why = (trained.divergence_reason or "reported by training" if trained.diverged
+           else divergence_evidence(generator, history, trained.train_cfg))
     report = Report(run_id=trained.run_id, dataset_version=dataset.version,
-                    diverged=trained.diverged, report_uri=f"{prefix}/report.json",
+                    diverged=why is not None, divergence_reason=why,
+                    report_uri=f"{prefix}/report.json",
                     markdown_uri=f"{prefix}/report.md", artifacts=artifacts, **result)
     report = report.model_copy(update={"markdown": render_markdown(report)})
     for name, png in pics.items():

@@ -2,8 +2,10 @@
 
 What this module is: `gate(report, champion_metrics, cfg, champion_version=...)`, one line per
 rule, each stating its comparison the way round it holds ("class KL 10.2 exceeds the maximum
-0.1"). Absolute rules: trained without divergence, few non-finite samples, classes covered,
-class KL, recall (mode collapse), copy fraction (memorisation). The comparison with a
+0.1"). Absolute rules: trained without divergence, few non-finite samples, classes covered and
+class KL (only under the classifier judge: unlabelled data has no classes), recall (mode
+collapse), copy fraction (memorisation). The FID lines name the judge whose feature space
+they are measured in (`report.judge`). The comparison with a
 champion is like for like only: it uses the champion's scores from the *same* evaluation
 (`report.champion`: same judge, holdout, n and latent seeds), never numbers from its version
 tags, which may come from another judge; and it is noise-aware (see `fid_rule`).
@@ -34,23 +36,27 @@ def gate(report: Report, champion_metrics: dict[str, float] | None, cfg: GateCon
     comparison reads `report.champion`, which must be that same version re-scored.
     """
     del champion_metrics  # see docstring: like-for-like numbers come from the report
-    if "fid" not in report.metrics or "class_kl" not in report.metrics:
+    classes = report.judge == "classifier"  # the label-free judge has no class metrics
+    if "fid" not in report.metrics or (classes and "class_kl" not in report.metrics):
         raise ValueError(f"report of run {report.run_id!r} lacks 'fid' or 'class_kl' metrics")
     checks: list[Check] = [
-        (not report.diverged, "training finished without divergence" if not report.diverged
-         else "training diverged"),
+        _divergence_check(report),
         _nonfinite_check(report, cfg.max_nonfinite_fraction),
-        _classes_check(report, cfg.require_all_classes),
-        _kl_check(report.metrics["class_kl"], cfg.max_class_kl),
     ]
+    if classes:
+        checks += [_classes_check(report, cfg.require_all_classes),
+                   _kl_check(report.metrics["class_kl"], cfg.max_class_kl)]
+    else:
+        checks.append((True, f"no labels: class coverage and class KL not judged (metrics in "
+                             f"the {report.judge} judge's feature space)"))
     if cfg.min_recall_ratio > 0:
         checks.append(_recall_check(report, cfg.min_recall_ratio))
     if cfg.max_copy_fraction < 1:
         checks.append(_copy_check(report, cfg.max_copy_fraction))
     champion_fid = None
     if champion_version is None:
-        checks.append((True, f"no champion: FID {report.metrics['fid']:.4g} judged on the "
-                             "absolute rules only"))
+        checks.append((True, f"no champion: FID {report.metrics['fid']:.4g} ({report.judge} "
+                             "judge) judged on the absolute rules only"))
     else:
         score = report.champion
         if score is None or score.version != champion_version:
@@ -101,12 +107,23 @@ def fid_rule(report: Report, noise_k: float, margin: float) -> Check:
     need = margin + noise_k * noise
     c_mean, h_mean = sum(cand) / len(cand), sum(champ) / len(champ)
     head = (f"FID {c_mean:.4g} ± {_spread(cand):.2g} vs champion v{report.champion.version} "
-            f"re-scored {h_mean:.4g} ± {_spread(champ):.2g} ({len(cand)} seeds): improvement "
+            f"re-scored {h_mean:.4g} ± {_spread(champ):.2g} ({len(cand)} seeds, {report.judge} "
+            f"judge): improvement "
             f"{d_mean:.3g}")
     bound = f"noise {noise_k} × {noise:.2g} + margin {margin} = {need:.3g}"
     if d_mean > need:  # NaN compares False: never promotes
         return True, f"{head} exceeds {bound}"
     return False, f"{head} does not exceed {bound} (a tie or a noise-level difference)"
+
+
+def _divergence_check(report: Report) -> Check:
+    """`report.diverged`: set by training, or by the evaluation from the generator it scored
+    (`gan.eval.evaluate.divergence_evidence`: non-finite weights, a saturated last epoch), so
+    this rule can fail although training raises on the divergences its guard sees."""
+    if not report.diverged:
+        return True, "training finished without divergence"
+    why = f": {report.divergence_reason}" if report.divergence_reason else ""
+    return False, f"training diverged{why}"
 
 
 def _nonfinite_check(report: Report, limit: float) -> Check:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import safetensors.torch
 import torch
@@ -55,6 +55,12 @@ class Judge:
     epochs: int
     train_seconds: float = 0.0
     meta: dict[str, Any] = field(default_factory=dict)
+    kind: ClassVar[str] = "classifier"  # the label-free judge is "self-supervised"
+    has_classes: ClassVar[bool] = True
+
+    @property
+    def quality(self) -> dict[str, float]:
+        return {"holdout_accuracy": self.accuracy}
 
     @property
     def num_classes(self) -> int:

@@ -35,7 +35,7 @@ def render_markdown(report: Report) -> str:
         f"- dataset version `{report.dataset_version}`, {report.n_samples} generated samples "
         f"per seed, eval seeds {report.eval_seeds or [report.seeds.get('eval')]} "
         "(values: mean ± spread over them)",
-        f"- judge holdout accuracy {report.judge_accuracy:.4f}; seeds: {seeds}",
+        f"- {_judge_line(report)}; seeds: {seeds}",
         f"- diverged in training: {'yes' if report.diverged else 'no'}",
     ]
     if champ is not None and not champ.comparable:
@@ -56,6 +56,17 @@ def render_markdown(report: Report) -> str:
         if key == "kid_mean" and report.floors.get("kid_std") is not None:
             ref += f" ± {fmt_number(report.floors.get('kid_std'))}"  # over KID subsets
         rows.append([*row, ref])
-    hist = " ".join(f"{i}:{s:.3f}" for i, s in enumerate(report.class_hist))
-    lines += [markdown_table(head, rows), "", f"Generated class shares (judge): {hist}", ""]
+    lines += [markdown_table(head, rows), ""]
+    if report.class_hist:
+        hist = " ".join(f"{i}:{s:.3f}" for i, s in enumerate(report.class_hist))
+        lines += [f"Generated class shares (judge): {hist}", ""]
     return "\n".join(lines)
+
+
+def _judge_line(report: Report) -> str:
+    """Which judge's feature space the metrics are in, and how good it was."""
+    if report.judge == "classifier":
+        return f"judge: classifier, holdout accuracy {report.judge_accuracy:.4f}"
+    q = ", ".join(f"{k} {fmt_number(v)}" for k, v in sorted(report.judge_quality.items()))
+    return (f"judge: {report.judge} encoder (label-free; no class metrics; the champion is "
+            f"re-scored under the same judge); quality: {q}")

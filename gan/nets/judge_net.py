@@ -30,6 +30,21 @@ def _conv(c_in: int, c_out: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
 
 
+def conv_features(channels: int, width: int, feature_dim: int) -> nn.Sequential:
+    """The judges' feature body: (B, channels, H, W) → (B, feature_dim), any H = W ≥ 4.
+
+    Shared by the classifier judge and the self-supervised one (`gan.nets.ssl_net`).
+    """
+    w = width
+    return nn.Sequential(
+        *_conv(channels, w), nn.MaxPool2d(2),  # (B, w, H/2, W/2)
+        *_conv(w, 2 * w), nn.MaxPool2d(2),  # (B, 2w, H/4, W/4)
+        *_conv(2 * w, 4 * w), nn.AdaptiveAvgPool2d(4),  # (B, 4w, 4, 4)
+        nn.Flatten(),  # (B, 64w)
+        nn.Linear(64 * w, feature_dim), nn.ReLU(),  # (B, F): the metric feature space
+    )
+
+
 class JudgeNet(nn.Module):
     """Three conv blocks → 4×4 pooled map → `feature_dim` features (ReLU) → class logits.
 
@@ -39,15 +54,8 @@ class JudgeNet(nn.Module):
 
     def __init__(self, arch: JudgeArch) -> None:
         super().__init__()
-        w = arch.width
         self.arch = arch
-        self.body = nn.Sequential(
-            *_conv(arch.channels, w), nn.MaxPool2d(2),  # (B, w, H/2, W/2)
-            *_conv(w, 2 * w), nn.MaxPool2d(2),  # (B, 2w, H/4, W/4)
-            *_conv(2 * w, 4 * w), nn.AdaptiveAvgPool2d(4),  # (B, 4w, 4, 4)
-            nn.Flatten(),  # (B, 64w)
-            nn.Linear(64 * w, arch.feature_dim), nn.ReLU(),  # (B, F): the metric feature space
-        )
+        self.body = conv_features(arch.channels, arch.width, arch.feature_dim)
         self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(arch.feature_dim, arch.num_classes))
         # Set after training so that mean(f²) = 1 on the train split: KID's polynomial kernel
         # (f·g/F + 1)³ is then well conditioned (raw activations made it vary by ±10 per subset).

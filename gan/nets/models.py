@@ -1,11 +1,15 @@
 """Generators and discriminators as pure `nn.Module`s, and the builders that map a ModelConfig.
 
 What this module is: the seed MLP GAN (exactly: G 100→256→512→1024→784 with LeakyReLU(0.2) and
-tanh; D 784→1024→512→256→1 logits), a DCGAN for any H×W divisible by 4, and class-conditional
-variants of both (G: label embedding concatenated to z, as in Mirza & Osindero 2014; D: the
-projection discriminator of Miyato & Koyama 2018). `build(cfg)` rebuilds any of them from the
-model config a checkpoint stores. `sample_latent` and `sample_images` draw seeded latents and
-images: the one sampling path of the evaluation and the applications.
+tanh; D 784→1024→512→256→1 logits), a DCGAN for any H×W divisible by 4 (two doublings from
+H/4), the deeper DCGAN of Radford et al. 2016 (`dcgan-deep`: from 4×4, one doubling per
+octave, for 32 and 64 px colour), class-conditional variants of all (G: label embedding
+concatenated to z, as in Mirza & Osindero 2014; D: the projection discriminator of Miyato &
+Koyama 2018), and the builders, which also build the SNGAN ResNet nets of `gan.nets.resnet`.
+Every net takes C = 1 or 3 channels (`image_shape`); the base classes are `gan.nets.base`'s
+(re-exported here). `build(cfg)` rebuilds any of them from the model config a checkpoint
+stores. `sample_latent` and `sample_images` draw seeded latents and images: the one sampling
+path of the evaluation and the applications.
 
 What it is not: no I/O, no DDP, no printing, no losses.
 
@@ -20,87 +24,15 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.parametrizations import spectral_norm
 
 from gan.core.config import ModelConfig
+from gan.nets.base import EMBED_DIM, Discriminator, Generator, _dcgan_init, _sn
+from gan.nets.resnet import ResNetDiscriminator, ResNetGenerator
 
-EMBED_DIM = 50  # size of G's label embedding (conditional models)
-
-
-def _sn(module: nn.Module, on: bool) -> nn.Module:
-    """Spectral normalisation (Miyato et al. 2018) of one layer's weight, when asked."""
-    return spectral_norm(module) if on else module
-
-
-def _dcgan_init(module: nn.Module) -> None:
-    """DCGAN initialisation (Radford et al. 2016; pytorch/examples dcgan `weights_init`)."""
-    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-        nn.init.normal_(module.weight, 0.0, 0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        nn.init.normal_(module.weight, 1.0, 0.02)
-        nn.init.zeros_(module.bias)
-
-
-class Generator(nn.Module):
-    """Base of every G: holds the interface attributes and the optional label embedding."""
-
-    def __init__(self, *, latent_dim: int, image_shape: tuple[int, int, int], num_classes: int,
-                 conditional: bool) -> None:
-        super().__init__()
-        self.latent_dim = latent_dim
-        self.image_shape = tuple(image_shape)
-        self.num_classes = num_classes
-        self.conditional = conditional
-        self.embed = nn.Embedding(num_classes, EMBED_DIM) if conditional else None
-
-    @property
-    def input_dim(self) -> int:
-        return self.latent_dim + (EMBED_DIM if self.conditional else 0)
-
-    def _input(self, z: Tensor, y: Tensor | None) -> Tensor:
-        """z (B, latent_dim) → (B, input_dim): z, or [z, embed(y)] when conditional."""
-        if not self.conditional:
-            return z
-        if y is None:
-            raise ValueError("this generator is conditional: pass class labels y (B,) int64")
-        assert self.embed is not None
-        return torch.cat([z, self.embed(y)], dim=1)
-
-
-class Discriminator(nn.Module):
-    """Base of every D: `features` is the body, `forward` adds the head and the projection.
-    Subclasses build their body, then call `_add_head` (so modules list in forward order)."""
-
-    def __init__(self, *, num_classes: int, conditional: bool) -> None:
-        super().__init__()
-        self.num_classes = num_classes
-        self.conditional = conditional
-
-    def _add_head(self, feature_dim: int, spectral: bool) -> None:
-        self.feature_dim = feature_dim
-        self.head = _sn(nn.Linear(feature_dim, 1), spectral)  # ψ: (B, F) → (B, 1)
-        self.embed: nn.Module | None = None
-        if self.conditional:
-            emb = nn.Embedding(self.num_classes, feature_dim)
-            nn.init.xavier_uniform_(emb.weight)  # N(0,1) rows would swamp the head at init
-            self.embed = _sn(emb, spectral)
-
-    def features(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """Penultimate features (B, F), independent of y (used for AnoGAN feature matching)."""
-        raise NotImplementedError
-
-    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        h = self.features(x)  # (B, F)
-        out = self.head(h).squeeze(1)  # (B,)
-        if self.conditional:
-            if y is None:
-                raise ValueError("this discriminator is conditional: pass class labels y (B,)")
-            assert self.embed is not None
-            # Projection (Miyato & Koyama 2018): D(x, y) = ψ(φ(x)) + <embed(y), φ(x)>.
-            out = out + (self.embed(y) * h).sum(dim=1)
-        return out
+__all__ = ["EMBED_DIM", "DCGANDiscriminator", "DCGANGenerator", "Discriminator", "Generator",
+           "MLPDiscriminator", "MLPGenerator", "ResNetDiscriminator", "ResNetGenerator", "build",
+           "build_discriminator", "build_generator", "sample_images", "sample_latent",
+           "DeepDCGANGenerator", "DeepDCGANDiscriminator"]
 
 
 # --------------------------------------------------------------------------- MLP (the seed)
@@ -213,6 +145,65 @@ class DCGANDiscriminator(Discriminator):
         return self.body(x)
 
 
+def _doublings(size: int) -> int:
+    """log2(size / 4) for the 4×4-based DCGAN; sizes 8, 16, 32, 64, 128."""
+    if size not in (8, 16, 32, 64, 128):
+        raise ValueError(f"dcgan-deep needs H = W in (8, 16, 32, 64, 128), got {size}")
+    return size.bit_length() - 3
+
+
+class DeepDCGANGenerator(Generator):
+    """Radford et al. 2016's layout: z → (c·2^(k-1), 4, 4) → k ConvT doublings, channels halved
+    each time → (C, H, W), BN + ReLU, tanh; k = log2(H/4) (32 px: 3, 64 px: 4)."""
+
+    def __init__(self, *, latent_dim: int = 100, image_shape: tuple[int, int, int] = (3, 32, 32),
+                 base_channels: int = 64, num_classes: int = 10, conditional: bool = False) -> None:
+        super().__init__(latent_dim=latent_dim, image_shape=image_shape,
+                         num_classes=num_classes, conditional=conditional)
+        c_img, h, w = self.image_shape
+        if h != w:
+            raise ValueError(f"dcgan-deep needs square images, got {h}×{w}")
+        k = _doublings(h)
+        widths = [base_channels * 2 ** i for i in reversed(range(k))]  # e.g. [4c, 2c, c]
+        self.start = (widths[0], 4, 4)
+        self.fc = nn.Sequential(nn.Linear(self.input_dim, widths[0] * 16, bias=False),
+                                nn.BatchNorm1d(widths[0] * 16), nn.ReLU(True))
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip(widths, widths[1:], strict=False):  # (B, c_in, s, s) → 2s
+            layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False),
+                       nn.BatchNorm2d(c_out), nn.ReLU(True)]
+        layers += [nn.ConvTranspose2d(widths[-1], c_img, 4, 2, 1), nn.Tanh()]  # (B, C, H, W)
+        self.up = nn.Sequential(*layers)
+        self.apply(_dcgan_init)
+
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.up(self.fc(self._input(z, y)).view(z.shape[0], *self.start))
+
+
+class DeepDCGANDiscriminator(Discriminator):
+    """The mirror of `DeepDCGANGenerator`: k stride-2 convs c, 2c, … down to (c·2^(k-1), 4, 4),
+    LeakyReLU, flatten → logit. No batch norm (as `DCGANDiscriminator`: per-sample logits)."""
+
+    def __init__(self, *, image_shape: tuple[int, int, int] = (3, 32, 32), base_channels: int = 64,
+                 leaky_slope: float = 0.2, spectral: bool = False, num_classes: int = 10,
+                 conditional: bool = False) -> None:
+        super().__init__(num_classes=num_classes, conditional=conditional)
+        c_img, h, w = image_shape
+        if h != w:
+            raise ValueError(f"dcgan-deep needs square images, got {h}×{w}")
+        widths = [base_channels * 2 ** i for i in range(_doublings(h))]  # e.g. [c, 2c, 4c]
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip([c_img, *widths], widths, strict=False):  # (B, c_in, s, s) → s/2
+            conv = nn.Conv2d(c_in, c_out, 4, 2, 1)
+            _dcgan_init(conv)  # before spectral_norm wraps the weight
+            layers += [_sn(conv, spectral), nn.LeakyReLU(leaky_slope)]
+        self.body = nn.Sequential(*layers, nn.Flatten())  # (B, 4c·4·4)
+        self._add_head(widths[-1] * 16, spectral)
+
+    def features(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.body(x)
+
+
 # --------------------------------------------------------------------------- builders
 
 
@@ -225,6 +216,14 @@ def build_generator(cfg: ModelConfig) -> Generator:
         return MLPGenerator(latent_dim=cfg.latent_dim, image_shape=_image_shape(cfg),
                             hidden=tuple(cfg.g_hidden), leaky_slope=cfg.leaky_slope,
                             num_classes=cfg.num_classes, conditional=cfg.conditional)
+    if cfg.arch == "dcgan-deep":
+        return DeepDCGANGenerator(latent_dim=cfg.latent_dim, image_shape=_image_shape(cfg),
+                                  base_channels=cfg.base_channels, num_classes=cfg.num_classes,
+                                  conditional=cfg.conditional)
+    if cfg.arch == "resnet":
+        return ResNetGenerator(latent_dim=cfg.latent_dim, image_shape=_image_shape(cfg),
+                               base_channels=cfg.base_channels, num_classes=cfg.num_classes,
+                               conditional=cfg.conditional)
     return DCGANGenerator(latent_dim=cfg.latent_dim, image_shape=_image_shape(cfg),
                           base_channels=cfg.base_channels, num_classes=cfg.num_classes,
                           conditional=cfg.conditional)
@@ -236,6 +235,15 @@ def build_discriminator(cfg: ModelConfig) -> Discriminator:
                                 leaky_slope=cfg.leaky_slope, dropout=cfg.d_dropout,
                                 spectral=cfg.spectral_norm, num_classes=cfg.num_classes,
                                 conditional=cfg.conditional)
+    if cfg.arch == "dcgan-deep":
+        return DeepDCGANDiscriminator(image_shape=_image_shape(cfg),
+                                      base_channels=cfg.base_channels,
+                                      leaky_slope=cfg.leaky_slope, spectral=cfg.spectral_norm,
+                                      num_classes=cfg.num_classes, conditional=cfg.conditional)
+    if cfg.arch == "resnet":
+        return ResNetDiscriminator(image_shape=_image_shape(cfg), base_channels=cfg.base_channels,
+                                   spectral=cfg.spectral_norm, num_classes=cfg.num_classes,
+                                   conditional=cfg.conditional)
     return DCGANDiscriminator(image_shape=_image_shape(cfg), base_channels=cfg.base_channels,
                               leaky_slope=cfg.leaky_slope, spectral=cfg.spectral_norm,
                               num_classes=cfg.num_classes, conditional=cfg.conditional)

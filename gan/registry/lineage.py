@@ -63,7 +63,7 @@ def champion_lineage(settings: Settings, model_name: str) -> tuple[str, Lineage]
     """(version, lineage) of `model_name`@champion from its MLflow run; None when the model
     or its champion does not exist."""
     c = client(settings)
-    version, _ = publish.champion(c, model_name)  # (None, None) without model or alias
+    version = publish.champion_version(c, model_name)  # None without model or alias
     if version is None:
         return None
     run = c.get_run(c.get_model_version(model_name, version).run_id)

@@ -8,23 +8,25 @@ flavour that serves it.
         generator.safetensors      G's weights (the EMA copy when training kept one)
         discriminator.safetensors  D's weights (anomaly detection / inpainting need them)
 
-The pyfunc flavour is MLflow's "custom loader module" workflow
-(`loader_module="gan.registry.model_format"`, `data_path=<bundle>`): `mlflow.pyfunc.load_model`
-imports THIS installed module and calls `_load_pyfunc(<bundle>)`, which rebuilds G with
-`gan.nets.models.build_generator` and fills in the
-weights with `safetensors`. Why this and not the alternatives MLflow 3 offers:
-- `mlflow.pytorch` (pickle format) unpickles arbitrary code on load;
-- `mlflow.pytorch` with `serialization_format="pt2"` (torch.export) fixes the batch size
-  unless dynamic shapes are declared, and loses `gan.nets.models`' interface (labels, attributes);
-- "models from code" (`python_model=<file.py>`) executes a script stored in the artifact
-  store on every load. Here nothing executable is read from the store: only tensors
-  (safetensors) and JSON validated by `ModelConfig`.
-The price: a consumer needs the `gan-retrain` package installed (listed in the model's
-requirements), exactly as `gan.registry.load.load_generator` does.
+A version is self-contained: a client with only torch and MLflow loads it both ways.
+- pyfunc: MLflow's "custom loader module" workflow with the loader travelling inside the model
+  (`code_paths=[gan/registry/portable/gan_generator_model.py]`, `loader_module=
+  "gan_generator_model"`, `data_path=<bundle>`). That one file imports torch and numpy, never
+  `gan`; it rebuilds G from `model_config.json` and reads the safetensors weights itself.
+- pytorch: `pytorch/model.pt2`, G exported with `torch.export` (batch dimension dynamic) and
+  described as MLflow's `pytorch` flavour, so `mlflow.pytorch.load_model(uri)` returns a
+  callable `G(z)` / `G(z, y)` without the class and without pickle (MLflow checks the archive
+  is pickle-free before `torch.export.load`; torch >= 2.10).
+Why not the alternatives MLflow 3 offers: `mlflow.pytorch` with pickle unpickles arbitrary code
+on load; "models from code" executes a script from the artifact store on every load. Here only
+tensors (safetensors, the pt2 archive's raw weights) and JSON are read from the store, plus the
+loader file this package wrote.
+Versions logged before (loader `gan.registry.model_format` or `gan.mlflow_model`) keep loading
+through `_load_pyfunc` below, which needs this package installed.
 
-pyfunc contract (also the model signature):
-  input  {"z": float32 (N, latent_dim), "y": int64 (N,)}  ("y" only for conditional models;
-         an unconditional model also takes the bare z array)
+pyfunc contract (also the model signature and input example; see the portable module):
+  input  {"n": 64, "seed": 0, "y": [...]} (a request) or {"z": float32 (N, latent_dim),
+         "y": int64 (N,)} ("y" only for conditional models)
   output float32 (N, C, H, W) in [-1, 1]
 
 What it is not: no MLflow server calls except `log_bundle_model` (which logs into the active
@@ -34,6 +36,8 @@ run); registration, aliases and URIs live in `gan.registry.publish`.
 from __future__ import annotations
 
 import json
+import sys
+import threading
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
 from pathlib import Path
@@ -41,24 +45,29 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model as load_weights
+from safetensors.torch import save_model as save_weights
 from torch import nn
 
 from gan.core.config import ModelConfig
 from gan.nets.models import Discriminator, Generator, build_discriminator, build_generator
+from gan.registry.portable import gan_generator_model as portable
 
 FORMAT = "gan-generator/1"
 CONFIG_FILE = "model_config.json"
 GENERATOR_FILE = "generator.safetensors"
 DISCRIMINATOR_FILE = "discriminator.safetensors"
-LOADER_MODULE = "gan.registry.model_format"
-# Versions logged before the package layout (flat `gan/`) name this loader; `gan/mlflow_model.py`
-# keeps that path importable so they still load.
-LEGACY_LOADER_MODULES = ("gan.mlflow_model",)
+# The loader new versions name: the portable file, copied into the model's code/ folder.
+LOADER_MODULE = "gan_generator_model"
+PORTABLE_FILE = Path(portable.__file__)
+PT2_DIR, PT2_FILE = "pytorch", "model.pt2"  # the pytorch flavour: <model>/pytorch/model.pt2
+_EXPORT_LOCK = threading.Lock()
+# Versions logged before the self-contained format name these loaders (this module; the flat
+# layout's `gan.mlflow_model`, kept importable), so they still load with this package installed.
+LEGACY_LOADER_MODULES = ("gan.registry.model_format", "gan.mlflow_model")
 LOADER_MODULES = (LOADER_MODULE, *LEGACY_LOADER_MODULES)
-# Distributions a consumer needs to load the model (pinned to what logged it).
-REQUIRED_DISTS = ("gan-retrain", "torch", "safetensors", "numpy", "pydantic",
-                  "pydantic-settings", "mlflow")
+# Distributions a consumer needs to load the model (pinned to what logged it): not the pipeline.
+REQUIRED_DISTS = ("torch", "numpy", "mlflow")
 
 
 class BundleError(ValueError):
@@ -77,10 +86,10 @@ def write_bundle(directory: str | Path, cfg: ModelConfig, generator: nn.Module,
     doc = {"format": FORMAT, "model_config": cfg.model_dump(mode="json"),
            "has_discriminator": discriminator is not None, **(meta or {})}
     (d / CONFIG_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True))
-    # save_model (not save_file): it drops aliased tensors that safetensors cannot store.
-    save_model(generator, str(d / GENERATOR_FILE), metadata={"format": FORMAT})
+    # safetensors' save_model (not save_file): it drops aliased tensors it cannot store.
+    save_weights(generator, str(d / GENERATOR_FILE), metadata={"format": FORMAT})
     if discriminator is not None:
-        save_model(discriminator, str(d / DISCRIMINATOR_FILE), metadata={"format": FORMAT})
+        save_weights(discriminator, str(d / DISCRIMINATOR_FILE), metadata={"format": FORMAT})
     return d
 
 
@@ -111,7 +120,7 @@ def _fill(module: nn.Module, path: Path, device: torch.device | str) -> nn.Modul
     if not path.exists():
         raise BundleError(f"{path} is missing")
     # strict: a weights file that does not match the config fails here, not at sampling time.
-    load_model(module, str(path), strict=True)
+    load_weights(module, str(path), strict=True)
     return module.to(device).eval()
 
 
@@ -134,42 +143,10 @@ def load_discriminator_from_bundle(directory: str | Path,
 # --------------------------------------------------------------------------- pyfunc
 
 
-class GeneratorPyfunc:
-    """What `mlflow.pyfunc.load_model(...)` wraps: latents (and labels) in, images out."""
-
-    def __init__(self, generator: Generator) -> None:
-        self.generator = generator.eval()
-
-    def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:
-        z, y = self._parse(model_input)
-        dev = next(self.generator.parameters()).device
-        with torch.inference_mode():
-            x = self.generator(torch.from_numpy(z).to(dev),
-                               None if y is None else torch.from_numpy(y).to(dev))
-        return x.float().cpu().numpy()  # (N, C, H, W) float32 in [-1, 1]
-
-    def _parse(self, model_input: Any) -> tuple[np.ndarray, np.ndarray | None]:
-        G = self.generator
-        if isinstance(model_input, np.ndarray):
-            model_input = {"z": model_input}
-        if not isinstance(model_input, dict) or "z" not in model_input:
-            labels = ", 'y': int64 (N,)" if G.conditional else ""
-            raise TypeError(f"generator input must be {{'z': float32 (N, {G.latent_dim}){labels}}}"
-                            f", got {type(model_input).__name__}")
-        z = np.ascontiguousarray(model_input["z"], dtype=np.float32)
-        if z.ndim != 2 or z.shape[1] != G.latent_dim:
-            raise ValueError(f"z must have shape (N, {G.latent_dim}), got {z.shape}")
-        if not G.conditional:
-            return z, None
-        if model_input.get("y") is None:
-            raise ValueError("this generator is conditional: input needs 'y' int64 (N,)")
-        y = np.ascontiguousarray(model_input["y"]).astype(np.int64).reshape(-1)
-        if y.shape[0] != z.shape[0]:
-            raise ValueError(f"y has {y.shape[0]} labels for {z.shape[0]} latents")
-        if y.size and (y.min() < 0 or y.max() >= G.num_classes):
-            raise ValueError(f"labels must lie in [0, {G.num_classes}), got "
-                             f"[{y.min()}, {y.max()}]")
-        return z, y
+class GeneratorPyfunc(portable.GeneratorModel):
+    """The pyfunc of versions logged before the self-contained format (loader
+    `gan.registry.model_format` / `gan.mlflow_model`): the portable model's input parsing and
+    contract, around the pipeline's own G."""
 
 
 def _load_pyfunc(data_path: str) -> GeneratorPyfunc:
@@ -181,23 +158,38 @@ def _load_pyfunc(data_path: str) -> GeneratorPyfunc:
 
 
 def signature(cfg: ModelConfig) -> Any:
-    """The tensor signature: named inputs z (and y), one (N, C, H, W) float32 output."""
-    # lazy: MLflow (≈2 s) stays out of the model loader's import (gan.mlflow_model)
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
+    """Optional named inputs (a request n/seed/y, or latents z/y), one (N, C, H, W) output.
 
-    inputs = [TensorSpec(np.dtype(np.float32), (-1, cfg.latent_dim), "z")]
+    Column-based because a tensor signature cannot mark inputs optional: MLflow turns a dict
+    input into a one-row DataFrame, which the portable model reads back."""
+    # lazy: MLflow (≈2 s) stays out of the old loader's import (gan.mlflow_model)
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, DataType, Schema, TensorSpec
+    from mlflow.types.schema import Array
+
+    cols = [ColSpec(DataType.long, "n", required=False),
+            ColSpec(DataType.long, "seed", required=False),
+            ColSpec(Array(Array(DataType.float)), "z", required=False)]
     if cfg.conditional:
-        inputs.append(TensorSpec(np.dtype(np.int64), (-1,), "y"))
+        cols.append(ColSpec(Array(DataType.long), "y", required=False))
     out = TensorSpec(np.dtype(np.float32), (-1, cfg.channels, cfg.image_size, cfg.image_size))
-    return ModelSignature(inputs=Schema(inputs), outputs=Schema([out]))
+    return ModelSignature(inputs=Schema(cols), outputs=Schema([out]))
 
 
 def input_example(cfg: ModelConfig, n: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
+    """Latents (and labels) for `n` images: the `z` form of the input."""
     rng = np.random.default_rng(seed)
     ex = {"z": rng.standard_normal((n, cfg.latent_dim)).astype(np.float32)}
     if cfg.conditional:
         ex["y"] = (np.arange(n) % cfg.num_classes).astype(np.int64)
+    return ex
+
+
+def request_example(cfg: ModelConfig, n: int = 4, seed: int = 0) -> dict[str, Any]:
+    """The request form of the input, as logged with each model: n images, seeded."""
+    ex: dict[str, Any] = {"n": n, "seed": seed}
+    if cfg.conditional:
+        ex["y"] = [i % cfg.num_classes for i in range(n)]
     return ex
 
 
@@ -213,27 +205,77 @@ def pip_requirements() -> list[str]:
     return reqs
 
 
+def export_pt2(bundle_dir: str | Path, path: str | Path) -> Path:
+    """G of a bundle exported with `torch.export` (batch dynamic) and saved to `path`.
+
+    One export at a time per process: `torch.export` traces through process-wide state, and
+    two flow runs in one process (e.g. `gan serve`) may register at once."""
+    with _EXPORT_LOCK:
+        return _export_pt2(bundle_dir, path)
+
+
+def _export_pt2(bundle_dir: str | Path, path: str | Path) -> Path:
+    cfg = read_model_config(bundle_dir)
+    G = portable.load_generator(bundle_dir)  # the consumers' code: pt2 and pyfunc agree
+    batch = torch.export.Dim("batch", min=1, max=portable.MAX_N)
+    example = input_example(cfg, n=3)
+    args: tuple[torch.Tensor, ...] = (torch.from_numpy(example["z"]),)
+    shapes: tuple[dict[int, Any], ...] = ({0: batch},)
+    if cfg.conditional:
+        args += (torch.from_numpy(example["y"]),)
+        shapes += ({0: batch},)
+    program = torch.export.export(G, args, dynamic_shapes=shapes)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.export.save(program, str(out))
+    return out
+
+
 def _pyfunc_kwargs(bundle_dir: str | Path, metadata: dict[str, Any] | None) -> dict[str, Any]:
     """What every saved or logged generator model carries: loader, bundle, signature, pins."""
     cfg = read_model_config(bundle_dir)
     return {"loader_module": LOADER_MODULE, "data_path": str(bundle_dir),
-            "signature": signature(cfg), "input_example": input_example(cfg),
+            "code_paths": [str(PORTABLE_FILE)],
+            "signature": signature(cfg), "input_example": request_example(cfg),
             "pip_requirements": pip_requirements(),
-            "metadata": {"gan_format": FORMAT, **(metadata or {})}}
+            "metadata": {"gan_format": FORMAT, "latent_dim": cfg.latent_dim,
+                         **_shape_metadata(cfg), **(metadata or {})}}
+
+
+def save_model(path: str, mlflow_model: Any, *, bundle_dir: str | Path, **kwargs: Any) -> None:
+    """The flavour hook `mlflow.models.Model.log` calls: the pyfunc model (portable loader +
+    bundle) plus the `pytorch` flavour pointing at the exported G."""
+    import mlflow  # lazy: see `signature`
+
+    mlflow.pyfunc.save_model(path, mlflow_model=mlflow_model, **kwargs)
+    export_pt2(bundle_dir, Path(path) / PT2_DIR / PT2_FILE)
+    mlflow_model.add_flavor("pytorch", model_data=PT2_DIR, pytorch_version=str(torch.__version__),
+                            code=None)
+    mlflow_model.save(str(Path(path) / "MLmodel"))
+
+
+def _shape_metadata(cfg: ModelConfig) -> dict[str, Any]:
+    """What a consumer needs to know before loading: the image shape [C, H, W] (C = 1 grey,
+    3 RGB) and whether to pass class labels (and how many classes there are)."""
+    return {"image_shape": [cfg.channels, cfg.image_size, cfg.image_size],
+            "conditional": cfg.conditional,
+            "num_classes": cfg.num_classes if cfg.conditional else 0}
 
 
 def log_bundle_model(name: str, bundle_dir: str | Path, *,
                      metadata: dict[str, Any] | None = None) -> Any:
-    """Log a bundle as a pyfunc model into the ACTIVE MLflow run; returns MLflow's ModelInfo."""
-    import mlflow  # lazy: see `signature`
+    """Log a bundle (both flavours) into the ACTIVE MLflow run; returns MLflow's ModelInfo."""
+    from mlflow.models import Model  # lazy: see `signature`
 
-    return mlflow.pyfunc.log_model(name=name, **_pyfunc_kwargs(bundle_dir, metadata))
+    return Model.log(artifact_path=None, name=name, flavor=sys.modules[__name__],
+                     bundle_dir=bundle_dir,
+                     flavor_name="python_function", **_pyfunc_kwargs(bundle_dir, metadata))
 
 
 def save_bundle_model(path: str | Path, bundle_dir: str | Path, *,
                       metadata: dict[str, Any] | None = None) -> Path:
-    """Write a bundle as a local MLflow pyfunc model directory (no tracking server needed)."""
-    import mlflow  # lazy: see `signature`
+    """Write a bundle as a local MLflow model directory, both flavours (no server needed)."""
+    from mlflow.models import Model  # lazy: see `signature`
 
-    mlflow.pyfunc.save_model(str(path), **_pyfunc_kwargs(bundle_dir, metadata))
+    save_model(str(path), Model(), bundle_dir=bundle_dir, **_pyfunc_kwargs(bundle_dir, metadata))
     return Path(path)

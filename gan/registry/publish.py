@@ -7,12 +7,15 @@ What this module is: the register stage of the pipeline.
            metrics, report artifacts, lineage tags (`gan.registry.run_log`)
         2. the generator (EMA weights) + discriminator as one pyfunc model
            (`gan.registry.model_format`)
-        3. a model version of `model_name` (found by its MLflow run, else created), tagged with
-           its key metrics, alias `challenger`
+        3. a model version of `model_name` (found by its MLflow run, else created), tagged only
+           with run id and dataset version, alias `challenger`; the headline metrics are
+           logged on the logged model too, where MLflow shows them with the version
         4. the champion's version read right before deciding; `gan.eval.evaluate.gate`
-           decides, comparing the report's re-scored champion (never its version tags);
-           decision and reasons go to the version's description and tags BEFORE `champion`
-           moves (only on promote), then `gan.gate.applied`.
+           decides, comparing the report's re-scored champion (never numbers from its tags);
+           the decision goes to the version's tags (`verdict`, `gan.gate.decision`) BEFORE
+           `champion` moves (only on promote), then `gan.gate.applied`
+        5. the model card (`gan.registry.model_card`) as the version's description and as the
+           run's `model_card.md` artifact.
     Calling it again with the same run_id and checkpoint creates no second run, model or version
     and does not re-decide: every step is keyed and skipped once done, so a retried task is
     harmless. A continued run id (a new checkpoint: more epochs, or a time-limited run finished)
@@ -46,6 +49,7 @@ from gan.io.storage import Storage
 from gan.registry import model_format as mlflow_model
 from gan.registry import run_log as mlflow_run
 from gan.registry.connect import NOT_FOUND_CODES, RegistryError, check_reachable, client
+from gan.registry.model_card import CARD_ARTIFACT, model_card, verdict
 from gan.train.checkpoint import (
     discriminator_from_checkpoint,
     generator_from_checkpoint,
@@ -56,8 +60,12 @@ from gan.train.checkpoint import (
 MODEL_ARTIFACT = "generator"  # the logged model's name inside the run
 CHALLENGER, CHAMPION = "challenger", "champion"
 DECISION_TAG, APPLIED_TAG, MODEL_ID_TAG = "gan.gate.decision", "gan.gate.applied", "gan.model_id"
-# Version tags that are not metrics (everything else without a dot is a metric).
-STRING_TAGS = frozenset({"dataset_version", "run_id"})
+VERDICT_TAG = "verdict"  # champion / rejected: the one gate tag a person reads
+# Version tags that are not metrics (versions registered before the model card also carry their
+# metrics as tags: everything else without a dot).
+STRING_TAGS = frozenset({"dataset_version", "run_id", VERDICT_TAG})
+# Run metrics that are not a version's headline metrics (history, floors, class shares).
+NOT_HEADLINE = ("train/", "run/", "floor_", "ceiling_", "class_share_")
 GateFn = Callable[..., GateDecision]
 
 
@@ -91,18 +99,25 @@ def register(settings: Settings, *, run_id: str, params: Mapping[str, Any], trai
     with mlflow.start_run(run_id=mlflow_run_id):
         mlflow_run.log_params(c, run, params)
         mlflow_run.log_training(c, run, trained)
-        mlflow_run.log_evaluation(c, run, report)
         mlflow_run.log_artifacts(c, run, storage, report,
                                  {"dataset": dataset, "trained": trained, "report": report})
         model_id = _log_model(c, run, storage, trained)
+        mlflow_run.log_evaluation(c, run, report, model_id=model_id)
         mv = _model_version(c, model_name, mlflow_run_id, model_id,
                             version_tags(report, dataset, run_id) | _checkpoint_tags(trained))
         decision = _decide_and_apply(c, model_name, mv.version, report, gate_cfg,
                                      never_promote_unfinished(trained, gate_fn or _default_gate()))
+        run_url = _run_url(settings, exp_id, mlflow_run_id)
+        card = model_card(name=model_name, version=mv.version, report=report, dataset=dataset,
+                          params=params, decision=decision, run_id=run_id, run_url=run_url,
+                          samples_url=_artifact_url(settings, mlflow_run_id, report),
+                          flow_run_url=(lineage or {}).get("prefect.flow_run_url", ""))
+        c.update_model_version(model_name, mv.version, description=card)
+        mlflow.log_text(card, CARD_ARTIFACT)
     return ModelRef(
         name=model_name, version=mv.version, uri=f"models:/{model_name}/{mv.version}",
         champion=_alias_version(c, model_name, CHAMPION) == mv.version, decision=decision,
-        mlflow_run_id=mlflow_run_id, mlflow_run_url=_run_url(settings, exp_id, mlflow_run_id))
+        mlflow_run_id=mlflow_run_id, mlflow_run_url=run_url)
 
 
 def _check_inputs(run_id: str, trained: TrainedRef, report: Report, dataset: DatasetRef,
@@ -165,6 +180,15 @@ def _run_url(settings: Settings, exp_id: str, mlflow_run_id: str) -> str:
     return f"{base}/#/experiments/{exp_id}/runs/{mlflow_run_id}"
 
 
+def _artifact_url(settings: Settings, mlflow_run_id: str, report: Report) -> str:
+    """A browser link to the run's sample grid (served by the MLflow server), or ""."""
+    base = settings.mlflow_tracking_uri or ""
+    if "samples" not in report.artifacts or not base.startswith(("http://", "https://")):
+        return ""
+    suffix = Path(report.artifacts["samples"]).suffix or ".png"
+    return f"{base}/get-artifact?path=evaluation/samples{suffix}&run_uuid={mlflow_run_id}"
+
+
 def _log_model(c: MlflowClient, run: Run, storage: Storage, trained: TrainedRef) -> str:
     """The run's logged model id: the one logged before, else G (EMA) + D logged now."""
 
@@ -193,12 +217,24 @@ def _log_model(c: MlflowClient, run: Run, storage: Storage, trained: TrainedRef)
 
 
 def version_tags(report: Report, dataset: DatasetRef, run_id: str) -> dict[str, str]:
-    """Key metrics (repr: exact round trip), dataset version and run id of a version."""
-    metrics = dict(report.metrics)
-    metrics.update(classes_covered=float(report.classes_covered),
-                   judge_accuracy=float(report.judge_accuracy))
-    tags = {k: repr(float(v)) for k, v in metrics.items() if "." not in k}
-    return tags | {"dataset_version": dataset.version, "run_id": run_id}
+    """The few tags a version is created with: dataset version and run id (the metrics live in
+    its run and logged model, the verdict is added by the gate)."""
+    return {"dataset_version": dataset.version, "run_id": run_id}
+
+
+def version_metrics(c: MlflowClient, mv: ModelVersion) -> dict[str, float]:
+    """A version's headline metrics: its MLflow run's evaluation metrics, and the metric tags
+    versions registered before the model card carry (they agree where both exist)."""
+    metrics: dict[str, float] = {}
+    if mv.run_id:
+        try:
+            run_metrics = c.get_run(mv.run_id).data.metrics
+        except MlflowException as e:
+            if e.error_code not in NOT_FOUND_CODES:
+                raise
+            run_metrics = {}
+        metrics = {k: float(v) for k, v in run_metrics.items() if not k.startswith(NOT_HEADLINE)}
+    return metrics | metrics_from_tags(mv.tags)
 
 
 def _checkpoint_tags(trained: TrainedRef) -> dict[str, str]:
@@ -246,13 +282,18 @@ def _alias_version(c: MlflowClient, name: str, alias: str) -> str | None:
 
 def champion(settings_or_client: Settings | MlflowClient, name: str
              ) -> tuple[str | None, dict[str, float] | None]:
-    """(version, metrics from its tags) of `name`@champion, or (None, None) when none."""
+    """(version, headline metrics) of `name`@champion, or (None, None) when none."""
     c = (settings_or_client if isinstance(settings_or_client, MlflowClient)
          else client(settings_or_client))
-    version = _alias_version(c, name, CHAMPION)
+    version = champion_version(c, name)
     if version is None:
         return None, None
-    return version, metrics_from_tags(c.get_model_version(name, version).tags)
+    return version, version_metrics(c, c.get_model_version(name, version))
+
+
+def champion_version(c: MlflowClient, name: str) -> str | None:
+    """The version `name`@champion points at, or None (no model, or no champion yet)."""
+    return _alias_version(c, name, CHAMPION)
 
 
 def _decide_and_apply(c: MlflowClient, name: str, version: str, report: Report,
@@ -292,11 +333,6 @@ def _decide_and_apply(c: MlflowClient, name: str, version: str, report: Report,
 
 
 def _write_decision(c: MlflowClient, name: str, version: str, decision: GateDecision) -> None:
-    verdict = "promoted to champion" if decision.promote else "not promoted"
-    against = (f"against champion v{decision.champion_version}" if decision.champion_version
-               else "no champion before")
-    lines = [f"Gate: {verdict} ({against}).", ""] + [f"- {r}" for r in decision.reasons]
-    c.update_model_version(name, version, description="\n".join(lines))
-    c.set_model_version_tag(name, version, "gate.promote", str(decision.promote).lower())
-    c.set_model_version_tag(name, version, "gate.reasons", "\n".join(decision.reasons)[:5000])
+    """The decision in the version's tags (the reasons read as the model card, written after)."""
+    c.set_model_version_tag(name, version, VERDICT_TAG, verdict(decision))
     c.set_model_version_tag(name, version, DECISION_TAG, decision.model_dump_json())

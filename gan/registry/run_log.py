@@ -188,6 +188,8 @@ def open_run(client: MlflowClient, exp_id: str, run_id: str, tags: Mapping[str, 
     earlier = runs_of(client, exp_id, run_id)
     run = next((r for r in earlier if checkpoint is None
                 or r.data.tags.get(CHECKPOINT_TAG) == checkpoint), None)
+    # The live run of this training whose `finish` could not tag the checkpoint (MLflow away).
+    run = run or _live_untagged(earlier)
     tags = dict(tags)
     if run is None:
         if earlier:  # a continuation: its own run, pointing at the one before
@@ -199,6 +201,54 @@ def open_run(client: MlflowClient, exp_id: str, run_id: str, tags: Mapping[str, 
         tags["mlflow.runName"] = run.data.tags["mlflow.runName"]  # keep the name it was given
     client.log_batch(run.info.run_id, tags=[_tag(k, v) for k, v in tags.items()])
     return client.get_run(run.info.run_id)
+
+
+def _live_untagged(earlier: list[Run]) -> Run | None:
+    """The latest run not FINISHED that has no checkpoint yet: a live run (training) of an
+    attempt that stopped before its checkpoint was recorded."""
+    return next((r for r in reversed(earlier) if r.info.status != "FINISHED"
+                 and not r.data.tags.get(CHECKPOINT_TAG)), None)
+
+
+def open_live_run(client: MlflowClient, exp_id: str, run_id: str,
+                  tags: Mapping[str, str]) -> Run:
+    """The run training logs into, opened before its checkpoint is known: the live run of an
+    earlier attempt that never got a checkpoint (a crash, a resume), else a new run (named
+    `<run id> (continued)` and tagged `gan.continues` when the run id has runs already).
+    `tag_checkpoint` later gives it its key, so `open_run` at registration finds it."""
+    earlier = runs_of(client, exp_id, run_id)
+    run = _live_untagged(earlier)
+    tags = dict(tags)
+    if run is None:
+        if earlier:
+            tags["mlflow.runName"] = f"{run_id} (continued)"
+            tags[CONTINUES_TAG] = earlier[-1].info.run_id
+        run = client.create_run(exp_id, run_name=tags.get("mlflow.runName", run_id),
+                                tags={RUN_TAG: run_id})
+    elif run.data.tags.get("mlflow.runName"):
+        tags["mlflow.runName"] = run.data.tags["mlflow.runName"]
+    client.log_batch(run.info.run_id, tags=[_tag(k, v) for k, v in tags.items()])
+    return client.get_run(run.info.run_id)
+
+
+def tag_checkpoint(client: MlflowClient, exp_id: str, run: Run, run_id: str,
+                   checkpoint_uri: str) -> str:
+    """Key the live run `run` on the checkpoint training produced; return the MLflow run id
+    that now holds that key.
+
+    When another run of `run_id` has that checkpoint already (training returned a checkpoint
+    logged before: a retried flow whose registration had failed), that run stays the one and
+    the live run, which only re-logged its history, is deleted: one MLflow run per
+    (run id, checkpoint), as `open_run` promises."""
+    other = find_run(client, exp_id, run_id, checkpoint_uri)
+    if other is not None and other.info.run_id != run.info.run_id:
+        client.delete_run(run.info.run_id)
+        return other.info.run_id
+    tags = [_tag(CHECKPOINT_TAG, checkpoint_uri)]
+    if run.data.tags.get(CONTINUES_TAG):
+        tags.append(_tag("mlflow.runName", f"{run_id} (epoch {_epoch_of(checkpoint_uri)})"))
+    client.log_batch(run.info.run_id, tags=tags)
+    return run.info.run_id
 
 
 def _epoch_of(checkpoint_uri: str | None) -> str:
@@ -237,19 +287,25 @@ def metric_key(name: str) -> str:
 
 
 def _metrics(values: Mapping[str, Any], *, prefix: str = "", step: int = 0,
-             ts: int | None = None) -> list[Metric]:
+             ts: int | None = None, model_id: str | None = None) -> list[Metric]:
     ts = ts if ts is not None else int(time.time() * 1000)
     out = []
     for k, v in values.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
             continue  # NaN (e.g. loss_g of an epoch with no G step) means "not measured"
-        out.append(Metric(metric_key(f"{prefix}{k}"), float(v), ts, step))
+        out.append(Metric(metric_key(f"{prefix}{k}"), float(v), ts, step, model_id=model_id))
     return out
 
 
 def _log_metrics(client: MlflowClient, run_id: str, metrics: list[Metric]) -> None:
     for i in range(0, len(metrics), BATCH):
         client.log_batch(run_id, metrics=metrics[i:i + BATCH])
+
+
+def log_values(client: MlflowClient, mlflow_run_id: str, values: Mapping[str, Any], *,
+               prefix: str = "", step: int = 0) -> None:
+    """The numeric (non-NaN) entries of `values` as metrics `<prefix><key>` at `step`."""
+    _log_metrics(client, mlflow_run_id, _metrics(values, prefix=prefix, step=step))
 
 
 def log_training(client: MlflowClient, run: Run, trained: TrainedRef) -> None:
@@ -286,10 +342,22 @@ def evaluation_metrics(report: Report) -> dict[str, float]:
     return out
 
 
-def log_evaluation(client: MlflowClient, run: Run, report: Report) -> None:
+def headline_metrics(report: Report) -> dict[str, float]:
+    """The metrics a version is judged by: the report's, class coverage, judge accuracy."""
+    return dict(report.metrics) | {"classes_covered": float(report.classes_covered),
+                                   "judge_accuracy": float(report.judge_accuracy)}
+
+
+def log_evaluation(client: MlflowClient, run: Run, report: Report,
+                   model_id: str | None = None) -> None:
+    """The evaluation metrics into the run; the headline ones also linked to the logged model
+    `model_id` (MLflow 3 shows them as the model's metrics, next to its versions)."""
     if done(run, "evaluation"):
         return
-    _log_metrics(client, run.info.run_id, _metrics(evaluation_metrics(report)))
+    headline = headline_metrics(report)
+    rest = {k: v for k, v in evaluation_metrics(report).items() if k not in headline}
+    _log_metrics(client, run.info.run_id,
+                 _metrics(headline, model_id=model_id) + _metrics(rest))
     mark_done(client, run, "evaluation")
 
 

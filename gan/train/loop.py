@@ -33,6 +33,7 @@ from gan.core.config import PRESETS, DataConfig, ModelConfig, TrainConfig, resol
 from gan.data.prepare import PreparedData, prepare_arrays
 from gan.nets.models import sample_latent
 from gan.train.checkpoint import save_checkpoint
+from gan.train.diffaug import parse_policy
 from gan.train.state import TrainState, make_state
 from gan.train.steps import d_update, ema_update, g_update, generate, unwrap
 
@@ -126,6 +127,7 @@ def _run_epoch(state: TrainState, batches: Iterable[tuple[Tensor, Tensor]], cfg:
     """One pass over `batches`; returns the number of real images this process consumed."""
     G, D = state.G, state.D
     latent_dim = unwrap(G).latent_dim
+    augment = parse_policy(cfg.diffaugment)
     n_images = 0
     for x, y in batches:
         x = x.to(device, non_blocking=True)  # (B, C, H, W) in [-1, 1]
@@ -136,11 +138,12 @@ def _run_epoch(state: TrainState, batches: Iterable[tuple[Tensor, Tensor]], cfg:
         # pytorch/examples dcgan; otherwise the D step draws its fakes under no_grad.
         fake = generate(G, z, y, autocast_dtype) if do_g else None
         dm = d_update(G, D, state.opt_d, x, y, z, loss=cfg.loss, real_label=cfg.real_label,
-                      gp_weight=cfg.gp_weight, fake=fake, rng=gen, autocast_dtype=autocast_dtype)
+                      gp_weight=cfg.gp_weight, fake=fake, rng=gen, autocast_dtype=autocast_dtype,
+                      augment=augment)
         gm = None
         if do_g:
             gm = g_update(G, D, state.opt_g, z, y, loss=cfg.loss, mode_seeking=cfg.mode_seeking,
-                          fake=fake, autocast_dtype=autocast_dtype, rng=gen)
+                          fake=fake, autocast_dtype=autocast_dtype, rng=gen, augment=augment)
             if state.G_ema is not None:
                 ema_update(state.G_ema, G, cfg.ema_decay, state.ema_updates)
                 state.ema_updates += 1

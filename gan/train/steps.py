@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from gan.train import losses
+from gan.train.diffaug import diff_augment
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -70,6 +71,7 @@ def d_update(
     G: nn.Module, D: nn.Module, opt_d: torch.optim.Optimizer, real: Tensor, y: Tensor, z: Tensor,
     *, loss: str, real_label: float, gp_weight: float, fake: Tensor | None = None,
     rng: torch.Generator | None = None, autocast_dtype: torch.dtype | None = None,
+    augment: tuple[str, ...] = (),
 ) -> dict[str, Tensor]:
     """One D step on real (B, C, H, W) with labels y (B,) and fakes G(z, y).
 
@@ -80,7 +82,9 @@ def d_update(
       ns     -log σ(D(x)) - log(1 - σ(D(G(z))))
       hinge  E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))]
       wgan-gp  E[D(G(z))] - E[D(x)] + λ·E[(‖∇D(x̂)‖ - 1)²],  x̂ = εx + (1-ε)G(z)
-    Fakes are conditioned on the real batch's labels (the data's class balance).
+    Fakes are conditioned on the real batch's labels (the data's class balance). `augment`
+    (`train.diffaugment` parsed): DiffAugment applied to real and fake alike before D, so
+    D(x) reads D(T(x)) above (Zhao et al. 2020; `gan.train.diffaug`).
     """
     b = real.shape[0]
     with autocast(real.device, autocast_dtype):
@@ -88,10 +92,12 @@ def d_update(
             with torch.no_grad():
                 fake = G(z, y)  # (B, C, H, W)
         parts = [real, fake.detach().to(real.dtype)]
+        if augment:
+            parts = [diff_augment(p, augment, rng) for p in parts]
         x_hat = None
         if loss == "wgan-gp":
             eps = torch.rand(b, 1, 1, 1, generator=rng, device=real.device)
-            x_hat = (eps * real + (1 - eps) * parts[1]).requires_grad_(True)  # (B, C, H, W)
+            x_hat = (eps * parts[0] + (1 - eps) * parts[1]).requires_grad_(True)  # (B, C, H, W)
             parts.append(x_hat)
         # ONE forward over (2B or 3B, C, H, W): a single DDP all-reduce per D step.
         logits = D(torch.cat(parts), y.repeat(len(parts))).float()  # (2B|3B,)
@@ -115,19 +121,22 @@ def g_update(
     G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, z: Tensor, y: Tensor,
     *, loss: str, mode_seeking: float, fake: Tensor | None = None,
     autocast_dtype: torch.dtype | None = None, rng: torch.Generator | None = None,
+    augment: tuple[str, ...] = (),
 ) -> dict[str, Tensor]:
     """One G step; `fake` may be the batch the preceding D step saw (with its graph).
     `rng` draws the second latent batch of the mode-seeking term (the trainer's z stream);
     `loss` and `mode_seeking` (its weight; 0 = off) are `TrainConfig`'s fields of those names.
 
-    Objective (G minimises): bce/ns  -log σ(D(G(z)))  (non-saturating);  hinge/wgan-gp  -E[D(G(z))].
+    Objective (G minimises): bce/ns  -log σ(D(G(z)))  (non-saturating);  hinge/wgan-gp  -E[D(G(z))]
+    (D(T(G(z))) with DiffAugment `augment`: the gradient flows through the augmentation).
     D is frozen and, under DDP, its forward runs in `no_sync`: only G's gradients are reduced.
     """
     with frozen(D), maybe_no_sync(D):
         with autocast(z.device, autocast_dtype):
             if fake is None:
                 fake = G(z, y)  # (B, C, H, W)
-            logits = D(fake, y).float()  # (B,)
+            seen = diff_augment(fake, augment, rng) if augment else fake
+            logits = D(seen, y).float()  # (B,)
         loss_g = losses.g_loss(loss, logits)
         metrics: dict[str, Tensor] = {}
         if mode_seeking > 0:

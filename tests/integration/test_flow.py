@@ -158,7 +158,10 @@ def test_deployment_run_publishes_a_champion(stack: Settings, client, first_run)
     c = MlflowClient(tracking_uri=stack.require_mlflow())
     mv = c.get_model_version_by_alias(MODEL, "champion")
     assert c.get_model_version_by_alias(MODEL, "challenger").version == mv.version
-    assert mv.tags["run_id"] == first_run.name  # the flow run is named by the run id
+    # The flow run keeps the name it got at creation (the UI's toast, the runs list); the run
+    # id, made from it when the run started, contains it: nobody renamed the flow run since.
+    run_id = mv.tags["run_id"]
+    assert run_id.startswith(f"{MODEL}-{first_run.name}-"), (run_id, first_run.name)
     run = c.get_run(mv.run_id)
     assert run.data.tags["prefect.flow_run_id"] == str(first_run.id)
     assert run.data.params["train.epochs"] == "20" and run.data.params["preset"] == "smoke"
@@ -169,7 +172,7 @@ def test_deployment_run_publishes_a_champion(stack: Settings, client, first_run)
     assert mv.source == f"models:/{model_id}"
     assert any(model_id in k and k.endswith("MLmodel") for k in mlflow_keys)
     assert storage.exists(run.data.tags["gan.checkpoint_uri"])
-    assert storage.exists(stack.s3_uri("runs", first_run.name, "eval", "report.json"))
+    assert storage.exists(stack.s3_uri("runs", run_id, "eval", "report.json"))
     # ... and consumers sample from it.
     G = registry_load.load_generator(f"models:/{MODEL}@champion", settings=stack)
     with torch.no_grad():
@@ -201,8 +204,9 @@ def test_worse_run_stays_challenger_and_reuses_the_dataset(stack: Settings, clie
     c = MlflowClient(tracking_uri=stack.require_mlflow())
     assert c.get_model_version_by_alias(MODEL, "champion").version == "1"
     assert c.get_model_version_by_alias(MODEL, "challenger").version == "2"
-    reasons = c.get_model_version(MODEL, "2").tags["gate.reasons"]
-    assert "FAIL: FID" in reasons and "vs champion v1 re-scored" in reasons
+    v2 = c.get_model_version(MODEL, "2")
+    assert v2.tags["verdict"] == "rejected"  # the reasons read in its model card
+    assert "FAIL: FID" in v2.description and "vs champion v1 re-scored" in v2.description
     fr = _flow_run_named(client, run_id)
     states = {t.name.split("-")[0]: t.state.name for t in _task_runs(client, fr.id)}
     assert states["prepare_data"] == "Cached"  # run 1's result, read from the bucket

@@ -87,6 +87,13 @@ NOT_RUN: dict[str, str] = {
         _RETRAIN + "; also needs the MNIST files in S3",
     "gan data make-shapes shapes/": "writes 3,000 files; `write_shapes` is tested in "
         "tests/unit/test_data_files.py and tests/integration/test_data_files_s3.py",
+    "gan data make-shapes shapes/ --per-class 100": "as above (400 files); used by the two "
+        "lines below",
+    "gan retrain --source images --uri shapes/ --image-size 32 --epochs 20 --model-name "
+    "gan-shapes": _RETRAIN + "; tests/integration/test_retrain_images.py runs `gan retrain "
+        "--source images` on the shapes PNGs (1 epoch)",
+    "gan retrain --source images --uri shapes/ --image-size 32 --arch resnet --model-name "
+    "gan-shapes": _RETRAIN + "; the ResNet nets are tests/unit/test_models_rgb.py's",
     "gan data upload --recursive shapes/ s3://gan/raw/shapes/": "needs the folder above; the "
         "s3:// image prefix it makes is tested in tests/integration/test_data_files_s3.py",
     "gan retrain --run-id gan-digits-20260101T030000Z-1a2b3c": "resumes a run that does not "
@@ -96,6 +103,8 @@ NOT_RUN: dict[str, str] = {
     "gan serve --no-schedule": _SERVE,
     "gan serve --name my-deployment": _SERVE,
     "gan serve --watch-every 60": _SERVE + "; test_trigger runs the watcher it serves",
+    "gan retrain --source npz --uri unlabelled.npz --unconditional": _RETRAIN + "; "
+        "test_label_free runs the flow on an unlabelled npz of digits",
     "gan retrain --force": _RETRAIN + "; test_run_semantics runs the flow without force",
     "export PREFECT_API_URL=http://127.0.0.1:4200/api": "the default stack's address; the "
         "Prefect CLI lines it is for are not run",
@@ -144,13 +153,15 @@ def clean_env(settings: Settings, home: Path) -> dict[str, str]:
     return env
 
 
-def run_in_clean_shell(script: str, settings: Settings, tmp: Path, name: str
+def run_in_clean_shell(script: str, settings: Settings, tmp: Path, name: str,
+                       extra_env: dict[str, str] | None = None
                        ) -> tuple[subprocess.CompletedProcess[str], Path]:
     cwd, home = tmp / f"{name}-cwd", tmp / f"{name}-home"
     cwd.mkdir()
     home.mkdir()
     r = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=cwd,
-                       env=clean_env(settings, home), capture_output=True, text=True,
+                       env=clean_env(settings, home) | (extra_env or {}),
+                       capture_output=True, text=True,
                        timeout=600, stdin=subprocess.DEVNULL)
     return r, cwd
 
@@ -239,7 +250,12 @@ def test_readme_python_snippets_work_in_a_clean_shell(gan_digits: str, stack: Se
                                                       tmp_path: Path) -> None:
     blocks = readme_blocks("python")
     assert blocks, "no ```python block found in README.md"
+    # A consumer application names its MLflow server (the README's client snippet reads
+    # MLFLOW_TRACKING_URI, as MLflow does); the other snippets find the stack without it.
+    consumer = {"MLFLOW_TRACKING_URI": stack.require_mlflow()}
     for i, code in enumerate(blocks):
-        r, cwd = run_in_clean_shell(f"python -c {shlex.quote(code)}", stack, tmp_path, f"py{i}")
+        env = consumer if "os.environ" in code else None
+        r, cwd = run_in_clean_shell(f"python -c {shlex.quote(code)}", stack, tmp_path, f"py{i}",
+                                    env)
         assert r.returncode == 0, f"README python block {i} failed:\n{code}\n{r.stderr[-3000:]}"
         assert list(cwd.iterdir()) == [], f"block {i} left files: {list(cwd.iterdir())}"

@@ -22,9 +22,11 @@ from gan.core.records import ChampionScore, DatasetRef, ModelRef, Report, Traine
 from gan.core.settings import Settings
 from gan.eval import pictures
 from gan.io.storage import Storage
+from gan.nets.models import build
 from gan.registry import load as registry_load
 from gan.registry import model_format as mm
 from gan.registry import publish as registry
+from gan.registry.live_run import LiveRun
 from gan.train.checkpoint import save_checkpoint
 from gan.train.state import TrainState, make_state
 
@@ -129,11 +131,25 @@ def test_first_champion_second_challenger(stack: Settings, published) -> None:
     assert c.get_model_version_by_alias(name, "champion").version == "1"
     assert c.get_model_version_by_alias(name, "challenger").version == "2"
     v2 = c.get_model_version(name, "2")
-    assert v2.tags["fid"] == "20.0" and v2.tags["dataset_version"] == VERSION
-    assert v2.tags["run_id"] == published[1][1][0] and v2.tags["gate.promote"] == "false"
-    assert float(v2.tags["judge_accuracy"]) == 0.97 and "classes_covered" in v2.tags
-    assert "not promoted" in v2.description and "FAIL: FID" in v2.description
+    public = {k for k in v2.tags if not k.startswith("gan.")}
+    assert public == {"run_id", "dataset_version", "verdict"}, v2.tags  # few tags
+    assert v2.tags["dataset_version"] == VERSION and v2.tags["verdict"] == "rejected"
+    assert v2.tags["run_id"] == published[1][1][0]
+    metrics = registry.version_metrics(c, v2)  # from its run, not its tags
+    assert metrics["fid"] == 20.0 and metrics["judge_accuracy"] == 0.97
+    assert "classes_covered" in metrics and "floor_fid" not in metrics
+    card = v2.description
+    assert "not promoted" in card and "FAIL: FID" in card and "## Data" in card
+    assert "## Headline metrics" in card and "| FID (judge features) | 20 | 1.5 |" in card
+    assert "## Known limits" in card and "## Intended use" in card
+    assert f'mlflow.pyfunc.load_model("models:/{name}/2")' in card
+    assert "get-artifact?path=evaluation/samples.png" in card
+    assert "http://127.0.0.1:1/runs/flow-run/flow-" in card  # the Prefect link
     assert "promoted to champion" in c.get_model_version(name, "1").description
+    run2 = published[1][1][2].mlflow_run_id
+    assert {a.path for a in c.list_artifacts(run2)} >= {"model_card.md"}
+    logged = c.get_logged_model(c.get_run(run2).data.tags[registry.MODEL_ID_TAG])
+    assert {m.key: m.value for m in logged.metrics}["fid"] == 20.0  # the model's metrics
 
 
 def test_run_holds_params_metrics_artifacts_lineage(stack: Settings, published) -> None:
@@ -187,9 +203,43 @@ def test_pyfunc_through_server(stack: Settings, published) -> None:
     out = model.predict({"z": z.numpy(), "y": y.numpy()})
     assert out.shape == (5, 1, 28, 28) and out.dtype == np.float32
     assert -1.0 <= out.min() and out.max() <= 1.0
-    with torch.no_grad():
-        np.testing.assert_array_equal(out, inputs1[0].G_ema(z, y).numpy())
-    assert model.metadata.get_input_schema().input_names() == ["z", "y"]
+    with torch.no_grad():  # the portable G's fused inference form: equal up to rounding
+        np.testing.assert_allclose(out, inputs1[0].G_ema(z, y).numpy(), atol=2e-6)
+    assert model.metadata.get_input_schema().input_names() == ["n", "seed", "z", "y"]
+    assert model.predict({"n": 3, "seed": 1, "y": [4, 4, 4]}).shape == (3, 1, 28, 28)
+
+
+def test_registered_versions_load_without_the_pipeline(stack: Settings, published, tmp_path,
+                                                       portable_client) -> None:
+    """A conditional (the published champion) and an unconditional registered version load
+    both ways (pyfunc, pytorch/pt2) in a process that cannot import `gan`, knowing only the
+    MLflow URL: no storage keys, artifacts through MLflow's proxy."""
+    name, ((_, inputs1, _), _) = published
+    cfg_u = MODEL_CFG.model_copy(update={"conditional": False})
+    torch.manual_seed(3)
+    G_u, D_u = build(cfg_u)
+    G_u.eval()
+    c = MlflowClient(stack.require_mlflow())
+    mlflow.set_tracking_uri(stack.require_mlflow())
+    with mlflow.start_run(experiment_id=c.get_experiment_by_name("gan-retrain").experiment_id):
+        info = mm.log_bundle_model("generator", mm.write_bundle(tmp_path / "gan_generator",
+                                                                cfg_u, G_u, D_u))
+    uncond = f"{name}-uncond"
+    c.create_registered_model(uncond)
+    c.create_model_version(uncond, source=f"models:/{info.model_id}", model_id=info.model_id)
+    cases = []
+    for uri, G, cfg in ((f"models:/{name}@champion", inputs1[0].G_ema, MODEL_CFG),
+                        (f"models:/{uncond}/1", G_u, cfg_u)):
+        z, y = _z_y(5)
+        z_req = torch.randn(5, cfg.latent_dim, generator=torch.Generator().manual_seed(7))
+        yy = y if cfg.conditional else None
+        with torch.no_grad():
+            ref = {"z": z.numpy(), "x": G.eval()(z, yy).numpy(), "x_req": G(z_req, yy).numpy()}
+        ref_path = tmp_path / f"ref-{len(cases)}.npz"
+        np.savez(ref_path, **ref, **({"y": y.numpy()} if cfg.conditional else {}))
+        cases.append({"uri": uri, "conditional": cfg.conditional, "ref": str(ref_path)})
+    results = portable_client(cases, tracking_uri=stack.require_mlflow())
+    assert [r["ok"] for r in results] == [True, True], results
 
 
 def test_reregistering_is_idempotent(stack: Settings, published) -> None:
@@ -242,3 +292,31 @@ def test_model_artifacts_live_in_the_bucket(stack: Settings, published) -> None:
     assert {mm.GENERATOR_FILE, mm.DISCRIMINATOR_FILE, mm.CONFIG_FILE, "MLmodel",
             "samples.png", "report.json"} <= names
     assert not any(k.endswith((".pkl", ".pt", ".pth")) for k in keys)
+
+
+def test_live_run_is_the_registered_run(stack: Settings, published, tmp_path) -> None:
+    """The MLflow run opens when training starts (RUNNING, description linking Prefect),
+    takes epochs and preview grids as they come, and `register` reuses it: one run, FINISHED,
+    its history logged once."""
+    name, _ = published
+    storage = Storage.from_settings(stack)
+    run_id = f"live-{uuid.uuid4().hex[:8]}"
+    flow_url = f"http://127.0.0.1:1/runs/flow-run/flow-{run_id}"
+    live = LiveRun.open(stack, run_id=run_id, lineage={"prefect.flow_run_url": flow_url})
+    c = MlflowClient(stack.require_mlflow())
+    run = c.get_run(live.mlflow_run_id)
+    assert run.info.status == "RUNNING" and run.data.tags["gan.run_id"] == run_id
+    assert f"[Prefect flow run]({flow_url})" in run.data.tags["mlflow.note.content"]
+    inputs = _publish_inputs(storage, run_id, seed=5, fid=30.0)
+    for row in inputs[1].history:
+        extra = {"preview": np.zeros((64, 1, 28, 28), np.float32)} if row["epoch"] == 2 else {}
+        live.log_epoch({**row, **extra})
+    assert [m.step for m in c.get_metric_history(live.mlflow_run_id, "train/loss_d")] == [1, 2]
+    live.finish(inputs[1])
+    ref = _register(stack, storage, name, run_id, inputs)
+    assert ref.mlflow_run_id == live.mlflow_run_id  # one MLflow run per run id
+    run = c.get_run(live.mlflow_run_id)
+    assert run.info.status == "FINISHED"
+    assert len(c.get_metric_history(live.mlflow_run_id, "train/loss_d")) == 2  # not twice
+    assert {a.path for a in c.list_artifacts(live.mlflow_run_id, "progress")} == {
+        "progress/samples_epoch_00002.png"}

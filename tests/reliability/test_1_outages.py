@@ -8,7 +8,8 @@ every restart is `gan stack up`, which starts only what is dead):
      R fails in `train`, naming the endpoint, nothing registered (scenario 2);
   c. S3 back, MLflow killed; run R again: the dataset is reused, training resumes from the last
      complete checkpoint and finishes, evaluation runs, `register` fails naming the MLflow
-     URL, and nothing is registered (scenarios 2 and 4);
+     URL, and nothing is registered (scenarios 2 and 4); the run's MLflow run, opened when
+     training started in b (FAILED there), holds no model;
   d. MLflow back; run R again: no training (the checkpoints are untouched), exactly one MLflow
      run and one model version (scenario 4).
 """
@@ -160,7 +161,10 @@ def test_s3_down_mid_checkpoint_fails_clearly_then_resumes_from_a_complete_one(c
     assert state.is_failed()
     assert "train failed:" in state.message
     assert f"127.0.0.1:{flow_api.s3_port}" in state.message  # the endpoint is named
-    assert chain["b_versions"] == [] and chain["b_mlflow_runs"] == []
+    assert chain["b_versions"] == []
+    # Its MLflow run, open since training started, ended FAILED naming the endpoint.
+    (b_run,) = chain["b_mlflow_runs"]
+    assert b_run.info.status == "FAILED" and b_run.data.tags.get("gan.failure")
     trained = chain["c_trained"]
     resumed = trained["resumed_from_epoch"]
     complete = {e for e, ok in chain["b_checkpoints"].items() if ok}
@@ -182,12 +186,16 @@ def test_mlflow_down_at_register_then_rerun_publishes_exactly_one_version(chain,
     assert tasks["train"].state.is_completed() and tasks["evaluate"].state.is_completed()
     assert tasks["register"].run_count == 3  # 1 + 2 retries
     assert chain["c_versions"] == [] and chain["c_aliases"] == {}
-    assert chain["c_mlflow_runs"] == []  # not even a half-logged run
+    # Only the run's MLflow run from before (MLflow was down for this attempt): no model in it.
+    assert [r.info.run_id for r in chain["c_mlflow_runs"]] == [
+        r.info.run_id for r in chain["b_mlflow_runs"]]
+    assert "gan.model_id" not in chain["c_mlflow_runs"][0].data.tags
     done, _ = chain["d"]
     assert done.is_completed(), done.message
     model = done.result()
     assert [v.version for v in chain["d_versions"]] == [model.version] == ["1"]
-    assert len(chain["d_mlflow_runs"]) == 1
+    assert len(chain["d_mlflow_runs"]) == 1  # the same MLflow run all along
+    assert chain["d_mlflow_runs"][0].info.run_id == chain["b_mlflow_runs"][0].info.run_id
     assert chain["d_versions"][0].run_id == chain["d_mlflow_runs"][0].info.run_id
     # No retraining: the run's files (checkpoints, trained.json) were not touched.
     assert chain["d_ray_files"] == chain["c_ray_files"]

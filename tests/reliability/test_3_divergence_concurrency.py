@@ -16,7 +16,7 @@ from faultlib import mlflow_runs_of, run_flow, smoke_params, task_runs, unique, 
 
 from gan.core.settings import Settings
 from gan.io.storage import Storage
-from gan.registry.publish import metrics_from_tags
+from gan.registry.publish import version_metrics
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -25,7 +25,8 @@ def test_divergence_stops_with_its_reason_and_registers_nothing(flow_api: Settin
                                                                 ray_local: Any,
                                                                 mlflow_client) -> None:
     """User sees: "train failed: training run R diverged at step N: D saturated for 200
-    consecutive steps (d_real=... > 0.99, d_fake=... < 0.01)"; no MLflow run, no model."""
+    consecutive steps (d_real=... > 0.99, d_fake=... < 0.01)"; no model. Its MLflow run (open
+    since training started, with the epochs it trained) ended FAILED, naming the divergence."""
     name, run_id = unique("diverge"), unique("diverge-run")
     params = smoke_params(name, run_id, epochs=60, batch_size=8, lr_g=1.0, lr_d=1.0)
     state, secs = run_flow(params)
@@ -36,7 +37,9 @@ def test_divergence_stops_with_its_reason_and_registers_nothing(flow_api: Settin
     tasks = task_runs(state.state_details.flow_run_id)
     assert set(tasks) == {"prepare_data", "train"} and tasks["train"].run_count == 1
     assert mlflow_client.search_registered_models(f"name = '{name}'") == []
-    assert mlflow_runs_of(mlflow_client, run_id) == []
+    (run,) = mlflow_runs_of(mlflow_client, run_id)
+    assert run.info.status == "FAILED" and "diverged" in run.data.tags["gan.failure"]
+    assert "train/loss_d" in run.data.metrics  # the epochs before it diverged, live
     storage = Storage.from_settings(flow_api)
     assert not storage.list_keys(flow_api.s3_uri("runs", run_id))  # not even evaluated
 
@@ -81,8 +84,8 @@ def test_two_runs_at_once_finish_apart_and_champion_is_the_better(two_runs, flow
         assert report["run_id"] == rid
         other = next(o for o in ids if o != rid)
         assert all(other not in k for k in storage.list_keys(flow_api.s3_uri("ray", rid)))
-    promoted = [v for v in versions if v.tags.get("gate.promote") == "true"]
-    fid = {v.version: metrics_from_tags(v.tags)["fid"] for v in versions}
+    promoted = [v for v in versions if v.tags.get("verdict") == "champion"]
+    fid = {v.version: version_metrics(mlflow_client, v)["fid"] for v in versions}
     champion = mlflow_client.get_registered_model(name).aliases.get("champion")
     if promoted:
         assert champion == min((v.version for v in promoted), key=fid.__getitem__), (fid,

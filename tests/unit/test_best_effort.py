@@ -91,3 +91,26 @@ def test_epoch_progress_ends_on_the_last_epoch(monkeypatch: pytest.MonkeyPatch) 
         progress({"epoch": epoch, "step": epoch, "loss_d": 1.0, "loss_g": 1.0})
     progress.close(timeout_s=5)
     assert shown[-1] == 100.0 and -1.0 not in shown and len(shown) < 40
+
+
+def test_a_hanging_mlflow_does_not_hold_the_epochs(monkeypatch: pytest.MonkeyPatch) -> None:
+    warnings: list[str] = []
+    monkeypatch.setattr(retrain, "get_run_logger", lambda: type(
+        "L", (), {"info": lambda *a: None,
+                  "warning": lambda self, m, *a: warnings.append(m % a)})())
+    monkeypatch.setattr(retrain, "create_progress_artifact", lambda **kw: "id")
+    monkeypatch.setattr(retrain, "update_progress_artifact", lambda *a, **kw: None)
+    hang = threading.Event()
+
+    class Live:  # an MLflow server that never answers
+        def log_epoch(self, metrics: dict) -> None:
+            hang.wait()
+
+    progress = retrain.EpochProgress("r1", total_epochs=30, live=Live())  # type: ignore[arg-type]
+    t0 = time.monotonic()
+    for epoch in range(1, 31):
+        progress({"epoch": epoch, "step": epoch, "loss_d": 1.0, "loss_g": 1.0})
+    assert time.monotonic() - t0 < 1.0
+    progress.close(timeout_s=0.3)
+    assert any("MLflow live run: 30 of 30 epochs not logged" in w for w in warnings), warnings
+    hang.set()

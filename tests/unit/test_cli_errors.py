@@ -67,3 +67,8 @@ class _Client:
 ])
 def test_models_uris_resolve_with_the_given_client(uri: str, resolved: str) -> None:
     assert registry_load.resolve_uri(_Client(), uri) == resolved  # type: ignore[arg-type]
+
+
+def test_bench_pull_model_must_name_a_model(tmp_path: Path, settings_env) -> None:
+    r = run(app, ["bench", "--pull-only", "--pull-model", str(tmp_path / "nowhere")])
+    assert r.exit_code == 2 and "not models:/..., runs:/... or a local MLflow model" in r.output

@@ -103,7 +103,7 @@ def test_smoke_runs_publish_under_their_own_name() -> None:
     assert RetrainParams(preset="seed").model_name == "gan-digits"
     named = RetrainParams(preset="smoke", registry={"model_name": "mine"})
     assert named.model_name == "mine"  # an explicit name is the user's choice
-    assert "gan-<dataset>-smoke" in RetrainParams.model_fields["preset"].description
+    assert "gan-DATASET-smoke" in RetrainParams.model_fields["preset"].description
 
 
 def test_force_option() -> None:
@@ -122,12 +122,22 @@ def test_gan_retrain_says_where_it_publishes_and_that_nothing_changed(
     state = SimpleNamespace(is_completed=lambda: True, result=lambda: result,
                             state_details=SimpleNamespace(flow_run_id="fr-1"))
     monkeypatch.setattr(cli, "use_api", lambda settings: "http://prefect.test/api")
-    monkeypatch.setattr(flows.retrain, "retrain",
-                        lambda params, return_state: seen.append(params) or state)
+    names: list[str] = []
+
+    def run(params: RetrainParams, return_state: bool) -> SimpleNamespace:
+        seen.append(params)
+        return state
+
+    def with_options(flow_run_name: str) -> object:  # the flow run is named before it starts
+        names.append(flow_run_name)
+        return run
+
+    monkeypatch.setattr(flows.retrain, "retrain", SimpleNamespace(with_options=with_options))
     r = CliRunner().invoke(cli.app, ["retrain", "--smoke"])
     assert r.exit_code == 0, r.output
     assert "publishes to models:/gan-digits-smoke" in " ".join(r.output.split())
     assert seen[0].force is False and seen[0].model_name == "gan-digits-smoke"
+    assert names == [seen[0].run_id]  # the flow run's name is the run id from the start
     r = CliRunner().invoke(cli.app, ["retrain", "--force"])
     out = " ".join(r.output.split())
     assert r.exit_code == 0 and seen[1].force is True, r.output

@@ -30,7 +30,9 @@ class Registry(MlflowClient):
         self.descriptions: dict[str, str] = {}
 
     def get_model_version(self, name: str, version: str) -> Any:
-        return SimpleNamespace(version=version, tags=dict(self.tags[version]))
+        # No MLflow run behind these versions: their metrics come from their tags, as for
+        # versions registered before the model card.
+        return SimpleNamespace(version=version, tags=dict(self.tags[version]), run_id=None)
 
     def get_model_version_by_alias(self, name: str, alias: str) -> Any:
         if alias not in self.aliases:
@@ -71,7 +73,7 @@ def test_champion_moved_while_deciding_is_judged_again() -> None:
     assert calls == [None, "1"]  # decided once with no champion, then against version 1
     assert not decision.promote and decision.champion_version == "1"
     assert reg.aliases == {"champion": "1", "challenger": "2"}
-    assert reg.tags["2"]["gate.promote"] == "false"
+    assert reg.tags["2"]["verdict"] == "rejected"
     assert GateDecision.model_validate_json(reg.tags["2"][registry.DECISION_TAG]) == decision
     assert reg.tags["2"][registry.APPLIED_TAG] == "true"
 

@@ -124,14 +124,24 @@ class Runs(MlflowClient):
 
     def __init__(self) -> None:  # noqa: D107 (no super().__init__: nothing to connect to)
         self.runs: dict[str, dict[str, str]] = {}
+        self.status: dict[str, str] = {}
+        self.deleted: set[str] = set()
 
     def _run(self, rid: str) -> Any:
-        return SimpleNamespace(info=SimpleNamespace(run_id=rid),
+        return SimpleNamespace(info=SimpleNamespace(run_id=rid,
+                                                    status=self.status.get(rid, "RUNNING")),
                                data=SimpleNamespace(tags=dict(self.runs[rid])))
 
     def search_runs(self, experiment_ids: Any, filter_string: str = "", **kw: Any) -> Any:
         want = filter_string.split("= '")[1].rstrip("'")
-        return [self._run(r) for r, t in self.runs.items() if t.get(run_log.RUN_TAG) == want]
+        return [self._run(r) for r, t in self.runs.items()
+                if t.get(run_log.RUN_TAG) == want and r not in self.deleted]
+
+    def set_terminated(self, run_id: str, status: str = "FINISHED") -> None:
+        self.status[run_id] = status
+
+    def delete_run(self, run_id: str) -> None:
+        self.deleted.add(run_id)
 
     def create_run(self, experiment_id: str, run_name: str | None = None,
                    tags: dict[str, str] | None = None, **kw: Any) -> Any:
@@ -173,3 +183,31 @@ def test_a_continued_run_gets_its_own_mlflow_run_per_checkpoint() -> None:
     assert _open(c, done).info.run_id == second.info.run_id  # retried: still two runs
     assert run_log.find_run(c, "0", "r1").info.run_id == first.info.run_id
     assert run_log.find_run(c, "0", "r1", done.checkpoint_uri).info.run_id == "m2"
+
+
+def _live(c: Runs, trained: TrainedRef) -> str:
+    """What the train task does: open the live run, then key it on the checkpoint."""
+    run = run_log.open_live_run(c, "0", "r1", {run_log.RUN_TAG: "r1"})
+    return run_log.tag_checkpoint(c, "0", c.get_run(run.info.run_id), "r1",
+                                  trained.checkpoint_uri)
+
+
+def test_the_live_run_is_the_run_register_finds_one_per_checkpoint() -> None:
+    c = Runs()
+    first = _trained(epochs_completed=3, stopped_by_time_limit=True)
+    live = _live(c, first)
+    assert _open(c, first).info.run_id == live and len(c.runs) == 1  # register: the same run
+    # A retried flow whose training returned the same checkpoint: the extra live run goes.
+    c.set_terminated(live)
+    assert _live(c, first) == live and len(c.runs) - len(c.deleted) == 1
+    # Continued to epoch 10: a run of its own, named by its epoch, pointing at the first.
+    done = _trained(checkpoint_uri="s3://gan/ray/r1/checkpoint_epoch_00010/checkpoint.pt",
+                    resumed_from_epoch=3)
+    second = _live(c, done)
+    assert second != live and c.runs[second]["mlflow.runName"] == "r1 (epoch 10)"
+    assert c.runs[second][run_log.CONTINUES_TAG] == live
+    assert _open(c, done).info.run_id == second
+    # A crash before the checkpoint: the next attempt logs into the same unfinished live run.
+    c.set_terminated(second)
+    crashed = run_log.open_live_run(c, "0", "r1", {run_log.RUN_TAG: "r1"}).info.run_id
+    assert run_log.open_live_run(c, "0", "r1", {run_log.RUN_TAG: "r1"}).info.run_id == crashed

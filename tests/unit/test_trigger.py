@@ -43,7 +43,7 @@ def test_new_data_in_the_source_starts_a_run(tmp_path: Path) -> None:
     assert after != before and fingerprint_change(before, after)
     got, starts, remembered = _check(before, after)
     assert got == "run-1" and remembered == [after]
-    assert starts == [({"params": PARAMS.model_dump(mode="json")},
+    assert starts == [({"params": PARAMS.model_dump(mode="json", exclude_none=True)},
                        f"retrain/gan-retrain:{after}")]  # one run per change, even if two watch
 
 

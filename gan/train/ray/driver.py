@@ -93,7 +93,8 @@ def train(settings: Settings, dataset: DatasetRef, model_cfg: ModelConfig,
     """Train (or resume, or return the finished result of) run `run_id` with Ray Train.
 
     `on_epoch(metrics)` is called in this process once per epoch with rank 0's metrics
-    (epoch, step, loss_d, loss_g, d_real, d_fake, images_per_s, samples, ...).
+    (epoch, step, loss_d, loss_g, d_real, d_fake, images_per_s, samples, ...), and on every
+    `preview_every(epochs)`-th epoch and the last "preview": 64 seeded samples (numpy).
     `fault` is a test-only hook (see `gan.train.ddp.FaultSpec`); never set it in production.
     Raises TrainingDiverged (step, reason), TrainingFailed, ValueError for a bad request.
     """
@@ -113,7 +114,8 @@ def train(settings: Settings, dataset: DatasetRef, model_cfg: ModelConfig,
     deadline = time.time() + train_cfg.time_limit_s if train_cfg.time_limit_s else None
     spec = RunSpec(run_id=run_id, model_cfg=model_cfg, train_cfg=train_cfg, run_dir=run_dir,
                    run_fs=fs, settings=settings, dataset=dataset, deadline=deadline,
-                   fault=FaultSpec.parse(fault), resume_path=fallback_checkpoint(fs, run_dir))
+                   fault=FaultSpec.parse(fault), resume_path=fallback_checkpoint(fs, run_dir),
+                   preview_every=preview_every(train_cfg.epochs) if on_epoch else 0)
     outcome = run(spec, storage_root=storage_root, address=settings.ray_address,
                   on_epoch=on_epoch)
     if outcome.checkpoint_path is None:
@@ -130,6 +132,11 @@ def has_started(settings: Settings, run_id: str) -> bool:
     it continues or returns that run, it is not a new run."""
     run_dir = f"{arrow_path(settings.s3_uri('ray'))}/{run_id}"
     return read_json_fs(arrow_fs(settings), f"{run_dir}/{RUN_FILE}") is not None
+
+
+def preview_every(epochs: int) -> int:
+    """Epochs between live sample previews: about five per run."""
+    return max(1, epochs // 5)
 
 
 def _check_request(dataset: DatasetRef, model_cfg: ModelConfig, train_cfg: TrainConfig,

@@ -40,6 +40,7 @@ from gan.core.settings import Settings
 from gan.data.prepare import PreparedData, load_prepared
 from gan.io.jsonio import read_json_fs, write_json_fs
 from gan.io.storage import Storage
+from gan.nets.models import sample_images
 from gan.train.checkpoint import load_checkpoint, save_checkpoint, state_from_checkpoint
 from gan.train.ddp import (
     CountingBatches,
@@ -57,6 +58,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 RUN_FILE = "run.json"  # model config + dataset version a run id was started with
 TRAINED_FILE = "trained.json"  # the TrainedRef of the last train() that returned
 DIVERGED_FILE = "diverged.json"  # written by the rank that hit DivergenceError
+PREVIEW_N, PREVIEW_SEED = 64, 0  # the live sample grid: same latents every time
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,9 @@ class RunSpec:
     resume_path: str | None = None
     progress: Any = field(default=None, repr=False)  # ray.util.queue.Queue for rank 0's metrics
     echo: bool = True  # rank 0 prints the per-epoch progress line
+    # Every this many epochs (and at the last), rank 0 adds PREVIEW_N seeded samples of the
+    # published G to the metrics it queues (key "preview", (n, C, H, W) float32 numpy); 0: never.
+    preview_every: int = 0
 
     def file(self, name: str) -> str:
         return f"{self.run_dir}/{name}"
@@ -216,11 +221,24 @@ class _Reporter:
             if self.spec.echo:
                 log.info("%s", format_progress(m, total))
             if self.spec.progress is not None:
-                self.spec.progress.put_nowait(m)  # RAY (an actor call; the driver polls)
+                queued = {**m, **self._preview(epoch, total)}
+                self.spec.progress.put_nowait(queued)  # RAY (an actor call; the driver polls)
         _report(m, checkpoint, epoch)
         if stop:
             self.stopped = True
             raise _TimeLimitReached
+
+
+    def _preview(self, epoch: int, total: int) -> dict[str, Any]:
+        """{"preview": (PREVIEW_N, C, H, W) samples} on preview epochs, else {}."""
+        every = self.spec.preview_every
+        if every <= 0 or (epoch % every and epoch != total):
+            return {}
+        G = self.state.generator
+        cfg = self.spec.model_cfg
+        labels = torch.arange(PREVIEW_N) % cfg.num_classes if cfg.conditional else None
+        x = sample_images(G, PREVIEW_N, PREVIEW_SEED, labels)  # (64, C, H, W) on CPU
+        return {"preview": x.numpy()}
 
 
 def _report(metrics: dict[str, Any], checkpoint: Callable[[], bytes] | None, epoch: int) -> None:

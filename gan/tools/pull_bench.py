@@ -1,0 +1,94 @@
+"""`gan bench --pull`: how long a client takes to load a published generator and draw 10,000
+images, after its imports.
+
+What this module is: the client's side measured in a fresh Python process (cold caches, no
+`gan` imported there: the same meta-path refusal as `tests/portable_client.py`). The process
+imports torch and MLflow (not timed), then times `mlflow.pyfunc.load_model(uri)` followed by
+`predict({"n": 10000, "seed": 0})`: `pull_10k_s` (of which `pull_load_s` loading and
+`pull_draw_s` drawing). It repeats load + draw twice more in the same process
+(`pull_10k_warm_s`: their median; `pull_10k_best_s`: the fastest of the three, the figure
+least disturbed by other processes on a shared machine) and reports the client's threads. The
+model is a registered version or a local model directory, or by default the default preset's
+G (random weights: speed does not depend on them) saved to a temporary directory, so no stack
+is needed.
+
+What it is not: no training benchmark (`gan.tools.bench`), no assertion on speed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gan.core.config import resolve_configs
+from gan.nets.models import build
+from gan.registry import model_format as mm
+
+N_IMAGES = 10_000
+_CLIENT = r"""
+import importlib.abc, json, sys, time
+
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("gan", "flows"):
+            raise ImportError(name + ": the pipeline is not installed here")
+
+sys.meta_path.insert(0, Refuse())
+import mlflow, mlflow.pyfunc, numpy, torch  # the client's imports: not timed
+
+uri, n = sys.argv[1], int(sys.argv[2])
+times, loads = [], []
+for _ in range(3):
+    t0 = time.perf_counter()
+    model = mlflow.pyfunc.load_model(uri)
+    t1 = time.perf_counter()
+    x = model.predict({"n": n, "seed": 0})
+    times.append(time.perf_counter() - t0)
+    loads.append(t1 - t0)
+    assert x.shape[0] == n and x.dtype == numpy.float32, (x.shape, x.dtype)
+print(json.dumps({"times": times, "loads": loads, "threads": torch.get_num_threads()}))
+"""
+
+
+def default_model_dir(path: str | Path) -> Path:
+    """The default preset's generator (untrained) as a local model directory at `path`."""
+    model_cfg, _ = resolve_configs("default")
+    torch.manual_seed(0)
+    G, D = build(model_cfg)
+    with tempfile.TemporaryDirectory(prefix="gan-pull-") as tmp:
+        bundle = mm.write_bundle(Path(tmp) / "gan_generator", model_cfg, G.eval(), D.eval())
+        return mm.save_bundle_model(path, bundle)
+
+
+def pull_bench(uri: str | None = None, *, n: int = N_IMAGES, tracking_uri: str | None = None,
+               python: str | None = None) -> dict[str, Any]:
+    """{"pull_10k_s", "pull_10k_warm_s", "pull_model", "pull_threads", "pull_python"} measured
+    in a fresh process; `uri`: a `models:/...` URI (needs `tracking_uri`) or a local model
+    directory; `python`: the client's interpreter (e.g. a venv with only torch and mlflow;
+    default this one)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    with tempfile.TemporaryDirectory(prefix="gan-pull-") as tmp:
+        target = uri or str(default_model_dir(Path(tmp) / "model"))
+        r = subprocess.run([python or sys.executable, "-c", _CLIENT, target, str(n)], cwd=tmp,
+                           env=env,
+                           capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError(f"pulling {target!r} failed in a fresh process:\n{r.stderr[-2000:]}")
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    times = out["times"]
+    return {"pull_10k_s": times[0], "pull_10k_warm_s": statistics.median(times[1:]),
+            "pull_10k_best_s": min(times),
+            "pull_load_s": out["loads"][0], "pull_draw_s": times[0] - out["loads"][0],
+            "pull_model": uri or "default preset, untrained (local model directory)",
+            "pull_images": n, "pull_threads": out["threads"],
+            "pull_python": python or sys.executable}

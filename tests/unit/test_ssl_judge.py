@@ -1,0 +1,220 @@
+"""The label-free judge: SimCLR-style training, its quality check (useless features refused),
+channels from the data, the cache, and evaluating unlabelled digits in its feature space."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+
+from gan.core.config import DataConfig, EvalConfig, GateConfig
+from gan.core.records import Report
+from gan.data.prepare import PreparedData, prepare_arrays
+from gan.eval.evaluate import Champion, evaluate_generator, gate
+from gan.eval.judge import FolderFiles, JudgeError
+from gan.eval.report import render_markdown
+from gan.eval.ssl_judge import (
+    META_FILE,
+    SSLJudge,
+    augment,
+    cached_ssl_judge,
+    check_ssl_judge,
+    judge_kind,
+    set_feature_scale,
+    ssl_from_bytes,
+    ssl_quality,
+    ssl_to_bytes,
+    train_ssl_judge,
+)
+from gan.nets.ssl_net import SSLArch, SSLNet
+
+EPOCHS = 8
+CFG = EvalConfig(ssl_judge_epochs=EPOCHS, n_seeds=2, n_samples=300)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def unlabelled(tmp_path_factory) -> PreparedData:
+    """600 digits through the npz source with no `y`: what `--source npz` makes of them."""
+    digits = prepare_arrays(DataConfig(limit=600))
+    x = torch.cat([digits.x_train, digits.x_holdout]).numpy()  # (600, 1, 28, 28) in [-1, 1]
+    path = tmp_path_factory.mktemp("npz") / "digits.npz"
+    np.savez(path, x=x)
+    return prepare_arrays(DataConfig(source="npz", uri=str(path)))
+
+
+@pytest.fixture(scope="module")
+def labelled() -> PreparedData:
+    return prepare_arrays(DataConfig(limit=600))
+
+
+@pytest.fixture(scope="module")
+def ssl(unlabelled: PreparedData) -> SSLJudge:
+    j = train_ssl_judge(unlabelled, EPOCHS, seed=0)
+    print(f"\nlabel-free judge: {j.quality} in {j.train_seconds:.1f} s")
+    return j
+
+
+def untrained(data: PreparedData, seed: int = 0) -> SSLJudge:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = SSLNet(SSLArch(channels=data.image_shape[0], image_size=data.image_shape[1]))
+    net.eval()
+    set_feature_scale(net, data.x_train)
+    judge = SSLJudge(net=net, quality={}, dataset_version=data.version, seed=seed, epochs=0)
+    judge.quality = ssl_quality(judge, data)
+    return judge
+
+
+def test_unlabelled_npz_has_no_labels(unlabelled: PreparedData):
+    assert not unlabelled.labelled and unlabelled.num_classes == 1
+    assert judge_kind(unlabelled, EvalConfig()) == "self-supervised"
+    with pytest.raises(ValueError, match="eval.judge='classifier' needs labels"):
+        judge_kind(unlabelled, EvalConfig(judge="classifier"))
+
+
+def test_trained_encoder_passes_its_check_without_labels(ssl: SSLJudge):
+    q = ssl.quality
+    assert "knn_accuracy" not in q  # no labels, no kNN
+    assert q["retrieval_accuracy"] >= q["untrained_retrieval_accuracy"] + 0.1
+    assert q["separation"] > 10
+    check_ssl_judge(ssl, CFG)
+
+
+def test_trained_encoder_features_classify_digits_where_labels_exist(labelled: PreparedData):
+    j = train_ssl_judge(labelled, EPOCHS, seed=0)
+    assert j.quality["knn_accuracy"] >= 0.8, j.quality
+    check_ssl_judge(j, CFG)
+
+
+def test_untrained_encoder_is_refused(unlabelled: PreparedData):
+    j = untrained(unlabelled)
+    with pytest.raises(JudgeError, match=r"useless features: .*above the untrained encoder"):
+        check_ssl_judge(j, CFG)
+
+
+def test_constant_encoder_is_refused(ssl: SSLJudge, unlabelled: PreparedData):
+    net = SSLNet(ssl.net.arch)
+    net.load_state_dict(ssl.net.state_dict())
+    last = net.body[-2]  # the Linear before the feature ReLU
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(1.0)  # every image gets the same features
+    j = dataclasses.replace(ssl, net=net.eval())
+    j.quality = ssl_quality(j, unlabelled)
+    with pytest.raises(JudgeError, match="real-vs-noise separation nan is below 10"):
+        check_ssl_judge(j, CFG)
+
+
+def test_encoder_takes_the_channel_count_from_the_data(unlabelled: PreparedData):
+    rgb = dataclasses.replace(unlabelled, x_train=unlabelled.x_train.repeat(1, 3, 1, 1),
+                              x_holdout=unlabelled.x_holdout.repeat(1, 3, 1, 1))
+    j = train_ssl_judge(rgb, 1, seed=0)
+    assert j.net.arch.channels == 3
+    assert j.features(rgb.x_holdout[:5]).shape == (5, 64)
+
+
+def test_training_is_deterministic_and_leaves_global_rng_alone(unlabelled: PreparedData):
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = train_ssl_judge(unlabelled, 1, seed=3)
+    after = torch.rand(1)
+    b = train_ssl_judge(unlabelled, 1, seed=3)
+    assert torch.equal(before, after)
+    for k, v in a.net.state_dict().items():
+        assert torch.equal(v, b.net.state_dict()[k]), k
+
+
+def test_augment_is_seeded_and_stays_in_range(unlabelled: PreparedData):
+    x = unlabelled.x_train[:16]
+    a = augment(x, torch.Generator().manual_seed(1))
+    b = augment(x, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and a.shape == x.shape
+    assert a.min() >= -1 and a.max() <= 1 and not torch.equal(a, x)
+
+
+def test_cache_round_trip_reuse_and_tamper(ssl: SSLJudge, unlabelled: PreparedData,
+                                           tmp_path: Path):
+    weights, meta = ssl_to_bytes(ssl)
+    back = ssl_from_bytes(weights, meta)
+    x = unlabelled.x_holdout[:8]
+    assert torch.equal(back.features(x), ssl.features(x)) and back.quality == ssl.quality
+    with pytest.raises(JudgeError, match="weights_sha256"):
+        ssl_from_bytes(weights[:-1] + bytes([weights[-1] ^ 1]), meta)
+    files = FolderFiles(tmp_path)
+    first = cached_ssl_judge(files, unlabelled, CFG)
+    assert first.meta["reused"] is False
+    assert json.loads((tmp_path / META_FILE).read_text())["kind"] == "self-supervised"
+    again = cached_ssl_judge(files, unlabelled, CFG)
+    assert again.meta["reused"] is True
+    assert again.meta["weights_sha256"] == first.meta["weights_sha256"]
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+class Pick(nn.Module):
+    """The image of `images` that z's first coordinate points at."""
+
+    conditional = False
+
+    def __init__(self, images: Tensor) -> None:
+        super().__init__()
+        self.latent_dim, self.images = 8, images.float()
+
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        u = torch.special.ndtr(z[:, 0])  # (B,) uniform in (0, 1)
+        return self.images[(u * len(self.images)).long().clamp(max=len(self.images) - 1)]
+
+
+def as_report(result: dict) -> Report:
+    return Report(run_id="t", dataset_version="v", report_uri="s3://b/r.json",
+                  markdown_uri="s3://b/r.md", **result)
+
+
+def test_unlabelled_digits_evaluate_and_pass_without_class_metrics(ssl, unlabelled):
+    fresh, _ = evaluate_generator(Pick(unlabelled.x_holdout), unlabelled, ssl, CFG,
+                                  champion=Champion("1", Pick(unlabelled.x_train)))
+    assert fresh["judge"] == "self-supervised" and fresh["judge_quality"] == ssl.quality
+    assert fresh["class_hist"] == [] and "class_kl" not in fresh["metrics"]
+    assert "inception_score" not in fresh["metrics"]
+    assert fresh["champion"].comparable and "fid" in fresh["champion"].metrics
+    md = render_markdown(as_report(fresh))
+    assert "judge: self-supervised encoder (label-free; no class metrics" in md
+    assert "retrieval_accuracy" in md and "class shares" not in md
+    d = gate(as_report(fresh), None, GateConfig())
+    assert d.promote, d.reasons
+    assert any("no labels: class coverage and class KL not judged (metrics in the "
+               "self-supervised judge's feature space)" in r for r in d.reasons)
+    assert any("(self-supervised judge)" in r for r in d.reasons)
+    # the same evaluation against the re-scored champion names the judge in the FID line
+    d = gate(as_report(fresh), None, GateConfig(), champion_version="1")
+    assert any("seeds, self-supervised judge)" in r for r in d.reasons), d.reasons
+
+
+def test_copying_and_noise_generators_are_refused_in_label_free_space(ssl, unlabelled):
+    copying, _ = evaluate_generator(Pick(unlabelled.x_train), unlabelled, ssl, CFG)
+    assert copying["metrics"]["copy_fraction"] == 1.0
+    assert not gate(as_report(copying), None, GateConfig()).promote
+    noise = torch.rand(300, *unlabelled.image_shape, generator=torch.Generator().manual_seed(0))
+    bad, _ = evaluate_generator(Pick(noise * 2 - 1), unlabelled, ssl, CFG)
+    assert bad["metrics"]["fid"] > 20 * max(bad["floors"]["fid"], 1e-3)
+    assert not gate(as_report(bad), None, GateConfig()).promote
+
+
+def test_evaluation_refuses_a_useless_label_free_judge(unlabelled):
+    with pytest.raises(JudgeError, match="useless features"):
+        evaluate_generator(Pick(unlabelled.x_holdout), unlabelled, untrained(unlabelled), CFG)
