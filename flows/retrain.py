@@ -49,6 +49,7 @@ from prefect.runtime import flow_run
 
 from flows import params as P
 from flows import summary
+from flows.best_effort import BestEffort
 from flows.prefect_setup import RESULT_STORAGE, ensure_result_storage
 from gan.core.config import DataConfig, EvalConfig, ModelConfig, RetrainParams, TrainConfig
 from gan.core.model_fit import fit_model_to_data
@@ -128,8 +129,11 @@ def train(settings: Settings, dataset: DatasetRef, model_cfg: ModelConfig,
     live = _open_live_run(settings, run_id, experiment)
     progress = EpochProgress(run_id, train_cfg.epochs, live)
     try:
-        trained = distributed.train(settings, dataset, model_cfg, train_cfg, run_id=run_id,
-                                    on_epoch=progress)
+        try:
+            trained = distributed.train(settings, dataset, model_cfg, train_cfg, run_id=run_id,
+                                        on_epoch=progress)
+        finally:
+            progress.close()  # bounded: what the servers have not taken by now is dropped
     except OSError as e:  # pyarrow's S3 errors: Ray Train writes run files through pyarrow
         err: Exception = StorageError(
             f"S3 endpoint {settings.s3_endpoint_url} failed while training run {run_id}; "
@@ -272,21 +276,61 @@ def retrain(params: RetrainParams = RetrainParams()) -> ModelRef | Unchanged:
 
 class EpochProgress:
     """`on_epoch` callback: one log line and a progress-artifact update per epoch, and the
-    epoch's numbers (and preview grid) into the live MLflow run when there is one."""
+    epoch's numbers (and preview grid) into the live MLflow run when there is one.
+
+    Both go through `BestEffort` (other threads, bounded, counted), so a slow or dead Prefect
+    or MLflow server never holds the epoch loop. The artifact: each epoch only records the
+    latest value, and one pending update shows whatever is latest when it runs (epochs that
+    pass meanwhile are folded into it). MLflow: every epoch is queued (up to 16 waiting); when
+    MLflow is away they are dropped and counted. The log line goes through Prefect's own
+    background log shipping."""
 
     def __init__(self, run_id: str, total_epochs: int, live: LiveRun | None = None) -> None:
         self.run_id, self.total, self.live = run_id, total_epochs, live
         self.log = get_run_logger()  # held: the callback runs in this task's thread
-        self.artifact_id = create_progress_artifact(
-            progress=0.0, description=f"training run {run_id}: starting")
+        self.artifact_id: Any = None
+        self.latest: tuple[float, str] = (0.0, "starting")
+        self.shown: tuple[float, str] | None = None
+        self.calls = BestEffort(f"progress of run {run_id}")
+        self.calls.submit(self._show)
+        self.live_calls = BestEffort(f"MLflow epochs of run {run_id}", max_pending=16)
+
+    def _show(self) -> None:  # on the BestEffort thread
+        done, text = latest = self.latest
+        description = f"training run {self.run_id}: {text}"
+        if self.artifact_id is None:
+            self.artifact_id = create_progress_artifact(progress=done, description=description)
+        else:
+            update_progress_artifact(self.artifact_id, progress=done, description=description)
+        self.shown = latest
 
     def __call__(self, metrics: dict[str, Any]) -> None:
         line = format_progress(metrics, self.total)
         self.log.info(line)
         done = min(100.0, 100.0 * float(metrics.get("epoch", 0)) / max(self.total, 1))
-        update_progress_artifact(self.artifact_id, progress=done,
-                                 description=f"training run {self.run_id}: {line}")
-        _live_call(self.live, "log_epoch", metrics)
+        self.latest = (done, line)
+        if self.calls.pending() == 0:  # else the pending update will show this value
+            self.calls.submit(self._show)
+        if self.live is not None:
+            live = self.live
+            self.live_calls.submit(lambda: live.log_epoch(metrics))
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Show the final value (waiting at most `timeout_s` for each server); say so when
+        something did not land."""
+        if self.shown != self.latest and self.calls.pending() == 0:
+            self.calls.submit(self._show)
+        counts = self.calls.close(timeout_s)
+        if self.shown != self.latest:
+            self.log.warning("progress artifact not updated to the end (%d updates failed, %d "
+                             "dropped; Prefect server away?); training was not held",
+                             counts.failed, counts.dropped)
+        live = self.live_calls.close(timeout_s)
+        if live.done < live.submitted:
+            self.log.warning("MLflow live run: %d of %d epochs not logged (%d dropped, %d "
+                             "failed; MLflow away?); training was not held",
+                             live.submitted - live.done, live.submitted, live.dropped,
+                             live.failed)
 
 
 def publish_summary(settings: Settings, run_id: str, dataset: DatasetRef, trained: TrainedRef,

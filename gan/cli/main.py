@@ -42,6 +42,8 @@ from gan.core.records import Unchanged
 from gan.core.settings import Settings, SettingsError
 from gan.data.shapes import CLASSES as SHAPE_CLASSES
 from gan.data.shapes import write_shapes
+from gan.io.storage import StorageError
+from gan.stack import backup as backup_lib
 from gan.stack import supervisor as stack_lib
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -101,6 +103,35 @@ def stack_status(
         typer.echo(json.dumps(st, indent=2))
     else:
         _print_status(st, stdout())
+
+
+@stack_app.command("backup")
+def stack_backup(
+    dest: str = typer.Argument(..., help="A new (absent or empty) folder, or an s3:// prefix of "
+                               "another store (GAN_BACKUP_S3_ENDPOINT_URL, GAN_BACKUP_AWS_*)."),
+) -> None:
+    """Copy the stack (running or not): MLflow and Prefect databases, the bucket, the S3 keys."""
+    settings = load_settings()
+    console = stdout()
+    try:
+        backup_lib.backup(settings, dest, echo=lambda m: console.print(escape(m)))
+    except (stack_lib.StackError, StorageError, ValueError) as e:
+        raise fail(str(e)) from None
+
+
+@stack_app.command("restore")
+def stack_restore(
+    src: str = typer.Argument(..., help="A backup folder or s3:// prefix (`gan stack backup`)."),
+    timeout: float = typer.Option(180.0, min=1, help="Seconds to wait for SeaweedFS's health."),
+) -> None:
+    """Restore a backup into an empty or absent GAN_HOME; then run `gan stack up`."""
+    settings = load_settings()
+    console = stdout()
+    try:
+        backup_lib.restore(settings, src, timeout_s=timeout,
+                           echo=lambda m: console.print(escape(m)))
+    except (stack_lib.StackError, StorageError, ValueError) as e:
+        raise fail(str(e)) from None
 
 
 def _print_status(st: dict[str, Any], console: Console) -> None:

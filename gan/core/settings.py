@@ -58,8 +58,16 @@ class Settings(BaseSettings):
     # Schedule of the stack's `gan serve` deployment (cron, UTC); "off" = runs start only from
     # the UI/API. Test stacks set "off" so a suite running at 03:00 never starts a retrain.
     serve_cron: str = Field("0 3 * * *", validation_alias=_alias("GAN_SERVE_CRON"))
+    # The store that keeps `gan stack backup s3://...` copies (never the stack's own keys).
+    backup_s3_endpoint_url: str | None = Field(
+        None, validation_alias=_alias("GAN_BACKUP_S3_ENDPOINT_URL"))
+    backup_aws_access_key_id: SecretStr | None = Field(
+        None, validation_alias=_alias("GAN_BACKUP_AWS_ACCESS_KEY_ID"))
+    backup_aws_secret_access_key: SecretStr | None = Field(
+        None, validation_alias=_alias("GAN_BACKUP_AWS_SECRET_ACCESS_KEY"))
 
-    @field_validator("s3_endpoint_url", "mlflow_tracking_uri", "prefect_api_url")
+    @field_validator("s3_endpoint_url", "mlflow_tracking_uri", "prefect_api_url",
+                     "backup_s3_endpoint_url")
     @classmethod
     def _http_url(cls, v: str | None, info: Any) -> str | None:
         if v is None or v == "":
@@ -137,7 +145,8 @@ class Settings(BaseSettings):
     def public_dict(self) -> dict[str, Any]:
         """Everything safe to print or log: secrets masked, never their values."""
         d = self.model_dump(mode="json")
-        for k in ("aws_access_key_id", "aws_secret_access_key"):
+        for k in ("aws_access_key_id", "aws_secret_access_key", "backup_aws_access_key_id",
+                  "backup_aws_secret_access_key"):
             d[k] = "***" if getattr(self, k) else None
         return d
 

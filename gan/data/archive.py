@@ -4,8 +4,10 @@ What this module is: `is_archive(name)` and `archive_members(data, origin)`, whi
 `(relative posix path, bytes)` for every regular file of an archive. Nothing is extracted to
 disk, and an archive is refused as a whole (DataError naming the member) when a member's path
 is absolute or climbs out with `..`, when a member is a link or a device, or when the
-uncompressed total exceeds `MAX_ARCHIVE_BYTES` (a zip bomb). Directories are skipped, and so
-are macOS's `__MACOSX/` and dot-files (`.DS_Store`, `._x.png`), which are never images.
+uncompressed total exceeds `MAX_ARCHIVE_BYTES` or `MAX_EXPANSION` times the archive's size
+(a zip bomb; checked from the declared sizes before anything is decompressed). Directories
+are skipped, and so are macOS's `__MACOSX/` and dot-files (`.DS_Store`, `._x.png`), which
+are never images.
 
 What it is not: no decoding of what the members hold (`gan.data.decode`), no listing of
 folders or S3 prefixes (`gan.data.images`).
@@ -23,6 +25,10 @@ from gan.data.validate import DataError
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 MAX_ARCHIVE_BYTES = 8 << 30  # uncompressed total; more is refused as a likely zip bomb
+# Images (PNG/JPEG/WebP) are compressed already: an archive expanding over this many times its
+# own size, beyond MIN_BOMB_BYTES, is a zip bomb, refused before anything is decompressed.
+MAX_EXPANSION = 100
+MIN_BOMB_BYTES = 64 << 20
 
 
 def is_archive(name: str) -> bool:
@@ -43,16 +49,21 @@ def _safe_path(name: str, origin: str) -> str | None:
     return "/".join(parts)
 
 
-def _check_total(total: int, origin: str) -> None:
+def _check_total(total: int, packed: int, origin: str) -> None:
+    """DataError when `total` uncompressed bytes from `packed` archive bytes look like a bomb."""
     if total > MAX_ARCHIVE_BYTES:
         raise DataError(f"{origin}: archive expands to {total} bytes, over the "
                         f"{MAX_ARCHIVE_BYTES}-byte limit (a zip bomb?): refused")
+    if total > MIN_BOMB_BYTES and total > MAX_EXPANSION * packed:
+        raise DataError(f"{origin}: archive of {packed} bytes expands to {total} bytes, over "
+                        f"{MAX_EXPANSION}x its size (a zip bomb; images barely compress): "
+                        "refused")
 
 
 def _zip_members(data: bytes, origin: str) -> list[tuple[str, bytes]]:
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         infos = [i for i in zf.infolist() if not i.is_dir()]
-        _check_total(sum(i.file_size for i in infos), origin)
+        _check_total(sum(i.file_size for i in infos), len(data), origin)
         out = []
         for info in infos:
             path = _safe_path(info.filename, origin)
@@ -68,7 +79,7 @@ def _zip_members(data: bytes, origin: str) -> list[tuple[str, bytes]]:
 def _tar_members(data: bytes, origin: str) -> list[tuple[str, bytes]]:
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tf:
         members = [m for m in tf.getmembers() if not m.isdir()]
-        _check_total(sum(m.size for m in members), origin)
+        _check_total(sum(m.size for m in members), len(data), origin)
         out = []
         for m in members:
             path = _safe_path(m.name, origin)

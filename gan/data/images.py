@@ -9,8 +9,10 @@ Labels: when every image sits in a sub-folder, the first folder under the root i
 classes are the sorted folder names (recorded as the dataset version's `class_names`). A
 single class, or images directly at the root, means unlabelled (every label 0). An archive
 whose files all lie in one top folder holding the class folders (`shapes/circle/1.png`) is
-read as if that folder were the root. Only `.png`, `.jpg`, `.jpeg` and `.webp` files are read
-(others are ignored and counted in the log); dot-files are ignored.
+read as if that folder were the root. A symbolic link in a folder that leads outside it is
+refused (DataError naming it); links inside the folder are followed. Only `.png`, `.jpg`,
+`.jpeg` and `.webp` files are read (others are ignored and counted in the log); dot-files are
+ignored.
 
 What it is not: no decoding policy (`gan.data.decode`), no split or storage (`gan.data.prepare`).
 """
@@ -69,9 +71,15 @@ def _read_folder(root: Path, keep: Callable[[str], bool]) -> list[tuple[str, byt
         what = "does not exist" if not root.exists() else "is not a folder or archive"
         raise DataError(f"{root}: {what}")
     out = []
+    real_root = root.resolve()
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root).as_posix()
-        if not p.is_file() or any(part.startswith(".") for part in rel.split("/")):
+        if any(part.startswith(".") for part in rel.split("/")):
+            continue
+        if p.is_symlink() and not p.resolve().is_relative_to(real_root):
+            raise DataError(f"{p}: a symbolic link to {p.resolve()}, outside the folder "
+                            f"{root}: refused (copy the file in instead)")
+        if not p.is_file():
             continue
         try:
             out.append((rel, p.read_bytes() if keep(rel) else b""))
@@ -85,7 +93,11 @@ def _read_prefix(uri: str, storage: Storage | None,
     if storage is None:
         raise DataError(f"{uri}: an s3:// source needs object storage (no Storage given)")
     prefix = uri.rstrip("/") + "/"
-    keys = [k for k in storage.list_keys(prefix)
+    try:
+        listed = storage.list_keys(prefix)
+    except ValueError as e:  # a prefix built to leave its place (`..`, `%2e%2e`, absolute)
+        raise DataError(str(e)) from e
+    keys = [k for k in listed
             if not any(p.startswith(".") for p in k[len(prefix):].split("/"))]
     wanted = [k for k in keys if keep(k)]
     with ThreadPoolExecutor(_READERS) as pool:

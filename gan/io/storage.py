@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 import boto3
 import botocore.config
@@ -32,12 +33,18 @@ class ObjectMissing(StorageError, LookupError):
 
 
 def split_uri(uri: str) -> tuple[str, str]:
-    """`s3://bucket/a/b` → (`bucket`, `a/b`). Raises ValueError for anything else."""
+    """`s3://bucket/a/b` → (`bucket`, `a/b`). Raises ValueError for anything else, and for a
+    key built to leave its prefix: an absolute key (`s3://b//etc`), or a `.` / `..` segment,
+    also percent-encoded (`%2e%2e`): some stores normalise them, so `datasets/x/../../mlflow`
+    could land elsewhere than its prefix says. No key this pipeline writes has one."""
     if not uri.startswith("s3://"):
         raise ValueError(f"not an s3:// URI: {uri!r}")
     bucket, _, key = uri[5:].partition("/")
     if not bucket:
         raise ValueError(f"s3 URI without a bucket: {uri!r}")
+    if key.startswith("/") or any(unquote(part) in (".", "..") for part in key.split("/")):
+        raise ValueError(f"s3 URI {uri!r} has an absolute key or a '.'/'..' segment that would "
+                         "leave its prefix: refused")
     return bucket, key
 
 

@@ -78,6 +78,8 @@ def read_bytes(uri: str, storage: Storage | None = None, *, error: type[Exceptio
 
         try:
             return storage.get_bytes(uri)
+        except ValueError as e:  # split_uri: a key built to leave its prefix
+            raise error(f"{uri}: {e}") from e
         except StorageError as e:
             if missing_hint and isinstance(e, ObjectMissing):
                 raise error(f"{e}; {missing_hint}") from e
@@ -103,7 +105,10 @@ def uri_meta(uri: str, storage: Storage | None = None) -> str:
             raise UriError(f"{uri}: an s3:// URI needs object storage (no Storage given)")
         from gan.io.storage import split_uri  # lazy: boto3 loads only for s3:// URIs
 
-        bucket, key = split_uri(uri)
+        try:
+            bucket, key = split_uri(uri)
+        except ValueError as e:
+            raise UriError(str(e)) from e
         try:
             head = storage.client.head_object(Bucket=bucket, Key=key)
         except Exception as e:  # botocore ClientError / EndpointConnectionError
@@ -135,7 +140,10 @@ def listing_meta(uri: str, storage: Storage | None = None) -> list[str]:
             raise UriError(f"{uri}: an s3:// URI needs object storage (no Storage given)")
         from gan.io.storage import split_uri  # lazy: boto3 loads only for s3:// URIs
 
-        bucket, prefix = split_uri(uri.rstrip("/") + "/")
+        try:
+            bucket, prefix = split_uri(uri.rstrip("/") + "/")
+        except ValueError as e:
+            raise UriError(str(e)) from e
         lines = []
         try:
             pages = storage.client.get_paginator("list_objects_v2").paginate(

@@ -53,6 +53,11 @@ def download_model(uri: str, dst: str | Path, *, settings: Settings | None = Non
     if conf.get("loader_module") not in mlflow_model.LOADER_MODULES or "data" not in conf:
         raise mlflow_model.BundleError(
             f"model {uri!r} is not a gan generator (loader {conf.get('loader_module')!r})")
+    bundle = (local / str(conf["data"])).resolve()
+    if not bundle.is_relative_to(local.resolve()):
+        raise mlflow_model.BundleError(
+            f"model {uri!r}: its MLmodel names data {conf['data']!r}, outside the model "
+            "directory: refused")
     return local / conf["data"]
 
 

@@ -44,8 +44,11 @@ RAY_LOCAL = "local (started by training)"
 # --------------------------------------------------------------------------- up / down
 
 
-def up(settings: Settings, *, timeout_s: float = 180.0, echo: Echo = print) -> dict[str, Any]:
+def up(settings: Settings, *, timeout_s: float = 180.0, echo: Echo = print,
+       only: tuple[str, ...] = ()) -> dict[str, Any]:
     """Start what is not running, wait until all is healthy, ensure the bucket; return status.
+
+    `only`: start just these services (restore starts SeaweedFS alone to upload the bucket).
 
     Idempotent: services already running (ours, healthy) are left alone. On failure the
     processes this call started are stopped again and the error names the service and log.
@@ -53,6 +56,8 @@ def up(settings: Settings, *, timeout_s: float = 180.0, echo: Echo = print) -> d
     layout = Layout(settings.gan_home.resolve())
     layout.make()
     keys, services, running = _preflight(settings, layout)
+    if only:
+        services = [s for s in services if s.name in only]
     to_start = [s for s in services if not s.external and s.name not in running]
     deadline = time.monotonic() + timeout_s
     started: list[Service] = []

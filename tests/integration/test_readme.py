@@ -65,6 +65,8 @@ _RETRAIN = "trains for minutes; `gan retrain --smoke` and the flow are tests/int
 _SERVE = ("blocks until stopped; the stack's own `gan serve` runs it, and "
           "test_deploy checks the deployment and that stopping keeps its schedule")
 _K8S = "needs docker / a Kubernetes cluster; the manifests are checked by test_k8s_manifests"
+_BACKUP = ("writes to folders outside the test's; test_backup runs backup (folder and s3://), "
+           "restore and `up` of the restored stack")
 NOT_RUN: dict[str, str] = {
     "make run": "the whole quick start (install, stack, a full retraining); the stack here is "
                 "the fixture's, with this file's commands run against it",
@@ -72,6 +74,10 @@ NOT_RUN: dict[str, str] = {
     "gan stack up": "the session fixture runs it (on free ports; a clean shell's `up` would "
                     "take the default ports)",
     "gan stack down": "would stop the session's stack; test_stack covers it",
+    "gan stack backup /backups/gan-2026-11-30": _BACKUP,
+    "gan stack backup s3://offsite/gan/2026-11-30": _BACKUP,
+    "GAN_HOME=/srv/gan-new gan stack restore /backups/gan-2026-11-30": _BACKUP,
+    "GAN_HOME=/srv/gan-new gan stack up": _BACKUP,
     "gan retrain": _RETRAIN,
     "gan retrain --smoke": _RETRAIN,
     "gan retrain --epochs 50 --lr-g 1e-4 --seed 3": _RETRAIN,
