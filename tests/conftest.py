@@ -234,3 +234,16 @@ def portable_client(tmp_path: Path) -> Callable[..., list[dict]]:
 
     return run
 
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One torch intra-op thread for a module, restored after it. On two shared cores one
+    thread is several times faster than two under contention (modules opt in with an autouse
+    fixture that asks for this one)."""
+    import torch  # lazy: the stack fixtures here need no torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -22,12 +22,8 @@ from gan.eval.judge import (
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two shared cores: one intra-op thread is several times faster than two under contention.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_torch_thread: None) -> None:
+    """One intra-op thread for this module (see conftest.one_torch_thread)."""
 
 
 @pytest.fixture(scope="module")

@@ -38,11 +38,8 @@ CFG = EvalConfig(ssl_judge_epochs=EPOCHS, n_seeds=2, n_samples=300)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_torch_thread: None) -> None:
+    """One intra-op thread for this module (see conftest.one_torch_thread)."""
 
 
 @pytest.fixture(scope="module")
