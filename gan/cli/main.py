@@ -150,7 +150,8 @@ def retrain(**options: Any) -> None:
     except ParamsError as e:
         raise fail(str(e), code=2) from None
     settings = load_settings()
-    if params.use_gpu and not settings.ray_address:  # a cluster's GPUs are not ours to see
+    # A cluster's GPUs are not ours to see; the stack's Ray head runs on this machine.
+    if params.use_gpu and (not settings.ray_address or settings.ray_from_stack):
         check_device("cuda", "--gpu:")
     params = params.model_copy(update={"run_id": params.run_id or new_run_id(params.model_name)})
     console = stdout()

@@ -199,7 +199,15 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def http_ok(url: str, *, local: bool, timeout_s: float = 3.0) -> bool:
-    """Local services: GET answers 200. External ones: any answer below 500 (reachable)."""
+    """Local services: GET answers 200. External ones: any answer below 500 (reachable).
+    A `tcp://host:port` URL (a service without HTTP, e.g. Ray's GCS): the port accepts."""
+    if url.startswith("tcp://"):
+        host, _, port = url.removeprefix("tcp://").rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=timeout_s):
+                return True
+        except (OSError, ValueError):
+            return False
     # Loopback URLs must never go through an HTTP(S)_PROXY the user may have set.
     handlers = [urllib.request.ProxyHandler({})] if local else []
     opener = urllib.request.build_opener(*handlers)
