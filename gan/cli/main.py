@@ -266,21 +266,48 @@ def bench(
     images: int = typer.Option(4096, "--images", min=256, help="Training images per epoch."),
     epochs: int = typer.Option(4, "--epochs", min=2, help="Epochs per variant; the first is "
                                "warm-up."),
+    orchestration: bool = typer.Option(
+        True, "--orchestration/--no-orchestration",
+        help="Also run one smoke retrain flow on the stack and report orchestration_s (flow "
+             "wall time minus training and evaluation compute); needs `gan stack up`."),
 ) -> None:
-    """Images/s of the training step: bare PyTorch, in-process loop, Ray Train 1 and 2 workers."""
+    """Images/s of the training step: bare PyTorch, in-process loop, Ray Train 1 and 2 workers;
+    and the orchestration overhead of one flow run on the stack."""
     from gan.tools.bench import BenchConfig, format_table, run_bench  # lazy: torch, Ray
 
     unknown = [m for m in model if m not in ("seed", "default")]
     if unknown:
         raise fail(f"--model {unknown[0]!r}: choose seed or default", code=2)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
+    overhead: dict[str, Any] = {}
+    if orchestration:
+        overhead = _orchestration(load_settings(), err)
     results = run_bench(model, BenchConfig(images=images, epochs=epochs),
                         echo=lambda m: err.print(escape(m)))
+    results = [r | overhead for r in results]
     if as_json:
         for r in results:
             typer.echo(json.dumps(r))
     else:
         typer.echo(format_table(results))
+
+
+def _orchestration(settings: Settings, err: Console) -> dict[str, Any]:
+    """`flows.orchestration`'s figures, or orchestration_s null (and why) without a stack."""
+    from flows.orchestration import OrchestrationError, orchestration_overhead  # lazy: Prefect
+
+    try:
+        settings.require_prefect()
+        settings.require_mlflow()
+        settings.require_s3()
+    except SettingsError as e:
+        err.print(f"orchestration_s: not measured ({escape(str(e))})")
+        return {"orchestration_s": None}
+    err.print("one smoke retrain flow on the stack, for orchestration_s ...")
+    try:
+        return orchestration_overhead(settings)
+    except OrchestrationError as e:
+        raise fail(str(e)) from None
 
 
 data_app = typer.Typer(no_args_is_help=True, help="Data in the stack's object storage.")

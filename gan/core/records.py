@@ -90,6 +90,7 @@ class Report(Record):
     spread: dict[str, float] = Field(default_factory=dict)  # std of metrics over eval_seeds
     per_seed: dict[str, list[float]] = Field(default_factory=dict)  # metric → one per seed
     champion: ChampionScore | None = None  # the champion re-scored alongside (None: none)
+    compute_s: float = 0.0  # seconds of evaluation compute (judge, metrics, pictures; no I/O)
 
 
 class GateDecision(Record):

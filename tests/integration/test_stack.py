@@ -342,7 +342,9 @@ def test_external_services_are_used_not_started(
     assert st["prefect_api_url"] == stack.prefect_api_url
     assert not st["services"]["mlflow"]["external"]
     assert not (home / "credentials.json").exists() and not any((home / "s3").iterdir())
-    assert json.loads((home / "stack.json").read_text()) == {"mlflow_uri": st["mlflow_uri"]}
+    assert not st["services"]["ray"]["external"]  # the Ray head is local whatever the store
+    assert json.loads((home / "stack.json").read_text()) == {"mlflow_uri": st["mlflow_uri"],
+                                                             "ray_address": st["ray"]}
     Storage.from_settings(stack).client.head_bucket(Bucket=bucket)  # created by `up`
     settings = _settings_for(env, monkeypatch)
     _, run_id = _log_artifact(settings.require_mlflow(), tmp_path)
