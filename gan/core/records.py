@@ -53,6 +53,7 @@ class TrainedRef(Record):
     stopped_by_time_limit: bool = False  # stopped early at train_cfg.time_limit_s (checkpointed)
     ray_run_name: str = ""
     ray_storage_uri: str = ""
+    ray_nodes: list[str] = Field(default_factory=list)  # the Ray node id of each rank, by rank
 
 
 class ChampionScore(Record):

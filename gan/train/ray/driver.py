@@ -220,6 +220,7 @@ def _trained_ref(outcome: Outcome, spec: RunSpec, dataset: DatasetRef, *,
         images_per_s=sum(steady) / len(steady) if steady else 0.0,
         stopped_by_time_limit=bool(s["stopped_by_time_limit"]),
         ray_run_name=spec.run_id, ray_storage_uri=ray_storage_uri,
+        ray_nodes=[str(n) for n in s.get("nodes", [])],
     )
 
 
