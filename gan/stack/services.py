@@ -30,6 +30,9 @@ from gan.io.jsonio import read_json, write_json
 # SeaweedFS's parts, at GAN_S3_PORT + index; each also opens gRPC at +10000.
 WEED_ROLES = ("S3", "master", "volume", "filer", "admin")
 GRPC_OFFSET = 10_000
+# Services whose own process stops its children on SIGTERM (`ray start --block` tears its
+# node down): `down` signals only that process first (see `procs.terminate_trees`).
+STOPS_ITS_CHILDREN = frozenset({"ray"})
 
 
 class StackError(RuntimeError):

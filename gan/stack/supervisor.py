@@ -30,6 +30,7 @@ from gan.io.jsonio import write_json
 from gan.io.storage import Storage, StorageError
 from gan.stack import procs
 from gan.stack.services import (
+    STOPS_ITS_CHILDREN,
     Layout,
     Port,
     Service,
@@ -129,7 +130,8 @@ def _stop(layout: Layout, names: list[str], *, grace_s: float) -> dict[str, int]
         rec = procs.read_record(layout.pid(name))
         if rec and (proc := procs.owned(rec)):
             found[name] = proc
-    procs.terminate_trees(list(found.values()), grace_s=grace_s)
+    procs.terminate_trees(list(found.values()), grace_s=grace_s,
+                          root_only=[p for n, p in found.items() if n in STOPS_ITS_CHILDREN])
     for name in names:
         layout.pid(name).unlink(missing_ok=True)
     return {name: p.pid for name, p in found.items()}

@@ -230,6 +230,24 @@ def test_spawn_detaches_records_and_stops_the_tree(tmp_path: Path):
             q.kill()
 
 
+def test_root_only_lets_the_root_stop_its_children_and_kills_leftovers(tmp_path: Path):
+    """`ray start --block` stops its node itself: only it gets SIGTERM; a child it leaves
+    behind (here: one that ignores SIGTERM and is not stopped by its parent) is SIGKILLed."""
+    script = ('trap "" TERM; sleep 60 & trap - TERM; '  # the child ignores SIGTERM
+              'trap "echo parent-got-term; exit 0" TERM; wait')
+    rec = procs.spawn(["bash", "-c", script], {}, cwd=tmp_path, log=tmp_path / "t.log",
+                      pid_file=tmp_path / "t.pid", url="http://x")
+    pids = _wait_children(rec)
+    p = procs.owned(rec)
+    assert p is not None
+    t0 = time.monotonic()
+    procs.terminate_trees([p], grace_s=1, root_only=[p])
+    assert time.monotonic() - t0 < 8
+    assert not any(psutil.pid_exists(x) and psutil.Process(x).status() != "zombie"
+                   for x in pids)
+    assert "parent-got-term" in (tmp_path / "t.log").read_text()
+
+
 def test_a_stepped_wall_clock_does_not_disown_a_live_service(tmp_path: Path):
     """CI saw every service look stale after the wall clock moved: psutil's create_time is
     ticks since boot + the boot time the kernel reports now, which a clock step shifts."""
