@@ -42,8 +42,8 @@ STACK_VARS = (
     "GAN_HOME", "GAN_S3_ENDPOINT_URL", "GAN_S3_BUCKET", "GAN_S3_PORT", "GAN_MLFLOW_PORT",
     "GAN_PREFECT_PORT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
     "AWS_PROFILE", "AWS_DEFAULT_REGION", "MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL",
-    "PREFECT_API_URL", "PREFECT_API_KEY", "RAY_ADDRESS", "GAN_SERVE_CRON",
-    "GAN_BACKUP_S3_ENDPOINT_URL", "GAN_BACKUP_AWS_ACCESS_KEY_ID",
+    "PREFECT_API_URL", "PREFECT_API_KEY", "RAY_ADDRESS", "GAN_SERVE_CRON", "GAN_RAY_PORT",
+    "GAN_RAY_CPUS", "GAN_BACKUP_S3_ENDPOINT_URL", "GAN_BACKUP_AWS_ACCESS_KEY_ID",
     "GAN_BACKUP_AWS_SECRET_ACCESS_KEY",
 )
 UP_TIMEOUT_S = 300  # a cold start on a busy 2-core machine takes ~30 s; leave room
@@ -54,7 +54,8 @@ _rng = random.Random()
 
 
 def free_stack_ports(taken: set[int] | None = None) -> dict[str, str]:
-    """GAN_S3_PORT (P..P+4 and P+10000..P+10004 all free), GAN_MLFLOW_PORT, GAN_PREFECT_PORT.
+    """GAN_S3_PORT (P..P+4 and P+10000..P+10004 all free), GAN_MLFLOW_PORT, GAN_PREFECT_PORT,
+    GAN_RAY_PORT.
 
     Chosen below the kernel's ephemeral range (32768+) so outgoing connections can't take them.
     """
@@ -68,20 +69,22 @@ def free_stack_ports(taken: set[int] | None = None) -> dict[str, str]:
     else:
         raise RuntimeError("no free block of SeaweedFS ports found")
     others = []
-    while len(others) < 2:
+    while len(others) < 3:
         x = _rng.randrange(22000, 32000)
         if x not in taken and port_free(x):
             taken.add(x)
             others.append(x)
     return {"GAN_S3_PORT": str(p), "GAN_MLFLOW_PORT": str(others[0]),
-            "GAN_PREFECT_PORT": str(others[1])}
+            "GAN_PREFECT_PORT": str(others[1]), "GAN_RAY_PORT": str(others[2])}
 
 
 def isolated_env(home: Path, **extra: str) -> dict[str, str]:
     """The caller's environment without STACK_VARS, with GAN_HOME=home and free ports."""
     env = {k: v for k, v in os.environ.items() if k not in STACK_VARS}
     # GAN_SERVE_CRON=off: a suite running at the nightly hour must not start a retrain.
-    return env | {"GAN_HOME": str(home), "GAN_SERVE_CRON": "off"} | free_stack_ports() | extra
+    # GAN_RAY_CPUS=2: the stack's Ray head stays within a 2-core CI machine.
+    return env | {"GAN_HOME": str(home), "GAN_SERVE_CRON": "off", "GAN_RAY_CPUS": "2"} \
+        | free_stack_ports() | extra
 
 
 def run_gan(*args: str, env: dict[str, str] | None = None,
@@ -170,7 +173,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         mp.setenv("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect_client")))
         try:
             r = start_stack(env)
-            for k in ("GAN_HOME", "GAN_S3_PORT", "GAN_MLFLOW_PORT", "GAN_PREFECT_PORT"):
+            for k in ("GAN_HOME", "GAN_S3_PORT", "GAN_MLFLOW_PORT", "GAN_PREFECT_PORT",
+                      "GAN_RAY_PORT", "GAN_RAY_CPUS"):
                 mp.setenv(k, env[k])
             if r.returncode != 0:
                 pytest.fail(f"gan stack up failed ({r.returncode}):\n{r.stdout}\n{r.stderr}\n"

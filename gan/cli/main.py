@@ -181,7 +181,8 @@ def retrain(**options: Any) -> None:
     except ParamsError as e:
         raise fail(str(e), code=2) from None
     settings = load_settings()
-    if params.use_gpu and not settings.ray_address:  # a cluster's GPUs are not ours to see
+    # A cluster's GPUs are not ours to see; the stack's Ray head runs on this machine.
+    if params.use_gpu and (not settings.ray_address or settings.ray_from_stack):
         check_device("cuda", "--gpu:")
     params = params.model_copy(update={"run_id": params.run_id or new_run_id(params.model_name)})
     console = stdout()
@@ -306,9 +307,14 @@ def bench(
     pull_python: str | None = typer.Option(
         None, "--pull-python", help="The client's Python (e.g. a venv with only torch and "
         "mlflow); default: this one."),
+    orchestration: bool = typer.Option(
+        True, "--orchestration/--no-orchestration",
+        help="Also run one smoke retrain flow on the stack and report orchestration_s (flow "
+             "wall time minus training and evaluation compute); needs `gan stack up`."),
 ) -> None:
-    """Images/s of the training step (bare PyTorch, in-process loop, Ray Train 1 and 2 workers)
-    and the seconds a client takes to load a generator and draw 10,000 images."""
+    """Images/s of the training step (bare PyTorch, in-process loop, Ray Train 1 and 2 workers),
+    the orchestration overhead of one flow run on the stack, and the seconds a client takes to
+    load a generator and draw 10,000 images."""
     from gan.tools.pull_bench import pull_bench  # lazy: torch, MLflow
 
     unknown = [m for m in model if m not in ("seed", "default")]
@@ -325,8 +331,12 @@ def bench(
     if not pull_only:
         from gan.tools.bench import BenchConfig, run_bench  # lazy: torch, Ray
 
+        overhead: dict[str, Any] = {}
+        if orchestration:
+            overhead = _orchestration(load_settings(), err)
         results = run_bench(model, BenchConfig(images=images, epochs=epochs),
                             echo=lambda m: err.print(escape(m)))
+        results = [r | overhead for r in results]
     err.print("pulling a generator in a fresh process: load + 10,000 images ...")
     try:
         pull = pull_bench(pull_model, tracking_uri=tracking, python=pull_python)
@@ -344,6 +354,24 @@ def bench(
         typer.echo(f"pull: load + {pull['pull_images']:,} images in {pull['pull_10k_s']:.2f} s "
                    f"(warm {pull['pull_10k_warm_s']:.2f} s, {pull['pull_threads']} threads; "
                    f"{pull['pull_model']})")
+
+
+def _orchestration(settings: Settings, err: Console) -> dict[str, Any]:
+    """`flows.orchestration`'s figures, or orchestration_s null (and why) without a stack."""
+    from flows.orchestration import OrchestrationError, orchestration_overhead  # lazy: Prefect
+
+    try:
+        settings.require_prefect()
+        settings.require_mlflow()
+        settings.require_s3()
+    except SettingsError as e:
+        err.print(f"orchestration_s: not measured ({escape(str(e))})")
+        return {"orchestration_s": None}
+    err.print("one smoke retrain flow on the stack, for orchestration_s ...")
+    try:
+        return orchestration_overhead(settings)
+    except OrchestrationError as e:
+        raise fail(str(e)) from None
 
 
 data_app = typer.Typer(no_args_is_help=True, help="Data in the stack's object storage.")

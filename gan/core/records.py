@@ -53,6 +53,7 @@ class TrainedRef(Record):
     stopped_by_time_limit: bool = False  # stopped early at train_cfg.time_limit_s (checkpointed)
     ray_run_name: str = ""
     ray_storage_uri: str = ""
+    ray_nodes: list[str] = Field(default_factory=list)  # the Ray node id of each rank, by rank
 
 
 class ChampionScore(Record):
@@ -93,6 +94,7 @@ class Report(Record):
     divergence_reason: str | None = None  # why `diverged`, when evaluation found the evidence
     judge: str = "classifier"  # the feature space: "classifier" or "self-supervised" (no labels)
     judge_quality: dict[str, float] = Field(default_factory=dict)  # its quality-check numbers
+    compute_s: float = 0.0  # seconds of evaluation compute (judge, metrics, pictures; no I/O)
 
 
 class GateDecision(Record):

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     s3_port: int = Field(8333, ge=1024, le=65535, validation_alias=_alias("GAN_S3_PORT"))
     mlflow_port: int = Field(5000, ge=1024, le=65535, validation_alias=_alias("GAN_MLFLOW_PORT"))
     prefect_port: int = Field(4200, ge=1024, le=65535, validation_alias=_alias("GAN_PREFECT_PORT"))
+    # The stack's Ray head: its GCS port, and the CPUs it offers (unset: all of this machine's).
+    ray_port: int = Field(6390, ge=1024, le=65535, validation_alias=_alias("GAN_RAY_PORT"))
+    ray_cpus: int | None = Field(None, ge=1, validation_alias=_alias("GAN_RAY_CPUS"))
     # Schedule of the stack's `gan serve` deployment (cron, UTC); "off" = runs start only from
     # the UI/API. Test stacks set "off" so a suite running at 03:00 never starts a retrain.
     serve_cron: str = Field("0 3 * * *", validation_alias=_alias("GAN_SERVE_CRON"))
@@ -81,6 +84,9 @@ class Settings(BaseSettings):
 
     # True when GAN_S3_ENDPOINT_URL was set: the user's own store, no local SeaweedFS.
     s3_external: bool = Field(False, exclude=True)
+    # True when ray_address came from the stack's state (its Ray head), not from RAY_ADDRESS:
+    # training then falls back to a Ray of its own when that head is down.
+    ray_from_stack: bool = Field(False, exclude=True)
 
     @classmethod
     def load(cls) -> Settings:
@@ -101,6 +107,11 @@ class Settings(BaseSettings):
     @property
     def credentials_file(self) -> Path:
         return self.gan_home / "credentials.json"
+
+    @property
+    def ray_token_file(self) -> Path:
+        """The local Ray head's authentication token (0600, written by `gan stack up`)."""
+        return self.gan_home / "ray-token"
 
     def s3_uri(self, *parts: str) -> str:
         """`s3://<bucket>/<parts joined by />`."""
@@ -167,6 +178,8 @@ class Settings(BaseSettings):
             updates["mlflow_tracking_uri"] = state["mlflow_uri"]
         if self.prefect_api_url is None and state.get("prefect_api_url"):
             updates["prefect_api_url"] = state["prefect_api_url"]
+        if self.ray_address is None and state.get("ray_address"):
+            updates |= {"ray_address": state["ray_address"], "ray_from_stack": True}
         # The local stack's keys belong to its SeaweedFS, so without GAN_S3_ENDPOINT_URL they win
         # over AWS_* in the environment (which usually belong to some other store); with it,
         # only the environment's keys are used and credentials.json is never sent elsewhere.

@@ -21,6 +21,7 @@ no judge internals (`gan.eval.judge`), no drawing code (`gan.eval.pictures`).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -372,13 +373,15 @@ def evaluate(storage: Storage, dataset: DatasetRef, trained: TrainedRef,
         raise ValueError(f"run {trained.run_id!r} was trained on dataset version "
                          f"{trained.dataset_version!r}, asked to evaluate on {dataset.version!r}")
     data = load_prepared(storage, dataset)
+    ckpt = load_checkpoint(storage.get_bytes(trained.checkpoint_uri))
+    t0 = time.perf_counter()  # compute from here (a cached judge or floors: a small read)
     judge = select_judge(storage, data, cfg)
     floors = get_or_compute_floors(storage, judge, data, cfg)
-    ckpt = load_checkpoint(storage.get_bytes(trained.checkpoint_uri))
     generator = generator_from_checkpoint(ckpt, use_ema=True)
     history = ckpt.get("history") or trained.history
     result, pics = evaluate_generator(generator, data, judge, cfg, history, floors=floors,
                                       champion=champion)
+    result["compute_s"] = round(time.perf_counter() - t0, 3)
 
     prefix = storage.settings.s3_uri("runs", trained.run_id, "eval")
     if trained.resumed_from_epoch:  # a continued run id: never overwrite an earlier report

@@ -143,15 +143,25 @@ def _same_start(p: psutil.Process, rec: ProcRecord) -> bool:
     return abs(p.create_time() - rec.create_time) <= 1.0
 
 
-def terminate_trees(roots: Sequence[psutil.Process], *, grace_s: float) -> None:
+def terminate_trees(roots: Sequence[psutil.Process], *, grace_s: float,
+                    root_only: Sequence[psutil.Process] = ()) -> None:
     """SIGTERM each root's group and descendants at once, SIGKILL what is left after `grace_s`.
 
-    All at once so that `down` takes the slowest service's shutdown time, not the sum."""
+    All at once so that `down` takes the slowest service's shutdown time, not the sum.
+    `root_only`: roots that stop their own children on SIGTERM (`ray start --block`): only the
+    root is signalled first; its descendants (recorded now) get SIGKILL only if still there
+    after `grace_s` (a Ray GCS signalled beside its parent hangs for the whole grace)."""
     tree: list[psutil.Process] = []
+    gentle: set[int] = set()  # pids of the root_only trees: not SIGTERMed one by one
     for root in roots:
         try:
-            tree += [root, *root.children(recursive=True)]
+            kids = root.children(recursive=True)
         except psutil.NoSuchProcess:
+            continue
+        tree += [root, *kids]  # all waited for, and SIGKILLed if left, below
+        if root in root_only:
+            gentle |= {p.pid for p in (root, *kids)}
+            _signal(root, signal.SIGTERM)
             continue
         try:
             # Our services lead their own group (start_new_session): the group is theirs alone.
@@ -160,7 +170,8 @@ def terminate_trees(roots: Sequence[psutil.Process], *, grace_s: float) -> None:
         except (ProcessLookupError, PermissionError):
             pass
     for p in tree:  # also those that left the group; psutil re-checks identity first
-        _signal(p, signal.SIGTERM)
+        if p.pid not in gentle:
+            _signal(p, signal.SIGTERM)
     _, alive = psutil.wait_procs(tree, timeout=grace_s)
     for p in alive:
         _signal(p, signal.SIGKILL)
@@ -199,7 +210,15 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def http_ok(url: str, *, local: bool, timeout_s: float = 3.0) -> bool:
-    """Local services: GET answers 200. External ones: any answer below 500 (reachable)."""
+    """Local services: GET answers 200. External ones: any answer below 500 (reachable).
+    A `tcp://host:port` URL (a service without HTTP, e.g. Ray's GCS): the port accepts."""
+    if url.startswith("tcp://"):
+        host, _, port = url.removeprefix("tcp://").rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=timeout_s):
+                return True
+        except (OSError, ValueError):
+            return False
     # Loopback URLs must never go through an HTTP(S)_PROXY the user may have set.
     handlers = [urllib.request.ProxyHandler({})] if local else []
     opener = urllib.request.build_opener(*handlers)

@@ -1,9 +1,10 @@
 """The local stack's services as data: what runs, on which ports, with which files and keys.
 
 What this module is: `Service` / `Port` / `Layout` specs; `plan(settings)`, the services in
-start order (SeaweedFS, MLflow, Prefect and, with that server, `gan serve`), one builder each;
-the local S3 credentials (`ensure_credentials`, generated once, 0600) and SeaweedFS's copy of
-them. Planning starts nothing: `gan.stack.supervisor` runs the plan.
+start order (SeaweedFS, MLflow, Prefect and, with that server, `gan serve`; then a warm Ray
+head that training attaches to), one builder each; the local S3 credentials
+(`ensure_credentials`, generated once, 0600) and SeaweedFS's copy of them, and the Ray head's
+token (`ensure_ray_token`, 0600). Planning starts nothing: `gan.stack.supervisor` runs it.
 
 What it is not: no processes, no health checks (`gan.stack.supervisor`, `gan.stack.procs`),
 and it never prints a secret.
@@ -11,9 +12,11 @@ and it never prints a secret.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +30,9 @@ from gan.io.jsonio import read_json, write_json
 # SeaweedFS's parts, at GAN_S3_PORT + index; each also opens gRPC at +10000.
 WEED_ROLES = ("S3", "master", "volume", "filer", "admin")
 GRPC_OFFSET = 10_000
+# Services whose own process stops its children on SIGTERM (`ray start --block` tears its
+# node down): `down` signals only that process first (see `procs.terminate_trees`).
+STOPS_ITS_CHILDREN = frozenset({"ray"})
 
 
 class StackError(RuntimeError):
@@ -102,6 +108,7 @@ def plan(settings: Settings, keys: tuple[str, str] | None = None) -> list[Servic
     ]
     if not services[2].external:  # a shared Prefect server gets its deployments elsewhere
         services.append(_serve_service(settings, home, services, keys))
+    services.append(_ray_service(settings, state.get("ray_address")))
     return services
 
 
@@ -207,6 +214,39 @@ def _serve_service(settings: Settings, home: Path, services: list[Service],
                    needs=("s3", "mlflow", "prefect"))
 
 
+def _ray_service(settings: Settings, recorded: Any) -> Service:
+    """A warm Ray head on 127.0.0.1:GAN_RAY_PORT that every training run joins (a run no
+    longer starts and stops a Ray of its own, ~10-20 s each).
+
+    Token authentication on (the token in GAN_HOME/ray-token, 0600, never in argv or env),
+    no dashboard, every Ray server bound to loopback (Ray's cluster mode off: see
+    `gan.train.ray.cluster._loopback_node_ip`), GAN_RAY_CPUS CPUs (default: all), workers at
+    nice 0 like a local Ray started by training. Healthy once its GCS port accepts connections.
+    With RAY_ADDRESS set to another cluster, that cluster is shown instead and none is started.
+    """
+    local = f"127.0.0.1:{settings.ray_port}"
+    address = settings.ray_address
+    if address and not settings.ray_from_stack and address not in (local, recorded):
+        return Service("ray", "Ray cluster (RAY_ADDRESS)", address, None)
+    cpus = settings.ray_cpus or os.cpu_count() or 1
+    env = {
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(settings.ray_token_file.resolve()),
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # one node, servers on 127.0.0.1
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    argv = (
+        _tool("ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+        f"--port={settings.ray_port}", f"--num-cpus={cpus}", "--include-dashboard=false",
+        "--disable-usage-stats",
+        # Ray's socket paths must fit 107 bytes: a short session dir, one per port.
+        f"--temp-dir={Path(tempfile.gettempdir()) / f'gan-ray-{settings.ray_port}'}",
+        "--system-config=" + json.dumps({"worker_niceness": 0}),
+    )
+    ports = (Port(settings.ray_port, "Ray GCS", "GAN_RAY_PORT"),)
+    return Service("ray", f"Ray head ({cpus} CPU)", local, f"tcp://{local}", argv, env, ports)
+
+
 def _schedule_args(cron: str) -> tuple[str, ...]:
     """`gan serve` flags for GAN_SERVE_CRON: "off" → no schedule, else that cron."""
     return ("--no-schedule",) if cron.strip().lower() in {"off", "none", ""} else ("--cron", cron)
@@ -243,6 +283,17 @@ def ensure_credentials(path: Path) -> tuple[str, str]:
     keys = (secrets.token_hex(10).upper(), secrets.token_urlsafe(30))
     write_json(path, {"access_key_id": keys[0], "secret_access_key": keys[1]}, private=True)
     return keys
+
+
+def ensure_ray_token(path: Path) -> None:
+    """The Ray head's token file: kept when present, else generated (256 bits) and written 0600."""
+    if path.exists():
+        os.chmod(path, 0o600)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """The local stack supervisor: SeaweedFS (S3), the MLflow tracking server, the Prefect server
-and, with that server, `gan serve` (the retrain deployment and its schedule).
+and, with that server, `gan serve` (the retrain deployment and its schedule), and a warm Ray
+head that training joins.
 
 What this module is: three verbs on the plan of `gan.stack.services`: `up` starts
 what is not running (detached, loopback only, logs and pid files in GAN_HOME) and waits for
@@ -7,6 +8,7 @@ health; `down` stops exactly the processes `up` started; `status` reports URLs a
 State under GAN_HOME:
 
     credentials.json (0600)  S3 keys, generated on first start     stack.json  URLs, no secrets
+    ray-token (0600)         the Ray head's token (its session files: $TMPDIR/gan-ray-<port>)
     s3-identities.json (0600) SeaweedFS's copy of those keys       logs/<service>.log
     s3/  mlflow/  prefect/   each service's data (kept by `down`)  run/<service>.pid
 
@@ -28,17 +30,19 @@ from gan.io.jsonio import write_json
 from gan.io.storage import Storage, StorageError
 from gan.stack import procs
 from gan.stack.services import (
+    STOPS_ITS_CHILDREN,
     Layout,
     Port,
     Service,
     StackError,
+    ensure_ray_token,
     plan,
     s3_keys,
     weed_identities,
 )
 
 Echo = Callable[[str], None]
-RAY_LOCAL = "local (started by training)"
+RAY_LOCAL = "local (started by training)"  # no head in the stack (shown by older stacks)
 
 
 # --------------------------------------------------------------------------- up / down
@@ -105,6 +109,8 @@ def _preflight(
                     raise StackError(port.busy_message())
     if "s3" not in running and not settings.s3_external:
         write_json(layout.home / "s3-identities.json", weed_identities(keys), private=True)
+    if any(s.name == "ray" and not s.external for s in services):
+        ensure_ray_token(settings.ray_token_file)
     return keys, services, running
 
 
@@ -129,7 +135,8 @@ def _stop(layout: Layout, names: list[str], *, grace_s: float) -> dict[str, int]
         rec = procs.read_record(layout.pid(name))
         if rec and (proc := procs.owned(rec)):
             found[name] = proc
-    procs.terminate_trees(list(found.values()), grace_s=grace_s)
+    procs.terminate_trees(list(found.values()), grace_s=grace_s,
+                          root_only=[p for n, p in found.items() if n in STOPS_ITS_CHILDREN])
     for name in names:
         layout.pid(name).unlink(missing_ok=True)
     return {name: p.pid for name, p in found.items()}
@@ -192,7 +199,8 @@ def _ensure_bucket(settings: Settings, endpoint: str, keys: tuple[str, str]) -> 
 
 def _write_state(settings: Settings, services: list[Service]) -> None:
     """stack.json: the URLs of the services this stack runs (no secrets) for Settings.load()."""
-    keys = {"s3": "s3_endpoint", "mlflow": "mlflow_uri", "prefect": "prefect_api_url"}
+    keys = {"s3": "s3_endpoint", "mlflow": "mlflow_uri", "prefect": "prefect_api_url",
+            "ray": "ray_address"}
     state = {keys[s.name]: s.url for s in services if s.name in keys and not s.external}
     write_json(settings.state_file, state)
 
@@ -228,7 +236,7 @@ def status(settings: Settings) -> dict[str, Any]:
         "mlflow_uri": services["mlflow"]["url"],
         "prefect_api_url": services["prefect"]["url"],
         "prefect_ui_url": services["prefect"]["url"].removesuffix("/api"),
-        "ray": settings.ray_address or RAY_LOCAL,
+        "ray": services["ray"]["url"] if "ray" in services else RAY_LOCAL,
         "healthy": all(v["healthy"] for v in services.values()),
         "services": services,
     }

@@ -198,9 +198,10 @@ def run_bench(models: Sequence[str] = BENCH_MODELS, cfg: BenchConfig | None = No
 def format_table(results: Sequence[dict[str, Any]]) -> str:
     """A plain-text table of the figures (images/s and seconds)."""
     cols = ["model", "batch_size", "bare_images_per_s", "inprocess_images_per_s",
-            "ray_1_images_per_s", "ray_2_images_per_s", "ray_init_s", "ray_startup_s"]
+            "ray_1_images_per_s", "ray_2_images_per_s", "ray_init_s", "ray_startup_s",
+            "orchestration_s"]
     head = ["model", "batch", "bare img/s", "in-process", "ray 1w", "ray 2w", "ray init s",
-            "ray start s"]
+            "ray start s", "orchestr. s"]
     rows = [head] + [[_fmt(r.get(c)) for c in cols] for r in results]
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     return "\n".join("  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True))

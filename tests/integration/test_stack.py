@@ -28,12 +28,11 @@ from pydantic import SecretStr
 from gan.core.settings import Settings
 from gan.io.storage import Storage, StorageError, arrow_fs, arrow_path
 from gan.stack import procs
-from gan.stack.supervisor import RAY_LOCAL
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 MB = 2**20
-SERVICES = ("s3", "mlflow", "prefect", "serve")  # serve: `gan serve`, the retrain deployment
+SERVICES = ("s3", "mlflow", "prefect", "serve", "ray")  # serve: `gan serve`; ray: the warm head
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
 
 
@@ -97,16 +96,18 @@ def test_up_gives_healthy_services_and_status_json(stack, gan_cli):
         svc = st["services"][name]
         assert svc["healthy"] is True, (name, svc)
         assert isinstance(svc["pid"], int) and _alive(psutil.Process(svc["pid"]))
-        assert svc["url"].startswith("http://127.0.0.1:")
+        assert svc["url"].startswith("127.0.0.1:" if name == "ray" else "http://127.0.0.1:")
     assert st["healthy"] is True
     assert st["s3_endpoint"] == stack.s3_endpoint_url == st["services"]["s3"]["url"]
     assert st["mlflow_uri"] == stack.mlflow_tracking_uri
     assert st["prefect_api_url"] == stack.prefect_api_url
     assert st["credentials_file"] == str(stack.credentials_file.resolve())
-    assert st["bucket"] == stack.s3_bucket and st["ray"] == RAY_LOCAL
+    assert st["bucket"] == stack.s3_bucket
+    assert st["ray"] == f"127.0.0.1:{stack.ray_port}" == stack.ray_address
+    assert stack.ray_from_stack  # training joins this head, or starts its own when it is down
     state = json.loads(stack.state_file.read_text())
     assert state == {"s3_endpoint": st["s3_endpoint"], "mlflow_uri": st["mlflow_uri"],
-                     "prefect_api_url": st["prefect_api_url"]}
+                     "prefect_api_url": st["prefect_api_url"], "ray_address": st["ray"]}
 
 
 def test_state_lives_in_gan_home(stack):
@@ -208,6 +209,7 @@ def test_every_listening_socket_is_on_loopback(stack):
     assert stack.s3_port in ports["s3"] and stack.s3_port + 10000 in ports["s3"]
     assert len(ports["s3"]) >= 8  # master, volume, filer, S3 (+ admin) and their gRPC ports
     assert ports["mlflow"] == {stack.mlflow_port} and ports["prefect"] == {stack.prefect_port}
+    assert stack.ray_port in ports["ray"]  # GCS; raylet, object manager, workers: random ports
 
 
 def test_credentials_private_and_never_shown(stack, gan_cli):
@@ -216,6 +218,8 @@ def test_credentials_private_and_never_shown(stack, gan_cli):
     key, secret = creds["access_key_id"], creds["secret_access_key"]
     assert stat.S_IMODE(stack.credentials_file.stat().st_mode) == 0o600
     assert stat.S_IMODE((home / "s3-identities.json").stat().st_mode) == 0o600
+    assert stat.S_IMODE(stack.ray_token_file.stat().st_mode) == 0o600
+    ray_token = stack.ray_token_file.read_text()
     shown = [gan_cli.run("stack", "status").stdout, json.dumps(gan_cli.status()),
              gan_cli.run("stack", "up").stdout, stack.state_file.read_text()]
     shown += [p.read_text(errors="replace") for p in (home / "logs").glob("*")]
@@ -224,7 +228,7 @@ def test_credentials_private_and_never_shown(stack, gan_cli):
         shown += [" ".join(psutil.Process(pid).cmdline()) for pid in pids]
     assert len(shown) > 8
     for text in shown:
-        assert secret not in text and key not in text
+        assert secret not in text and key not in text and ray_token not in text
 
 
 def test_mlflow_artifacts_are_proxied_into_the_bucket(stack, storage, tmp_path):
@@ -338,7 +342,9 @@ def test_external_services_are_used_not_started(
     assert st["prefect_api_url"] == stack.prefect_api_url
     assert not st["services"]["mlflow"]["external"]
     assert not (home / "credentials.json").exists() and not any((home / "s3").iterdir())
-    assert json.loads((home / "stack.json").read_text()) == {"mlflow_uri": st["mlflow_uri"]}
+    assert not st["services"]["ray"]["external"]  # the Ray head is local whatever the store
+    assert json.loads((home / "stack.json").read_text()) == {"mlflow_uri": st["mlflow_uri"],
+                                                             "ray_address": st["ray"]}
     Storage.from_settings(stack).client.head_bucket(Bucket=bucket)  # created by `up`
     settings = _settings_for(env, monkeypatch)
     _, run_id = _log_artifact(settings.require_mlflow(), tmp_path)

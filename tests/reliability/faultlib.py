@@ -19,7 +19,7 @@ from gan.core.settings import Settings
 
 GAN_EXE = str(Path(sys.executable).parent / "gan")
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
-SERVICES = ("s3", "mlflow", "prefect", "serve")
+SERVICES = ("s3", "mlflow", "prefect", "serve", "ray")  # ray: the stack's warm Ray head
 # Tiny flow runs: the seed-style MLP of the smoke preset, 200-300 digits, a 2-epoch judge.
 RELAXED_GATE = {"require_all_classes": False, "max_class_kl": 100.0, "min_recall_ratio": 0.0}
 

@@ -14,6 +14,11 @@ import pytest
 # (module, dotted attribute) of each private name the code imports, subclasses or patches.
 PRIVATE_NAMES = [
     ("ray._private.ray_constants", "ENABLE_RAY_CLUSTER"),  # patched by _loopback_node_ip
+    # token authentication switched on for a join (_use_token / _refresh_auth)
+    ("ray._private.authentication.authentication_token_setup", "_enable_token_auth"),
+    ("ray._raylet", "AuthenticationTokenLoader.instance"),
+    ("ray._raylet", "AuthenticationTokenLoader.reset_cache"),
+    ("ray._raylet", "Config.initialize"),
     ("ray.train.torch.config", "_TorchBackend"),  # subclassed: _FileStoreTorchBackend
     ("ray.train.torch.config", "_TorchBackend.on_start"),
     ("ray.train.torch.config", "_TorchBackend.on_shutdown"),

@@ -32,7 +32,7 @@ def test_plan_binds_loopback_and_derives_weed_ports(settings_env):
     settings_env.set(GAN_S3_PORT="20000", GAN_MLFLOW_PORT="21000", GAN_PREFECT_PORT="21001")
     s = settings_env.load()
     svc = _by_name(services.plan(s, ("KEYID", "SECRETVALUE")))
-    assert list(svc) == ["s3", "mlflow", "prefect", "serve"]  # serve: with a local Prefect
+    assert list(svc) == ["s3", "mlflow", "prefect", "serve", "ray"]  # serve: with local Prefect
     weed = svc["s3"]
     assert sorted(p.number for p in weed.ports) == [*range(20000, 20005), *range(30000, 30005)]
     assert weed.url == "http://127.0.0.1:20000"
@@ -60,9 +60,11 @@ def test_plan_binds_loopback_and_derives_weed_ports(settings_env):
 def test_external_services_are_not_started(settings_env):
     settings_env.set(GAN_S3_ENDPOINT_URL="https://minio.example:9000",
                      MLFLOW_TRACKING_URI="http://mlflow.example:5000",
-                     PREFECT_API_URL="http://prefect.example:4200/api")
+                     PREFECT_API_URL="http://prefect.example:4200/api",
+                     RAY_ADDRESS="ray-head.example:6379")
     svc = _by_name(services.plan(settings_env.load()))
     assert all(s.external and not s.argv and not s.ports for s in svc.values())
+    assert svc["ray"].url == "ray-head.example:6379"
     assert svc["s3"].url == "https://minio.example:9000"
 
 
@@ -77,6 +79,53 @@ def test_urls_of_this_stack_are_not_external(settings_env):
     svc = _by_name(services.plan(settings_env.load()))
     assert not svc["mlflow"].external and not svc["prefect"].external
     assert svc["prefect"].url == "http://127.0.0.1:21001/api"
+
+
+def test_ray_head_on_loopback_with_token_file_and_capped_cpus(settings_env):
+    settings_env.set(GAN_RAY_PORT="21002", GAN_RAY_CPUS="2")
+    s = settings_env.load()
+    ray = _by_name(services.plan(s))["ray"]
+    assert not ray.external and ray.url == "127.0.0.1:21002"
+    assert ray.health_url == "tcp://127.0.0.1:21002"
+    assert [p.number for p in ray.ports] == [21002] and ray.ports[0].env_var == "GAN_RAY_PORT"
+    for flag in ("start", "--head", "--block", "--node-ip-address=127.0.0.1", "--port=21002",
+                 "--num-cpus=2", "--include-dashboard=false"):
+        assert flag in ray.argv
+    # Token auth from a file in GAN_HOME: the path in the env, never the token itself.
+    assert ray.env["RAY_AUTH_MODE"] == "token"
+    assert ray.env["RAY_AUTH_TOKEN_PATH"] == str(s.ray_token_file.resolve())
+    assert ray.env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"  # Ray's loopback switch
+
+
+def test_ray_address_from_stack_state_is_marked(settings_env):
+    home = settings_env.gan_home
+    home.mkdir()
+    (home / "stack.json").write_text(json.dumps({"ray_address": "127.0.0.1:21002"}))
+    s = settings_env.load()
+    assert s.ray_address == "127.0.0.1:21002" and s.ray_from_stack
+    settings_env.set(RAY_ADDRESS="head.example:6379")  # the environment wins, not a fallback
+    s = settings_env.load()
+    assert s.ray_address == "head.example:6379" and not s.ray_from_stack
+    assert _by_name(services.plan(s))["ray"].external
+
+
+def test_ray_token_generated_once_private(tmp_path: Path):
+    path = tmp_path / "ray-token"
+    services.ensure_ray_token(path)
+    token = path.read_text()
+    assert len(token) == 64 and stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.chmod(0o644)
+    services.ensure_ray_token(path)
+    assert path.read_text() == token and stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_tcp_health_probe():
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        port = srv.getsockname()[1]
+        assert procs.http_ok(f"tcp://127.0.0.1:{port}", local=True)
+    assert not procs.http_ok(f"tcp://127.0.0.1:{port}", local=True)
 
 
 def test_s3_port_too_high_is_named(settings_env):
@@ -179,6 +228,24 @@ def test_spawn_detaches_records_and_stops_the_tree(tmp_path: Path):
     finally:
         if (q := procs.owned(rec)) is not None:
             q.kill()
+
+
+def test_root_only_lets_the_root_stop_its_children_and_kills_leftovers(tmp_path: Path):
+    """`ray start --block` stops its node itself: only it gets SIGTERM; a child it leaves
+    behind (here: one that ignores SIGTERM and is not stopped by its parent) is SIGKILLed."""
+    script = ('trap "" TERM; sleep 60 & trap - TERM; '  # the child ignores SIGTERM
+              'trap "echo parent-got-term; exit 0" TERM; wait')
+    rec = procs.spawn(["bash", "-c", script], {}, cwd=tmp_path, log=tmp_path / "t.log",
+                      pid_file=tmp_path / "t.pid", url="http://x")
+    pids = _wait_children(rec)
+    p = procs.owned(rec)
+    assert p is not None
+    t0 = time.monotonic()
+    procs.terminate_trees([p], grace_s=1, root_only=[p])
+    assert time.monotonic() - t0 < 8
+    assert not any(psutil.pid_exists(x) and psutil.Process(x).status() != "zombie"
+                   for x in pids)
+    assert "parent-got-term" in (tmp_path / "t.log").read_text()
 
 
 def test_a_stepped_wall_clock_does_not_disown_a_live_service(tmp_path: Path):

@@ -1,13 +1,16 @@
 """The Ray instance a training run uses: start a local one on loopback, or join RAY_ADDRESS.
 
-What this module is: `ray_session(address, num_cpus=, num_gpus=)`, a context manager that
+What this module is: `ray_session(address, num_cpus=, num_gpus=, token_file=, fallback_local=)`,
+a context manager that
   * reuses a Ray already initialised in this process (tests, `gan bench`) and leaves it running;
-  * else joins `address` (settings.ray_address, e.g. `ray://head:10001` or `auto`) when given,
-    and disconnects afterwards;
-  * else starts a local single-node Ray with exactly the CPUs/GPUs the run needs, no dashboard,
-    every server bound to 127.0.0.1, session files in a private temp dir, and shuts it down
-    afterwards (a local start costs ~10-15 s on a 2-core machine; a retraining run trains for
-    minutes, so holding Ray between runs is not worth a long-lived process nobody owns).
+  * else joins `address` (settings.ray_address: RAY_ADDRESS, e.g. `ray://head:10001` or `auto`,
+    or the warm Ray head `gan stack up` runs on 127.0.0.1:GAN_RAY_PORT) when given, with the
+    head's token file (token authentication) when there is one, and disconnects afterwards;
+    a loopback head is joined on loopback and counts as local (same actor env as below);
+  * else (or when `fallback_local` and the stack's head does not answer) starts a local
+    single-node Ray with exactly the CPUs/GPUs the run needs, no dashboard, every server bound
+    to 127.0.0.1, session files in a private temp dir, and shuts it down afterwards (a local
+    start costs ~10-15 s on a 2-core machine: what the stack's warm head saves each run).
     Every actor of such a local Ray gets `local_env_vars()` (gloo on loopback, no preemption
     watcher, a 0.5 s controller poll).
 Plus `torch_config`: the torch process-group set-up for a local session, rendezvous through a
@@ -24,15 +27,20 @@ import contextlib
 import logging
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import ray  # RAY
+from ray._private.authentication import authentication_token_setup  # RAY private: _refresh_auth
+from ray._raylet import AuthenticationTokenLoader  # RAY private: see _refresh_auth
+from ray._raylet import Config as RayConfig  # RAY private: see _refresh_auth
 from ray.train.torch import TorchConfig, TorchTrainer  # RAY
 from ray.train.torch.config import _TorchBackend  # RAY private: see _FileStoreTorchBackend
 from ray.train.v2._internal.callbacks.datasets import DatasetsCallback  # RAY private
@@ -52,16 +60,26 @@ class RaySession:
     local: bool  # a single-node Ray on this machine (bound to loopback when started here)
     init_s: float  # seconds ray.init took (0 when reused)
     temp_dir: str | None = None  # the private session dir of a local Ray started here
+    # Environment variables set for a token-authenticated join, with their values before.
+    env_before: dict[str, str | None] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None, *, num_cpus: int, num_gpus: int = 0
+def ray_session(address: str | None, *, num_cpus: int, num_gpus: int = 0,
+                token_file: Path | None = None, fallback_local: bool = False
                 ) -> Iterator[RaySession]:
-    """Ray for one run (see the module docstring); checks the CPUs/GPUs the run needs."""
+    """Ray for one run (see the module docstring); checks the CPUs/GPUs the run needs.
+
+    `token_file`: the head's token (used when the file exists). `fallback_local`: `address` is
+    the stack's head, so when nothing answers there start a local Ray instead of failing."""
     if ray.is_initialized():  # RAY
         session = RaySession(owned=False, local=_is_local(), init_s=0.0)
+    elif address and fallback_local and not reachable(address):
+        log.info("the stack's Ray head at %s does not answer (is `gan stack up` running?): "
+                 "starting a local Ray for this run", address)
+        session = start_local(num_cpus=num_cpus, num_gpus=num_gpus)
     elif address:
-        session = join(address)
+        session = join(address, token_file=token_file)
     else:
         session = start_local(num_cpus=num_cpus, num_gpus=num_gpus)
     try:
@@ -119,13 +137,38 @@ def loopback_env_vars() -> dict[str, str]:
     return {"GLOO_SOCKET_IFNAME": "lo"} if sys.platform.startswith("linux") else {}
 
 
-def join(address: str) -> RaySession:
-    """Connect to an existing cluster (`ray://host:10001`, `host:6379` or `auto`)."""
+def join(address: str, *, token_file: Path | None = None) -> RaySession:
+    """Connect to an existing cluster (`ray://host:10001`, `host:6379` or `auto`).
+
+    A head on loopback (the stack's) is joined on loopback, and its actors get
+    `local_env_vars()`; with `token_file` present, token authentication is switched on for
+    this process first (the head refuses a driver without its token)."""
+    env_before = _use_token(token_file) if token_file and token_file.exists() else {}
+    loopback = _host(address) in (LOOPBACK, "localhost")
     t0 = time.perf_counter()
-    ray.init(address=address, log_to_driver=True)  # RAY
+    try:
+        with _loopback_node_ip() if loopback else contextlib.nullcontext():
+            ray.init(  # RAY
+                address=address, log_to_driver=True,
+                runtime_env={"env_vars": local_env_vars()} if loopback else None)
+    except Exception:
+        _restore_env(env_before)
+        raise
     init_s = time.perf_counter() - t0
-    log.info("joined the Ray cluster at %s in %.1f s", address, init_s)
-    return RaySession(owned=True, local=False, init_s=init_s)
+    local = loopback and _is_local()
+    log.info("joined the Ray %s at %s in %.2f s", "head" if local else "cluster", address,
+             init_s)
+    return RaySession(owned=True, local=local, init_s=init_s, env_before=env_before)
+
+
+def reachable(address: str, timeout_s: float = 1.0) -> bool:
+    """Whether something accepts TCP connections at `host:port` (the head's GCS)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host or LOOPBACK, int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def stop(session: RaySession) -> None:
@@ -133,6 +176,46 @@ def stop(session: RaySession) -> None:
     ray.shutdown()  # RAY
     if session.temp_dir:
         shutil.rmtree(session.temp_dir, ignore_errors=True)
+    _restore_env(session.env_before)
+
+
+# Ray reads its authentication mode when imported, and caches the token it loaded: switching
+# this process to a head's token needs both refreshed (what `ray.init` itself does when it
+# enables token auth for a new local cluster: `_enable_token_auth`).
+_TOKEN_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN")
+
+
+def _use_token(token_file: Path) -> dict[str, str | None]:
+    """Token authentication with `token_file` for this process; returns the env before."""
+    before = {k: os.environ.get(k) for k in _TOKEN_ENV}
+    os.environ.pop("RAY_AUTH_TOKEN", None)  # it would win over the file
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token_file)
+    _refresh_auth("token")
+    return before
+
+
+def _restore_env(before: dict[str, str | None]) -> None:
+    if not before:
+        return
+    for k, v in before.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    _refresh_auth(os.environ.get("RAY_AUTH_MODE"))
+
+
+def _refresh_auth(mode: str | None) -> None:
+    """Make Ray re-read RAY_AUTH_MODE and the token (see `_TOKEN_ENV`'s comment)."""
+    if mode == "token":
+        authentication_token_setup._enable_token_auth()  # RAY private: sets the mode, re-reads
+    else:
+        RayConfig.initialize("")  # RAY private: re-reads RAY_AUTH_MODE from the environment
+    AuthenticationTokenLoader.instance().reset_cache()  # RAY private
+
+
+def _host(address: str) -> str:
+    return address.removeprefix("ray://").rpartition(":")[0]
 
 
 def check_resources(session: RaySession, *, num_cpus: int, num_gpus: int) -> None:

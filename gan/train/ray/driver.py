@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from ray.train import (  # RAY
@@ -117,7 +118,8 @@ def train(settings: Settings, dataset: DatasetRef, model_cfg: ModelConfig,
                    fault=FaultSpec.parse(fault), resume_path=fallback_checkpoint(fs, run_dir),
                    preview_every=preview_every(train_cfg.epochs) if on_epoch else 0)
     outcome = run(spec, storage_root=storage_root, address=settings.ray_address,
-                  on_epoch=on_epoch)
+                  on_epoch=on_epoch, token_file=settings.ray_token_file,
+                  fallback_local=settings.ray_from_stack)
     if outcome.checkpoint_path is None:
         raise TrainingFailed(f"training run {run_id} ended without a checkpoint")
     ref = _trained_ref(outcome, spec, dataset, ray_storage_uri=settings.s3_uri("ray"),
@@ -225,6 +227,7 @@ def _trained_ref(outcome: Outcome, spec: RunSpec, dataset: DatasetRef, *,
         images_per_s=sum(steady) / len(steady) if steady else 0.0,
         stopped_by_time_limit=bool(s["stopped_by_time_limit"]),
         ray_run_name=spec.run_id, ray_storage_uri=ray_storage_uri,
+        ray_nodes=[str(n) for n in s.get("nodes", [])],
     )
 
 
@@ -232,8 +235,10 @@ def _trained_ref(outcome: Outcome, spec: RunSpec, dataset: DatasetRef, *,
 
 
 def run(spec: RunSpec, *, storage_root: str, address: str | None = None,
-        on_epoch: OnEpoch | None = None) -> Outcome:
-    """Fit one TorchTrainer for `spec` in Ray (reused, joined, or started locally).
+        on_epoch: OnEpoch | None = None, token_file: Path | None = None,
+        fallback_local: bool = False) -> Outcome:
+    """Fit one TorchTrainer for `spec` in Ray (reused, joined, or started locally; the last
+    three arguments go to `ray_session`).
 
     `storage_root` is the RunConfig storage path on `spec.run_fs` ("<bucket>/ray" for S3, a
     local folder for bench); the run's files and checkpoints go to `<storage_root>/<run_id>`.
@@ -241,7 +246,8 @@ def run(spec: RunSpec, *, storage_root: str, address: str | None = None,
     tc = spec.train_cfg
     need_gpus = tc.num_workers if tc.use_gpu else 0
     with ray_session(address, num_cpus=tc.num_workers * tc.cpus_per_worker,
-                     num_gpus=need_gpus) as session:
+                     num_gpus=need_gpus, token_file=token_file,
+                     fallback_local=fallback_local) as session:
         queue = Queue(actor_options={"num_cpus": 0}) if on_epoch is not None else None  # RAY
         resources: dict[str, float] = {"CPU": tc.cpus_per_worker}
         if tc.use_gpu:

@@ -29,9 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ray  # RAY
 import ray.train  # RAY
 import ray.train.torch  # RAY
 import torch
+import torch.distributed as dist
 from pyarrow import fs as pafs
 
 from gan.core.config import ModelConfig, TrainConfig
@@ -114,6 +116,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     data = spec.data if spec.data is not None else load_prepared(
         Storage.from_settings(_need_settings(spec)), _need_dataset(spec))
     state, resumed_from = _initial_state(spec, device, rank)
+    nodes = _placement(world)
     wrap_models(state, device, world)
     batches = CountingBatches(
         sharded_batches(data.x_train, data.y_train, tc, rank=rank, world_size=world,
@@ -140,7 +143,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     return {"history": state.history, "epochs_completed": state.epoch,
             "global_step": state.step, "resumed_from_epoch": resumed_from,
             "stopped_by_time_limit": reporter.stopped, "dataset_version": data.version,
-            "first_epoch_started_at": batches.started_at, "world_size": world}
+            "first_epoch_started_at": batches.started_at, "world_size": world,
+            "nodes": nodes}
+
+
+def _placement(world: int) -> list[str]:
+    """The Ray node id of every rank, by rank (one all-gather at start): where the run ran."""
+    node = ray.get_runtime_context().get_node_id()  # RAY
+    if world == 1 or not dist.is_initialized():
+        return [node]
+    nodes: list[Any] = [None] * world
+    dist.all_gather_object(nodes, node)
+    return [str(n) for n in nodes]
 
 
 def _quiet_ray_info_logs() -> None:
