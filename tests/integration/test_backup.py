@@ -63,7 +63,9 @@ def test_backup_restore_round_trip(stack: Settings, storage: Storage, gan_cli, m
                                    tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", stack.require_mlflow())
     name = _register(stack, tmp_path)
-    dataset_uri = stack.s3_uri("datasets", "backup-test", uuid.uuid4().hex[:16], "manifest.json")
+    # An object of its own, not under datasets/: the session stack's other tests read every
+    # dataset manifest there (a fake one would break them).
+    dataset_uri = stack.s3_uri("uploads", "backup-test", uuid.uuid4().hex[:16], "object.json")
     storage.put_json(dataset_uri, {"n_train": 3})
     prefect = stack.require_prefect()
     flow = _api(f"{prefect}/flows/", {"name": "backup-test"})
