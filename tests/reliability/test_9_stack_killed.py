@@ -34,18 +34,28 @@ def _inventory(settings: Settings, client: Any, storage: Storage) -> dict[str, A
     }
 
 
+def _pipeline_model(inventory: dict, client: Any) -> tuple[str, dict[str, str]] | None:
+    """A model with an alias whose version the pipeline registered (tag run_id), with its
+    aliases; None if none (other tests register plain files as versions too)."""
+    for name, aliases in sorted(inventory["aliases"].items()):
+        if aliases and "run_id" in client.get_model_version(name, min(aliases.values())).tags:
+            return name, aliases
+    return None
+
+
 def test_stack_killed_hard_comes_back_with_everything(flow_api: Settings, faults, mlflow_client,
                                                       ray_local: Any) -> None:
     """User sees: after SIGKILL of SeaweedFS, MLflow, Prefect and `gan serve`, `gan stack up`
     reports every service healthy again, and every model version, alias, logged model,
     dataset and Prefect deployment is still there; `load_generator` still samples."""
     storage = Storage.from_settings(flow_api)
-    if not any(a.get("champion") or a.get("challenger")
-               for a in _inventory(flow_api, mlflow_client, storage)["aliases"].values()):
+    if _pipeline_model(_inventory(flow_api, mlflow_client, storage), mlflow_client) is None:
         state, _ = run_flow(smoke_params(unique("killall"), unique("killall-run")))
         assert state.is_completed(), state.message
     before = _inventory(flow_api, mlflow_client, storage)
-    name, alias_map = next((n, a) for n, a in sorted(before["aliases"].items()) if a)
+    found = _pipeline_model(before, mlflow_client)
+    assert found is not None
+    name, alias_map = found
     home = flow_api.gan_home.resolve()
     victims = [p for s in SERVICES for p in stack_procs(home, s)]
     assert {s for s in SERVICES if stack_procs(home, s)} == set(SERVICES)
