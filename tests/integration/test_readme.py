@@ -108,8 +108,8 @@ NOT_RUN: dict[str, str] = {
     "gan retrain --force": _RETRAIN + "; test_run_semantics runs the flow without force",
     "export PREFECT_API_URL=http://127.0.0.1:4200/api": "the default stack's address; the "
         "Prefect CLI lines it is for are not run",
-    "prefect work-pool create gan-pool --type process": "a work pool and a worker are a team "
-        "setup (prefect.yaml); it would add a deployment to the session's Prefect server",
+    "prefect work-pool create gan-pool --type process": "test_work_pool runs these three "
+        "lines on the session stack (the worker with --run-once)",
     "prefect deploy --all": "as above",
     "prefect worker start --pool gan-pool": "as above; blocks until stopped",
     "docker build -f infra/k8s/Dockerfile -t <registry>/gan-retrain:0.1.0-ray2.60.0 .": _K8S,
