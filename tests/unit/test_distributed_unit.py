@@ -364,6 +364,10 @@ def _ddp_rank(rank: int, world: int, store: str, out_dir: str) -> None:
     params = torch.cat([p.detach().flatten() for m in (G, D) for p in m.parameters()])
     r["params_equal"] = _same_on_all_ranks(params)
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(r))
+    # Both ranks done with every collective before either tears gloo down: a rank that
+    # destroyed the group while the other still had gloo work in flight aborted at exit
+    # ("terminate called without an active exception", SIGABRT; seen once in CI).
+    dist.barrier()
     dist.destroy_process_group()
 
 
