@@ -216,12 +216,19 @@ def judge_to_bytes(judge: Judge) -> tuple[bytes, dict[str, Any]]:
     return weights, meta
 
 
+def check_cached_blob(weights: bytes, meta: dict[str, Any], *, fmt: int, meta_file: str,
+                      where: str) -> None:
+    """A cached judge's JSON has format `fmt` and its weights the recorded sha256; else
+    JudgeError (both judges' caches: classifier and label-free)."""
+    if meta.get("format") != fmt:
+        raise JudgeError(f"{where}: {meta_file} format {meta.get('format')!r} != {fmt}")
+    if hashlib.sha256(weights).hexdigest() != meta.get("weights_sha256"):
+        raise JudgeError(f"{where}: weights do not match weights_sha256 in {meta_file}")
+
+
 def judge_from_bytes(weights: bytes, meta: dict[str, Any], where: str = "judge") -> Judge:
     """Rebuild a judge from its safetensors weights and judge.json; JudgeError on mismatch."""
-    if meta.get("format") != JUDGE_FORMAT:
-        raise JudgeError(f"{where}: judge.json format {meta.get('format')!r} != {JUDGE_FORMAT}")
-    if hashlib.sha256(weights).hexdigest() != meta.get("weights_sha256"):
-        raise JudgeError(f"{where}: weights do not match weights_sha256 in judge.json")
+    check_cached_blob(weights, meta, fmt=JUDGE_FORMAT, meta_file=META_FILE, where=where)
     try:
         net = JudgeNet(JudgeArch(**meta["arch"]))
         net.load_state_dict(safetensors.torch.load(weights))

@@ -44,6 +44,7 @@ from gan.eval.judge import (
     JudgeError,
     JudgeFiles,
     StorageFiles,
+    check_cached_blob,
     get_or_train_judge,
     judge_prefix,
 )
@@ -274,10 +275,7 @@ def ssl_to_bytes(judge: SSLJudge) -> tuple[bytes, dict[str, Any]]:
 
 def ssl_from_bytes(weights: bytes, meta: dict[str, Any], where: str = "ssl judge") -> SSLJudge:
     """Rebuild from weights and JSON; JudgeError on a format, checksum or shape mismatch."""
-    if meta.get("format") != SSL_FORMAT:
-        raise JudgeError(f"{where}: {META_FILE} format {meta.get('format')!r} != {SSL_FORMAT}")
-    if hashlib.sha256(weights).hexdigest() != meta.get("weights_sha256"):
-        raise JudgeError(f"{where}: weights do not match weights_sha256 in {META_FILE}")
+    check_cached_blob(weights, meta, fmt=SSL_FORMAT, meta_file=META_FILE, where=where)
     try:
         net = SSLNet(SSLArch(**meta["arch"]))
         net.load_state_dict(safetensors.torch.load(weights))
