@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import io
 import tarfile
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +23,6 @@ from gan.io.storage import Storage
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-
-@pytest.fixture
-def name(storage: Storage) -> Iterator[str]:
-    storage.ensure_bucket()
-    n = f"it-{uuid.uuid4().hex[:10]}"
-    yield n
-    for prefix in ("datasets", "tests"):
-        storage.delete_prefix(storage.settings.s3_uri(prefix, n) + "/")
 
 
 def _upload_tree(storage: Storage, root: Path, prefix: str) -> None:

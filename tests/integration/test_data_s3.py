@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import uuid
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -19,15 +17,6 @@ from gan.io.storage import Storage
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-
-@pytest.fixture
-def name(storage: Storage) -> Iterator[str]:
-    """A fresh dataset name; everything under datasets/<name>/ and tests/<name>/ is removed."""
-    storage.ensure_bucket()
-    n = f"it-{uuid.uuid4().hex[:10]}"
-    yield n
-    for prefix in ("datasets", "tests"):
-        storage.delete_prefix(storage.settings.s3_uri(prefix, n) + "/")
 
 
 def _objects(storage: Storage, prefix: str) -> dict[str, tuple[str, object]]:
