@@ -57,11 +57,13 @@ def free_stack_ports(taken: set[int] | None = None) -> dict[str, str]:
     """GAN_S3_PORT (P..P+4 and P+10000..P+10004 all free), GAN_MLFLOW_PORT, GAN_PREFECT_PORT,
     GAN_RAY_PORT.
 
-    Chosen below the kernel's ephemeral range (32768+) so outgoing connections can't take them.
+    Chosen below the kernel's ephemeral range (32768+) so outgoing connections can't take them,
+    and above Ray's worker port range (10002-19999): the session stack's Ray workers bind ports
+    there at any time (once one took a SeaweedFS master port P+1 between choosing and binding).
     """
     taken = set(taken or ())
     for _ in range(500):
-        p = _rng.randrange(15000, 22000)
+        p = _rng.randrange(20000, 22000)
         weed = [p + i for i in range(5)] + [p + 10000 + i for i in range(5)]
         if not taken.intersection(weed) and all(port_free(x) for x in weed):
             taken.update(weed)

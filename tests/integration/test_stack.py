@@ -6,6 +6,7 @@ bring up their own instance (own GAN_HOME and ports) so the shared one is never 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -301,6 +302,24 @@ def _write(path: Path, data: bytes) -> str:
     return str(path)
 
 
+@contextlib.contextmanager
+def _listening_on_a_stack_port(make_stack_env, var: str, offset: int):
+    """(env, port) with a socket of ours listening on `env[var] + offset`; new ports when
+    another process took that one between choosing and binding."""
+    for _ in range(5):
+        env = make_stack_env()
+        port = int(env[var]) + offset
+        with socket.socket() as blocker:
+            try:
+                blocker.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            blocker.listen()
+            yield env, port
+            return
+    raise RuntimeError(f"no free port for {var}+{offset} in 5 tries")
+
+
 @pytest.mark.parametrize(
     ("var", "offset", "what"),
     [("GAN_MLFLOW_PORT", 0, "MLflow"), ("GAN_PREFECT_PORT", 0, "Prefect"),
@@ -308,11 +327,7 @@ def _write(path: Path, data: bytes) -> str:
      ("GAN_S3_PORT", 10003, "SeaweedFS filer gRPC")],
 )
 def test_busy_port_is_named_and_nothing_starts(make_stack_env, gan_cli, var, offset, what):
-    env = make_stack_env()
-    port = int(env[var]) + offset
-    with socket.socket() as blocker:
-        blocker.bind(("127.0.0.1", port))
-        blocker.listen()
+    with _listening_on_a_stack_port(make_stack_env, var, offset) as (env, port):
         r = gan_cli.run("stack", "up", env=env, timeout=120)
     assert r.returncode == 1
     assert f"port {port} ({what}) is in use; set {var} to a free port" in r.stderr
