@@ -57,7 +57,7 @@ RETRAIN_OPTIONS: tuple[RetrainOption, ...] = (
     RetrainOption("--uri", "data.uri", "Where the data lies: local path, s3:// or http(s)://; "
                   "for images a folder or s3:// prefix of PNG/JPEG/WebP files (one sub-folder "
                   "per class, or flat)."),
-    RetrainOption("--image-size", "data.image_size", "Images are resized to this H=W."),
+    RetrainOption("--image-size", "data.image_size"),
     RetrainOption("--channels", "data.channels", "1 (grey) or 3 (RGB); default: from the "
                   "data."),
     RetrainOption("--max-bad-fraction", "data.max_bad_fraction", "Share of bad image files "

@@ -28,6 +28,7 @@ from flows.deploy import serve as serve_deployment
 from flows.params import (
     RETRAIN_OPTIONS,
     ParamsError,
+    RetrainOption,
     new_run_id,
     option_help,
     option_type,
@@ -154,12 +155,13 @@ def _print_status(st: dict[str, Any], console: Console) -> None:
 # retrain / serve / sample / bench: one function each, added by their issues.
 
 
-def _retrain_options(command: Callable[..., None]) -> Callable[..., None]:
+def _retrain_options(command: Callable[..., None],
+                     rows: tuple[RetrainOption, ...] = RETRAIN_OPTIONS) -> Callable[..., None]:
     """Give `command(**options)` `gan retrain`'s options, one per row of
-    `flows.params.RETRAIN_OPTIONS`: flag and help from the row, type from the RetrainParams
-    field, default None (the preset's value; a field-less flag: False)."""
+    `flows.params.RETRAIN_OPTIONS` (or of `rows`): flag and help from the row, type from the
+    RetrainParams field, default None (the preset's value; a field-less flag: False)."""
     params = []
-    for opt in RETRAIN_OPTIONS:
+    for opt in rows:
         kind = option_type(opt)
         default = False if opt.field is None else None
         params.append(inspect.Parameter(
@@ -405,6 +407,43 @@ def data_upload(
             console.print(f"uploaded {escape(str(p))} → {escape(uri)}")
     except (StorageError, SettingsError) as e:
         raise fail(str(e)) from None
+
+
+def _data_options(command: Callable[..., None]) -> Callable[..., None]:
+    """`gan retrain`'s data options (--source, --uri, --image-size, ...), the same rows."""
+    return _retrain_options(command, tuple(o for o in RETRAIN_OPTIONS
+                                           if (o.field or "").startswith("data.")))
+
+
+@data_app.command("prepare")
+@_data_options
+def data_prepare(**options: Any) -> None:
+    """Read, check and decode a source and store its dataset version in the bucket, as
+    `gan retrain` does first, without training: a bad file is named in seconds, and the
+    retrain that follows reuses the version."""
+    # lazy: torch, Pillow and boto3 load for this command only (the CLI starts fast)
+    from gan.data.prepare import prepare
+    from gan.data.validate import DataError
+    from gan.io.storage import Storage
+
+    try:
+        data = params_from_options(**options).data
+    except ParamsError as e:
+        raise fail(str(e), code=2) from None
+    settings = load_settings()
+    try:
+        ref = prepare(data, Storage.from_settings(settings))
+    except (DataError, StorageError, SettingsError) as e:
+        raise fail(str(e)) from None
+    labels = (f"{ref.num_classes} classes ({', '.join(ref.class_names)})" if ref.class_names
+              and ref.labelled else f"{ref.num_classes} classes" if ref.labelled
+              else "unlabelled")
+    console = stdout()
+    console.print(f"dataset {escape(ref.name)} version {ref.version} "
+                  f"{'already stored (reused)' if ref.reused else 'stored'} at {escape(ref.uri)}")
+    console.print(f"  {ref.n_train} train + {ref.n_holdout} holdout images, {ref.channels}×"
+                  f"{ref.image_size}×{ref.image_size}, {escape(labels)}"
+                  + (f", {ref.n_skipped} bad files skipped" if ref.n_skipped else ""))
 
 
 @data_app.command("make-shapes")

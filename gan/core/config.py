@@ -58,7 +58,10 @@ class DataConfig(Frozen):
         "source (or the npz file's stem).",
         pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
     )
-    image_size: int = Field(28, ge=8, le=128, description="Images are resized to this H=W.")
+    image_size: int | None = Field(
+        None, ge=8, le=128, description="Images are resized to this H=W. Empty: from the "
+        "data: the images' median shorter side if it is 28, 32, 64 or 128, else the next of "
+        "those up, capped at 128 (digits and MNIST → 28, CIFAR-10 → 32).")
     holdout_fraction: float = Field(
         0.2, gt=0.0, lt=0.9, description="Share of images held out (stratified) for evaluation."
     )
@@ -374,7 +377,8 @@ class RetrainParams(Frozen):
         """Preset + overrides → validated configs. Raises ValueError naming the field."""
         p = PRESETS[self.preset]
         model_over = {"arch": self.arch, "conditional": self.conditional,
-                      "image_size": self.data.image_size, "channels": self.data.channels}
+                      "image_size": self.data.image_size or self._placeholder_size(p),
+                      "channels": self.data.channels}
         train_over = {k: getattr(self, k) for k in (
             "loss", "epochs", "batch_size", "lr_g", "lr_d", "num_workers", "use_gpu", "seed",
             "time_limit_s", "diffaugment")}
@@ -390,6 +394,13 @@ class RetrainParams(Frozen):
             TrainConfig(**{**p.get("train", {}), **_given(train_over)}),
             ev,
         )
+
+    def _placeholder_size(self, preset: dict[str, dict[str, Any]]) -> int | None:
+        """An empty data.image_size is decided by the data after preparation
+        (`gan.core.model_fit`); until then an architecture that needs a power of two gets 32
+        (any size it accepts), the others the preset's."""
+        arch = self.arch or preset.get("model", {}).get("arch")
+        return 32 if arch in ("resnet", "dcgan-deep") else None
 
     @property
     def model_name(self) -> str:

@@ -3,6 +3,11 @@
 What this module is: `decode_images(files, size, channels, max_bad_fraction)` turns encoded
 images into one (N, C, size, size) uint8 array by one stated policy:
 
+    0. size None (`data.image_size` left empty): `auto_image_size` of the files' shorter
+       sides (read from their headers), the rule every source shares:
+
+       the median shorter side if it is one of AUTO_SIZES (28, 32, 64, 128), else the next
+       of those up, capped at 128 (digits 8 px → 28, MNIST 28, CIFAR 32, photos → 128);
     1. open with Pillow, accepting only PNG, JPEG and WebP (by content, not by file name);
        images over `PIL.Image.MAX_IMAGE_PIXELS` pixels are refused (decompression bombs);
     2. to 8-bit RGB: 16-bit grey is scaled (>> 8), palettes expanded, CMYK/YCbCr converted,
@@ -41,6 +46,7 @@ _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 _TO_RGB = ("1", "L", "P", "RGB", "CMYK", "YCbCr")  # modes that convert to RGB as they are
 _WITH_ALPHA = ("LA", "La", "PA", "RGBA", "RGBa")
 LUMA = np.array([299, 587, 114], dtype=np.uint32)  # Pillow's RGB → L weights (per mille)
+AUTO_SIZES = (28, 32, 64, 128)  # what an empty data.image_size snaps to (the models' sizes)
 
 
 class BadImage(Exception):
@@ -59,6 +65,28 @@ class Decoded:
 def is_image_name(name: str) -> bool:
     """True for the file names the `images` source reads (.png, .jpg, .jpeg, .webp)."""
     return name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def auto_image_size(sides: Sequence[int]) -> int:
+    """The image size an empty `data.image_size` means: the median of the images' shorter
+    `sides` (the lower one for an even count) if it is in AUTO_SIZES, else the next size of
+    AUTO_SIZES up, capped at the largest (bigger images are shrunk to it)."""
+    if not sides:
+        raise DataError("no images to take an image size from")
+    native = sorted(sides)[(len(sides) - 1) // 2]
+    return next((s for s in AUTO_SIZES if s >= native), AUTO_SIZES[-1])
+
+
+def _shorter_side(data: bytes) -> int | None:
+    """The shorter side from an image's header (nothing decoded); None when it is unreadable
+    (the decoding pass names such a file)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=FORMATS) as img:
+                return min(img.size)
+    except Exception:  # any failure here is reported, with its file, by decode_one
+        return None
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -125,11 +153,15 @@ def is_grey(x: np.ndarray) -> bool:
     return bool(np.all(x[:, 0] == x[:, 1]) and np.all(x[:, 1] == x[:, 2]))
 
 
-def decode_images(files: Sequence[tuple[str, bytes]], *, size: int, channels: int | None,
-                  max_bad_fraction: float = 0.0) -> Decoded:
-    """(name, bytes) pairs → Decoded (N, C, size, size) uint8 images by the module's policy."""
+def decode_images(files: Sequence[tuple[str, bytes]], *, size: int | None,
+                  channels: int | None, max_bad_fraction: float = 0.0) -> Decoded:
+    """(name, bytes) pairs → Decoded (N, C, size, size) uint8 images by the module's policy;
+    `size` None: `auto_image_size` of the readable files' shorter sides (step 0)."""
     if not files:
         raise DataError("no images to decode")
+    if size is None:
+        sides = [s for _, data in files if data and (s := _shorter_side(data)) is not None]
+        size = auto_image_size(sides) if sides else AUTO_SIZES[0]  # none readable: step 1 says
     out = np.empty((len(files), 3, size, size), dtype=np.uint8)
     kept: list[int] = []
     bad: list[tuple[str, str]] = []

@@ -7,8 +7,10 @@ dataset version; `prepare` writes the result once to `s3://<bucket>/datasets/<na
 [-1, 1] (versions of either stored form).
 
 Resize policy: centre crop to a square (the shorter side), then resize to image_size ×
-image_size — array sources (digits, IDX, npz, CIFAR) with bilinear interpolation, antialiased
-when shrinking; image files are already decoded that way by `gan.data.decode` (Lanczos).
+image_size (`data.image_size`, or when it is empty the size the data suggests:
+`gan.data.decode.auto_image_size`, e.g. 28 for digits and MNIST, 32 for CIFAR-10) — array
+sources (digits, IDX, npz, CIFAR) with bilinear interpolation, antialiased when shrinking;
+image files are already decoded that way by `gan.data.decode` (Lanczos).
 Channels: `data.channels`, else the source's (grey repeated to RGB, RGB to luma).
 
 What it is not: no training, no MLflow logging, no reading of source files (`gan.data.sources`)
@@ -41,7 +43,7 @@ from torch import Tensor
 from gan.core.config import DataConfig
 from gan.core.images import from_uint8, unit_to_uint8
 from gan.core.records import DatasetRef
-from gan.data.decode import to_channels
+from gan.data.decode import auto_image_size, to_channels
 from gan.data.sources import load_source, source_label
 from gan.data.validate import DataError, SourceData
 
@@ -122,9 +124,11 @@ def _split(y: np.ndarray, cfg: DataConfig, origin: str) -> tuple[np.ndarray, np.
     return np.sort(tr), np.sort(ho)
 
 
-def _prep_config(cfg: DataConfig) -> dict[str, Any]:
-    """The preparation settings that enter the version (where the files lie does not)."""
-    return {"format": PREP_FORMAT, "image_size": cfg.image_size,
+def _prep_config(cfg: DataConfig, size: int) -> dict[str, Any]:
+    """The preparation settings that enter the version (where the files lie does not);
+    `size` is the image size used, so an empty `data.image_size` that the data resolved to 28
+    makes the same version as an explicit 28."""
+    return {"format": PREP_FORMAT, "image_size": size,
             "holdout_fraction": cfg.holdout_fraction, "split_seed": cfg.split_seed,
             "limit": cfg.limit, "channels": cfg.channels,
             "max_bad_fraction": cfg.max_bad_fraction}
@@ -184,13 +188,14 @@ def _prepare(cfg: DataConfig, storage: Storage | None) -> _Prepared:
     origin = source_label(cfg)
     tr, ho = _split(y, cfg, origin)
     keep = np.concatenate([tr, ho])
-    u8 = _to_uint8_images(src.x[keep], cfg.image_size, cfg.channels or src.channels)
+    size = cfg.image_size or auto_image_size([min(src.x.shape[-2:])])  # files: decoded to it
+    u8 = _to_uint8_images(src.x[keep], size, cfg.channels or src.channels)
     arrays = {"x_train": u8[: len(tr)], "y_train": y[tr], "x_holdout": u8[len(tr) :],
               "y_holdout": y[ho]}  # x: (len(keep), C, S, S)
     names = src.class_names if src.labelled else ()
     return _Prepared(arrays=arrays, num_classes=_num_classes(src, cfg.source),
                      name=cfg.dataset_name, source=origin, class_names=names,
-                     sha256=_content_hash(arrays, _prep_config(cfg), names),
+                     sha256=_content_hash(arrays, _prep_config(cfg, size), names),
                      labelled=src.labelled, skipped=src.skipped)
 
 
@@ -205,11 +210,12 @@ def prepare_arrays(cfg: DataConfig, storage: Storage | None = None) -> PreparedD
 def _manifest(p: _Prepared, cfg: DataConfig,
               shards: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     a = p.arrays
+    size = int(a["x_train"].shape[-1])  # (N, C, S, S)
     return {
         "format": PREP_FORMAT, "name": p.name, "version": p.version, "content_sha256": p.sha256,
-        "source": p.source, "prep_config": _prep_config(cfg),
+        "source": p.source, "prep_config": _prep_config(cfg, size),
         "n_train": len(a["y_train"]), "n_holdout": len(a["y_holdout"]),
-        "num_classes": p.num_classes, "image_size": cfg.image_size,
+        "num_classes": p.num_classes, "image_size": size,
         "channels": int(a["x_train"].shape[1]), "labelled": p.labelled,
         "class_names": list(p.class_names),
         "class_hist_train": np.bincount(a["y_train"], minlength=p.num_classes).tolist(),

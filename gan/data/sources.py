@@ -186,7 +186,8 @@ def _load_digits() -> SourceData:
 def load_source(cfg: DataConfig, storage: Storage | None = None) -> SourceData:
     """Validated images (N, C, H, W), C = 1 or 3 — uint8 in [0, 255] or float32 in [0, 1] —
     and labels (N,) int64; unlabelled data gets label 0 everywhere. The file sources (images,
-    parquet) are already decoded to `cfg.image_size` and `cfg.channels`. Raises DataError
+    parquet) are already decoded to `cfg.image_size` (empty: the size their files suggest,
+    `gan.data.decode.auto_image_size`) and `cfg.channels`. Raises DataError
     naming the problem."""
     loaders = {"digits": lambda c, s: _load_digits(), "mnist": _load_idx,
                "fashion-mnist": _load_idx, "npz": _load_npz, "images": load_images,

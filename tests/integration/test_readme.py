@@ -89,11 +89,23 @@ NOT_RUN: dict[str, str] = {
         "tests/unit/test_data_files.py and tests/integration/test_data_files_s3.py",
     "gan data make-shapes shapes/ --per-class 100": "as above (400 files); used by the two "
         "lines below",
-    "gan retrain --source images --uri shapes/ --image-size 32 --epochs 20 --model-name "
+    "gan retrain --source images --uri shapes/ --epochs 20 --model-name "
     "gan-shapes": _RETRAIN + "; tests/integration/test_retrain_images.py runs `gan retrain "
         "--source images` on the shapes PNGs (1 epoch)",
-    "gan retrain --source images --uri shapes/ --image-size 32 --arch resnet --model-name "
+    "gan retrain --source images --uri shapes/ --arch resnet --model-name "
     "gan-shapes": _RETRAIN + "; the ResNet nets are tests/unit/test_models_rgb.py's",
+    "gan data prepare --source images --uri s3://gan/raw/shapes/": "needs the shapes in the "
+        "default stack's bucket; tests/integration/test_sources_retrain.py runs `gan data "
+        "prepare` on image prefixes in the test stack's S3",
+    "gan retrain --source images --uri s3://gan/raw/shapes/ --model-name gan-shapes":
+        _RETRAIN + "; tests/integration/test_retrain_images.py runs it on an s3:// prefix",
+    "gan retrain --source parquet --uri s3://gan/raw/shapes.parquet --model-name "
+    "gan-shapes-pq": _RETRAIN + "; tests/integration/test_sources_retrain.py runs it on a "
+        "Parquet file of the shapes in S3",
+    "gan retrain --source cifar10 --uri https://www.cs.toronto.edu/~kriz/"
+    "cifar-10-binary.tar.gz --model-name gan-cifar10": _RETRAIN + "; downloads 170 MB; "
+        "tests/integration/test_sources_retrain.py runs `--source cifar10` on .bin files "
+        "made by the test in S3",
     "gan data upload --recursive shapes/ s3://gan/raw/shapes/": "needs the folder above; the "
         "s3:// image prefix it makes is tested in tests/integration/test_data_files_s3.py",
     "gan retrain --run-id gan-digits-20260101T030000Z-1a2b3c": "resumes a run that does not "

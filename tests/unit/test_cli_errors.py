@@ -72,3 +72,19 @@ def test_models_uris_resolve_with_the_given_client(uri: str, resolved: str) -> N
 def test_bench_pull_model_must_name_a_model(tmp_path: Path, settings_env) -> None:
     r = run(app, ["bench", "--pull-only", "--pull-model", str(tmp_path / "nowhere")])
     assert r.exit_code == 2 and "not models:/..., runs:/... or a local MLflow model" in r.output
+
+
+def test_data_prepare_names_a_bad_file_before_touching_storage(
+        tmp_path: Path, settings_env, monkeypatch: pytest.MonkeyPatch) -> None:
+    r = run(app, ["data", "prepare"])
+    _one_line_error(r, 1, "object storage is not configured")
+    # An endpoint nothing listens on: a local source is read and refused before any S3 call.
+    for k, v in {"GAN_S3_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "k",
+                 "AWS_SECRET_ACCESS_KEY": "s"}.items():
+        monkeypatch.setenv(k, v)
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "notes.png").write_text("a text file\n")
+    r = run(app, ["data", "prepare", "--source", "images", "--uri", str(tmp_path / "imgs")])
+    _one_line_error(r, 1, f"{tmp_path / 'imgs'}/notes.png: not a PNG, JPEG or WebP image")
+    r = run(app, ["data", "prepare", "--source", "images", "--image-size", "7"])
+    _one_line_error(r, 2, "data.image_size")  # pydantic's bound, naming the field
