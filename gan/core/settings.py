@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     # The stack's Ray head: its GCS port, and the CPUs it offers (unset: all of this machine's).
     ray_port: int = Field(6390, ge=1024, le=65535, validation_alias=_alias("GAN_RAY_PORT"))
     ray_cpus: int | None = Field(None, ge=1, validation_alias=_alias("GAN_RAY_CPUS"))
+    # On a cluster (RAY_ADDRESS): a custom resource each training worker also requests (one
+    # unit), so workers go only to nodes that advertise it (KubeRay: the worker groups'
+    # rayStartParams `resources`); unset: CPUs (and GPUs) only. Ignored by a local Ray.
+    ray_worker_resource: str | None = Field(
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+        validation_alias=_alias("GAN_RAY_WORKER_RESOURCE"))
     # Schedule of the stack's `gan serve` deployment (cron, UTC); "off" = runs start only from
     # the UI/API. Test stacks set "off" so a suite running at 03:00 never starts a retrain.
     serve_cron: str = Field("0 3 * * *", validation_alias=_alias("GAN_SERVE_CRON"))

@@ -125,6 +125,8 @@ NOT_RUN: dict[str, str] = {
     "prefect deploy --all": "as above",
     "prefect worker start --pool gan-pool": "as above; blocks until stopped",
     "docker build -f infra/k8s/Dockerfile -t <registry>/gan-retrain:0.1.0-ray2.60.0 .": _K8S,
+    'kubectl create secret generic gan-ray-token --from-literal=RAY_AUTH_TOKEN="$(openssl rand '
+    '-hex 32)"': _K8S + "; test_k8s_manifests checks every Ray pod reads the token from it",
     "kubectl apply -f infra/k8s/gan-settings.example.yaml": _K8S,
     "kubectl apply -f infra/k8s/raycluster.yaml": _K8S,
     "prefect work-pool create gan-k8s --type kubernetes --base-job-template "

@@ -4,13 +4,17 @@ What this module is: the driver side of distributed training. `train` checks the
 looks at what the run id already holds in storage (finished → its result, diverged → the
 same error, stopped → continue), then `run` starts or joins Ray (`gan.train.ray.cluster`) and fits
 a `TorchTrainer`:
-  ScalingConfig(num_workers, use_gpu, resources_per_worker={"CPU": cpus_per_worker[, "GPU": 1]})
+  ScalingConfig(num_workers, use_gpu, resources_per_worker={"CPU": cpus_per_worker[, "GPU": 1]
+                [, GAN_RAY_WORKER_RESOURCE: 1 on a cluster]})
   RunConfig(name=run_id, storage_path=<bucket>/ray, storage_filesystem=<pyarrow S3>,
             FailureConfig(max_failures), CheckpointConfig(num_to_keep=2))
 Resume: a worker that dies makes Ray restart the group from the latest checkpoint
 (`ray.train.get_checkpoint()` in the worker); rerunning a stopped run id with the same
 RunConfig(name, storage_path) makes Ray V2 reload the run's checkpoint-manager snapshot from
-storage, so the workers get that run's latest checkpoint. Live progress: rank 0 prints one
+storage, so the workers get that run's latest checkpoint. At every start of the group the
+workers also look in storage for the run's latest complete checkpoint and take the newer of
+the two (Ray registers a checkpoint only at its next poll of the workers: a node lost in
+between would otherwise cost that checkpoint). Live progress: rank 0 prints one
 line per epoch (Ray forwards it to this terminal) and, with `on_epoch`, puts its metrics on a
 Ray queue that this process drains while `fit()` runs in a thread.
 
@@ -22,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -31,6 +34,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import ray  # RAY
 from ray.train import (  # RAY
     CheckpointConfig,
     FailureConfig,
@@ -41,6 +45,7 @@ from ray.train import (  # RAY
 )
 from ray.train.torch import TorchTrainer  # RAY
 from ray.util.queue import Empty, Queue  # RAY
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # RAY
 
 from gan.core.config import ModelConfig, TrainConfig
 from gan.core.ids import is_run_id
@@ -48,7 +53,7 @@ from gan.core.records import DatasetRef, TrainedRef
 from gan.core.settings import Settings
 from gan.io.jsonio import read_json_fs, write_json_fs
 from gan.io.storage import arrow_fs, arrow_path
-from gan.train.checkpoint import CheckpointError, check_resumable, load_checkpoint
+from gan.train.checkpoint import check_resumable
 from gan.train.ddp import FaultSpec, per_worker_batch
 from gan.train.ray.cluster import loopback_env_vars, ray_session, torch_config, trainer_class
 from gan.train.ray.worker import (
@@ -115,11 +120,12 @@ def train(settings: Settings, dataset: DatasetRef, model_cfg: ModelConfig,
     deadline = time.time() + train_cfg.time_limit_s if train_cfg.time_limit_s else None
     spec = RunSpec(run_id=run_id, model_cfg=model_cfg, train_cfg=train_cfg, run_dir=run_dir,
                    run_fs=fs, settings=settings, dataset=dataset, deadline=deadline,
-                   fault=FaultSpec.parse(fault), resume_path=fallback_checkpoint(fs, run_dir),
+                   fault=FaultSpec.parse(fault),
                    preview_every=preview_every(train_cfg.epochs) if on_epoch else 0)
     outcome = run(spec, storage_root=storage_root, address=settings.ray_address,
-                  on_epoch=on_epoch, token_file=settings.ray_token_file,
-                  fallback_local=settings.ray_from_stack)
+                  on_epoch=on_epoch, token_file=stack_token_file(settings),
+                  fallback_local=settings.ray_from_stack,
+                  worker_resource=settings.ray_worker_resource)
     if outcome.checkpoint_path is None:
         raise TrainingFailed(f"training run {run_id} ended without a checkpoint")
     ref = _trained_ref(outcome, spec, dataset, ray_storage_uri=settings.s3_uri("ray"),
@@ -127,6 +133,19 @@ def train(settings: Settings, dataset: DatasetRef, model_cfg: ModelConfig,
     # Python's json keeps NaN (e.g. loss_g of an epoch without a G step) readable.
     write_json_fs(fs, f"{run_dir}/{TRAINED_FILE}", ref.model_dump(mode="python"))
     return ref
+
+
+def stack_token_file(settings: Settings) -> Path | None:
+    """The stack's Ray token, for joining the stack's own head (its address from the stack's
+    state, or RAY_ADDRESS naming 127.0.0.1:GAN_RAY_PORT); None for any other cluster.
+
+    A RAY_ADDRESS cluster (KubeRay, the multi-node test's) authenticates the way Ray itself
+    reads it: RAY_AUTH_MODE=token with RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH in this process's
+    environment. The stack's token there would replace that one and be refused."""
+    own = {f"{host}:{settings.ray_port}" for host in ("127.0.0.1", "localhost")}
+    if settings.ray_from_stack or settings.ray_address in own:
+        return settings.ray_token_file
+    return None
 
 
 def has_started(settings: Settings, run_id: str) -> bool:
@@ -186,33 +205,6 @@ def _previous_result(fs: Any, run_dir: str, run_id: str, dataset: DatasetRef,
     return ref if done else None
 
 
-def fallback_checkpoint(fs: Any, run_dir: str) -> str | None:
-    """The latest COMPLETE checkpoint folder of a stopped run, for when Ray's own record lags.
-
-    Ray V2 resumes a run name from its `checkpoint_manager_snapshot.json`, which its controller
-    writes after registering a checkpoint; when storage dies after a checkpoint's upload but
-    before the snapshot records it (or before any snapshot), the newest checkpoints would be
-    ignored. So the newest `checkpoint_epoch_<N>/checkpoint.pt` that loads (weights-only) and
-    says epoch N is offered too, and the workers start from whichever of the two is newer
-    (`gan.train.ray.worker`); a partial upload fails that check and is skipped. None when no
-    checkpoint is complete."""
-    # lazy: on an image without Ray, Ray (not pyarrow) must be what importing this module
-    # misses: gan.tools.gpu_check reports that name
-    from pyarrow import fs as pafs
-
-    infos = fs.get_file_info(pafs.FileSelector(run_dir, allow_not_found=True))
-    found = sorted((int(m.group(1)), i.path) for i in infos if i.type == pafs.FileType.Directory
-                   and (m := re.fullmatch(r"checkpoint_epoch_(\d+)", i.base_name)))
-    for epoch, path in reversed(found):
-        try:
-            with fs.open_input_stream(f"{path}/{CHECKPOINT_FILE}") as f:
-                if load_checkpoint(f.read())["epoch"] == epoch:
-                    return path
-        except (OSError, CheckpointError):
-            continue  # missing or partial: try the one before
-    return None
-
-
 def _trained_ref(outcome: Outcome, spec: RunSpec, dataset: DatasetRef, *,
                  ray_storage_uri: str, checkpoint_uri: str) -> TrainedRef:
     s = outcome.summary
@@ -236,9 +228,13 @@ def _trained_ref(outcome: Outcome, spec: RunSpec, dataset: DatasetRef, *,
 
 def run(spec: RunSpec, *, storage_root: str, address: str | None = None,
         on_epoch: OnEpoch | None = None, token_file: Path | None = None,
-        fallback_local: bool = False) -> Outcome:
-    """Fit one TorchTrainer for `spec` in Ray (reused, joined, or started locally; the last
-    three arguments go to `ray_session`).
+        fallback_local: bool = False, worker_resource: str | None = None) -> Outcome:
+    """Fit one TorchTrainer for `spec` in Ray (reused, joined, or started locally; `address`,
+    `token_file` and `fallback_local` go to `ray_session`).
+
+    `worker_resource`: on a cluster, a custom resource each worker also requests (one unit),
+    so workers are placed only on nodes advertising it and a restarted group waits for such
+    a node (settings.ray_worker_resource, GAN_RAY_WORKER_RESOURCE); a local Ray ignores it.
 
     `storage_root` is the RunConfig storage path on `spec.run_fs` ("<bucket>/ray" for S3, a
     local folder for bench); the run's files and checkpoints go to `<storage_root>/<run_id>`.
@@ -248,10 +244,14 @@ def run(spec: RunSpec, *, storage_root: str, address: str | None = None,
     with ray_session(address, num_cpus=tc.num_workers * tc.cpus_per_worker,
                      num_gpus=need_gpus, token_file=token_file,
                      fallback_local=fallback_local) as session:
-        queue = Queue(actor_options={"num_cpus": 0}) if on_epoch is not None else None  # RAY
-        resources: dict[str, float] = {"CPU": tc.cpus_per_worker}
-        if tc.use_gpu:
-            resources["GPU"] = 1
+        # The progress queue lives on the driver's node (as Ray Train's controller does): on
+        # a cluster, losing a worker node must not lose the queue the driver drains.
+        queue = Queue(actor_options={  # RAY
+            "num_cpus": 0, "scheduling_strategy": NodeAffinitySchedulingStrategy(
+                ray.get_runtime_context().get_node_id(), soft=False)},  # RAY
+        ) if on_epoch is not None else None
+        resources = resources_per_worker(tc, worker_resource=worker_resource,
+                                         local=session.local)
         trainer = trainer_class(session)(  # RAY
             train_loop_per_worker,
             train_loop_config={"spec": replace(spec, progress=queue)},
@@ -298,6 +298,18 @@ def run(spec: RunSpec, *, storage_root: str, address: str | None = None,
         startup_s=(started - t0) if started else math.nan,
         fit_s=fit_s,
     )
+
+
+def resources_per_worker(tc: TrainConfig, *, worker_resource: str | None,
+                         local: bool) -> dict[str, float]:
+    """What each Ray Train worker reserves: its CPUs, one GPU with `use_gpu`, and on a cluster
+    one unit of `worker_resource` when set (a local Ray advertises no custom resource)."""
+    resources: dict[str, float] = {"CPU": tc.cpus_per_worker}
+    if tc.use_gpu:
+        resources["GPU"] = 1
+    if worker_resource and not local:
+        resources[worker_resource] = 1
+    return resources
 
 
 def _fit(trainer: TorchTrainer, queue: Queue | None, on_epoch: OnEpoch | None) -> Any:

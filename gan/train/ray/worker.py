@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -43,7 +44,12 @@ from gan.data.prepare import PreparedData, load_prepared
 from gan.io.jsonio import read_json_fs, write_json_fs
 from gan.io.storage import Storage
 from gan.nets.models import sample_images
-from gan.train.checkpoint import load_checkpoint, save_checkpoint, state_from_checkpoint
+from gan.train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+    state_from_checkpoint,
+)
 from gan.train.ddp import (
     CountingBatches,
     FaultSpec,
@@ -80,9 +86,6 @@ class RunSpec:
     data: PreparedData | None = field(default=None, repr=False)  # in memory (bench)
     deadline: float | None = None  # time.time() after which workers stop after their epoch
     fault: FaultSpec | None = None  # test-only fault hook
-    # The run's latest complete checkpoint folder on run_fs: used when it is newer than what
-    # Ray hands (its snapshot lags when storage died mid-checkpoint): driver.fallback_checkpoint.
-    resume_path: str | None = None
     progress: Any = field(default=None, repr=False)  # ray.util.queue.Queue for rank 0's metrics
     echo: bool = True  # rank 0 prints the per-epoch progress line
     # Every this many epochs (and at the last), rank 0 adds PREVIEW_N seeded samples of the
@@ -115,7 +118,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     device = ray.train.torch.get_device() if tc.use_gpu else torch.device("cpu")  # RAY
     data = spec.data if spec.data is not None else load_prepared(
         Storage.from_settings(_need_settings(spec)), _need_dataset(spec))
-    state, resumed_from = _initial_state(spec, device, rank)
+    state, resumed_from = _initial_state(spec, device, rank, world)
     nodes = _placement(world)
     wrap_models(state, device, world)
     batches = CountingBatches(
@@ -180,18 +183,23 @@ def _need_dataset(spec: RunSpec) -> DatasetRef:
     return spec.dataset
 
 
-def _initial_state(spec: RunSpec, device: torch.device, rank: int) -> tuple[TrainState, int]:
+def _initial_state(spec: RunSpec, device: torch.device, rank: int, world: int
+                   ) -> tuple[TrainState, int]:
     """(state, epoch resumed from): the newer of the checkpoint Ray hands this attempt and the
-    run's latest complete one on storage (`spec.resume_path`), or fresh."""
+    run's latest complete one in storage (`latest_complete_checkpoint`, chosen by rank 0 for
+    all ranks), or fresh. Looked up at every start of the worker group: a first start of a
+    stopped run id, and every restart after a worker (or its node) died."""
     candidates: list[tuple[dict[str, Any], str]] = []
     checkpoint = ray.train.get_checkpoint()  # RAY
     if checkpoint is not None:
         with checkpoint.as_directory() as d:  # RAY (downloads from S3 when remote)
             candidates.append((load_checkpoint(Path(d, CHECKPOINT_FILE).read_bytes()),
                                checkpoint.path))
-    if spec.resume_path is not None:
-        with spec.run_fs.open_input_stream(f"{spec.resume_path}/{CHECKPOINT_FILE}") as f:
-            candidates.append((load_checkpoint(f.read()), spec.resume_path))
+    stored = _from_rank0(latest_complete_checkpoint(spec.run_fs, spec.run_dir)
+                         if rank == 0 else None, world)
+    if stored is not None:
+        with spec.run_fs.open_input_stream(f"{stored}/{CHECKPOINT_FILE}") as f:
+            candidates.append((load_checkpoint(f.read()), stored))
     if not candidates:
         return make_state(spec.model_cfg, spec.train_cfg, device), 0
     ckpt, where = max(candidates, key=lambda c: int(c[0]["epoch"]))  # Ray's wins a tie
@@ -200,6 +208,39 @@ def _initial_state(spec: RunSpec, device: torch.device, rank: int) -> tuple[Trai
         log.info("run %s: resumed from checkpoint at epoch %d (step %d, %s)", spec.run_id,
                  state.epoch, state.step, where)
     return state, state.epoch
+
+
+def _from_rank0(value: str | None, world: int) -> str | None:
+    """Rank 0's `value` on every rank (one broadcast): all ranks resume from one checkpoint."""
+    if world == 1 or not dist.is_initialized():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def latest_complete_checkpoint(fs: pafs.FileSystem, run_dir: str) -> str | None:
+    """The run's latest COMPLETE checkpoint folder in storage, for when Ray's record lags.
+
+    Ray registers a reported checkpoint only when its controller next polls the workers (every
+    2 s by default), and records it in `checkpoint_manager_snapshot.json` after that. A worker
+    (or the node under it) that dies in between takes the pending report with it: Ray's
+    restart would hand the checkpoint before (or none), though the newer one is complete in
+    storage; likewise when storage dies after an upload but before the snapshot. So the newest
+    `checkpoint_epoch_<N>/checkpoint.pt` that loads (weights-only) and says epoch N is offered
+    too, and the workers start from whichever of the two is newer; a partial upload fails that
+    check and is skipped. None when no checkpoint is complete."""
+    infos = fs.get_file_info(pafs.FileSelector(run_dir, allow_not_found=True))
+    found = sorted((int(m.group(1)), i.path) for i in infos if i.type == pafs.FileType.Directory
+                   and (m := re.fullmatch(r"checkpoint_epoch_(\d+)", i.base_name)))
+    for epoch, path in reversed(found):
+        try:
+            with fs.open_input_stream(f"{path}/{CHECKPOINT_FILE}") as f:
+                if load_checkpoint(f.read())["epoch"] == epoch:
+                    return path
+        except (OSError, CheckpointError):
+            continue  # missing or partial: try the one before
+    return None
 
 
 class _Reporter:
