@@ -24,8 +24,10 @@ def test_summary_percentiles_errors_and_rate_over_the_window() -> None:
     assert s["loads"] == 100 and s["errors"] == 1 and len(res.errors) == 1
     assert s["load_p50_s"] == pytest.approx(5.05) and s["load_p99_s"] == pytest.approx(9.901)
     assert s["load_max_s"] == pytest.approx(10.0)
+    assert s["warm_load_p50_s"] == pytest.approx(5.1)  # without consumer 0's first (0.1 s)
     assert s["loads_per_s"] == pytest.approx(50 / 5.0)  # only loads started inside the window
-    assert "| 4 | 100 | 1 | 5.050 | 9.901 | 10.00 |" in format_rows([{"mlflow_workers": 4, **s}])
+    row = format_rows([{"mlflow_workers": 4, **s}]).splitlines()[-1]
+    assert row == "| 4 | 100 | 1 | 5.050 | 9.901 | 5.100 | 9.902 | 10.00 |"
 
 
 def test_the_compared_server_is_the_stacks_with_other_workers_and_port(settings_env) -> None:
