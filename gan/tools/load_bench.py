@@ -122,13 +122,11 @@ class LoadResult:
 
 def run_load(uri: str, *, env: Mapping[str, str], workdir: str | Path, consumers: int = 16,
              n: int = 16, stop: Callable[[float], bool] | None = None, duration_s: float = 60.0,
-             max_s: float = 150.0, python: str | None = None,
-             on_go: Callable[[], None] | None = None) -> LoadResult:
+             max_s: float = 150.0, python: str | None = None) -> LoadResult:
     """Start `consumers` processes on `uri` with environment `env` (MLFLOW_TRACKING_URI and,
     where the server wants them, its credentials), wait until all have imported, start them
-    together (then call `on_go`, e.g. to start a retrain), and stop them when `stop(elapsed_s)`
-    is true (default: `duration_s` passed) or at `max_s`. Consumer processes are always ended,
-    by their pid, before returning."""
+    together, and stop them when `stop(elapsed_s)` is true (default: `duration_s` passed) or
+    at `max_s`. Consumer processes are always ended, by their pid, before returning."""
     if consumers < 1:
         raise ValueError(f"consumers must be >= 1, got {consumers}")
     folder = Path(workdir)
@@ -138,7 +136,7 @@ def run_load(uri: str, *, env: Mapping[str, str], workdir: str | Path, consumers
     stop = stop or (lambda elapsed: elapsed >= duration_s)
     child_env = dict(env) | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     outs = [folder / f"consumer_{i:02d}.jsonl" for i in range(consumers)]
-    errs = [open(folder / f"consumer_{i:02d}.stderr", "wb") for i in range(consumers)]  # noqa: SIM115
+    errs = [open(folder / f"consumer_{i:02d}.stderr", "wb") for i in range(consumers)]
     started: list[subprocess.Popen[bytes]] = []
     try:
         for out, err in zip(outs, errs, strict=True):
@@ -149,8 +147,6 @@ def run_load(uri: str, *, env: Mapping[str, str], workdir: str | Path, consumers
         _wait_ready(started, outs)
         t_go = time.time()
         (folder / "go").write_text(repr(t_go))
-        if on_go:
-            on_go()
         while time.time() - t_go < max_s and not stop(time.time() - t_go):
             if all(p.poll() is not None for p in started):
                 break
