@@ -40,7 +40,7 @@ from flows.summary import mlflow_links
 from gan.cli import apps as apps_cli
 from gan.cli.common import check_device, fail, load_settings, stdout
 from gan.core.records import Unchanged
-from gan.core.settings import Settings, SettingsError
+from gan.core.settings import MLFLOW_WORKERS_MAX, Settings, SettingsError
 from gan.data.shapes import CLASSES as SHAPE_CLASSES
 from gan.data.shapes import write_shapes
 from gan.io.storage import StorageError
@@ -313,10 +313,24 @@ def bench(
         True, "--orchestration/--no-orchestration",
         help="Also run one smoke retrain flow on the stack and report orchestration_s (flow "
              "wall time minus training and evaluation compute); needs `gan stack up`."),
+    load: str | None = typer.Option(
+        None, "--load", help="Only the consumer load: models:/<name>@<alias> pulled in a loop "
+        "by --load-consumers processes against a temporary MLflow server of the stack (same "
+        "store) per --load-workers count; p50/p99 load latency and loads/s per count."),
+    load_workers: str = typer.Option("1,2,4", "--load-workers",
+                                     help="MLflow server worker counts to compare, e.g. 1,2,4."),
+    load_consumers: int = typer.Option(16, "--load-consumers", min=1, max=64,
+                                       help="Consumer processes for --load."),
+    load_seconds: float = typer.Option(30.0, "--load-seconds", min=5.0, max=600.0,
+                                       help="Seconds of load per worker count."),
 ) -> None:
     """Images/s of the training step (bare PyTorch, in-process loop, Ray Train 1 and 2 workers),
     the orchestration overhead of one flow run on the stack, and the seconds a client takes to
-    load a generator and draw 10,000 images."""
+    load a generator and draw 10,000 images. With --load: only the consumer load per MLflow
+    worker count."""
+    if load is not None:
+        _load_bench(load, load_workers, load_consumers, load_seconds, as_json)
+        return
     from gan.tools.pull_bench import pull_bench  # lazy: torch, MLflow
 
     unknown = [m for m in model if m not in ("seed", "default")]
@@ -356,6 +370,38 @@ def bench(
         typer.echo(f"pull: load + {pull['pull_images']:,} images in {pull['pull_10k_s']:.2f} s "
                    f"(warm {pull['pull_10k_warm_s']:.2f} s, {pull['pull_threads']} threads; "
                    f"{pull['pull_model']})")
+
+
+def _load_bench(uri: str, workers: str, consumers: int, seconds: float, as_json: bool) -> None:
+    """`gan bench --load`: `gan.tools.load_bench.bench_workers`, one row per worker count."""
+    from gan.tools.load_bench import bench_workers, format_rows  # lazy: spawns MLflow, torch
+
+    if not uri.startswith("models:/"):
+        raise fail(f"--load {uri!r}: give a registered model, models:/<name>@<alias>", code=2)
+    try:
+        counts = tuple(int(w) for w in workers.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or any(not 1 <= w <= MLFLOW_WORKERS_MAX for w in counts):
+        raise fail(f"--load-workers {workers!r}: comma-separated counts between 1 and "
+                   f"{MLFLOW_WORKERS_MAX}, e.g. 1,2,4", code=2)
+    settings = load_settings()
+    try:
+        settings.require_mlflow()
+        settings.require_s3()
+    except SettingsError as e:
+        raise fail(str(e)) from None
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        rows = bench_workers(settings, uri, workers=counts, consumers=consumers,
+                             duration_s=seconds, echo=lambda m: err.print(escape(m)))
+    except RuntimeError as e:
+        raise fail(str(e)) from None
+    if as_json:
+        for r in rows:
+            typer.echo(json.dumps(r))
+    else:
+        typer.echo(format_rows(rows))
 
 
 def _orchestration(settings: Settings, err: Console) -> dict[str, Any]:

@@ -18,6 +18,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gan.core.errors import explain
 
+# The stack's MLflow server workers: the default is picked from `gan bench --load` (README,
+# "Configuration"); each worker is a process of its own (~150 MB), so the cap stays modest.
+MLFLOW_WORKERS_DEFAULT = 4
+MLFLOW_WORKERS_MAX = 32
+
 
 class SettingsError(ValueError):
     """A missing or invalid environment value; the message names the variable."""
@@ -54,6 +59,9 @@ class Settings(BaseSettings):
     # Ports of the local stack (only used when this machine runs the stack).
     s3_port: int = Field(8333, ge=1024, le=65535, validation_alias=_alias("GAN_S3_PORT"))
     mlflow_port: int = Field(5000, ge=1024, le=65535, validation_alias=_alias("GAN_MLFLOW_PORT"))
+    # Worker processes of the stack's `mlflow server` (`--workers`); see README "Configuration".
+    mlflow_workers: int = Field(MLFLOW_WORKERS_DEFAULT, ge=1, le=MLFLOW_WORKERS_MAX,
+                                validation_alias=_alias("GAN_MLFLOW_WORKERS"))
     prefect_port: int = Field(4200, ge=1024, le=65535, validation_alias=_alias("GAN_PREFECT_PORT"))
     # The stack's Ray head: its GCS port, and the CPUs it offers (unset: all of this machine's).
     ray_port: int = Field(6390, ge=1024, le=65535, validation_alias=_alias("GAN_RAY_PORT"))

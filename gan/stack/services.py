@@ -164,7 +164,8 @@ def _mlflow_service(
         _tool("mlflow"), "server",
         "--backend-store-uri", f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
         "--artifacts-destination", f"s3://{settings.s3_bucket}/mlflow", "--serve-artifacts",
-        "--host", "127.0.0.1", "--port", str(settings.mlflow_port), "--workers", "1",
+        "--host", "127.0.0.1", "--port", str(settings.mlflow_port),
+        "--workers", str(settings.mlflow_workers),
     )
     ports = (Port(settings.mlflow_port, "MLflow", "GAN_MLFLOW_PORT"),)
     return Service("mlflow", "MLflow tracking server", local, f"{local}/health", argv, env, ports)

@@ -18,6 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from gan.core.settings import MLFLOW_WORKERS_DEFAULT, MLFLOW_WORKERS_MAX, SettingsError
 from gan.io.jsonio import write_json
 from gan.stack import procs, services
 from gan.stack import supervisor as stack
@@ -42,7 +43,7 @@ def test_plan_binds_loopback_and_derives_weed_ports(settings_env):
         assert flag in weed.argv
     ml = svc["mlflow"]
     assert ml.argv[ml.argv.index("--host") + 1] == "127.0.0.1"
-    assert ml.argv[ml.argv.index("--workers") + 1] == "1"
+    assert ml.argv[ml.argv.index("--workers") + 1] == str(MLFLOW_WORKERS_DEFAULT)
     assert ml.argv[ml.argv.index("--artifacts-destination") + 1] == "s3://gan/mlflow"
     assert ml.env["AWS_SECRET_ACCESS_KEY"] == "SECRETVALUE"
     assert ml.env["MLFLOW_S3_ENDPOINT_URL"] == weed.url
@@ -55,6 +56,22 @@ def test_plan_binds_loopback_and_derives_weed_ports(settings_env):
     for service in svc.values():
         assert not any("SECRETVALUE" in a for a in service.argv)
     assert "AWS_SECRET_ACCESS_KEY" not in weed.env and "AWS_SECRET_ACCESS_KEY" not in pf.env
+
+
+def test_mlflow_workers_follow_the_setting(settings_env):
+    """GAN_MLFLOW_WORKERS is the `--workers` of the stack's `mlflow server`; unset: the default
+    picked from `gan bench --load`; out of range: an error naming the variable."""
+    ml = _by_name(services.plan(settings_env.load()))["mlflow"]
+    assert ml.argv[ml.argv.index("--workers") + 1] == str(MLFLOW_WORKERS_DEFAULT)
+    for n in ("1", "3", str(MLFLOW_WORKERS_MAX)):
+        settings_env.set(GAN_MLFLOW_WORKERS=n)
+        ml = _by_name(services.plan(settings_env.load()))["mlflow"]
+        assert ml.argv[ml.argv.index("--workers") + 1] == n
+        assert ml.argv.count("--workers") == 1
+    for bad in ("0", "-2", str(MLFLOW_WORKERS_MAX + 1), "two"):
+        settings_env.set(GAN_MLFLOW_WORKERS=bad)
+        with pytest.raises(SettingsError, match="GAN_MLFLOW_WORKERS"):
+            settings_env.load()
 
 
 def test_external_services_are_not_started(settings_env):
