@@ -5,8 +5,9 @@ The bundled digits (1,437 images, 4.3 MiB as float32) with `train.max_in_memory_
 `get_dataset_shard` from the stack's SeaweedFS through Ray Data, and the run leaves a
 checkpoint of the right dataset version with finite losses; the recorded `data_path` (in the
 TrainedRef and the run's `trained.json`) says "stream", and every epoch saw
-floor(N / B) whole batches, as the in-memory path does. A train shard whose bytes differ from
-the manifest is refused before any training. Tiny model (PRESETS["smoke"]), 2 epochs.
+floor(N / B) whole batches, as the in-memory path does; the same run id asked for a third
+epoch resumes from the checkpoint and streams again. A train shard whose bytes differ from
+the manifest is refused before any training. Tiny model (PRESETS["smoke"]), 2 + 1 epochs.
 """
 
 from __future__ import annotations
@@ -55,6 +56,13 @@ def test_capped_memory_streams_the_shards_and_trains(stack: Settings, storage: S
     assert ckpt["dataset_version"] == dataset.version
     for h in ckpt["history"]:
         assert math.isfinite(h["loss_d"]) and math.isfinite(h["loss_g"]), h
+
+    # The same run id asked for one more epoch resumes from epoch 2's checkpoint, streaming.
+    more = train_cfg.model_copy(update={"epochs": 3})
+    resumed = train(stack, dataset, model_cfg, more, run_id=run_id)
+    assert resumed.data_path == "stream" and resumed.resumed_from_epoch == 2
+    assert resumed.epochs_completed == 3 and resumed.global_step == 3 * (dataset.n_train // 32)
+    assert [h["samples"] for h in resumed.history] == [whole] * 3
 
 
 def test_a_shard_that_differs_from_its_manifest_is_refused(stack: Settings, storage: Storage,
