@@ -1,13 +1,14 @@
 """A dataset bigger than the in-memory cap trains by streaming its shards (Ray Data from S3).
 
-The bundled digits (1,437 images, 4.3 MiB as float32) with `train.max_in_memory_mb` 2 and
-`train.stream` auto: the driver must choose the streaming path, the worker reads its
-`get_dataset_shard` from the stack's SeaweedFS through Ray Data, and the run leaves a
-checkpoint of the right dataset version with finite losses; the recorded `data_path` (in the
-TrainedRef and the run's `trained.json`) says "stream", and every epoch saw
-floor(N / B) whole batches, as the in-memory path does; the same run id asked for a third
-epoch resumes from the checkpoint and streams again. A train shard whose bytes differ from
-the manifest is refused before any training. Tiny model (PRESETS["smoke"]), 2 + 1 epochs.
+The bundled digits (1,797 images: 1,437 train + 360 holdout, 5.4 MiB as float32) with
+`train.max_in_memory_mb` 2 and `train.stream` auto: the driver must choose the streaming
+path, the worker reads its `get_dataset_shard` from the stack's SeaweedFS through Ray Data,
+and the run leaves a checkpoint of the right dataset version with finite losses; the
+recorded `data_path` (in the TrainedRef and the run's `trained.json`) says "stream", and
+every epoch saw floor(N / B) whole batches, as the in-memory path does; the same run id
+asked for a third epoch resumes from the checkpoint and streams again. A train shard whose
+bytes differ from the manifest is refused before any training. Tiny model
+(PRESETS["smoke"]), 2 + 1 epochs.
 """
 
 from __future__ import annotations

@@ -29,16 +29,16 @@ from gan.train.stream import (
 
 
 def test_in_memory_size_is_float32_images() -> None:
-    # 1,437 digits at 28 px grey: 1437 * 784 * 4 B = 4.3 MiB; 50k RGB 64 px: 2.3 GiB
-    assert in_memory_mb(1437, 1, 28) == pytest.approx(1437 * 784 * 4 / 2**20)
+    # 1,797 digits at 28 px grey: 1797 * 784 * 4 B = 5.4 MiB; 50k RGB 64 px: 2.3 GiB
+    assert in_memory_mb(1797, 1, 28) == pytest.approx(1797 * 784 * 4 / 2**20)
     assert in_memory_mb(50_000, 3, 64) == pytest.approx(2343.75)
 
 
 @pytest.mark.parametrize(("stream", "cap", "n", "c", "s", "want"), [
-    ("auto", 2048, 1437, 1, 28, "memory"),  # the digits: far below the default cap
+    ("auto", 2048, 1797, 1, 28, "memory"),  # the digits: far below the default cap
     ("auto", 2048, 50_000, 3, 64, "stream"),  # 2344 MiB > 2048
-    ("auto", 4, 1437, 1, 28, "stream"),  # 4.3 MiB > 4
-    ("auto", 5, 1437, 1, 28, "memory"),  # 4.3 MiB <= 5
+    ("auto", 5, 1797, 1, 28, "stream"),  # 5.4 MiB > 5
+    ("auto", 6, 1797, 1, 28, "memory"),  # 5.4 MiB <= 6
     ("never", 1, 50_000, 3, 64, "memory"),  # never streams, whatever the size
     ("always", 2048, 10, 1, 8, "stream"),  # always streams, however small
 ])
@@ -60,7 +60,7 @@ def test_default_keeps_the_in_memory_path_for_small_data() -> None:
     tc = TrainConfig()
     assert (tc.stream, tc.max_in_memory_mb) == ("auto", 2048)
     assert choose_data_path(tc.stream, tc.max_in_memory_mb, n_images=60_000, channels=1,
-                            image_size=28) == "memory"  # all of MNIST: 179 MiB
+                            image_size=28) == "memory"  # MNIST's train set: 179 MiB
 
 
 def test_retrain_params_pass_the_setting_to_train_and_a_resume_may_change_it() -> None:
