@@ -4,11 +4,15 @@ worker's `get_dataset_shard` yields; Ray itself runs in tests/integration/test_s
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from pyarrow import fs as pafs
 
 from flows import summary
 from gan.core.config import DataConfig, RetrainParams, TrainConfig
@@ -157,3 +161,40 @@ def test_the_run_summary_says_when_the_data_was_streamed() -> None:
     assert trained.data_path == "memory" and "streamed" not in text(trained)
     streamed = trained.model_copy(update={"data_path": "stream"})
     assert "1234 images/s, data streamed from its shards" in text(streamed)
+
+
+# --------------------------------------------------------------------------- the shard check
+
+
+def _stored_version(root: Path, *, version: str = "v1") -> tuple[pafs.FileSystem, DatasetRef]:
+    """A format-2 version laid out as in S3, on a local folder standing in for the bucket."""
+    x = np.zeros((40, 1, 8, 8), np.uint8)
+    folder = root / "gan" / "datasets" / "d" / version
+    folder.mkdir(parents=True)
+    shards = encode_shards(x, np.zeros(40, np.int64), "train")
+    for shard in shards:
+        (folder / shard.file).write_bytes(shard.data)
+    (folder / "manifest.json").write_text(json.dumps(
+        {"format": 2, "version": version, "shards": {"train": [s.entry() for s in shards],
+                                                     "holdout": []}}))
+    ref = DatasetRef(name="d", version=version, uri=f"s3://gan/datasets/d/{version}/",
+                     source="test", n_train=40, n_holdout=0, num_classes=1, image_size=8)
+    return pafs.SubTreeFileSystem(str(root), pafs.LocalFileSystem()), ref
+
+
+def test_streamed_shards_are_the_manifests_and_checked(tmp_path: Path) -> None:
+    from gan.train.ray.stream import train_shard_paths  # noqa: PLC0415  (lazy: imports Ray)
+
+    fs, ref = _stored_version(tmp_path)
+    assert train_shard_paths(fs, ref) == ["gan/datasets/d/v1/train-00000.parquet"]
+    with pytest.raises(DataError, match="manifest is of version v1, the run expects v2"):
+        train_shard_paths(fs, ref.model_copy(update={"version": "v2"}))
+    (tmp_path / "gan/datasets/d/v1/train-00000.parquet").write_bytes(b"changed")
+    with pytest.raises(DataError, match=r"train-00000.parquet: sha256 differs"):
+        train_shard_paths(fs, ref)
+    (tmp_path / "gan/datasets/d/v1/manifest.json").write_text(json.dumps(
+        {"format": 1, "version": "v1", "tensors_file": "tensors.safetensors"}))
+    with pytest.raises(DataError, match="format 1 has no Parquet shards.*train.stream=never"):
+        train_shard_paths(fs, ref)
+    with pytest.raises(DataError, match="no manifest.json"):
+        train_shard_paths(fs, ref.model_copy(update={"uri": "s3://gan/datasets/d/none/"}))
