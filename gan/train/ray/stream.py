@@ -5,7 +5,7 @@ What this module is:
     shards, format 2) and every train shard's sha256 against it (one pass in 8 MiB chunks,
     constant memory: what the workers will read is exactly the version the run records),
     then `ray.data.read_parquet` of exactly the shards the manifest lists, from S3 through
-    the project's pyarrow filesystem (`gan.io.storage.arrow_fs`), with its block order
+    the project's pyarrow filesystem (`gan.io.storage.arrow_fs`), its files in an order
     randomized per execution (i.e. per epoch) from the run's seed. The TorchTrainer gets it as
     `datasets={"train": ...}` and Ray Train V2 splits it over the workers (`streaming_split`,
     equal rows per worker).
@@ -16,7 +16,7 @@ What this module is:
 Epochs: each worker gets floor(N / W) rows per epoch and cuts whole batches of B / W from
 them when the split holds a global batch (drop_last, as the in-memory `sharded_batches`), so
 W workers see floor(N / B) batches of B per epoch either way. Shuffling is not a global
-permutation: the order of Ray's blocks changes every epoch and rows are drawn at random from a
+permutation: the order of the shard files changes every epoch and rows are drawn at random from a
 buffer of `gan.train.stream.shuffle_buffer_rows` rows (the price of not holding the data).
 
 What it is not: no decision of which path to take (`gan.train.stream.choose_data_path`), no
@@ -83,10 +83,12 @@ def train_dataset(settings: Settings, ref: DatasetRef, *, seed: int) -> ray.data
     """The version's train shards as a lazy Ray Dataset (columns image, label)."""
     fs = arrow_fs(settings)
     paths = train_shard_paths(fs, ref)
-    ds = ray.data.read_parquet(paths, filesystem=fs, columns=["image", "label"])  # RAY
-    # A new block order every execution (= every epoch), reproducible from the run's seed.
-    return ds.randomize_block_order(  # RAY
-        seed=ray.data.RandomSeedConfig(seed=seed, reseed_after_execution=True))
+    # The shard files in a new order every execution (= every epoch), reproducible from the
+    # run's seed. Not randomize_block_order: an all-to-all step, it waits until every block
+    # is read before the first batch of each epoch.
+    return ray.data.read_parquet(  # RAY
+        paths, filesystem=fs, columns=["image", "label"],
+        shuffle=ray.data.FileShuffleConfig(seed=seed, reseed_after_execution=True))
 
 
 def shard_batches(*, batch_size: int, drop_last: bool, shuffle_rows: int, seed: int, rank: int,
