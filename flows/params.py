@@ -74,6 +74,9 @@ RETRAIN_OPTIONS: tuple[RetrainOption, ...] = (
     RetrainOption("--conditional/--unconditional", "conditional",
                   "Class-conditional generator or not."),
     RetrainOption("--workers", "num_workers"),
+    RetrainOption("--stream", "stream", "How training workers read the dataset: auto "
+                  "(stream its shards when bigger than --max-in-memory-mb), always, never."),
+    RetrainOption("--max-in-memory-mb", "max_in_memory_mb"),
     RetrainOption("--gpu/--cpu", "use_gpu", "One GPU per worker, or CPU."),
     RetrainOption("--seed", "seed"),
     RetrainOption("--model-name", "registry.model_name", "Registered model name "

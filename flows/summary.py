@@ -86,7 +86,8 @@ def summary_markdown(*, run_id: str, dataset: DatasetRef, trained: TrainedRef, r
         f"- trained {trained.epochs_completed} epochs, {trained.global_step} steps, "
         f"{trained.images_per_s:.0f} images/s"
         + (f", resumed from epoch {trained.resumed_from_epoch}" if trained.resumed_from_epoch
-           else ""),
+           else "")
+        + (", data streamed from its shards" if trained.data_path == "stream" else ""),
         f"- evaluated on {report.n_samples} samples; {report.judge} judge, "
         + (f"holdout accuracy {report.judge_accuracy:.3f}" if report.judge == "classifier"
            else "label-free: " + ", ".join(f"{k} {v:.3g}" for k, v in

@@ -193,6 +193,15 @@ class TrainConfig(Frozen):
     time_limit_s: float | None = Field(
         None, gt=0, description="Wall-clock limit of training, enforced on the Ray side."
     )
+    stream: Literal["auto", "always", "never"] = Field(
+        "auto", description="How Ray Train workers get the dataset version: never = load it "
+        "whole into memory; always = stream its Parquet shards with Ray Data; auto = stream "
+        "only when it would take more than max_in_memory_mb in memory."
+    )
+    max_in_memory_mb: int = Field(
+        2048, ge=1, le=10_000_000, description="auto: a dataset version whose float32 images "
+        "(train + holdout) take more MiB than this is streamed instead of loaded whole."
+    )
 
     @property
     def betas_g(self) -> tuple[float, float]:
@@ -357,6 +366,12 @@ class RetrainParams(Frozen):
     time_limit_s: float | None = Field(None, gt=0, description="Training wall-clock limit (s).")
     diffaugment: str | None = Field(None, pattern=DIFFAUGMENT_RE, description="DiffAugment "
                                     "before D: e.g. color,translation,cutout; '' = off.")
+    stream: Literal["auto", "always", "never"] | None = Field(
+        None, description="Workers stream the dataset's shards (always), load it whole "
+        "(never), or stream above max_in_memory_mb (auto, the default).")
+    max_in_memory_mb: int | None = Field(
+        None, ge=1, le=10_000_000, description="auto: stream a dataset bigger than this "
+        "in memory (MiB of float32 images; default 2048).")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation settings.")
     gate: GateConfig = Field(default_factory=GateConfig, description="Promotion thresholds.")
     registry: RegistryConfig = Field(default_factory=RegistryConfig, description="Model name.")
@@ -381,7 +396,7 @@ class RetrainParams(Frozen):
                       "channels": self.data.channels}
         train_over = {k: getattr(self, k) for k in (
             "loss", "epochs", "batch_size", "lr_g", "lr_d", "num_workers", "use_gpu", "seed",
-            "time_limit_s", "diffaugment")}
+            "time_limit_s", "diffaugment", "stream", "max_in_memory_mb")}
         if self.use_gpu is False:
             train_over["bf16"] = False
         # exclude_defaults, not exclude_unset: params that went through JSON (the Prefect UI,

@@ -54,6 +54,7 @@ class TrainedRef(Record):
     ray_run_name: str = ""
     ray_storage_uri: str = ""
     ray_nodes: list[str] = Field(default_factory=list)  # the Ray node id of each rank, by rank
+    data_path: str = "memory"  # how the workers read the data: "memory" (whole) or "stream"
 
 
 class ChampionScore(Record):

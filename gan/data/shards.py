@@ -8,7 +8,8 @@ int64 labels into Parquet files of at most `SHARD_BYTES` of pixels each, named
     label   int64
 
 (the shape is also in each file's schema metadata, `gan.image_shape`), and returns the bytes
-and the manifest's entry for each (`file`, `rows`, `sha256`); `decode_shard` reads one back.
+and the manifest's entry for each (`file`, `rows`, `sha256`); `decode_shard` reads one back,
+`decode_table` any table of its rows (a batch Ray Data streamed from shards).
 Any Parquet reader (pyarrow, Ray Data's `read_parquet`) streams them one file, or one row
 group, at a time.
 
@@ -73,10 +74,21 @@ def decode_shard(data: bytes, origin: str) -> tuple[np.ndarray, np.ndarray]:
         shape = json.loads(table.schema.metadata[SHAPE_KEY])
     except (pa.ArrowInvalid, OSError, KeyError, TypeError, ValueError) as e:
         raise DataError(f"{origin}: not a dataset shard ({e})") from e
+    return decode_table(table, tuple(shape))
+
+
+def decode_table(table: pa.Table, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of a shard's table (a whole shard, or a batch Ray Data cut from shards) →
+    (rows, C, S, S) uint8 images and (rows,) int64 labels; `shape` is (C, S, S)."""
+    per_image = int(np.prod(shape))
     images = table.column("image").combine_chunks()
-    pixels = np.frombuffer(images.buffers()[1], dtype=np.uint8,
-                           count=len(images) * int(np.prod(shape)),
-                           offset=images.offset * int(np.prod(shape)))
+    if images.type != pa.binary(per_image):
+        raise DataError(f"shard column 'image' is {images.type}, expected "
+                        f"fixed_size_binary[{per_image}] for images of shape {tuple(shape)}")
+    if len(images) == 0:
+        return np.empty((0, *shape), np.uint8), np.empty((0,), np.int64)
+    pixels = np.frombuffer(images.buffers()[1], dtype=np.uint8, count=len(images) * per_image,
+                           offset=images.offset * per_image)
     x = pixels.reshape(len(images), *shape).copy()
     y = table.column("label").to_numpy().astype(np.int64, copy=True)
     return x, y

@@ -34,9 +34,11 @@ REQUIRED = ("format", "model_config", "train_config", "generator", "discriminato
 
 
 # Training settings a stopped run may continue with changed: how long and on how much it
-# trains, never what it learns (loss, learning rates, betas, batch, seed, ...).
+# trains, or how its workers read the data (in memory or streamed), never what it learns
+# (loss, learning rates, betas, batch, seed, ...).
 RESUMABLE_TRAIN_FIELDS = frozenset({"epochs", "time_limit_s", "num_workers", "cpus_per_worker",
-                                    "max_failures", "checkpoint_every"})
+                                    "max_failures", "checkpoint_every", "stream",
+                                    "max_in_memory_mb"})
 
 
 class CheckpointError(ValueError):

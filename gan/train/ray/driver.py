@@ -8,6 +8,10 @@ a `TorchTrainer`:
                 [, GAN_RAY_WORKER_RESOURCE: 1 on a cluster]})
   RunConfig(name=run_id, storage_path=<bucket>/ray, storage_filesystem=<pyarrow S3>,
             FailureConfig(max_failures), CheckpointConfig(num_to_keep=2))
+Data: each worker loads the dataset version whole, or — when `train.stream` says so
+(`gan.train.stream.choose_data_path`: "always", or "auto" above `train.max_in_memory_mb`) —
+streams its train shards from a Ray Dataset passed as `datasets={"train": ...}`
+(`gan.train.ray.stream`; one more CPU is asked of Ray for Ray Data's read tasks).
 Resume: a worker that dies makes Ray restart the group from the latest checkpoint
 (`ray.train.get_checkpoint()` in the worker); rerunning a stopped run id with the same
 RunConfig(name, storage_path) makes Ray V2 reload the run's checkpoint-manager snapshot from
@@ -56,6 +60,7 @@ from gan.io.storage import arrow_fs, arrow_path
 from gan.train.checkpoint import check_resumable
 from gan.train.ddp import FaultSpec, per_worker_batch
 from gan.train.ray.cluster import loopback_env_vars, ray_session, torch_config, trainer_class
+from gan.train.ray.stream import DATASET_KEY, train_dataset
 from gan.train.ray.worker import (
     CHECKPOINT_FILE,
     DIVERGED_FILE,
@@ -64,9 +69,11 @@ from gan.train.ray.worker import (
     RunSpec,
     train_loop_per_worker,
 )
+from gan.train.stream import choose_data_path, in_memory_mb
 
 log = logging.getLogger(__name__)
 CHECKPOINTS_TO_KEEP = 2  # the latest, and the one before in case the latest is half-written
+STREAM_READ_CPUS = 1  # CPUs asked of Ray beyond the workers' when Ray Data reads the shards
 OnEpoch = Callable[[dict[str, Any]], None]
 
 
@@ -118,10 +125,19 @@ def train(settings: Settings, dataset: DatasetRef, model_cfg: ModelConfig,
         "train_cfg": train_cfg.model_dump(mode="json"),
         "dataset_version": dataset.version, "dataset_uri": dataset.uri})
     deadline = time.time() + train_cfg.time_limit_s if train_cfg.time_limit_s else None
+    data_path = choose_data_path(
+        train_cfg.stream, train_cfg.max_in_memory_mb, n_images=dataset.n_train + dataset.n_holdout,
+        channels=dataset.channels, image_size=dataset.image_size)
+    log.info("run %s: dataset %s@%s %s (%.0f MiB as float32; train.stream=%s, "
+             "max_in_memory_mb=%d)", run_id, dataset.name, dataset.version,
+             "streamed from its shards" if data_path == "stream" else "loaded whole",
+             in_memory_mb(dataset.n_train + dataset.n_holdout, dataset.channels,
+                          dataset.image_size), train_cfg.stream, train_cfg.max_in_memory_mb)
     spec = RunSpec(run_id=run_id, model_cfg=model_cfg, train_cfg=train_cfg, run_dir=run_dir,
                    run_fs=fs, settings=settings, dataset=dataset, deadline=deadline,
                    fault=FaultSpec.parse(fault),
-                   preview_every=preview_every(train_cfg.epochs) if on_epoch else 0)
+                   preview_every=preview_every(train_cfg.epochs) if on_epoch else 0,
+                   data_path=data_path)
     outcome = run(spec, storage_root=storage_root, address=settings.ray_address,
                   on_epoch=on_epoch, token_file=stack_token_file(settings),
                   fallback_local=settings.ray_from_stack,
@@ -220,6 +236,7 @@ def _trained_ref(outcome: Outcome, spec: RunSpec, dataset: DatasetRef, *,
         stopped_by_time_limit=bool(s["stopped_by_time_limit"]),
         ray_run_name=spec.run_id, ray_storage_uri=ray_storage_uri,
         ray_nodes=[str(n) for n in s.get("nodes", [])],
+        data_path=str(s.get("data_path", "memory")),
     )
 
 
@@ -241,9 +258,14 @@ def run(spec: RunSpec, *, storage_root: str, address: str | None = None,
     """
     tc = spec.train_cfg
     need_gpus = tc.num_workers if tc.use_gpu else 0
-    with ray_session(address, num_cpus=tc.num_workers * tc.cpus_per_worker,
-                     num_gpus=need_gpus, token_file=token_file,
+    streams = spec.data_path == "stream"
+    need_cpus = tc.num_workers * tc.cpus_per_worker + (STREAM_READ_CPUS if streams else 0)
+    with ray_session(address, num_cpus=need_cpus, num_gpus=need_gpus, token_file=token_file,
                      fallback_local=fallback_local) as session:
+        datasets = ({DATASET_KEY: train_dataset(_need(spec.settings, "settings"),
+                                                _need(spec.dataset, "a dataset"),
+                                                seed=tc.seed)}
+                    if streams else None)
         # The progress queue lives on the driver's node (as Ray Train's controller does): on
         # a cluster, losing a worker node must not lose the queue the driver drains.
         queue = Queue(actor_options={  # RAY
@@ -255,6 +277,7 @@ def run(spec: RunSpec, *, storage_root: str, address: str | None = None,
         trainer = trainer_class(session)(  # RAY
             train_loop_per_worker,
             train_loop_config={"spec": replace(spec, progress=queue)},
+            datasets=datasets,
             torch_config=torch_config(session),
             scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu,
                                          resources_per_worker=resources),
@@ -310,6 +333,12 @@ def resources_per_worker(tc: TrainConfig, *, worker_resource: str | None,
     if worker_resource and not local:
         resources[worker_resource] = 1
     return resources
+
+
+def _need(value: Any, what: str) -> Any:
+    if value is None:
+        raise ValueError(f"streaming the dataset needs {what} in the run's spec")
+    return value
 
 
 def _fit(trainer: TorchTrainer, queue: Queue | None, on_epoch: OnEpoch | None) -> Any:

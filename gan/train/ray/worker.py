@@ -7,7 +7,9 @@ one pyarrow filesystem (S3, or a local folder for `gan bench`).
 
 Per worker: torch threads = CPUs reserved for it; device from Ray (one GPU each, NCCL) or CPU
 (gloo); state from `ray.train.get_checkpoint()` (resume) or fresh; G and D wrapped by
-`gan.train.ddp.wrap_models`; a `DistributedSampler` batch source; `gan.train.loop.run_epochs` with a
+`gan.train.ddp.wrap_models`; a `DistributedSampler` batch source over the version loaded whole,
+or this worker's shard of the streamed version (`gan.train.ray.stream`, when the driver chose
+`data_path` "stream"); `gan.train.loop.run_epochs` with a
 report callback that, every epoch and on every rank, agrees on the sample count and the
 time-limit vote (one all-reduce), prints the progress line (rank 0), and calls
 `ray.train.report` (rank 0 attaches the checkpoint bytes as `checkpoint.pt`).
@@ -55,11 +57,14 @@ from gan.train.ddp import (
     FaultSpec,
     all_sum,
     format_progress,
+    per_worker_batch,
     sharded_batches,
     wrap_models,
 )
-from gan.train.loop import DivergenceError, run_epochs
+from gan.train.loop import Batches, DivergenceError, run_epochs
+from gan.train.ray.stream import shard_batches
 from gan.train.state import TrainState, make_state
+from gan.train.stream import DataPath, shuffle_buffer_rows
 
 log = logging.getLogger(__name__)  # in a Ray Train worker: to the console Ray forwards
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -91,6 +96,9 @@ class RunSpec:
     # Every this many epochs (and at the last), rank 0 adds PREVIEW_N seeded samples of the
     # published G to the metrics it queues (key "preview", (n, C, H, W) float32 numpy); 0: never.
     preview_every: int = 0
+    # "memory": each worker loads the dataset version whole; "stream": it iterates its shard of
+    # the Ray Dataset the driver passes (`gan.train.ray.stream`). Set by the driver.
+    data_path: DataPath = "memory"
 
     def file(self, name: str) -> str:
         return f"{self.run_dir}/{name}"
@@ -116,15 +124,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         # An earlier attempt diverged and Ray restarted the group: stop, train nothing.
         return {"diverged": diverged} if rank == 0 else None
     device = ray.train.torch.get_device() if tc.use_gpu else torch.device("cpu")  # RAY
-    data = spec.data if spec.data is not None else load_prepared(
-        Storage.from_settings(_need_settings(spec)), _need_dataset(spec))
+    source, version = _batch_source(spec, rank, world, device)
     state, resumed_from = _initial_state(spec, device, rank, world)
     nodes = _placement(world)
     wrap_models(state, device, world)
-    batches = CountingBatches(
-        sharded_batches(data.x_train, data.y_train, tc, rank=rank, world_size=world,
-                        pin_memory=device.type == "cuda"),
-        before_batch=_fault_hook(spec, rank, state))
+    batches = CountingBatches(source, before_batch=_fault_hook(spec, rank, state))
     reporter = _Reporter(spec, state, rank=rank, device=device, batches=batches)
     if rank == 0 and spec.echo:
         log.info("run %s: epochs %d..%d on %d worker(s), %s, batch %d (per worker %d)",
@@ -133,7 +137,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     try:
         run_epochs(state, batches, tc, reporter, device=device,
                    autocast_dtype=torch.bfloat16 if tc.bf16 else None, is_chief=rank == 0,
-                   dataset_version=data.version, rank=rank)
+                   dataset_version=version, rank=rank)
     except _TimeLimitReached:
         pass
     except DivergenceError as e:
@@ -145,9 +149,31 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         return None
     return {"history": state.history, "epochs_completed": state.epoch,
             "global_step": state.step, "resumed_from_epoch": resumed_from,
-            "stopped_by_time_limit": reporter.stopped, "dataset_version": data.version,
+            "stopped_by_time_limit": reporter.stopped, "dataset_version": version,
             "first_epoch_started_at": batches.started_at, "world_size": world,
-            "nodes": nodes}
+            "nodes": nodes, "data_path": spec.data_path}
+
+
+def _batch_source(spec: RunSpec, rank: int, world: int, device: torch.device
+                  ) -> tuple[Batches, str]:
+    """(this rank's batch source, the dataset version it reads): the version's train shards
+    streamed by Ray Data (`spec.data_path` "stream"), or the whole version in memory."""
+    tc = spec.train_cfg
+    if spec.data_path == "stream":
+        ref = _need_dataset(spec)
+        per = per_worker_batch(tc.batch_size, world)
+        source = shard_batches(
+            batch_size=per, drop_last=ref.n_train >= tc.batch_size, seed=tc.seed, rank=rank,
+            shuffle_rows=shuffle_buffer_rows(tc.max_in_memory_mb, n_train=ref.n_train,
+                                             channels=ref.channels, image_size=ref.image_size,
+                                             batch_size=per),
+            shape=(ref.channels, ref.image_size, ref.image_size))
+        return source, ref.version
+    data = spec.data if spec.data is not None else load_prepared(
+        Storage.from_settings(_need_settings(spec)), _need_dataset(spec))
+    source = sharded_batches(data.x_train, data.y_train, tc, rank=rank, world_size=world,
+                             pin_memory=device.type == "cuda")
+    return source, data.version
 
 
 def _placement(world: int) -> list[str]:
