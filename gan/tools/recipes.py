@@ -21,9 +21,10 @@ Data (`--data`): `digits` (the bundled scikit-learn digits, 28 px grey, 10 class
 (the bundled RGB set of `gan.data.shapes`: 4 classes × `SHAPES_PER_CLASS` images, seed
 `SHAPES_SEED`, written as PNG files to a temporary class-folder tree and prepared exactly as
 `--source images` would prepare them: same decode, 32 px, same stratified split).
-Seeds (`--seeds`): each candidate is trained once per training seed; with more than one seed
-the folders are `<out>/<candidate>-seed<k>/` and `results.md` gets a second table with, per
-candidate, the mean ± sample standard deviation (n-1) over the seeds of each metric.
+Seeds (`--seeds`): each candidate is trained once per training seed; unless the only seed is 0
+the folders are `<out>/<candidate>-seed<k>/` and, once a candidate has rows of several seeds
+in `<out>` (from one call or several), `results.md` gets a second table with, per candidate,
+the mean ± sample standard deviation (n-1) over the seeds of each metric.
 
 What it is not: no storage, MLflow or Ray (the pipeline's stages do that); no metric math
 (`gan.eval.evaluate`); nothing here is imported by the pipeline.
@@ -305,7 +306,8 @@ def compare(cands: Sequence[Candidate], data: PreparedData, eval_cfg: EvalConfig
     Returns the rows of this call: training summary + evaluation result + picture paths, one
     per candidate and seed, plus with `raw_too` a `<name>-raw` row for each EMA candidate (its
     raw G, the same run: EMA on/off without a second training). A row's folder is `<name>/`
-    with one seed, `<name>-seed<k>/` with several; it also holds the final checkpoint
+    for the one seed 0, else `<name>-seed<k>/` (so calls with other seeds add to the same
+    table); it also holds the final checkpoint
     (`gan.train.checkpoint` format), to re-evaluate or reuse the generator. `results.{json,md}`
     hold every row in `out_dir` made with the same judge (and the mean ± std over seeds).
     """
@@ -326,7 +328,7 @@ def compare(cands: Sequence[Candidate], data: PreparedData, eval_cfg: EvalConfig
                              {**summary, "name": f"{cand.name}-raw",
                               "note": f"{cand.note}; raw G of the same run (EMA not used)"}))
             for name, generator, info in gens:
-                folder = out_dir / (name if len(seeds) == 1 else f"{name}-seed{seed}")
+                folder = out_dir / (name if list(seeds) == [0] else f"{name}-seed{seed}")
                 folder.mkdir(parents=True, exist_ok=True)
                 if name == cand.name:
                     (folder / CHECKPOINT_FILE).write_bytes(save_checkpoint(state))

@@ -198,3 +198,8 @@ def test_compare_over_two_seeds_writes_per_seed_folders_and_the_mean_table(
     assert agg["name"] == "smoke" and agg["seeds"] == [0, 1] and agg["stats"]["fid"]["n"] == 2
     md = (tmp_path / "results.md").read_text()
     assert "Mean ± sample standard deviation" in md and "| smoke | no | 0,1 | 1 |" in md
+    # A later call with another seed adds to the same table (same judge, same folder).
+    recipes.compare(recipes.pick("smoke"), smoke_data, cfg, tmp_path, epochs=1, seeds=(2,),
+                    raw_too=False, log=lambda _s: None)
+    (agg,) = json.loads((tmp_path / "aggregate.json").read_text())
+    assert agg["seeds"] == [0, 1, 2] and (tmp_path / "smoke-seed2" / "result.json").exists()
