@@ -10,7 +10,7 @@ import torch
 
 from gan.core.config import PRESETS, DataConfig, EvalConfig
 from gan.data.prepare import prepare_arrays
-from gan.tools import recipes
+from gan.tools import recipe_tables, recipes
 from gan.train.budget import epochs_for_budget
 from gan.train.checkpoint import load_checkpoint
 
@@ -158,7 +158,7 @@ def _row(name: str, seed: int, fid: float, *, epochs: int = 5, kl: float | None 
 def test_aggregate_gives_mean_and_sample_std_over_seeds():
     rows = [_row("a", 0, 4.0), _row("a", 1, 6.0), _row("a", 2, 8.0, kl=None),
             _row("b", 0, 3.0)]
-    agg = {a["name"]: a for a in recipes.aggregate(rows)}
+    agg = {a["name"]: a for a in recipe_tables.aggregate(rows)}
     a = agg["a"]
     assert a["seeds"] == [0, 1, 2] and a["epochs"] == 5 and a["diverged"] == 0
     fid = a["stats"]["fid"]
@@ -167,7 +167,7 @@ def test_aggregate_gives_mean_and_sample_std_over_seeds():
     assert a["stats"]["fid_ratio"]["mean"] == pytest.approx(3.0)
     assert a["stats"]["class_kl"]["n"] == 2  # a seed without the value is left out
     assert agg["b"]["stats"]["fid"]["std"] == 0.0  # one seed: no spread
-    table = recipes.seeds_table(list(agg.values()), rows[0]["floors"])
+    table = recipe_tables.seeds_table(list(agg.values()), rows[0]["floors"])
     lines = table.splitlines()
     assert "real data" in lines[2]
     assert lines[3].startswith("| b |") and "| 6.000 ± 2.000 | 3.0 ± 1.0 | 4.000–8.000 |" in (
@@ -176,9 +176,9 @@ def test_aggregate_gives_mean_and_sample_std_over_seeds():
 
 def test_aggregate_refuses_rows_that_are_not_one_recipe():
     with pytest.raises(ValueError, match="seed repeated"):
-        recipes.aggregate([_row("a", 0, 4.0), _row("a", 0, 5.0)])
+        recipe_tables.aggregate([_row("a", 0, 4.0), _row("a", 0, 5.0)])
     with pytest.raises(ValueError, match="different epochs"):
-        recipes.aggregate([_row("a", 0, 4.0), _row("a", 1, 5.0, epochs=6)])
+        recipe_tables.aggregate([_row("a", 0, 4.0), _row("a", 1, 5.0, epochs=6)])
     assert recipes.parse_seeds("0, 1,2") == [0, 1, 2]
     for bad in ("0,x", "1,1", "", "-1"):
         with pytest.raises(ValueError, match="--seeds"):
