@@ -398,14 +398,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true",
                     help="PRESETS['smoke'] data and evaluation (tests, seconds)")
     args = ap.parse_args(argv)
+    try:  # before any data is made: a typo fails in a second, not after the preparation
+        seeds = parse_seeds(args.seeds) if args.seeds is not None else [args.seed]
+        cands = pick(args.candidates)
+    except ValueError as e:
+        ap.error(str(e))
     if args.command == "table":
         print(write_tables(args.out))
         return 0
     torch.set_num_threads(args.threads)
     smoke = PRESETS["smoke"] if args.smoke else {}
     data = load_data(args.data, limit=smoke.get("data", {}).get("limit"))
-    cands = pick(args.candidates)
-    seeds = parse_seeds(args.seeds) if args.seeds is not None else [args.seed]
     if args.command == "calibrate":
         rows = calibrate(cands, data, epochs=args.epochs or 4, budget_s=args.budget_s or 300.0)
         args.out.mkdir(parents=True, exist_ok=True)

@@ -203,3 +203,11 @@ def test_compare_over_two_seeds_writes_per_seed_folders_and_the_mean_table(
                     raw_too=False, log=lambda _s: None)
     (agg,) = json.loads((tmp_path / "aggregate.json").read_text())
     assert agg["seeds"] == [0, 1, 2] and (tmp_path / "smoke-seed2" / "result.json").exists()
+
+
+def test_cli_refuses_bad_seeds_and_candidates_before_making_data(capsys):
+    for argv in (["compare", "--seeds", "1,1"], ["compare", "--candidates", "nope"]):
+        with pytest.raises(SystemExit) as e:
+            recipes.main(argv)
+        assert e.value.code == 2
+    assert "unknown candidate" in capsys.readouterr().err
