@@ -7,13 +7,25 @@ and converts a wall-clock budget into epochs; `compare` trains each candidate in
 epochs or a wall-clock budget, evaluates its generator (the EMA copy when enabled) with one
 judge (seed 0, cached in the output folder), one `EvalConfig` and one set of real-data floors,
 and writes `<out>/<candidate>/{result.json,samples.png,real_vs_generated.png,curves.png,
-checkpoint.pt}` plus the side-by-side `<out>/results.{json,md}`. An EMA candidate's raw G is
+checkpoint.pt}` plus the side-by-side `<out>/results.{json,md}`
+(`gan.tools.recipe_tables`). An EMA candidate's raw G is
 evaluated too (`<candidate>-raw`): EMA on/off from one training run.
 
     python -m gan.tools.recipes calibrate --candidates seed,default --threads 2
     python -m gan.tools.recipes compare --candidates seed,default         # calibrated epochs
     python -m gan.tools.recipes compare --candidates seed,default --budget-s 300   # wall clock
     python -m gan.tools.recipes table                                     # rebuild results.md
+    python -m gan.tools.recipes compare --data shapes --candidates default,default+diffaug \
+        --seeds 0,1,2 --epochs 20 --threads 1    # per seed, plus mean ± std over the seeds
+
+Data (`--data`): `digits` (the bundled scikit-learn digits, 28 px grey, 10 classes) or `shapes`
+(the bundled RGB set of `gan.data.shapes`: 4 classes × `SHAPES_PER_CLASS` images, seed
+`SHAPES_SEED`, written as PNG files to a temporary class-folder tree and prepared exactly as
+`--source images` would prepare them: same decode, 32 px, same stratified split).
+Seeds (`--seeds`): each candidate is trained once per training seed; unless the only seed is 0
+the folders are `<out>/<candidate>-seed<k>/` and, once a candidate has rows of several seeds
+in `<out>` (from one call or several), `results.md` gets a second table with, per candidate,
+the mean ± sample standard deviation (n-1) over the seeds of each metric.
 
 What it is not: no storage, MLflow or Ray (the pipeline's stages do that); no metric math
 (`gan.eval.evaluate`); nothing here is imported by the pipeline.
@@ -23,8 +35,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,10 +53,14 @@ from gan.core.config import (
     TrainConfig,
     resolve_configs,
 )
-from gan.core.tables import markdown_table
+from gan.core.model_fit import fit_model_to_data
+from gan.core.records import DatasetRef
 from gan.data.prepare import PreparedData, prepare_arrays
+from gan.data.shapes import SIZE as SHAPES_SIZE
+from gan.data.shapes import write_shapes
 from gan.eval.evaluate import PICTURE_FILES, compute_floors, evaluate_generator
 from gan.eval.judge import FolderFiles, Judge, cached_judge
+from gan.tools.recipe_tables import fmt, write_tables
 from gan.train.budget import (
     MAX_BUDGET_EPOCHS,
     epochs_for_budget,
@@ -59,6 +75,10 @@ from gan.train.steps import unwrap
 DEFAULT_OUT = Path("out/recipes")
 CHECKPOINT_FILE = "checkpoint.pt"
 JUDGE_SEED = 0
+DATA_KINDS = ("digits", "shapes")
+SHAPES_PER_CLASS = 750  # 3,000 images: 2,400 train, 600 held out (the default 0.2 split)
+SHAPES_SEED = 0
+DIFFAUG_POLICY = "color,translation,cutout"  # the DiffAugment paper's full policy
 Log = Callable[[str], None]
 
 
@@ -134,6 +154,13 @@ def candidates() -> dict[str, Candidate]:
                   note="mode-seeking term (MSGAN) weight 5"),
         Candidate("cmlp-bce", "seed", {"conditional": True}, {"epochs": 300},
                   note="the seed recipe made conditional"),
+        Candidate("default+diffaug", "default", train={"diffaugment": DIFFAUG_POLICY},
+                  note=f"PRESETS['default'] with DiffAugment ({DIFFAUG_POLICY}) before D"),
+        Candidate("resnet", "default", {"arch": "resnet", "image_size": 32},
+                  note="PRESETS['default'] with the SNGAN ResNet G and D (32 px data)"),
+        Candidate("resnet+diffaug", "default", {"arch": "resnet", "image_size": 32},
+                  {"diffaugment": DIFFAUG_POLICY},
+                  note=f"the ResNet with DiffAugment ({DIFFAUG_POLICY})"),
         Candidate("smoke", "smoke", note="tiny MLP for tests"),
     ]
     return {x.name: x for x in c}
@@ -150,6 +177,35 @@ def pick(names: str | Sequence[str]) -> list[Candidate]:
     return [known[n] for n in wanted]
 
 
+# --------------------------------------------------------------------------- data
+
+
+def load_data(kind: str, *, limit: int | None = None,
+              shapes_per_class: int = SHAPES_PER_CLASS) -> PreparedData:
+    """The bundled `digits` or `shapes` set, prepared as the pipeline prepares it (module
+    docstring); `limit` keeps a stratified subset (smoke runs)."""
+    if kind == "digits":
+        return prepare_arrays(DataConfig(limit=limit))
+    if kind != "shapes":
+        raise ValueError(f"unknown data {kind!r}; choose from {list(DATA_KINDS)}")
+    with tempfile.TemporaryDirectory(prefix="gan-shapes-") as tmp:
+        write_shapes(tmp, shapes_per_class, SHAPES_SEED)  # <tmp>/<class>/<class>-<i>.png
+        cfg = DataConfig(source="images", uri=tmp, name="shapes", image_size=SHAPES_SIZE,
+                         limit=limit)
+        return prepare_arrays(cfg)
+
+
+def fit_to_data(model_cfg: ModelConfig, data: PreparedData) -> ModelConfig:
+    """The recipe's model with channels, size and conditioning taken from `data`: the
+    pipeline's rule (`gan.core.model_fit`) applied to the in-memory dataset."""
+    c, s, _ = data.image_shape
+    ref = DatasetRef(name=data.name, version=data.version, uri="memory://", source=data.source,
+                     n_train=len(data.y_train), n_holdout=len(data.y_holdout),
+                     num_classes=data.num_classes, image_size=s, channels=c,
+                     labelled=data.labelled)
+    return fit_model_to_data(model_cfg, ref)
+
+
 # --------------------------------------------------------------------------- calibration
 
 
@@ -160,6 +216,7 @@ def calibrate(cands: Sequence[Candidate], data: PreparedData, *, epochs: int = 4
     rows = []
     for cand in cands:
         model_cfg, train_cfg = cand.configs(epochs=epochs, checkpoint_every=epochs)
+        model_cfg = fit_to_data(model_cfg, data)
         cpu0 = time.process_time()
         state = train_local(data, model_cfg, train_cfg)
         cpu_s = time.process_time() - cpu0
@@ -209,6 +266,7 @@ def train_candidate(cand: Candidate, data: PreparedData, *, epochs: int | None =
     if epochs is not None:
         over["epochs"] = epochs
     model_cfg, train_cfg = cand.configs(**over)
+    model_cfg = fit_to_data(model_cfg, data)
     state = make_state(model_cfg, train_cfg)
     diverged = None
     t0 = time.perf_counter()
@@ -229,7 +287,7 @@ def train_candidate(cand: Candidate, data: PreparedData, *, epochs: int | None =
     n_img = images_trained(state.history)
     summary = {"name": cand.name, "note": cand.note, "epochs": state.epoch,
                "train_s": round(train_s, 1), "images_per_s": round(n_img / max(train_s, 1e-9), 1),
-               "threads": torch.get_num_threads(), "diverged": diverged,
+               "threads": torch.get_num_threads(), "diverged": diverged, "seed": seed,
                "model_config": model_cfg.model_dump(mode="json"),
                "train_config": {**train_cfg.model_dump(mode="json"), "epochs": state.epoch}}
     return state, summary
@@ -239,41 +297,50 @@ def train_candidate(cand: Candidate, data: PreparedData, *, epochs: int | None =
 
 
 def compare(cands: Sequence[Candidate], data: PreparedData, eval_cfg: EvalConfig, out_dir: Path,
-            *, epochs: int | None = None, budget_s: float | None = None, seed: int = 0,
-            raw_too: bool = True, log: Log = print) -> list[dict[str, Any]]:
-    """Train and evaluate each candidate alike; write its folder; rebuild the tables.
+            *, epochs: int | None = None, budget_s: float | None = None,
+            seeds: Sequence[int] = (0,), raw_too: bool = True,
+            log: Log = print) -> list[dict[str, Any]]:
+    """Train and evaluate each candidate alike, once per training seed; write its folder;
+    rebuild the tables.
 
     Returns the rows of this call: training summary + evaluation result + picture paths, one
-    per candidate, plus with `raw_too` a `<name>-raw` row for each EMA candidate (its raw G, the
-    same run: EMA on/off without a second training). Each candidate's folder also holds its
-    final checkpoint (`gan.train.checkpoint` format), to re-evaluate or reuse the generator.
-    `results.{json,md}` hold every row in `out_dir` made with the same judge.
+    per candidate and seed, plus with `raw_too` a `<name>-raw` row for each EMA candidate (its
+    raw G, the same run: EMA on/off without a second training). A row's folder is `<name>/`
+    for the one seed 0, else `<name>-seed<k>/` (so calls with other seeds add to the same
+    table); it also holds the final checkpoint
+    (`gan.train.checkpoint` format), to re-evaluate or reuse the generator. `results.{json,md}`
+    hold every row in `out_dir` made with the same judge (and the mean ± std over seeds).
     """
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct and at least one, got {list(seeds)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     judge = judge_for(data, eval_cfg, out_dir, log=log)
     floors = compute_floors(judge, data, eval_cfg)
     rows = []
     for cand in cands:
-        log(f"training {cand.name} ({cand.note})")
-        state, summary = train_candidate(cand, data, epochs=epochs, budget_s=budget_s,
-                                         seed=seed, log=log)
-        (out_dir / cand.name).mkdir(parents=True, exist_ok=True)
-        (out_dir / cand.name / CHECKPOINT_FILE).write_bytes(save_checkpoint(state))
-        gens = [(cand.name, state.generator, summary)]
-        if raw_too and state.G_ema is not None:
-            gens.append((f"{cand.name}-raw", unwrap(state.G),
-                         {**summary, "name": f"{cand.name}-raw",
-                          "note": f"{cand.note}; raw G of the same run (EMA not used)"}))
-        for name, generator, info in gens:
-            result, pics = evaluate_generator(generator, data, judge, eval_cfg, state.history,
-                                              floors=floors)
-            row = {**info, **result, "pictures": _write_pictures(out_dir / name, pics),
-                   "dataset_version": data.version,
-                   "judge_sha256": judge.meta.get("weights_sha256"),
-                   "eval_config": eval_cfg.model_dump(mode="json"), "history": state.history}
-            (out_dir / name / "result.json").write_text(json.dumps(row, indent=1))
-            log(f"{name}: " + _one_line(row))
-            rows.append(row)
+        for seed in seeds:
+            log(f"training {cand.name} seed {seed} ({cand.note})")
+            state, summary = train_candidate(cand, data, epochs=epochs, budget_s=budget_s,
+                                             seed=seed, log=log)
+            gens = [(cand.name, state.generator, summary)]
+            if raw_too and state.G_ema is not None:
+                gens.append((f"{cand.name}-raw", unwrap(state.G),
+                             {**summary, "name": f"{cand.name}-raw",
+                              "note": f"{cand.note}; raw G of the same run (EMA not used)"}))
+            for name, generator, info in gens:
+                folder = out_dir / (name if list(seeds) == [0] else f"{name}-seed{seed}")
+                folder.mkdir(parents=True, exist_ok=True)
+                if name == cand.name:
+                    (folder / CHECKPOINT_FILE).write_bytes(save_checkpoint(state))
+                result, pics = evaluate_generator(generator, data, judge, eval_cfg,
+                                                  state.history, floors=floors)
+                row = {**info, **result, "pictures": _write_pictures(folder, pics),
+                       "dataset_version": data.version,
+                       "judge_sha256": judge.meta.get("weights_sha256"),
+                       "eval_config": eval_cfg.model_dump(mode="json"), "history": state.history}
+                (folder / "result.json").write_text(json.dumps(row, indent=1))
+                log(f"{name} seed {seed}: " + _one_line(row))
+                rows.append(row)
     write_tables(out_dir, judge.meta.get("weights_sha256"))
     return rows
 
@@ -289,61 +356,22 @@ def _write_pictures(folder: Path, pics: dict[str, bytes]) -> dict[str, str]:
 
 def _one_line(row: dict[str, Any]) -> str:
     m, f = row["metrics"], row["floors"]
-    return (f"FID {m['fid']:.3f} (floor {f['fid']:.3f}), KL {m['class_kl']:.4f}, classes "
-            f"{row['classes_covered']}, {row['epochs']} epochs in {row['train_s']:.0f}s")
-
-
-def load_rows(out_dir: Path, judge_sha: str | None = None) -> list[dict[str, Any]]:
-    """Every `<out_dir>/*/result.json` (made with `judge_sha` when given), best FID first."""
-    rows = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*/result.json"))]
-    if judge_sha is not None:
-        rows = [r for r in rows if r.get("judge_sha256") == judge_sha]
-    return sorted(rows, key=lambda r: r["metrics"]["fid"])
-
-
-def _g(x: float | None, nd: int = 3) -> str:
-    return "—" if x is None else f"{x:.{nd}f}"
-
-
-def results_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Side-by-side table; the first line under the header is the real-data floor/ceiling."""
-    head = ["recipe", "cond", "epochs", "train s", "img/s", "FID (÷floor)", "KID ×1e3", "P", "R",
-            "D", "C", "classes", "class KL", "IS", "cond acc"]
-    body: list[list[object]] = []
-    if rows:
-        f, c = rows[0]["floors"], rows[0]["ceilings"]
-        body.append(["*real data (floor/ceiling)*", "", "", "", "", _g(f["fid"]),
-                      f"{1e3 * f['kid_mean']:.2f} ± {1e3 * f['kid_std']:.2f}",
-                      _g(f["precision"]), _g(f["recall"]), _g(f["density"]), _g(f["coverage"]),
-                      f"{f['classes_covered']:.0f}", _g(f["class_kl"], 4),
-                      _g(c["inception_score"]), ""])
-    for r in rows:
-        m, f = r["metrics"], r["floors"]
-        ratio = m["fid"] / f["fid"] if f["fid"] > 0 else math.inf
-        cond = "yes" if r["model_config"].get("conditional") else "no"
-        name = r["name"] + (" (diverged)" if r.get("diverged") else "")
-        body.append([name, cond, r["epochs"], f"{r['train_s']:.0f}", f"{r['images_per_s']:.0f}",
-                      f"{m['fid']:.3f} ({ratio:.1f}×)",
-                      f"{1e3 * m['kid_mean']:.2f} ± {1e3 * m['kid_std']:.2f}",
-                      _g(m["precision"]), _g(m["recall"]), _g(m["density"]), _g(m["coverage"]),
-                      r["classes_covered"], _g(m["class_kl"], 4), _g(m["inception_score"]),
-                      _g(r.get("conditional_accuracy"))])
-    return markdown_table(head, body) + "\n"
-
-
-def write_tables(out_dir: Path, judge_sha: str | None = None) -> str:
-    """Write `results.json` (rows without per-epoch history) and `results.md`; return the md."""
-    rows = load_rows(out_dir, judge_sha)
-    slim = [{k: v for k, v in r.items() if k != "history"} for r in rows]
-    (out_dir / "results.json").write_text(json.dumps(slim, indent=1))
-    md = results_table(rows)
-    pics = "\n".join(f"- {r['name']}: {r['pictures']['samples']}, "
-                     f"{r['pictures']['real_vs_generated']}" for r in rows)
-    (out_dir / "results.md").write_text(md + "\nSample grids:\n" + pics + "\n")
-    return md
+    return (f"FID {m['fid']:.3f} (floor {f['fid']:.3f}), KL {fmt(m.get('class_kl'), 4)}, classes "
+            f"{row.get('classes_covered')}, {row['epochs']} epochs in {row['train_s']:.0f}s")
 
 
 # --------------------------------------------------------------------------- CLI
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0,1,2' → [0, 1, 2]; ValueError naming a bad or repeated entry."""
+    try:
+        seeds = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError as e:
+        raise ValueError(f"--seeds {text!r}: give comma-separated integers, e.g. 0,1,2") from e
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ValueError(f"--seeds {text!r}: give distinct non-negative integers, e.g. 0,1,2")
+    return seeds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -359,26 +387,35 @@ def main(argv: list[str] | None = None) -> int:
                     help="compare: wall-clock budget per candidate; calibrate: budget to convert"
                     " (default 300)")
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    ap.add_argument("--data", choices=DATA_KINDS, default="digits",
+                    help="digits (28 px grey) or shapes (the bundled RGB set, 32 px)")
     ap.add_argument("--seed", type=int, default=0, help="training seed of every candidate")
+    ap.add_argument("--seeds", default=None,
+                    help="compare: comma-separated training seeds, each candidate trained once "
+                    "per seed (overrides --seed), e.g. 0,1,2")
     ap.add_argument("--no-raw", action="store_true",
                     help="compare: skip the extra raw-G (no EMA) evaluation of EMA candidates")
     ap.add_argument("--smoke", action="store_true",
                     help="PRESETS['smoke'] data and evaluation (tests, seconds)")
     args = ap.parse_args(argv)
+    try:  # before any data is made: a typo fails in a second, not after the preparation
+        seeds = parse_seeds(args.seeds) if args.seeds is not None else [args.seed]
+        cands = pick(args.candidates)
+    except ValueError as e:
+        ap.error(str(e))
     if args.command == "table":
         print(write_tables(args.out))
         return 0
     torch.set_num_threads(args.threads)
     smoke = PRESETS["smoke"] if args.smoke else {}
-    data = prepare_arrays(DataConfig(**smoke.get("data", {})))
-    cands = pick(args.candidates)
+    data = load_data(args.data, limit=smoke.get("data", {}).get("limit"))
     if args.command == "calibrate":
         rows = calibrate(cands, data, epochs=args.epochs or 4, budget_s=args.budget_s or 300.0)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "calibration.json").write_text(json.dumps(rows, indent=1))
         return 0
     compare(cands, data, EvalConfig(**smoke.get("eval", {})), args.out, epochs=args.epochs,
-            budget_s=args.budget_s, seed=args.seed, raw_too=not args.no_raw)
+            budget_s=args.budget_s, seeds=seeds, raw_too=not args.no_raw)
     print(write_tables(args.out))
     return 0
 

@@ -10,7 +10,7 @@ import torch
 
 from gan.core.config import PRESETS, DataConfig, EvalConfig
 from gan.data.prepare import prepare_arrays
-from gan.tools import recipes
+from gan.tools import recipe_tables, recipes
 from gan.train.budget import epochs_for_budget
 from gan.train.checkpoint import load_checkpoint
 
@@ -36,7 +36,7 @@ def test_every_candidate_resolves_to_valid_configs():
     for cand in recipes.candidates().values():
         model_cfg, train_cfg = cand.configs()
         assert train_cfg.epochs >= 1, cand.name
-        assert model_cfg.arch in ("mlp", "dcgan"), cand.name
+        assert model_cfg.arch in ("mlp", "dcgan", "resnet"), cand.name
 
 
 def test_seed_and_default_candidates_are_the_live_presets():
@@ -112,3 +112,102 @@ def test_calibrate_reports_rates_and_budget_epochs(smoke_data):
     assert row["images_per_s"] > 0 and row["cpu_images_per_s"] > 0
     assert row["budget_epochs"] == epochs_for_budget(
         10.0, row["images_per_s"], len(smoke_data.y_train), row["batch_size"])
+
+
+# --------------------------------------------------------------------------- data and seeds
+
+
+def test_shapes_data_is_the_rgb_set_prepared_like_the_pipeline():
+    data = recipes.load_data("shapes", shapes_per_class=10)
+    n = len(data.y_train) + len(data.y_holdout)
+    assert n == 40 and len(data.y_holdout) == 8  # the pipeline's default 0.2 stratified split
+    assert tuple(data.x_train.shape[1:]) == (3, 32, 32) and data.x_train.dtype == torch.float32
+    assert data.x_train.min() >= -1.0 and data.x_train.max() <= 1.0
+    assert data.x_train.min() < -0.5 and data.x_train.max() > 0.5  # not a constant image
+    assert data.labelled and data.num_classes == 4
+    assert data.class_names == ("circle", "cross", "square", "triangle")
+    assert data.class_hist("train") == [8, 8, 8, 8] and data.class_hist("holdout") == [2] * 4
+    # Same seed → same images → same content-addressed version.
+    assert recipes.load_data("shapes", shapes_per_class=10).version == data.version
+    with pytest.raises(ValueError, match="unknown data 'cifar'"):
+        recipes.load_data("cifar")
+
+
+def test_candidates_fit_the_data_and_express_diffaugment_and_resnet():
+    data = recipes.load_data("shapes", shapes_per_class=10)
+    cands = recipes.candidates()
+    m, t = cands["default+diffaug"].configs()
+    assert t.diffaugment == "color,translation,cutout" and cands["default"].configs()[
+        1].diffaugment == ""
+    m = recipes.fit_to_data(cands["resnet"].configs()[0], data)
+    assert (m.arch, m.channels, m.image_size, m.num_classes, m.conditional) == (
+        "resnet", 3, 32, 4, True)
+
+
+def _row(name: str, seed: int, fid: float, *, epochs: int = 5, kl: float | None = 0.1) -> dict:
+    return {"name": name, "seed": seed, "epochs": epochs, "train_s": 10.0 + seed,
+            "model_config": {"conditional": True}, "diverged": None,
+            "classes_covered": 10, "conditional_accuracy": 0.9,
+            "metrics": {"fid": fid, "kid_mean": 0.002, "precision": 0.5, "recall": 0.4,
+                        "density": 0.8, "coverage": 0.6, "class_kl": kl},
+            "floors": {"fid": 2.0, "kid_mean": 0.0, "precision": 0.7, "recall": 0.7,
+                       "density": 1.0, "coverage": 0.9, "classes_covered": 10,
+                       "class_kl": 0.001}}
+
+
+def test_aggregate_gives_mean_and_sample_std_over_seeds():
+    rows = [_row("a", 0, 4.0), _row("a", 1, 6.0), _row("a", 2, 8.0, kl=None),
+            _row("b", 0, 3.0)]
+    agg = {a["name"]: a for a in recipe_tables.aggregate(rows)}
+    a = agg["a"]
+    assert a["seeds"] == [0, 1, 2] and a["epochs"] == 5 and a["diverged"] == 0
+    fid = a["stats"]["fid"]
+    assert fid["mean"] == pytest.approx(6.0) and fid["std"] == pytest.approx(2.0)  # n-1
+    assert (fid["min"], fid["max"], fid["n"]) == (4.0, 8.0, 3)
+    assert a["stats"]["fid_ratio"]["mean"] == pytest.approx(3.0)
+    assert a["stats"]["class_kl"]["n"] == 2  # a seed without the value is left out
+    assert agg["b"]["stats"]["fid"]["std"] == 0.0  # one seed: no spread
+    table = recipe_tables.seeds_table(list(agg.values()), rows[0]["floors"])
+    lines = table.splitlines()
+    assert "real data" in lines[2]
+    assert lines[3].startswith("| b |") and "| 6.000 ± 2.000 | 3.0 ± 1.0 | 4.000–8.000 |" in (
+        lines[4])
+
+
+def test_aggregate_refuses_rows_that_are_not_one_recipe():
+    with pytest.raises(ValueError, match="seed repeated"):
+        recipe_tables.aggregate([_row("a", 0, 4.0), _row("a", 0, 5.0)])
+    with pytest.raises(ValueError, match="different epochs"):
+        recipe_tables.aggregate([_row("a", 0, 4.0), _row("a", 1, 5.0, epochs=6)])
+    assert recipes.parse_seeds("0, 1,2") == [0, 1, 2]
+    for bad in ("0,x", "1,1", "", "-1"):
+        with pytest.raises(ValueError, match="--seeds"):
+            recipes.parse_seeds(bad)
+
+
+def test_compare_over_two_seeds_writes_per_seed_folders_and_the_mean_table(
+        smoke_data, tmp_path: Path):
+    cfg = EvalConfig(**PRESETS["smoke"]["eval"])
+    rows = recipes.compare(recipes.pick("smoke"), smoke_data, cfg, tmp_path, epochs=1,
+                           seeds=(0, 1), raw_too=False, log=lambda _s: None)
+    assert [(r["name"], r["seed"]) for r in rows] == [("smoke", 0), ("smoke", 1)]
+    assert rows[0]["metrics"]["fid"] != rows[1]["metrics"]["fid"]  # the seed changes training
+    for k in (0, 1):
+        assert json.loads((tmp_path / f"smoke-seed{k}" / "result.json").read_text())["seed"] == k
+    (agg,) = json.loads((tmp_path / "aggregate.json").read_text())
+    assert agg["name"] == "smoke" and agg["seeds"] == [0, 1] and agg["stats"]["fid"]["n"] == 2
+    md = (tmp_path / "results.md").read_text()
+    assert "Mean ± sample standard deviation" in md and "| smoke | no | 0,1 | 1 |" in md
+    # A later call with another seed adds to the same table (same judge, same folder).
+    recipes.compare(recipes.pick("smoke"), smoke_data, cfg, tmp_path, epochs=1, seeds=(2,),
+                    raw_too=False, log=lambda _s: None)
+    (agg,) = json.loads((tmp_path / "aggregate.json").read_text())
+    assert agg["seeds"] == [0, 1, 2] and (tmp_path / "smoke-seed2" / "result.json").exists()
+
+
+def test_cli_refuses_bad_seeds_and_candidates_before_making_data(capsys):
+    for argv in (["compare", "--seeds", "1,1"], ["compare", "--candidates", "nope"]):
+        with pytest.raises(SystemExit) as e:
+            recipes.main(argv)
+        assert e.value.code == 2
+    assert "unknown candidate" in capsys.readouterr().err
