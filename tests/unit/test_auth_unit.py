@@ -1,0 +1,131 @@
+"""The stack's MLflow and Prefect secrets without a service: 0600 files generated once and kept,
+never in argv or status output, picked up by `Settings` for the local stack's URLs only, masked
+by `public_dict`, exported by the MLflow client setup and `use_api`."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import stat
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from flows import prefect_setup
+from gan.core.settings import SettingsError
+from gan.registry import connect
+from gan.stack import auth, services
+from gan.stack import supervisor as stack
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _secrets_of(home: Path) -> list[str]:
+    admin = json.loads((home / "mlflow-admin.json").read_text())["password"]
+    consumer = json.loads((home / "mlflow-consumer.json").read_text())["password"]
+    prefect = (home / "prefect-auth").read_text().strip().split(":", 1)[1]
+    return [admin, consumer, prefect]
+
+
+def test_auth_files_generated_private_kept_across_ups(settings_env):
+    s = settings_env.load()
+    services.ensure_auth_files(s)
+    home = s.gan_home
+    files = [home / "mlflow-admin.json", home / "mlflow-consumer.json", home / "prefect-auth",
+             home.resolve() / "mlflow" / "auth.ini"]
+    for f in files:
+        assert _mode(f) == 0o600, f
+    first = _secrets_of(home)
+    assert len(set(first)) == 3 and all(len(x) >= 24 for x in first)
+    os.chmod(home / "prefect-auth", 0o644)  # e.g. a copy restored with looser bits
+    services.ensure_auth_files(s)
+    assert _secrets_of(home) == first  # a second `up` keeps them
+    assert _mode(home / "prefect-auth") == 0o600
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read(home.resolve() / "mlflow" / "auth.ini")
+    m = ini["mlflow"]
+    assert m["default_permission"] == "READ"
+    assert m["admin_username"] == auth.ADMIN_USER and m["admin_password"] == first[0]
+    assert m["database_uri"] == f"sqlite:///{home.resolve() / 'mlflow' / 'auth.db'}"
+
+
+def test_secrets_travel_in_env_or_files_never_argv_nor_status(settings_env):
+    s = settings_env.load()
+    services.ensure_auth_files(s)
+    admin, consumer, prefect = _secrets_of(s.gan_home)
+    svc = {x.name: x for x in services.plan(s, ("KEYID", "SECRETVALUE"))}
+    ml, pf, serve = svc["mlflow"], svc["prefect"], svc["serve"]
+    assert ml.argv[ml.argv.index("--app-name") + 1] == "basic-auth"
+    assert ml.env["MLFLOW_AUTH_CONFIG_PATH"] == str(s.gan_home.resolve() / "mlflow" / "auth.ini")
+    assert pf.env["PREFECT_SERVER_API_AUTH_STRING"].endswith(":" + prefect)
+    assert serve.health_headers["Authorization"].startswith("Basic ")
+    for x in svc.values():
+        blob = " ".join(x.argv) + repr(x)  # repr: what a traceback or log line would show
+        assert not any(secret in blob for secret in (admin, consumer, prefect)), x.name
+    st = json.dumps(stack.status(s))
+    assert not any(secret in st for secret in (admin, consumer, prefect))
+    assert json.loads(st)["mlflow_consumer_file"] == str(s.gan_home.resolve()
+                                                         / "mlflow-consumer.json")
+
+
+def test_settings_take_stack_secrets_for_local_urls_only(settings_env):
+    settings_env.set(GAN_MLFLOW_PORT="21000", GAN_PREFECT_PORT="21001")
+    services.ensure_auth_files(settings_env.load())
+    admin, _, prefect = _secrets_of(settings_env.gan_home)
+    # No stack.json yet (the first `up` writes it last), URLs of this stack's ports.
+    settings_env.set(MLFLOW_TRACKING_URI="http://127.0.0.1:21000",
+                     PREFECT_API_URL="http://127.0.0.1:21001/api")
+    s = settings_env.load()
+    assert s.mlflow_tracking_username == auth.ADMIN_USER
+    assert s.mlflow_tracking_password.get_secret_value() == admin
+    assert s.prefect_api_auth_string.get_secret_value().endswith(":" + prefect)
+    public = json.dumps(s.public_dict())
+    assert admin not in public and prefect not in public
+    assert s.public_dict()["mlflow_tracking_password"] == "***"
+    # An external server never gets the stack's secrets...
+    settings_env.set(MLFLOW_TRACKING_URI="http://mlflow.example:5000",
+                     PREFECT_API_URL="http://prefect.example/api")
+    s = settings_env.load()
+    assert s.mlflow_tracking_password is None and s.prefect_api_auth_string is None
+    # ... it takes the standard variables, which also win for the local stack.
+    settings_env.set(MLFLOW_TRACKING_USERNAME="alice", MLFLOW_TRACKING_PASSWORD="pw-alice",
+                     PREFECT_API_AUTH_STRING="bob:pw-bob")
+    s = settings_env.load()
+    assert (s.mlflow_tracking_username, s.mlflow_tracking_password.get_secret_value(),
+            s.prefect_api_auth_string.get_secret_value()) == ("alice", "pw-alice", "bob:pw-bob")
+
+
+def test_broken_identity_file_is_named(settings_env):
+    settings_env.gan_home.mkdir(parents=True)
+    (settings_env.gan_home / "mlflow-admin.json").write_text("{not json")
+    settings_env.set(MLFLOW_TRACKING_URI="http://127.0.0.1:5000")
+    with pytest.raises(SettingsError, match="mlflow-admin.json"):
+        settings_env.load()
+    with pytest.raises(auth.SecretFileError, match="mlflow-admin.json"):
+        auth.ensure_identity(settings_env.gan_home / "mlflow-admin.json", auth.ADMIN_USER)
+    (settings_env.gan_home / "prefect-auth").write_text("nocolon")
+    with pytest.raises(auth.SecretFileError, match="prefect-auth"):
+        auth.ensure_prefect_auth(settings_env.gan_home / "prefect-auth")
+
+
+def test_clients_export_the_identity(settings_env, monkeypatch: pytest.MonkeyPatch):
+    for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "PREFECT_API_AUTH_STRING"):
+        monkeypatch.delenv(k, raising=False)
+    settings_env.set(MLFLOW_TRACKING_URI="http://127.0.0.1:21000", GAN_MLFLOW_PORT="21000",
+                     PREFECT_API_URL="http://127.0.0.1:21001/api", GAN_PREFECT_PORT="21001")
+    services.ensure_auth_files(settings_env.load())
+    s = settings_env.load()
+    for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "PREFECT_API_AUTH_STRING",
+              "PREFECT_API_URL"):
+        monkeypatch.setenv(k, "placeholder")  # restored by monkeypatch after the test
+    connect.use_credentials(s)  # what connect.client and load_generator do first
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == auth.ADMIN_USER
+    assert os.environ["MLFLOW_TRACKING_PASSWORD"] == s.mlflow_tracking_password.get_secret_value()
+    # No refresh of an already imported Prefect's global settings: they outlive this test.
+    monkeypatch.setattr(prefect_setup, "sys", SimpleNamespace(modules={}))
+    prefect_setup.use_api(s)
+    assert os.environ["PREFECT_API_AUTH_STRING"] == s.prefect_api_auth_string.get_secret_value()
