@@ -57,6 +57,9 @@ def _call(uri: str, ident: Identity | None, method: str, path: str,
 def logs_in(uri: str, ident: Identity) -> bool:
     """True when `ident` authenticates at the server (GET users/current)."""
     status, _ = _call(uri, ident, "GET", "/api/2.0/mlflow/users/current")
+    if status == 404:  # no auth app: a server started before authentication was switched on
+        raise RegistryError(f"MLflow at {uri} runs without authentication; restart it with "
+                            "`gan stack down && gan stack up`")
     return status == 200
 
 

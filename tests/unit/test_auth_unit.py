@@ -4,10 +4,13 @@ by `public_dict`, exported by the MLflow client setup and `use_api`."""
 
 from __future__ import annotations
 
+import base64
 import configparser
+import http.server
 import json
 import os
 import stat
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,6 +18,7 @@ import pytest
 
 from flows import prefect_setup
 from gan.core.settings import SettingsError
+from gan.registry import auth as registry_auth
 from gan.registry import connect
 from gan.stack import auth, services
 from gan.stack import supervisor as stack
@@ -129,3 +133,79 @@ def test_clients_export_the_identity(settings_env, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(prefect_setup, "sys", SimpleNamespace(modules={}))
     prefect_setup.use_api(s)
     assert os.environ["PREFECT_API_AUTH_STRING"] == s.prefect_api_auth_string.get_secret_value()
+
+
+class _FakeAuthServer(http.server.BaseHTTPRequestHandler):
+    """MLflow's user endpoints, enough for `ensure_user`: users {name: password}, one admin."""
+
+    users: dict[str, str] = {}
+    admin = "root"
+    calls: list[str] = []
+
+    def _who(self) -> str | None:
+        h = self.headers.get("Authorization", "")
+        if not h.startswith("Basic "):
+            return None
+        user, _, pw = base64.b64decode(h[6:]).decode().partition(":")
+        return user if self.users.get(user) == pw else None
+
+    def _answer(self, code: int, body: dict | None = None) -> None:
+        raw = json.dumps(body or {}).encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def _handle(self) -> None:
+        self.calls.append(f"{self.command} {self.path.split('?')[0]}")
+        who = self._who()
+        if who is None:
+            return self._answer(401)
+        n = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(n)) if n else {}
+        path = self.path.split("?")[0]
+        if path.endswith("/users/current"):
+            return self._answer(200, {"user": {"username": who}})
+        if who != self.admin:
+            return self._answer(403)
+        if path.endswith("/users/get"):
+            name = self.path.split("username=")[1]
+            return self._answer(200 if name in self.users else 404)
+        if path.endswith("/users/create"):
+            self.users[body["username"]] = body["password"]
+            return self._answer(200)
+        if path.endswith("/users/update-password"):
+            self.users[body["username"]] = body["password"]
+            return self._answer(200)
+        return self._answer(404)
+
+    do_GET = do_POST = do_PATCH = _handle
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+
+@pytest.fixture
+def fake_mlflow():
+    _FakeAuthServer.users = {"root": "rootpw"}
+    _FakeAuthServer.calls = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeAuthServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", _FakeAuthServer
+    server.shutdown()
+
+
+def test_consumer_user_created_then_kept_then_updated(fake_mlflow):
+    uri, srv = fake_mlflow
+    admin = ("root", "rootpw")
+    assert registry_auth.ensure_user(uri, admin, ("reader", "pw1")) == "created"
+    assert srv.users["reader"] == "pw1"
+    assert registry_auth.ensure_user(uri, admin, ("reader", "pw1")) == "kept"  # a second `up`
+    assert registry_auth.ensure_user(uri, admin, ("reader", "pw2")) == "updated"  # new file
+    assert srv.users["reader"] == "pw2"
+    with pytest.raises(registry_auth.RegistryError, match="admin identity 'root'") as e:
+        registry_auth.ensure_user(uri, ("root", "wrong"), ("reader", "pw3"))
+    assert "wrong" not in str(e.value) and "pw3" not in str(e.value)
+    registry_auth.change_password(uri, admin, "root", "rootpw2")
+    assert registry_auth.logs_in(uri, ("root", "rootpw2"))
+    assert not registry_auth.logs_in(uri, admin)
