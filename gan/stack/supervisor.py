@@ -85,7 +85,9 @@ def up(settings: Settings, *, timeout_s: float = 180.0, echo: Echo = print,
         for s in services:
             _wait_healthy(layout, s, deadline, timeout_s)
         _ensure_bucket(settings, services[0].url, keys)
-        _ensure_consumer(settings, _by_name(services, "mlflow"))
+        for s in services:
+            if s.name == "mlflow":  # not when `only` leaves it out (restore: SeaweedFS alone)
+                _ensure_consumer(settings, s)
     except BaseException:
         _stop(layout, [s.name for s in started], grace_s=10.0)
         raise

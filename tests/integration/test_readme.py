@@ -112,6 +112,8 @@ NOT_RUN: dict[str, str] = {
     "gan retrain --force": _RETRAIN + "; test_run_semantics runs the flow without force",
     "export PREFECT_API_URL=http://127.0.0.1:4200/api": "the default stack's address; the "
         "Prefect CLI lines it is for are not run",
+    'export PREFECT_API_AUTH_STRING="$(cat .gan/prefect-auth)"': "as above (./.gan); "
+        "test_work_pool's worker gets the auth string from the environment",
     "prefect work-pool create gan-pool --type process": "test_work_pool runs these three "
         "lines on the session stack (the worker with --run-once)",
     "prefect deploy --all": "as above",
