@@ -85,8 +85,10 @@ def ensure_user(uri: str, admin: Identity, user: Identity) -> str:
 
 def change_password(uri: str, admin: Identity, username: str, password: str) -> None:
     """Set `username`'s password as `admin` (an admin may change any user's, its own too)."""
-    status, body = _call(uri, admin, "PATCH", "/api/2.0/mlflow/users/update-password",
-                         {"username": username, "password": password})
+    body: dict[str, Any] = {"username": username, "password": password}
+    if username == admin[0]:  # MLflow asks for the current password to change one's own
+        body["current_password"] = admin[1]
+    status, answer = _call(uri, admin, "PATCH", "/api/2.0/mlflow/users/update-password", body)
     if status != 200:
         raise RegistryError(f"MLflow at {uri}: changing the password of {username!r} failed "
-                            f"(HTTP {status}: {body.get('message', '')})")
+                            f"(HTTP {status}: {answer.get('message', '')})")

@@ -175,6 +175,8 @@ class _FakeAuthServer(http.server.BaseHTTPRequestHandler):
             self.users[body["username"]] = body["password"]
             return self._answer(200)
         if path.endswith("/users/update-password"):
+            if body["username"] == who and body.get("current_password") != self.users[who]:
+                return self._answer(400, {"message": "Current password is required"})
             self.users[body["username"]] = body["password"]
             return self._answer(200)
         return self._answer(404)
