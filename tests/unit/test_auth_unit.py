@@ -20,7 +20,7 @@ from flows import prefect_setup
 from gan.core.settings import SettingsError
 from gan.registry import auth as registry_auth
 from gan.registry import connect
-from gan.stack import auth, services
+from gan.stack import auth, procs, services
 from gan.stack import supervisor as stack
 
 
@@ -190,6 +190,7 @@ class _FakeAuthServer(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def fake_mlflow():
     _FakeAuthServer.users = {"root": "rootpw"}
+    _FakeAuthServer.admin = "root"
     _FakeAuthServer.calls = []
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeAuthServer)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -211,3 +212,28 @@ def test_consumer_user_created_then_kept_then_updated(fake_mlflow):
     registry_auth.change_password(uri, admin, "root", "rootpw2")
     assert registry_auth.logs_in(uri, ("root", "rootpw2"))
     assert not registry_auth.logs_in(uri, admin)
+
+
+def test_rotate_mlflow_admin_changes_server_then_file(settings_env, fake_mlflow):
+    uri, srv = fake_mlflow
+    s = settings_env.load()
+    services.ensure_auth_files(s)
+    old = json.loads(s.mlflow_admin_file.read_text())
+    srv.users = {old["username"]: old["password"]}
+    srv.admin = old["username"]
+    # A live process recorded as the stack's MLflow, at the fake server's URL.
+    layout = services.Layout(s.gan_home.resolve())
+    rec = procs.spawn(["sleep", "60"], {}, cwd=layout.home, log=layout.log("mlflow"),
+                      pid_file=layout.pid("mlflow"), url=uri)
+    try:
+        stack.rotate_mlflow_admin(s, echo=lambda m: None)
+    finally:
+        procs.terminate_trees([p for p in [procs.owned(rec)] if p], grace_s=1)
+    new = json.loads(s.mlflow_admin_file.read_text())
+    assert new["username"] == old["username"] and new["password"] != old["password"]
+    assert srv.users[old["username"]] == new["password"]  # the server has the file's password
+    assert _mode(s.mlflow_admin_file) == 0o600
+    assert not s.mlflow_admin_file.with_name("mlflow-admin.json.new").exists()
+    assert new["password"] in (layout.home / "mlflow" / "auth.ini").read_text()
+    with pytest.raises(stack.StackError, match="needs this stack's MLflow running"):
+        stack.rotate_mlflow_admin(s, echo=lambda m: None)  # the process is gone now
