@@ -35,12 +35,15 @@ RESULTS_FOLDER = "prefect/results"  # s3://<bucket>/prefect/results/<cache key>
 
 
 def use_api(settings: Settings) -> str:
-    """Export PREFECT_API_URL for this process and its children; returns the URL.
+    """Export PREFECT_API_URL (and PREFECT_API_AUTH_STRING when `settings` has one) for this
+    process and its children; returns the URL.
 
     Prefect reads its settings from the environment when it is imported; if it already was,
     its global settings are refreshed. Without a configured server the error names what to do."""
     url = settings.require_prefect()
     os.environ["PREFECT_API_URL"] = url
+    if settings.prefect_api_auth_string is not None:  # the server asks for it (basic auth)
+        os.environ["PREFECT_API_AUTH_STRING"] = settings.prefect_api_auth_string.get_secret_value()
     if "prefect.context" in sys.modules:
         # Prefect already read its settings (imported earlier): make it read them again.
         from prefect.context import refresh_global_settings_context  # lazy: see above

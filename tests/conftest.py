@@ -44,7 +44,8 @@ STACK_VARS = (
     "AWS_PROFILE", "AWS_DEFAULT_REGION", "MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL",
     "PREFECT_API_URL", "PREFECT_API_KEY", "RAY_ADDRESS", "GAN_SERVE_CRON", "GAN_RAY_PORT",
     "GAN_RAY_CPUS", "GAN_BACKUP_S3_ENDPOINT_URL", "GAN_BACKUP_AWS_ACCESS_KEY_ID",
-    "GAN_BACKUP_AWS_SECRET_ACCESS_KEY", "GAN_MLFLOW_WORKERS",
+    "GAN_BACKUP_AWS_SECRET_ACCESS_KEY", "GAN_MLFLOW_WORKERS", "GAN_RAY_WORKER_RESOURCE",
+    "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "PREFECT_API_AUTH_STRING",
 )
 UP_TIMEOUT_S = 300  # a cold start on a busy 2-core machine takes ~30 s; leave room
 _rng = random.Random()
@@ -94,6 +95,17 @@ def run_gan(*args: str, env: dict[str, str] | None = None,
     """Run the `gan` command as a user would (env None: this process's environment)."""
     return subprocess.run([GAN_EXE, *args], env=env, capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def auth_env(settings: Settings) -> dict[str, str]:
+    """MLFLOW_TRACKING_USERNAME / _PASSWORD and PREFECT_API_AUTH_STRING of `settings`."""
+    out = {}
+    if settings.mlflow_tracking_username and settings.mlflow_tracking_password:
+        out["MLFLOW_TRACKING_USERNAME"] = settings.mlflow_tracking_username
+        out["MLFLOW_TRACKING_PASSWORD"] = settings.mlflow_tracking_password.get_secret_value()
+    if settings.prefect_api_auth_string:
+        out["PREFECT_API_AUTH_STRING"] = settings.prefect_api_auth_string.get_secret_value()
+    return out
 
 
 def stack_status(env: dict[str, str] | None = None) -> dict:
@@ -184,6 +196,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
             settings = Settings.load()
             mp.setenv("MLFLOW_TRACKING_URI", settings.require_mlflow())
             mp.setenv("PREFECT_API_URL", settings.require_prefect())
+            # The owner's identities, for tests that call MLflow or Prefect clients directly
+            # (the `gan` commands they start read them from GAN_HOME without these).
+            for k, v in auth_env(settings).items():
+                mp.setenv(k, v)
             yield settings
         finally:
             run_gan("stack", "down", env=env, timeout=120)
@@ -220,18 +236,23 @@ def make_stack_env(tmp_path: Path) -> Iterator[Callable[..., dict[str, str]]]:
 
 @pytest.fixture
 def portable_client(tmp_path: Path) -> Callable[..., list[dict]]:
-    """`run(cases, tracking_uri=None)`: the client script in a fresh process, in `tmp_path`,
-    with no PYTHONPATH, no pickle permission and no storage keys (a registered version must
-    come through MLflow's artifact proxy); fails the test when the script fails."""
+    """`run(cases, tracking_uri=None, identity=None)`: the client script in a fresh process, in
+    `tmp_path`, with no PYTHONPATH, no pickle permission and no storage keys (a registered
+    version must come through MLflow's artifact proxy), as MLflow user `identity` (user name,
+    password; e.g. the stack's read-only consumer); fails the test when the script fails."""
     script = Path(__file__).resolve().parent / "portable_client.py"
 
-    def run(cases: list[dict], tracking_uri: str | None = None) -> list[dict]:
+    def run(cases: list[dict], tracking_uri: str | None = None,
+            identity: tuple[str, str] | None = None) -> list[dict]:
         path = tmp_path / "portable_cases.json"
         path.write_text(json.dumps(cases))
         drop = {"PYTHONPATH", "MLFLOW_ALLOW_PICKLE_DESERIALIZATION", *STACK_VARS}
         env = {k: v for k, v in os.environ.items() if k not in drop}
         if tracking_uri:
             env["MLFLOW_TRACKING_URI"] = tracking_uri
+        if identity:
+            env |= {"MLFLOW_TRACKING_USERNAME": identity[0],
+                    "MLFLOW_TRACKING_PASSWORD": identity[1]}
         python = os.environ.get("GAN_CLIENT_PYTHON") or sys.executable
         r = subprocess.run([python, str(script), str(path)], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=300)

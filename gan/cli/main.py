@@ -84,6 +84,17 @@ def stack_down(
         raise fail(str(e)) from None
 
 
+@stack_app.command("rotate-mlflow-admin")
+def stack_rotate_mlflow_admin() -> None:
+    """Give the local MLflow's admin identity a new password (server and GAN_HOME file)."""
+    settings = load_settings()
+    console = stdout()
+    try:
+        stack_lib.rotate_mlflow_admin(settings, echo=lambda m: console.print(escape(m)))
+    except stack_lib.StackError as e:
+        raise fail(str(e)) from None
+
+
 @stack_app.command("status")
 def stack_status(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead."),
@@ -149,6 +160,9 @@ def _print_status(st: dict[str, Any], console: Console) -> None:
     console.print(f"bucket: {escape(st['bucket'])}")
     creds = st["credentials_file"] or "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (environment)"
     console.print(f"S3 credentials: {escape(creds)}")
+    if st.get("mlflow_consumer_file"):
+        console.print("MLflow read-only consumer identity (username, password): "
+                      f"{escape(st['mlflow_consumer_file'])}")
 
 
 # --------------------------------------------------------------------------- other commands

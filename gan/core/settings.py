@@ -37,7 +37,9 @@ class Settings(BaseSettings):
 
     Precedence: environment variables, then the local stack's state in `GAN_HOME`
     (`stack.json` for URLs). S3 keys: with GAN_S3_ENDPOINT_URL set, AWS_* from the environment;
-    without it, the local stack's `credentials.json` (mode 0600).
+    without it, the local stack's `credentials.json` (mode 0600). MLflow and Prefect
+    credentials: MLFLOW_TRACKING_USERNAME / _PASSWORD and PREFECT_API_AUTH_STRING, else (for the
+    local stack's URLs) `mlflow-admin.json` and `prefect-auth` (0600).
     """
 
     model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
@@ -56,6 +58,14 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = Field(None, validation_alias=_alias("MLFLOW_TRACKING_URI"))
     prefect_api_url: str | None = Field(None, validation_alias=_alias("PREFECT_API_URL"))
     ray_address: str | None = Field(None, validation_alias=_alias("RAY_ADDRESS"))
+    # Credentials for MLflow (basic auth) and Prefect (API auth string): from the environment,
+    # else the local stack's secret files when the URL is the local stack's (see `load`).
+    mlflow_tracking_username: str | None = Field(
+        None, validation_alias=_alias("MLFLOW_TRACKING_USERNAME"))
+    mlflow_tracking_password: SecretStr | None = Field(
+        None, validation_alias=_alias("MLFLOW_TRACKING_PASSWORD"))
+    prefect_api_auth_string: SecretStr | None = Field(
+        None, validation_alias=_alias("PREFECT_API_AUTH_STRING"))
     # Ports of the local stack (only used when this machine runs the stack).
     s3_port: int = Field(8333, ge=1024, le=65535, validation_alias=_alias("GAN_S3_PORT"))
     mlflow_port: int = Field(5000, ge=1024, le=65535, validation_alias=_alias("GAN_MLFLOW_PORT"))
@@ -123,6 +133,21 @@ class Settings(BaseSettings):
         return self.gan_home / "credentials.json"
 
     @property
+    def mlflow_admin_file(self) -> Path:
+        """The local MLflow's admin identity, used by the pipeline (0600, `gan stack up`)."""
+        return self.gan_home / "mlflow-admin.json"
+
+    @property
+    def mlflow_consumer_file(self) -> Path:
+        """The local MLflow's read-only identity for consumers (0600, `gan stack up`)."""
+        return self.gan_home / "mlflow-consumer.json"
+
+    @property
+    def prefect_auth_file(self) -> Path:
+        """The local Prefect server's API auth string `user:secret` (0600, `gan stack up`)."""
+        return self.gan_home / "prefect-auth"
+
+    @property
     def ray_token_file(self) -> Path:
         """The local Ray head's authentication token (0600, written by `gan stack up`)."""
         return self.gan_home / "ray-token"
@@ -171,7 +196,8 @@ class Settings(BaseSettings):
         """Everything safe to print or log: secrets masked, never their values."""
         d = self.model_dump(mode="json")
         for k in ("aws_access_key_id", "aws_secret_access_key", "backup_aws_access_key_id",
-                  "backup_aws_secret_access_key"):
+                  "backup_aws_secret_access_key", "mlflow_tracking_password",
+                  "prefect_api_auth_string"):
             d[k] = "***" if getattr(self, k) else None
         return d
 
@@ -192,6 +218,7 @@ class Settings(BaseSettings):
             updates["mlflow_tracking_uri"] = state["mlflow_uri"]
         if self.prefect_api_url is None and state.get("prefect_api_url"):
             updates["prefect_api_url"] = state["prefect_api_url"]
+        updates |= self._stack_secrets(state, updates)
         if self.ray_address is None and state.get("ray_address"):
             updates |= {"ray_address": state["ray_address"], "ray_from_stack": True}
         # The local stack's keys belong to its SeaweedFS, so without GAN_S3_ENDPOINT_URL they win
@@ -205,3 +232,34 @@ class Settings(BaseSettings):
             except (KeyError, json.JSONDecodeError) as e:
                 raise SettingsError(f"{self.credentials_file} is unreadable: {e}") from None
         return self.model_copy(update=updates) if updates else self
+
+    def _stack_secrets(self, state: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
+        """MLflow admin and Prefect auth string from GAN_HOME's files, for the local stack's
+        URLs only (the one in stack.json, or 127.0.0.1 on the configured port): an external
+        server never gets them, and the environment's values win."""
+        out: dict[str, Any] = {}
+        mlflow_uri = updates.get("mlflow_tracking_uri", self.mlflow_tracking_uri)
+        if (self.mlflow_tracking_username is None and self.mlflow_tracking_password is None
+                and mlflow_uri in (state.get("mlflow_uri"),
+                                   f"http://127.0.0.1:{self.mlflow_port}")
+                and (ident := _read_secret_json(self.mlflow_admin_file))):
+            out["mlflow_tracking_username"] = ident["username"]
+            out["mlflow_tracking_password"] = SecretStr(ident["password"])
+        prefect_url = updates.get("prefect_api_url", self.prefect_api_url)
+        if (self.prefect_api_auth_string is None
+                and prefect_url in (state.get("prefect_api_url"),
+                                    f"http://127.0.0.1:{self.prefect_port}/api")
+                and self.prefect_auth_file.is_file()):
+            out["prefect_api_auth_string"] = SecretStr(self.prefect_auth_file.read_text().strip())
+        return out
+
+
+def _read_secret_json(path: Path) -> dict[str, str] | None:
+    """{"username", "password"} from a stack identity file; None when absent."""
+    try:
+        data = json.loads(path.read_text())
+        return {"username": str(data["username"]), "password": str(data["password"])}
+    except FileNotFoundError:
+        return None
+    except (KeyError, TypeError, json.JSONDecodeError) as e:
+        raise SettingsError(f"{path} is unreadable ({e}); restore it from a backup") from None

@@ -6,6 +6,7 @@ What it is not: no publishing (`gan.registry.publish`), no model loading (`gan.r
 
 from __future__ import annotations
 
+import os
 import time
 import urllib.error
 import urllib.request
@@ -63,9 +64,21 @@ def check_reachable(settings: Settings, *, attempts: int = 3, delay_s: float = 1
                               f"attempts ({last}); nothing was registered")
 
 
+def use_credentials(settings: Settings) -> None:
+    """Export `settings`' MLflow identity as MLFLOW_TRACKING_USERNAME / _PASSWORD, where MLflow's
+    client (REST calls, artifact proxy downloads) reads it; for this process and its children.
+    Without one (an open server) the variables are left as they are."""
+    if settings.mlflow_tracking_username and settings.mlflow_tracking_password:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = settings.mlflow_tracking_username
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = (
+            settings.mlflow_tracking_password.get_secret_value())
+
+
 def client(settings: Settings) -> MlflowClient:
-    """A client for `settings`' tracking server; also points MLflow's fluent API there."""
+    """A client for `settings`' tracking server, with its identity (`use_credentials`); also
+    points MLflow's fluent API there."""
     uri = settings.require_mlflow()
+    use_credentials(settings)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)

@@ -25,7 +25,13 @@ from safetensors import SafetensorError
 from gan.core.settings import Settings
 from gan.nets.models import Discriminator, Generator
 from gan.registry import model_format as mlflow_model
-from gan.registry.connect import NOT_FOUND_CODES, ModelNotFoundError, RegistryError, check_reachable
+from gan.registry.connect import (
+    NOT_FOUND_CODES,
+    ModelNotFoundError,
+    RegistryError,
+    check_reachable,
+    use_credentials,
+)
 
 
 def download_model(uri: str, dst: str | Path, *, settings: Settings | None = None) -> Path:
@@ -38,6 +44,7 @@ def download_model(uri: str, dst: str | Path, *, settings: Settings | None = Non
         settings = settings or Settings.load()
         tracking = settings.require_mlflow()
         check_reachable(settings, attempts=2)  # seconds, not MLflow's minutes of retries
+        use_credentials(settings)
         c = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
         try:
             local = Path(mlflow.artifacts.download_artifacts(

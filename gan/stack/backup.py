@@ -16,8 +16,9 @@ What this module is:
     in the bucket). On any failure GAN_HOME is emptied again: nothing half-restored.
     `gan stack up` then serves the same runs, versions, aliases, datasets and flow runs.
 
-Backup layout: `manifest.json`, `mlflow.db`, `prefect.db`, `credentials.json`,
-`s3-identities.json` (the last two hold the S3 secret: keep a backup as private as GAN_HOME),
+Backup layout: `manifest.json`, `mlflow.db`, `prefect.db`, `mlflow-auth.db` (MLflow's users),
+`credentials.json`, `s3-identities.json`, `mlflow-admin.json`, `mlflow-consumer.json`,
+`prefect-auth` (these five hold the stack's secrets: keep a backup as private as GAN_HOME),
 `objects/<key>` for each object of the bucket.
 
 What it is not: no scheduling or retention of backups, no incremental copies, no backup of an
@@ -51,10 +52,15 @@ MANIFEST = "manifest.json"
 OBJECTS = "objects"
 # (backup name, path under GAN_HOME, service whose database it is / None for key files)
 DATABASES = (("mlflow.db", "mlflow/mlflow.db", "mlflow"), ("prefect.db", "prefect/prefect.db",
-                                                              "prefect"))
+                                                              "prefect"),
+             ("mlflow-auth.db", "mlflow/auth.db", "mlflow"))
+# Databases a stack made before authentication does not have (copied when present).
+OPTIONAL_DATABASES = {"mlflow-auth.db"}
 KEY_FILES = (("credentials.json", "credentials.json"), ("s3-identities.json",
-                                                         "s3-identities.json"))
-PRIVATE = {"credentials.json", "s3-identities.json"}
+                                                         "s3-identities.json"),
+             ("mlflow-admin.json", "mlflow-admin.json"),
+             ("mlflow-consumer.json", "mlflow-consumer.json"), ("prefect-auth", "prefect-auth"))
+PRIVATE = {name for name, _ in KEY_FILES}
 
 
 class BackupError(StackError):
@@ -167,6 +173,8 @@ def backup(settings: Settings, dest: str, *, echo: Echo = print) -> dict[str, An
                 skipped[name] = f"{services[service].title} at {services[service].url}"
                 continue
             db = home / rel
+            if name in OPTIONAL_DATABASES and not db.is_file():
+                continue
             if not db.is_file():
                 raise BackupError(f"{db} does not exist: is GAN_HOME={home} a stack?")
             _sqlite_copy(db, scratch / name)

@@ -31,6 +31,7 @@ from gan.io.jsonio import read_json, write_json
 SCRUBBED_ENV = (
     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
     "MLFLOW_S3_ENDPOINT_URL", "MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_API_KEY",
+    "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "PREFECT_API_AUTH_STRING",
 )
 
 
@@ -209,9 +210,11 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def http_ok(url: str, *, local: bool, timeout_s: float = 3.0) -> bool:
+def http_ok(url: str, *, local: bool, timeout_s: float = 3.0,
+            headers: Mapping[str, str] | None = None) -> bool:
     """Local services: GET answers 200. External ones: any answer below 500 (reachable).
-    A `tcp://host:port` URL (a service without HTTP, e.g. Ray's GCS): the port accepts."""
+    A `tcp://host:port` URL (a service without HTTP, e.g. Ray's GCS): the port accepts.
+    `headers`: sent with the GET (an Authorization header for a protected API)."""
     if url.startswith("tcp://"):
         host, _, port = url.removeprefix("tcp://").rpartition(":")
         try:
@@ -223,7 +226,8 @@ def http_ok(url: str, *, local: bool, timeout_s: float = 3.0) -> bool:
     handlers = [urllib.request.ProxyHandler({})] if local else []
     opener = urllib.request.build_opener(*handlers)
     try:
-        with opener.open(url, timeout=timeout_s) as r:
+        with opener.open(urllib.request.Request(url, headers=dict(headers or {})),
+                         timeout=timeout_s) as r:
             return r.status == 200 or (not local and r.status < 500)
     except urllib.error.HTTPError as e:
         return not local and e.code < 500

@@ -12,6 +12,7 @@ and it never prints a secret.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -26,6 +27,7 @@ from typing import Any
 from gan.core.deployment import DEPLOYMENT_NAME, deployment_health_url
 from gan.core.settings import Settings
 from gan.io.jsonio import read_json, write_json
+from gan.stack import auth
 
 # SeaweedFS's parts, at GAN_S3_PORT + index; each also opens gRPC at +10000.
 WEED_ROLES = ("S3", "master", "volume", "filer", "admin")
@@ -60,9 +62,11 @@ class Service:
     url: str  # what clients use
     health_url: str | None  # GET answering 200 = healthy; None: a live process is healthy
     argv: tuple[str, ...] = ()
-    env: Mapping[str, str] = field(default_factory=dict)  # added to the child's env only
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)  # the child's env only
     ports: tuple[Port, ...] = ()
     needs: tuple[str, ...] = ()  # services that must be healthy before this one starts
+    # Headers of the health GET (e.g. Prefect's API auth for `gan serve`'s deployment probe).
+    health_headers: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def external(self) -> bool:
@@ -157,11 +161,17 @@ def _mlflow_service(
         # The job runner (8 extra processes, ~700 MB) serves GenAI jobs this project never uses.
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "MLFLOW_DISABLE_TELEMETRY": "true",
+        # The basic-auth app's config (admin identity, user database, READ by default): a 0600
+        # file written by `up` (gan.stack.auth), so no secret is in argv.
+        "MLFLOW_AUTH_CONFIG_PATH": str(mlflow_auth_ini(home)),
     }
+    if (flask_key := mlflow_flask_key(home)).is_file():  # signs the auth app's CSRF tokens
+        env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = flask_key.read_text().strip()
     if keys:
         env |= {"AWS_ACCESS_KEY_ID": keys[0], "AWS_SECRET_ACCESS_KEY": keys[1]}
     argv = (
         _tool("mlflow"), "server",
+        "--app-name", "basic-auth",
         "--backend-store-uri", f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
         "--artifacts-destination", f"s3://{settings.s3_bucket}/mlflow", "--serve-artifacts",
         "--host", "127.0.0.1", "--port", str(settings.mlflow_port),
@@ -186,6 +196,8 @@ def _prefect_service(settings: Settings, home: Path, recorded: Any) -> Service:
         "PREFECT_SERVER_API_PORT": str(settings.prefect_port),
         "DO_NOT_TRACK": "1",
     }
+    if (auth_string := read_prefect_auth(settings)) is not None:  # `up` writes it first
+        env["PREFECT_SERVER_API_AUTH_STRING"] = auth_string
     argv = (
         _tool("prefect"), "server", "start", "--host", "127.0.0.1",
         "--port", str(settings.prefect_port), "--analytics-off",
@@ -209,10 +221,13 @@ def _serve_service(settings: Settings, home: Path, services: list[Service],
     if settings.s3_external and keys:
         env |= {"AWS_ACCESS_KEY_ID": keys[0], "AWS_SECRET_ACCESS_KEY": keys[1]}
     ui = prefect.url.removesuffix("/api")
+    auth_string = read_prefect_auth(settings)
+    headers = ({"Authorization": "Basic " + base64.b64encode(auth_string.encode()).decode()}
+               if auth_string else {})
     return Service("serve", f"deployment retrain/{DEPLOYMENT_NAME}",
                    f"{ui}/deployments", deployment_health_url(prefect.url),
                    (_tool("gan"), "serve", *_schedule_args(settings.serve_cron)), env,
-                   needs=("s3", "mlflow", "prefect"))
+                   needs=("s3", "mlflow", "prefect"), health_headers=headers)
 
 
 def _ray_service(settings: Settings, recorded: Any) -> Service:
@@ -295,6 +310,39 @@ def ensure_ray_token(path: Path) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(secrets.token_hex(32))
+
+
+def mlflow_auth_ini(home: Path) -> Path:
+    """MLflow's basic-auth config (MLFLOW_AUTH_CONFIG_PATH), rewritten by every `up`."""
+    return home / "mlflow" / "auth.ini"
+
+
+def mlflow_flask_key(home: Path) -> Path:
+    """The auth app's Flask secret key (MLFLOW_FLASK_SERVER_SECRET_KEY), 0600."""
+    return home / "mlflow" / "flask-secret-key"
+
+
+def mlflow_auth_db(home: Path) -> Path:
+    """MLflow's user database (users, passwords' hashes, permissions)."""
+    return home / "mlflow" / "auth.db"
+
+
+def ensure_auth_files(settings: Settings) -> None:
+    """The local MLflow's admin and consumer identities, its auth ini, and the Prefect auth
+    string: kept when present, else generated 0600 (gan.stack.auth)."""
+    home = settings.gan_home.resolve()
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    admin = auth.ensure_identity(settings.mlflow_admin_file, auth.ADMIN_USER)
+    auth.ensure_identity(settings.mlflow_consumer_file, auth.CONSUMER_USER)
+    auth.write_mlflow_auth_ini(mlflow_auth_ini(home), db=mlflow_auth_db(home), admin=admin)
+    auth.ensure_token(mlflow_flask_key(home))
+    auth.ensure_prefect_auth(settings.prefect_auth_file)
+
+
+def read_prefect_auth(settings: Settings) -> str | None:
+    """The local Prefect server's auth string, None before the first `up`."""
+    path = settings.prefect_auth_file
+    return path.read_text().strip() if path.is_file() else None
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -8,6 +8,8 @@ health; `down` stops exactly the processes `up` started; `status` reports URLs a
 State under GAN_HOME:
 
     credentials.json (0600)  S3 keys, generated on first start     stack.json  URLs, no secrets
+    mlflow-admin.json, mlflow-consumer.json (0600)  MLflow identities: pipeline, read-only
+    prefect-auth (0600)      Prefect's API auth string   mlflow/auth.ini, auth.db  MLflow's users
     ray-token (0600)         the Ray head's token (its session files: $TMPDIR/gan-ray-<port>)
     s3-identities.json (0600) SeaweedFS's copy of those keys       logs/<service>.log
     s3/  mlflow/  prefect/   each service's data (kept by `down`)  run/<service>.pid
@@ -18,6 +20,8 @@ secret: status shows the credentials FILE, never its values.
 
 from __future__ import annotations
 
+import os
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,12 +33,14 @@ from gan.core.settings import Settings
 from gan.io.jsonio import write_json
 from gan.io.storage import Storage, StorageError
 from gan.stack import procs
+from gan.stack.auth import ADMIN_USER, CONSUMER_USER, ensure_identity
 from gan.stack.services import (
     STOPS_ITS_CHILDREN,
     Layout,
     Port,
     Service,
     StackError,
+    ensure_auth_files,
     ensure_ray_token,
     plan,
     s3_keys,
@@ -79,6 +85,9 @@ def up(settings: Settings, *, timeout_s: float = 180.0, echo: Echo = print,
         for s in services:
             _wait_healthy(layout, s, deadline, timeout_s)
         _ensure_bucket(settings, services[0].url, keys)
+        for s in services:
+            if s.name == "mlflow":  # not when `only` leaves it out (restore: SeaweedFS alone)
+                _ensure_consumer(settings, s)
     except BaseException:
         _stop(layout, [s.name for s in started], grace_s=10.0)
         raise
@@ -96,6 +105,7 @@ def _preflight(
             raise StackError(f"{settings.credentials_file} vanished while SeaweedFS runs with "
                              "the old keys; run `gan stack down` then `gan stack up`")
     keys = s3_keys(settings)
+    ensure_auth_files(settings)  # before planning: the services' env names them
     services = plan(settings, keys)
     _check_port_plan(services)
     running = {s.name: r for s in services if not s.external and (r := _running(layout, s))}
@@ -176,7 +186,8 @@ def _wait_healthy(layout: Layout, s: Service, deadline: float, timeout_s: float)
                 raise StackError(f"{s.title} exited while starting; see {layout.log(s.name)}")
             if s.health_url is None:
                 return
-        if s.health_url is None or procs.http_ok(s.health_url, local=not s.external):
+        if s.health_url is None or procs.http_ok(s.health_url, local=not s.external,
+                                                 headers=s.health_headers):
             return
         if time.monotonic() > deadline:
             where = f"see its log {layout.log(s.name)}" if not s.external else "is the URL right?"
@@ -195,6 +206,47 @@ def _ensure_bucket(settings: Settings, endpoint: str, keys: tuple[str, str]) -> 
         Storage.from_settings(s).ensure_bucket()
     except StorageError as e:
         raise StackError(f"bucket {settings.s3_bucket!r}: {e}") from None
+
+
+def _ensure_consumer(settings: Settings, mlflow: Service) -> None:
+    """The local MLflow's read-only consumer user matches `mlflow-consumer.json` (idempotent)."""
+    if mlflow.external:
+        return
+    from gan.registry import auth as mlflow_auth  # lazy: gan.registry imports MLflow (≈2 s)
+
+    admin = ensure_identity(settings.mlflow_admin_file, ADMIN_USER)
+    consumer = ensure_identity(settings.mlflow_consumer_file, CONSUMER_USER)
+    try:
+        mlflow_auth.ensure_user(mlflow.url, admin, consumer)
+    except mlflow_auth.RegistryError as e:
+        raise StackError(f"{mlflow.title}: {e}") from None
+
+
+def rotate_mlflow_admin(settings: Settings, *, echo: Echo = print) -> None:
+    """A new password for the local MLflow's admin: set in the running server, then in
+    `mlflow-admin.json` and the auth ini. The new file is written aside first, so a failure
+    at any step leaves a password that works in one of the two files (the message names it)."""
+    mlflow = _by_name(plan(settings), "mlflow")
+    rec = None if mlflow.external else procs.read_record(Layout(settings.gan_home.resolve())
+                                                         .pid("mlflow"))
+    if not (rec and procs.owned(rec)):
+        raise StackError("rotate-mlflow-admin needs this stack's MLflow running (`gan stack up`)")
+    from gan.registry import auth as mlflow_auth  # lazy: gan.registry imports MLflow (≈2 s)
+
+    path = settings.mlflow_admin_file
+    admin = ensure_identity(path, ADMIN_USER)
+    pending = path.with_name(path.name + ".new")
+    write_json(pending, {"username": admin[0], "password": secrets.token_urlsafe(24)},
+               private=True)
+    new = ensure_identity(pending, ADMIN_USER)
+    try:
+        mlflow_auth.change_password(rec.url, admin, admin[0], new[1])
+    except mlflow_auth.RegistryError as e:
+        pending.unlink(missing_ok=True)
+        raise StackError(f"{mlflow.title}: {e}; the old password in {path} still holds") from None
+    os.replace(pending, path)
+    ensure_auth_files(settings)  # the ini names the new password
+    echo(f"new MLflow admin password set in the server and in {path}")
 
 
 def _write_state(settings: Settings, services: list[Service]) -> None:
@@ -222,7 +274,8 @@ def status(settings: Settings) -> dict[str, Any]:
             healthy = False
         else:
             health = s.health_url.replace(s.url, url, 1) if s.health_url else None
-            healthy = health is None or procs.http_ok(health, local=True)
+            healthy = health is None or procs.http_ok(health, local=True,
+                                                      headers=s.health_headers)
         services[s.name] = {
             "title": s.title, "url": url, "healthy": healthy, "external": s.external,
             "pid": live.pid if live else None,
@@ -233,6 +286,9 @@ def status(settings: Settings) -> dict[str, Any]:
         "s3_endpoint": services["s3"]["url"],
         "bucket": settings.s3_bucket,
         "credentials_file": None if settings.s3_external else str(layout.home / "credentials.json"),
+        # The read-only MLflow identity for consumers (user name and password; 0600).
+        "mlflow_consumer_file": (None if services["mlflow"]["external"]
+                                 else str(settings.mlflow_consumer_file.resolve())),
         "mlflow_uri": services["mlflow"]["url"],
         "prefect_api_url": services["prefect"]["url"],
         "prefect_ui_url": services["prefect"]["url"].removesuffix("/api"),

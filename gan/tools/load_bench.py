@@ -38,7 +38,7 @@ import numpy as np
 import psutil
 
 from gan.core.settings import Settings
-from gan.stack import procs
+from gan.stack import auth, procs
 from gan.stack.services import Service, plan
 
 READY_TIMEOUT_S = 180.0  # 16 cold `import torch, mlflow` on 2 busy cores take ~30-60 s
@@ -244,8 +244,11 @@ def bench_workers(settings: Settings, uri: str, *, workers: tuple[int, ...] = (1
             folder = Path(tmp) / f"workers-{w}"
             folder.mkdir()
             with mlflow_server(settings, w, folder) as url:
-                env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-                env["MLFLOW_TRACKING_URI"] = url
+                # The consumers pull as the stack's read-only identity (as applications do).
+                env = {k: v for k, v in os.environ.items()
+                       if k not in ("PYTHONPATH", *auth.IDENTITY_VARS)}
+                env |= {"MLFLOW_TRACKING_URI": url} | auth.identity_env(
+                    settings.mlflow_consumer_file)
                 echo(f"{consumers} consumers on {uri}, mlflow server with {w} worker(s), "
                      f"{duration_s:.0f} s ...")
                 res = run_load(uri, env=env, workdir=folder / "consumers", consumers=consumers,

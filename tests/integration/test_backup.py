@@ -10,6 +10,7 @@ prefix of the session stack's store (the "other store"), which lists the same ob
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import urllib.request
@@ -28,8 +29,12 @@ pytestmark = pytest.mark.integration
 
 def _api(url: str, body: dict | None = None, method: str = "POST") -> dict:
     data = None if body is None else json.dumps(body).encode()
+    # The stacks' Prefect asks for its auth string (the `stack` fixture exports the owner's;
+    # the restored stack has the same one: it comes with the backup).
+    token = base64.b64encode(os.environ["PREFECT_API_AUTH_STRING"].encode()).decode()
     req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": f"Basic {token}"})
     with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 (loopback test stack)
         return json.loads(r.read())
 
@@ -77,7 +82,9 @@ def test_backup_restore_round_trip(stack: Settings, storage: Storage, gan_cli, m
     assert r.returncode == 0, r.stderr
     manifest = json.loads((dest / "manifest.json").read_text())
     files = manifest["files"]
-    assert {"mlflow.db", "prefect.db", "credentials.json", "s3-identities.json"} <= set(files)
+    assert {"mlflow.db", "prefect.db", "credentials.json", "s3-identities.json",
+            "mlflow-auth.db", "mlflow-admin.json", "mlflow-consumer.json", "prefect-auth"
+            } <= set(files)
     assert f"objects/{dataset_uri.split('/', 3)[3]}" in files
     assert (dest / "credentials.json").stat().st_mode & 0o077 == 0
     again = gan_cli.run("stack", "backup", str(dest))

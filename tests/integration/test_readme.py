@@ -67,6 +67,10 @@ _SERVE = ("blocks until stopped; the stack's own `gan serve` runs it, and "
 _K8S = "needs docker / a Kubernetes cluster; the manifests are checked by test_k8s_manifests"
 _BACKUP = ("writes to folders outside the test's; test_backup runs backup (folder and s3://), "
            "restore and `up` of the restored stack")
+_CONSUMER = ("the default stack's address and ./.gan; test_auth pulls and samples the "
+             "champion as the consumer identity on the session stack")
+_ROTATE = ("would restart the session's stack or change its secrets under the other tests; "
+           "test_auth_unit covers the files, test_auth the consumer and the refusals")
 NOT_RUN: dict[str, str] = {
     "make run": "the whole quick start (install, stack, a full retraining); the stack here is "
                 "the fixture's, with this file's commands run against it",
@@ -120,6 +124,8 @@ NOT_RUN: dict[str, str] = {
     "gan retrain --force": _RETRAIN + "; test_run_semantics runs the flow without force",
     "export PREFECT_API_URL=http://127.0.0.1:4200/api": "the default stack's address; the "
         "Prefect CLI lines it is for are not run",
+    'export PREFECT_API_AUTH_STRING="$(cat .gan/prefect-auth)"': "as above (./.gan); "
+        "test_work_pool's worker gets the auth string from the environment",
     "prefect work-pool create gan-pool --type process": "test_work_pool runs these three "
         "lines on the session stack (the worker with --run-once)",
     "prefect deploy --all": "as above",
@@ -132,6 +138,17 @@ NOT_RUN: dict[str, str] = {
     "prefect work-pool create gan-k8s --type kubernetes --base-job-template "
     "infra/k8s/prefect-base-job-template.json": _K8S,
     "kubectl apply -f infra/k8s/prefect-worker.yaml": _K8S,
+    "export MLFLOW_TRACKING_URI=http://127.0.0.1:5000 MLFLOW_TRACKING_USERNAME=gan-consumer":
+        _CONSUMER,
+    """export MLFLOW_TRACKING_PASSWORD="$(python -c 'import json; print(json.load(open(".gan/"""
+    """mlflow-consumer.json"))["password"])')\"""": _CONSUMER,
+    """python -c 'import mlflow; print(mlflow.pyfunc.load_model("models:/gan-digits@champion")"""
+    """.predict({"n": 4}).shape)'""": _CONSUMER,
+    "gan stack down && rm .gan/prefect-auth && gan stack up": _ROTATE,
+    "gan stack down && rm .gan/ray-token && gan stack up": _ROTATE,
+    "rm .gan/mlflow-consumer.json && gan stack up": _ROTATE,
+    "gan stack rotate-mlflow-admin": _ROTATE,
+    "gan stack down && rm .gan/credentials.json .gan/s3-identities.json && gan stack up": _ROTATE,
 }
 
 

@@ -8,6 +8,7 @@ Two runs of tiny conditional DCGANs are registered under one fresh model name: t
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import mlflow
@@ -213,7 +214,8 @@ def test_registered_versions_load_without_the_pipeline(stack: Settings, publishe
                                                        portable_client) -> None:
     """A conditional (the published champion) and an unconditional registered version load
     both ways (pyfunc, pytorch/pt2) in a process that cannot import `gan`, knowing only the
-    MLflow URL: no storage keys, artifacts through MLflow's proxy."""
+    MLflow URL and the stack's read-only consumer identity: no storage keys, artifacts
+    through MLflow's proxy."""
     name, ((_, inputs1, _), _) = published
     cfg_u = MODEL_CFG.model_copy(update={"conditional": False})
     torch.manual_seed(3)
@@ -238,7 +240,9 @@ def test_registered_versions_load_without_the_pipeline(stack: Settings, publishe
         ref_path = tmp_path / f"ref-{len(cases)}.npz"
         np.savez(ref_path, **ref, **({"y": y.numpy()} if cfg.conditional else {}))
         cases.append({"uri": uri, "conditional": cfg.conditional, "ref": str(ref_path)})
-    results = portable_client(cases, tracking_uri=stack.require_mlflow())
+    consumer = json.loads(stack.mlflow_consumer_file.read_text())  # the read-only identity
+    results = portable_client(cases, tracking_uri=stack.require_mlflow(),
+                              identity=(consumer["username"], consumer["password"]))
     assert [r["ok"] for r in results] == [True, True], results
 
 

@@ -45,12 +45,19 @@ def _settings_for(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Setti
     """Settings.load() as a process started with `env` would see it."""
     for k in ("GAN_HOME", "GAN_S3_PORT", "GAN_MLFLOW_PORT", "GAN_PREFECT_PORT", "GAN_S3_BUCKET",
               "GAN_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-              "MLFLOW_TRACKING_URI", "PREFECT_API_URL"):
+              "MLFLOW_TRACKING_URI", "PREFECT_API_URL", "MLFLOW_TRACKING_USERNAME",
+              "MLFLOW_TRACKING_PASSWORD", "PREFECT_API_AUTH_STRING"):
         if k in env:
             monkeypatch.setenv(k, env[k])
         else:
             monkeypatch.delenv(k, raising=False)
-    return Settings.load()
+    settings = Settings.load()
+    # That stack's own identities (from its GAN_HOME) for the MLflow clients of this process.
+    if settings.mlflow_tracking_username and settings.mlflow_tracking_password:
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", settings.mlflow_tracking_username)
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD",
+                           settings.mlflow_tracking_password.get_secret_value())
+    return settings
 
 
 def _stack_pids(home: Path) -> dict[str, list[int]]:

@@ -25,6 +25,7 @@ import pytest
 from faultlib import RELAXED_GATE, aliases, run_flow, smoke_params, unique, versions_of
 
 from gan.core.settings import Settings
+from gan.stack.auth import identity_env
 from gan.tools.load_bench import run_load
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -34,11 +35,13 @@ _SERVICE_VARS = ("GAN_", "AWS_", "MLFLOW_", "PREFECT_", "RAY_")
 
 def consumer_env(stack: Settings) -> dict[str, str]:
     """What each consumer process gets: an application's environment, i.e. this one without
-    the pipeline's paths, service variables or keys, plus the MLflow server's URI. (With
-    authentication on, the consumer identity's MLFLOW_TRACKING_USERNAME/PASSWORD go here.)"""
+    the pipeline's paths, service variables or keys, plus the MLflow server's URI and the
+    stack's read-only consumer identity (MLFLOW_TRACKING_USERNAME/PASSWORD)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(_SERVICE_VARS) and k != "PYTHONPATH"}
-    return env | {"MLFLOW_TRACKING_URI": stack.require_mlflow()}
+    consumer = identity_env(stack.mlflow_consumer_file)
+    assert consumer, f"no consumer identity in {stack.mlflow_consumer_file}"
+    return env | {"MLFLOW_TRACKING_URI": stack.require_mlflow()} | consumer
 
 
 def test_16_consumers_pull_the_champion_while_a_retrain_moves_it(
