@@ -14,9 +14,6 @@ writes into the local S3:
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -37,17 +34,6 @@ from gan.io.storage import Storage
 from gan.registry.load import load_generator
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
-
-RELAXED_GATE = ("--max-class-kl", "100", "--min-recall-ratio", "0")
-
-
-def _retrain(*args: str) -> subprocess.CompletedProcess[str]:
-    t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "gan.cli", "retrain", *args],
-                       capture_output=True, text=True, timeout=500, stdin=subprocess.DEVNULL,
-                       env=dict(os.environ))
-    print(f"gan retrain {' '.join(args[:5])}...: {time.monotonic() - t0:.0f} s")
-    return r
 
 
 def _parquet(storage: Storage, prefix: str, tmp_path: Path) -> str:
@@ -74,14 +60,15 @@ def _cifar10(storage: Storage, prefix: str, tmp_path: Path) -> str:
 @pytest.mark.parametrize(("source", "write", "classes"), [
     ("parquet", _parquet, len(CLASSES)), ("cifar10", _cifar10, 10)])
 def test_retrain_registers_a_version_from_each_file_source_in_s3(
-        stack: Settings, tmp_path: Path, source: str,
+        stack: Settings, gan_retrain, tmp_path: Path, source: str,
         write: Callable[[Storage, str, Path], str], classes: int) -> None:
     storage = Storage.from_settings(stack)
     prefix = stack.s3_uri("uploads", f"{source}-{uuid.uuid4().hex[:6]}")
     uri = write(storage, prefix, tmp_path)
     model = f"src-{source}-{uuid.uuid4().hex[:6]}"
-    r = _retrain("--smoke", "--source", source, "--uri", uri, "--arch", "dcgan",
-                 "--conditional", "--epochs", "1", "--model-name", model, *RELAXED_GATE)
+    r = gan_retrain(
+        "--smoke", "--source", source, "--uri", uri, "--arch", "dcgan",
+        "--conditional", "--epochs", "1", "--model-name", model)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     c = MlflowClient(tracking_uri=stack.require_mlflow())
     mv = c.get_model_version(model, "1")
@@ -172,13 +159,14 @@ def test_bad_files_in_s3_are_named_and_refused_before_anything_is_written(
 
 
 def test_retrain_on_a_bad_file_fails_in_prepare_data_naming_it(
-        stack: Settings, storage: Storage, name: str) -> None:
+        stack: Settings, gan_retrain, storage: Storage, name: str) -> None:
     prefix = storage.settings.s3_uri("tests", name, "bad")
     for rel, data in CASES["text-named-png"][0].items():
         storage.put_bytes(f"{prefix}/{rel}", data)
     before = _datasets(storage)
-    r = _retrain("--smoke", "--source", "images", "--uri", prefix + "/",
-                 "--model-name", f"src-bad-{uuid.uuid4().hex[:6]}")
+    r = gan_retrain(
+        "--smoke", "--source", "images", "--uri", prefix + "/",
+        "--model-name", f"src-bad-{uuid.uuid4().hex[:6]}")
     out = r.stdout + r.stderr
     assert r.returncode != 0, out[-3000:]
     assert "prepare_data failed" in out and "b/notes.png: not a PNG, JPEG or WebP" in out, \
