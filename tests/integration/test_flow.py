@@ -14,6 +14,7 @@ failed run is registered.
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
@@ -189,7 +190,14 @@ def test_completed_run_shows_progress_summary_and_samples(stack: Settings, clien
     assert arts["markdown"].key == f"{MODEL}-report"
     assert "**promoted**" in md and "| FID ↓ |" in md and "PASS: no champion" in md
     assert f"{stack.require_mlflow()}/#/models/{MODEL}/versions/1" in md
-    with urllib.request.urlopen(arts["image"].data, timeout=30) as r:  # the sample grid
+    # The sample grid is an MLflow artifact URL: behind MLflow's basic auth (a browser signed
+    # in to MLflow shows it; here the pipeline's identity from the stack's files).
+    assert stack.mlflow_tracking_username and stack.mlflow_tracking_password
+    basic = base64.b64encode(f"{stack.mlflow_tracking_username}:"
+                             f"{stack.mlflow_tracking_password.get_secret_value()}".encode())
+    req = urllib.request.Request(arts["image"].data,
+                                 headers={"Authorization": "Basic " + basic.decode()})
+    with urllib.request.urlopen(req, timeout=30) as r:  # the sample grid
         assert r.headers["Content-Type"] == "image/png" and r.read(8) == b"\x89PNG\r\n\x1a\n"
     secret = stack.aws_secret_access_key.get_secret_value()  # type: ignore[union-attr]
     assert all(secret not in str(a.data) + str(a.description) for a in arts.values())

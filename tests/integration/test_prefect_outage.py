@@ -84,7 +84,9 @@ def test_training_keeps_its_speed_through_a_prefect_outage(gan_cli, make_stack_e
     assert r.returncode == 0, r.stdout + r.stderr
     st = gan_cli.status(env)
     (tmp_path / "flow.py").write_text(SCRIPT)
-    child_env = env | {"PREFECT_API_URL": st["prefect_api_url"],
+    # A script of one's own talks to the stack's Prefect with its auth string (README).
+    auth = (Path(env["GAN_HOME"]) / "prefect-auth").read_text().strip()
+    child_env = env | {"PREFECT_API_URL": st["prefect_api_url"], "PREFECT_API_AUTH_STRING": auth,
                        "PREFECT_HOME": str(tmp_path / "prefect_client"),
                        "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     argv = [sys.executable, str(tmp_path / "flow.py"), str(tmp_path), str(EPOCH_S)]

@@ -36,6 +36,7 @@ from gan.registry import connect as registry_connect
 from gan.registry import model_format as mm
 from gan.registry import publish as registry
 from gan.registry import run_log as mlflow_run
+from gan.stack.auth import CONSUMER_USER, identity_env
 from gan.train.loop import train_local
 from gan.train.steps import unwrap
 
@@ -71,7 +72,17 @@ _CONSUMER = ("the default stack's address and ./.gan; test_auth pulls and sample
              "champion as the consumer identity on the session stack")
 _ROTATE = ("would restart the session's stack or change its secrets under the other tests; "
            "test_auth_unit covers the files, test_auth the consumer and the refusals")
+_RECIPES = ("the recipe comparison trains every candidate for about one CPU-minute per seed "
+            "(minutes to an hour); tests/unit/test_recipes.py runs the same code on tiny epochs")
 NOT_RUN: dict[str, str] = {
+    ".venv/bin/python -m gan.tools.recipes compare --data digits --candidates "
+    "default,default+diffaug --seeds 0,1,2 --epochs 45 --threads 1 --no-raw "
+    "--out out/recipes-digits": _RECIPES,
+    ".venv/bin/python -m gan.tools.recipes compare --data shapes --candidates "
+    "default,default+diffaug --seeds 0,1,2 --epochs 20 --threads 1 --no-raw "
+    "--out out/recipes-shapes": _RECIPES,
+    ".venv/bin/python -m gan.tools.recipes compare --data shapes --candidates resnet "
+    "--seeds 0,1,2 --epochs 2 --threads 1 --no-raw --out out/recipes-shapes": _RECIPES,
     "make run": "the whole quick start (install, stack, a full retraining); the stack here is "
                 "the fixture's, with this file's commands run against it",
     "make test": "this test is part of it",
@@ -281,9 +292,12 @@ def test_readme_python_snippets_work_in_a_clean_shell(gan_digits: str, stack: Se
                                                       tmp_path: Path) -> None:
     blocks = readme_blocks("python")
     assert blocks, "no ```python block found in README.md"
-    # A consumer application names its MLflow server (the README's client snippet reads
-    # MLFLOW_TRACKING_URI, as MLflow does); the other snippets find the stack without it.
-    consumer = {"MLFLOW_TRACKING_URI": stack.require_mlflow()}
+    # A consumer application names its MLflow server and signs in as the stack's read-only
+    # identity (the README's client snippet reads MLFLOW_TRACKING_URI, MLflow the
+    # MLFLOW_TRACKING_USERNAME/PASSWORD); the other snippets find the stack without them.
+    consumer = {"MLFLOW_TRACKING_URI": stack.require_mlflow()} | identity_env(
+        stack.mlflow_consumer_file)
+    assert consumer.get("MLFLOW_TRACKING_USERNAME") == CONSUMER_USER
     for i, code in enumerate(blocks):
         env = consumer if "os.environ" in code else None
         r, cwd = run_in_clean_shell(f"python -c {shlex.quote(code)}", stack, tmp_path, f"py{i}",
