@@ -33,7 +33,7 @@ from gan.core.settings import Settings
 from gan.io.jsonio import write_json
 from gan.io.storage import Storage, StorageError
 from gan.stack import procs
-from gan.stack.auth import ADMIN_USER, CONSUMER_USER, ensure_identity
+from gan.stack.auth import ADMIN_USER, CONSUMER_USER, ensure_identity, fast_password_hashes
 from gan.stack.services import (
     STOPS_ITS_CHILDREN,
     Layout,
@@ -42,6 +42,7 @@ from gan.stack.services import (
     StackError,
     ensure_auth_files,
     ensure_ray_token,
+    mlflow_auth_db,
     plan,
     s3_keys,
     weed_identities,
@@ -220,6 +221,7 @@ def _ensure_consumer(settings: Settings, mlflow: Service) -> None:
         mlflow_auth.ensure_user(mlflow.url, admin, consumer)
     except mlflow_auth.RegistryError as e:
         raise StackError(f"{mlflow.title}: {e}") from None
+    fast_password_hashes(mlflow_auth_db(settings.gan_home.resolve()), (admin, consumer))
 
 
 def rotate_mlflow_admin(settings: Settings, *, echo: Echo = print) -> None:
@@ -246,6 +248,7 @@ def rotate_mlflow_admin(settings: Settings, *, echo: Echo = print) -> None:
         raise StackError(f"{mlflow.title}: {e}; the old password in {path} still holds") from None
     os.replace(pending, path)
     ensure_auth_files(settings)  # the ini names the new password
+    fast_password_hashes(mlflow_auth_db(settings.gan_home.resolve()), (new,))
     echo(f"new MLflow admin password set in the server and in {path}")
 
 
