@@ -40,17 +40,11 @@ import psutil
 from gan.core.settings import Settings
 from gan.stack import auth, procs
 from gan.stack.services import Service, plan
+from gan.tools.app_client import NO_PIPELINE_IMPORTS
 
 READY_TIMEOUT_S = 180.0  # 16 cold `import torch, mlflow` on 2 busy cores take ~30-60 s
-_CONSUMER = r"""
-import importlib.abc, hashlib, json, os, sys, tempfile, time
-
-class Refuse(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.split(".")[0] in ("gan", "flows"):
-            raise ImportError(name + ": the pipeline is not installed here")
-
-sys.meta_path.insert(0, Refuse())
+_CONSUMER = NO_PIPELINE_IMPORTS + r"""
+import hashlib, json, os, sys, tempfile, time
 import mlflow, mlflow.pyfunc, numpy as np, torch  # the application's imports: not timed
 torch.set_num_threads(1)
 

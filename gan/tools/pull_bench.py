@@ -31,17 +31,11 @@ import torch
 from gan.core.config import resolve_configs
 from gan.nets.models import build
 from gan.registry import model_format as mm
+from gan.tools.app_client import NO_PIPELINE_IMPORTS
 
 N_IMAGES = 10_000
-_CLIENT = r"""
-import importlib.abc, json, sys, time
-
-class Refuse(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.split(".")[0] in ("gan", "flows"):
-            raise ImportError(name + ": the pipeline is not installed here")
-
-sys.meta_path.insert(0, Refuse())
+_CLIENT = NO_PIPELINE_IMPORTS + r"""
+import json, sys, time
 import mlflow, mlflow.pyfunc, numpy, torch  # the client's imports: not timed
 
 uri, n = sys.argv[1], int(sys.argv[2])

@@ -253,6 +253,19 @@ def _records(champion: bool):
     return dataset, trained, report, model
 
 
+def test_the_run_summary_says_when_the_data_was_streamed() -> None:
+    dataset, trained, report, model = _records(champion=False)
+    links = summary.mlflow_links("http://m:5000", model)
+
+    def text(t: TrainedRef) -> str:
+        return summary.summary_markdown(run_id="r1", dataset=dataset, trained=t, report=report,
+                                        model=model, champion={"fid": 1.2}, links=links)
+
+    assert trained.data_path == "memory" and "streamed" not in text(trained)
+    streamed = trained.model_copy(update={"data_path": "stream"})
+    assert "1234 images/s, data streamed from its shards" in text(streamed)
+
+
 def test_summary_has_table_decision_links_and_samples():
     dataset, trained, report, model = _records(champion=False)
     links = summary.mlflow_links("http://m:5000", model)

@@ -14,10 +14,9 @@ import pytest
 import torch
 from pyarrow import fs as pafs
 
-from flows import summary
 from gan.core.config import DataConfig, RetrainParams, TrainConfig
 from gan.core.images import from_uint8
-from gan.core.records import DatasetRef, GateDecision, ModelRef, Report, TrainedRef
+from gan.core.records import DatasetRef
 from gan.data.prepare import prepare_arrays
 from gan.data.shards import decode_table, encode_shards
 from gan.data.validate import DataError
@@ -132,35 +131,6 @@ def test_a_table_of_other_images_is_refused_naming_the_shapes() -> None:
         decode_table(table, (3, 8, 8))
     empty_x, empty_y = decode_table(table.slice(0, 0), (1, 8, 8))
     assert empty_x.shape == (0, 1, 8, 8) and empty_y.shape == (0,)
-
-
-# --------------------------------------------------------------------------- the record
-
-
-def test_the_run_summary_says_when_the_data_was_streamed() -> None:
-    dataset = DatasetRef(name="digits", version="abc123", uri="s3://gan/datasets/digits/abc123/",
-                         source="digits", n_train=1437, n_holdout=360, num_classes=10,
-                         image_size=28)
-    trained = TrainedRef(run_id="r1", checkpoint_uri="s3://gan/ray/r1/c/checkpoint.pt",
-                         dataset_version="abc123", model_cfg={}, train_cfg={},
-                         epochs_completed=3, global_step=60, images_per_s=1234.5)
-    report = Report(run_id="r1", dataset_version="abc123", metrics={"fid": 1.5},
-                    floors={"fid": 0.2}, ceilings={}, class_hist=[0.1] * 10,
-                    classes_covered=10, judge_accuracy=0.97, n_samples=1000,
-                    report_uri="s3://gan/runs/r1/eval/report.json",
-                    markdown_uri="s3://gan/runs/r1/eval/report.md")
-    model = ModelRef(name="gan-digits", version="3", uri="models:/gan-digits/3", champion=False,
-                     decision=GateDecision(promote=False, reasons=["FAIL: x"]),
-                     mlflow_run_id="f00", mlflow_run_url="http://m:5000/#/experiments/1/runs/f00")
-    links = summary.mlflow_links("http://m:5000", model)
-
-    def text(t: TrainedRef) -> str:
-        return summary.summary_markdown(run_id="r1", dataset=dataset, trained=t, report=report,
-                                        model=model, champion={"fid": 1.2}, links=links)
-
-    assert trained.data_path == "memory" and "streamed" not in text(trained)
-    streamed = trained.model_copy(update={"data_path": "stream"})
-    assert "1234 images/s, data streamed from its shards" in text(streamed)
 
 
 # --------------------------------------------------------------------------- the shard check
