@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from gan.core.errors import explain
 
 # The stack's MLflow server workers: the default is picked from `gan bench --load` (README,
-# "Configuration"); each worker is a process of its own (~150 MB), so the cap stays modest.
+# "Configuration"); each worker is a process of its own (~250 MB), so the cap stays modest.
 MLFLOW_WORKERS_DEFAULT = 4
 MLFLOW_WORKERS_MAX = 32
 
