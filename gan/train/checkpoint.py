@@ -169,8 +169,8 @@ def state_from_checkpoint(ckpt: dict[str, Any] | bytes, device: torch.device | s
     state.D.load_state_dict(c["discriminator"])
     if state.G_ema is not None:
         state.G_ema.load_state_dict(c.get("generator_ema") or c["generator"])
-    state.opt_g.load_state_dict(c["opt_g"])
-    state.opt_d.load_state_dict(c["opt_d"])
+    _load_optimizer(state.opt_g, c["opt_g"])
+    _load_optimizer(state.opt_d, c["opt_d"])
     # load_state_dict also restores the saved hyperparameters: the configured ones win, so a
     # resumed run optimises with what its config (and MLflow params) say.
     tc = state.train_cfg
@@ -181,6 +181,16 @@ def state_from_checkpoint(ckpt: dict[str, Any] | bytes, device: torch.device | s
     state.history = [dict(h) for h in c.get("history", [])]
     state.dataset_version = str(c.get("dataset_version", ""))
     return state
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """`opt.load_state_dict(saved)`, keeping `opt`'s kernel choice (fused / foreach, see
+    `gan.train.state.adam`): a checkpoint written by an older version (foreach) or on another
+    device resumes with the kernel this device has. Set before loading, so the loader places
+    Adam's step counters where that kernel wants them (on the parameters' device if fused)."""
+    kernel = {k: opt.defaults.get(k) for k in ("fused", "foreach")}
+    groups = [{**g, **kernel} for g in saved["param_groups"]]
+    opt.load_state_dict({**saved, "param_groups": groups})
 
 
 def _set_hyperparameters(opt: torch.optim.Optimizer, *, lr: float,

@@ -41,6 +41,21 @@ class TrainState:
         return self.G_ema if self.G_ema is not None else unwrap(self.G)
 
 
+def adam(module: nn.Module, *, lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
+    """Adam over `module`'s parameters, fused (one kernel pass over all parameters) where
+    PyTorch has the fused kernel for their device (CPU, CUDA), else the foreach default.
+
+    Why: the optimiser step does not shrink with the batch, and every data-parallel rank runs
+    it in full; measured on this 2-core machine for the seed MLP (2.9 M parameters), one
+    thread: 9.4 ms per step foreach, 2.3 ms fused, about a third of a half-batch step."""
+    params = list(module.parameters())
+    fused = bool(params) and all(p.device.type in _FUSED_ADAM_DEVICES for p in params)
+    return torch.optim.Adam(params, lr=lr, betas=betas, fused=fused or None)
+
+
+_FUSED_ADAM_DEVICES = frozenset({"cpu", "cuda"})
+
+
 def make_state(model_cfg: ModelConfig, train_cfg: TrainConfig,
                device: torch.device | str = "cpu") -> TrainState:
     """Fresh G, D (built on CPU from train_cfg.seed, then moved), EMA copy and Adam optimisers."""
@@ -50,7 +65,7 @@ def make_state(model_cfg: ModelConfig, train_cfg: TrainConfig,
     G, D = G.to(device), D.to(device)
     return TrainState(
         G=G, D=D, G_ema=make_ema(G) if train_cfg.ema_decay > 0 else None,
-        opt_g=torch.optim.Adam(G.parameters(), lr=train_cfg.lr_g, betas=train_cfg.betas_g),
-        opt_d=torch.optim.Adam(D.parameters(), lr=train_cfg.lr_d, betas=train_cfg.betas_d),
+        opt_g=adam(G, lr=train_cfg.lr_g, betas=train_cfg.betas_g),
+        opt_d=adam(D, lr=train_cfg.lr_d, betas=train_cfg.betas_d),
         model_cfg=model_cfg, train_cfg=train_cfg,
     )
