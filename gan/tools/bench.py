@@ -8,7 +8,10 @@ as many torch threads as CPUs. Every figure is steady state: the median of the p
 images/s after the first epoch, timed inside the loop (inside the workers for Ray), so Ray's
 start-up is excluded; it is reported on its own (`ray_init_s`: the local Ray start;
 `ray_<n>_startup_s`: fit() called → first epoch started, i.e. worker processes, process
-group, data). The data is the bundled digits, tiled to `images` samples; Ray runs use a
+group, data). Beside them, `gan.tools.ddp_probe` runs the 2 ranks without Ray: their compute
+with no gradient exchange (`ranks_2_nosync_images_per_s`) and the exchange alone
+(`allreduce_ms_per_step`), so a Ray-2 figure below in-process says which of the two it lost to.
+The data is the bundled digits, tiled to `images` samples; Ray runs use a
 local temporary folder as storage (no S3 needed).
 
 What it is not: no assertion on speed (tests never assert timings), no GPU (see
@@ -31,8 +34,10 @@ import torch
 from gan.core.config import DataConfig, ModelConfig, TrainConfig, resolve_configs
 from gan.data.prepare import PreparedData, prepare_arrays
 from gan.nets.models import build
+from gan.tools.ddp_probe import probe
 from gan.train import losses
 from gan.train.loop import train_local
+from gan.train.state import adam
 from gan.train.steps import ema_update, make_ema, mode_seeking_term
 
 BENCH_MODELS = ("seed", "default")  # PRESETS names: seed MLP (batch 128), default DCGAN (64)
@@ -78,8 +83,8 @@ def bare_loop(model_cfg: ModelConfig, train_cfg: TrainConfig, data: PreparedData
     torch.manual_seed(train_cfg.seed)
     G, D = build(model_cfg)
     ema = make_ema(G) if train_cfg.ema_decay > 0 else None
-    opt_g = torch.optim.Adam(G.parameters(), lr=train_cfg.lr_g, betas=train_cfg.betas_g)
-    opt_d = torch.optim.Adam(D.parameters(), lr=train_cfg.lr_d, betas=train_cfg.betas_d)
+    opt_g = adam(G, lr=train_cfg.lr_g, betas=train_cfg.betas_g)  # fused, as the trainer's
+    opt_d = adam(D, lr=train_cfg.lr_d, betas=train_cfg.betas_d)
     x_all, y_all, b = data.x_train, data.y_train, train_cfg.batch_size
     out, n_updates = [], 0
     for _ in range(train_cfg.epochs):
@@ -172,6 +177,14 @@ def run_bench(models: Sequence[str] = BENCH_MODELS, cfg: BenchConfig | None = No
                 echo(f"[{name}] in-process loop, 1 thread ...")
                 r["inprocess_1thread_images_per_s"] = steady(
                     in_process(model_cfg, train_cfg, data))
+            if max(cfg.worker_counts) > 1:
+                w = max(cfg.worker_counts)
+                echo(f"[{name}] {w} gloo ranks without Ray: no gradient exchange, then the "
+                     "exchange alone ...")
+                per_epoch, exchange_ms = probe(model_cfg, train_cfg, data, world=w,
+                                               cpus=cfg.cpus)
+                r[f"ranks_{w}_nosync_images_per_s"] = steady(per_epoch)
+                r["allreduce_ms_per_step"] = exchange_ms
             if session is None:
                 echo("starting a local Ray ...")
                 session = start_local(num_cpus=cfg.cpus)
@@ -186,6 +199,9 @@ def run_bench(models: Sequence[str] = BENCH_MODELS, cfg: BenchConfig | None = No
             r["inprocess_vs_bare"] = r["inprocess_images_per_s"] / r["bare_images_per_s"]
             if "ray_2_images_per_s" in r:
                 r["ray_2_vs_inprocess"] = r["ray_2_images_per_s"] / r["inprocess_images_per_s"]
+            if "ranks_2_nosync_images_per_s" in r:
+                r["ranks_2_nosync_vs_inprocess"] = (r["ranks_2_nosync_images_per_s"]
+                                                    / r["inprocess_images_per_s"])
             results.append(r)
     finally:
         torch.set_num_threads(threads)
@@ -198,10 +214,10 @@ def run_bench(models: Sequence[str] = BENCH_MODELS, cfg: BenchConfig | None = No
 def format_table(results: Sequence[dict[str, Any]]) -> str:
     """A plain-text table of the figures (images/s and seconds)."""
     cols = ["model", "batch_size", "bare_images_per_s", "inprocess_images_per_s",
-            "ray_1_images_per_s", "ray_2_images_per_s", "ray_init_s", "ray_startup_s",
-            "orchestration_s"]
-    head = ["model", "batch", "bare img/s", "in-process", "ray 1w", "ray 2w", "ray init s",
-            "ray start s", "orchestr. s"]
+            "ray_1_images_per_s", "ray_2_images_per_s", "ranks_2_nosync_images_per_s",
+            "allreduce_ms_per_step", "ray_init_s", "ray_startup_s", "orchestration_s"]
+    head = ["model", "batch", "bare img/s", "in-process", "ray 1w", "ray 2w", "2 ranks no-sync",
+            "allreduce ms/step", "ray init s", "ray start s", "orchestr. s"]
     rows = [head] + [[_fmt(r.get(c)) for c in cols] for r in results]
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     return "\n".join("  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True))

@@ -434,3 +434,14 @@ def test_fit_with_progress_calls_on_epoch_in_order_and_survives_its_errors() -> 
     with pytest.raises(ValueError, match="worker failed"):
         _fit(_FakeTrainer(error=ValueError("worker failed")), _FakeQueue([]),  # type: ignore[arg-type]
              on_epoch)
+
+
+def test_ddp_probe_measures_two_ranks_and_their_exchange() -> None:
+    from gan.tools.bench import bench_data
+    from gan.tools.ddp_probe import probe
+
+    small = ModelConfig(arch="mlp", g_hidden=(16,), d_hidden=(16,))
+    per_epoch, exchange_ms = probe(small, cfg(epochs=2, batch_size=100), bench_data(400),
+                                   world=2, cpus=2)
+    assert len(per_epoch) == 2 and all(v > 0 for v in per_epoch)
+    assert exchange_ms > 0
