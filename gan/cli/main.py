@@ -11,8 +11,10 @@ below the stack section that loads settings, calls the library and prints the re
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
+import sys
 from collections.abc import Callable
 from importlib.metadata import version as pkg_version
 from pathlib import Path
@@ -358,20 +360,23 @@ def bench(
                    "model directory", code=2)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     results: list[dict[str, Any]] = []
-    if not pull_only:
-        from gan.tools.bench import BenchConfig, run_bench  # lazy: torch, Ray
+    # stdout carries the figures only (one JSON object per line with --json): what the flow,
+    # MLflow ("View run ...") and Ray print while measuring goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        if not pull_only:
+            from gan.tools.bench import BenchConfig, run_bench  # lazy: torch, Ray
 
-        overhead: dict[str, Any] = {}
-        if orchestration:
-            overhead = _orchestration(load_settings(), err)
-        results = run_bench(model, BenchConfig(images=images, epochs=epochs),
-                            echo=lambda m: err.print(escape(m)))
-        results = [r | overhead for r in results]
-    err.print("pulling a generator in a fresh process: load + 10,000 images ...")
-    try:
-        pull = pull_bench(pull_model, tracking_uri=tracking, python=pull_python)
-    except RuntimeError as e:
-        raise fail(str(e)) from None
+            overhead: dict[str, Any] = {}
+            if orchestration:
+                overhead = _orchestration(load_settings(), err)
+            results = run_bench(model, BenchConfig(images=images, epochs=epochs),
+                                echo=lambda m: err.print(escape(m)))
+            results = [r | overhead for r in results]
+        err.print("pulling a generator in a fresh process: load + 10,000 images ...")
+        try:
+            pull = pull_bench(pull_model, tracking_uri=tracking, python=pull_python)
+        except RuntimeError as e:
+            raise fail(str(e)) from None
     if as_json:
         for r in results:
             typer.echo(json.dumps(r))
