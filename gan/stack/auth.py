@@ -12,7 +12,8 @@ What this module is:
   * `fast_password_hashes(db, identities)`: our identities' hashes in MLflow's user database
     made cheap to check (see FAST_HASH);
   * `ensure_prefect_auth(path)`: the Prefect server's API auth string `user:secret` (0600);
-  * `ensure_token(path)`: a random token (the auth app's Flask secret key), 0600.
+  * `ensure_token(path)`: a random token, 0600 (the Ray head's, the auth app's Flask secret
+    key).
 
 What it is not: no process, no HTTP (the consumer user is created in the running server by
 `gan.registry.auth`), and no secret goes into argv, logs or status: callers pass them to a
@@ -101,13 +102,14 @@ def ensure_prefect_auth(path: Path) -> str:
 
 
 def ensure_token(path: Path) -> str:
-    """A random token (256 bits) from `path`, or a new one written 0600 (e.g. the key that
-    signs the MLflow auth app's CSRF tokens, MLFLOW_FLASK_SERVER_SECRET_KEY)."""
+    """A random token (256 bits, 64 hex digits) from `path`, or a new one written 0600 (the
+    Ray head's token, read by Ray through RAY_AUTH_TOKEN_PATH as the file's exact text, so no
+    newline; the key that signs the MLflow auth app's CSRF tokens)."""
     if path.exists():
-        os.chmod(path, 0o600)
+        os.chmod(path, 0o600)  # tighten a copy restored with looser bits
         return path.read_text().strip()
     value = secrets.token_hex(32)
-    _write_private(path, value + "\n")
+    _write_private(path, value)
     return value
 
 

@@ -4,7 +4,8 @@ What this module is: `Service` / `Port` / `Layout` specs; `plan(settings)`, the 
 start order (SeaweedFS, MLflow, Prefect and, with that server, `gan serve`; then a warm Ray
 head that training attaches to), one builder each; the local S3 credentials
 (`ensure_credentials`, generated once, 0600) and SeaweedFS's copy of them, and the Ray head's
-token (`ensure_ray_token`, 0600). Planning starts nothing: `gan.stack.supervisor` runs it.
+token (`gan.stack.auth.ensure_token`, 0600). Planning starts nothing: `gan.stack.supervisor`
+runs it.
 
 What it is not: no processes, no health checks (`gan.stack.supervisor`, `gan.stack.procs`),
 and it never prints a secret.
@@ -299,17 +300,6 @@ def ensure_credentials(path: Path) -> tuple[str, str]:
     keys = (secrets.token_hex(10).upper(), secrets.token_urlsafe(30))
     write_json(path, {"access_key_id": keys[0], "secret_access_key": keys[1]}, private=True)
     return keys
-
-
-def ensure_ray_token(path: Path) -> None:
-    """The Ray head's token file: kept when present, else generated (256 bits) and written 0600."""
-    if path.exists():
-        os.chmod(path, 0o600)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_hex(32))
 
 
 def mlflow_auth_ini(home: Path) -> Path:

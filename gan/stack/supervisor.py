@@ -33,7 +33,13 @@ from gan.core.settings import Settings
 from gan.io.jsonio import write_json
 from gan.io.storage import Storage, StorageError
 from gan.stack import procs
-from gan.stack.auth import ADMIN_USER, CONSUMER_USER, ensure_identity, fast_password_hashes
+from gan.stack.auth import (
+    ADMIN_USER,
+    CONSUMER_USER,
+    ensure_identity,
+    ensure_token,
+    fast_password_hashes,
+)
 from gan.stack.services import (
     STOPS_ITS_CHILDREN,
     Layout,
@@ -41,7 +47,6 @@ from gan.stack.services import (
     Service,
     StackError,
     ensure_auth_files,
-    ensure_ray_token,
     mlflow_auth_db,
     plan,
     s3_keys,
@@ -121,7 +126,7 @@ def _preflight(
     if "s3" not in running and not settings.s3_external:
         write_json(layout.home / "s3-identities.json", weed_identities(keys), private=True)
     if any(s.name == "ray" and not s.external for s in services):
-        ensure_ray_token(settings.ray_token_file)
+        ensure_token(settings.ray_token_file)
     return keys, services, running
 
 

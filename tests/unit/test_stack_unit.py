@@ -20,7 +20,7 @@ import pytest
 
 from gan.core.settings import MLFLOW_WORKERS_DEFAULT, MLFLOW_WORKERS_MAX, SettingsError
 from gan.io.jsonio import write_json
-from gan.stack import procs, services
+from gan.stack import auth, procs, services
 from gan.stack import supervisor as stack
 from gan.stack.services import StackError
 
@@ -128,11 +128,11 @@ def test_ray_address_from_stack_state_is_marked(settings_env):
 
 def test_ray_token_generated_once_private(tmp_path: Path):
     path = tmp_path / "ray-token"
-    services.ensure_ray_token(path)
+    auth.ensure_token(path)
     token = path.read_text()
     assert len(token) == 64 and stat.S_IMODE(path.stat().st_mode) == 0o600
     path.chmod(0o644)
-    services.ensure_ray_token(path)
+    auth.ensure_token(path)
     assert path.read_text() == token and stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
