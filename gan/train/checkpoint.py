@@ -169,13 +169,9 @@ def state_from_checkpoint(ckpt: dict[str, Any] | bytes, device: torch.device | s
     state.D.load_state_dict(c["discriminator"])
     if state.G_ema is not None:
         state.G_ema.load_state_dict(c.get("generator_ema") or c["generator"])
-    _load_optimizer(state.opt_g, c["opt_g"])
-    _load_optimizer(state.opt_d, c["opt_d"])
-    # load_state_dict also restores the saved hyperparameters: the configured ones win, so a
-    # resumed run optimises with what its config (and MLflow params) say.
     tc = state.train_cfg
-    _set_hyperparameters(state.opt_g, lr=tc.lr_g, betas=tc.betas_g)
-    _set_hyperparameters(state.opt_d, lr=tc.lr_d, betas=tc.betas_d)
+    _load_optimizer(state.opt_g, c["opt_g"], lr=tc.lr_g, betas=tc.betas_g)
+    _load_optimizer(state.opt_d, c["opt_d"], lr=tc.lr_d, betas=tc.betas_d)
     state.epoch, state.step = int(c["epoch"]), int(c["step"])
     state.ema_updates = int(c.get("ema_updates", 0))
     state.history = [dict(h) for h in c.get("history", [])]
@@ -183,17 +179,15 @@ def state_from_checkpoint(ckpt: dict[str, Any] | bytes, device: torch.device | s
     return state
 
 
-def _load_optimizer(opt: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
-    """`opt.load_state_dict(saved)`, keeping `opt`'s kernel choice (fused / foreach, see
-    `gan.train.state.adam`): a checkpoint written by an older version (foreach) or on another
-    device resumes with the kernel this device has. Set before loading, so the loader places
-    Adam's step counters where that kernel wants them (on the parameters' device if fused)."""
-    kernel = {k: opt.defaults.get(k) for k in ("fused", "foreach")}
-    groups = [{**g, **kernel} for g in saved["param_groups"]]
-    opt.load_state_dict({**saved, "param_groups": groups})
-
-
-def _set_hyperparameters(opt: torch.optim.Optimizer, *, lr: float,
-                         betas: tuple[float, float]) -> None:
-    for group in opt.param_groups:
-        group["lr"], group["betas"] = lr, betas
+def _load_optimizer(opt: torch.optim.Optimizer, saved: dict[str, Any], *, lr: float,
+                    betas: tuple[float, float]) -> None:
+    """`opt.load_state_dict(saved)` (Adam's moments and step counts) with the saved param
+    groups' settings overridden where this run decides them:
+      * `lr`, `betas`: the configured ones, so a resumed run optimises with what its config
+        (and MLflow params) say;
+      * the kernel (fused / foreach, see `gan.train.state.adam`) `opt` was built with, so a
+        checkpoint written by an older version (foreach) or on another device resumes with
+        the kernel this device has. Set before loading, so the loader places Adam's step
+        counters where that kernel wants them (on the parameters' device if fused)."""
+    ours = {"lr": lr, "betas": betas} | {k: opt.defaults.get(k) for k in ("fused", "foreach")}
+    opt.load_state_dict({**saved, "param_groups": [g | ours for g in saved["param_groups"]]})
