@@ -196,6 +196,19 @@ def _checkpoint_epochs(storage: Storage, prefix: str) -> list[int]:
                   if (m := re.search(r"checkpoint_epoch_(\d+)/checkpoint\.pt$", k)))
 
 
+def _settled_checkpoint_epochs(storage: Storage, prefix: str, quiet_s: float = 3.0,
+                               cap_s: float = 30.0) -> list[int]:
+    """`_checkpoint_epochs` once it has not changed for `quiet_s` (at most `cap_s`)."""
+    last, since, deadline = _checkpoint_epochs(storage, prefix), time.monotonic(), \
+        time.monotonic() + cap_s
+    while time.monotonic() - since < quiet_s and time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = _checkpoint_epochs(storage, prefix)
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
+
+
 def test_a_killed_worker_node_resumes_on_a_new_node_and_registers_once(
         cluster: Cluster, stack: Settings, storage: Storage, tmp_path: Path) -> None:
     tag = uuid.uuid4().hex[:8]
@@ -223,10 +236,14 @@ def test_a_killed_worker_node_resumes_on_a_new_node_and_registers_once(
             assert proc.poll() is None, log.read_text()[-4000:]
             assert time.monotonic() < deadline, log.read_text()[-4000:]
             time.sleep(0.2)
-        seen = _checkpoint_epochs(storage, prefix)
         killed = cluster.kill_node("b")
         t_kill = time.monotonic() - t0
         assert killed
+        # What the old group left: killing takes a moment (it scans every process), in which
+        # the next epoch can finish and rank 0 (on node a) can still be uploading it. With b
+        # dead no further epoch completes, so the listing settles; the restart can only start
+        # once b2 is up, below.
+        seen = _settled_checkpoint_epochs(storage, prefix)
         assert max(seen) < epochs, f"the run had finished before the kill: {seen}"
         # Capacity returns: a new worker node with the same custom resource.
         cluster.start_nodes({"b2": NODES[1]})
