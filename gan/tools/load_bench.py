@@ -125,7 +125,7 @@ def run_load(uri: str, *, env: Mapping[str, str], workdir: str | Path, consumers
         raise ValueError(f"consumers must be >= 1, got {consumers}")
     folder = Path(workdir)
     folder.mkdir(parents=True, exist_ok=True)
-    for f in ("go", "stop"):
+    for f in ("go", "go.tmp", "stop"):
         (folder / f).unlink(missing_ok=True)
     stop = stop or (lambda elapsed: elapsed >= duration_s)
     child_env = dict(env) | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -140,7 +140,10 @@ def run_load(uri: str, *, env: Mapping[str, str], workdir: str | Path, consumers
                 stdout=subprocess.DEVNULL, stderr=err))
         _wait_ready(started, outs)
         t_go = time.time()
-        (folder / "go").write_text(repr(t_go))
+        # Written aside then renamed: a consumer polling for "go" must never open it empty
+        # (write_text creates the file before it writes; CI saw 16 `float('')` crashes).
+        (folder / "go.tmp").write_text(repr(t_go))
+        os.replace(folder / "go.tmp", folder / "go")
         while time.time() - t_go < max_s and not stop(time.time() - t_go):
             if all(p.poll() is not None for p in started):
                 break

@@ -4,12 +4,16 @@ it compares worker counts on, and `gan bench --load`'s refusals. The load itself
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
 from gan.cli.main import app
 from gan.stack import services
-from gan.tools.load_bench import LoadResult, format_rows, server_service
+from gan.tools.load_bench import LoadResult, format_rows, run_load, server_service
 
 
 def _load(t: float, load_s: float) -> dict:
@@ -28,6 +32,26 @@ def test_summary_percentiles_errors_and_rate_over_the_window() -> None:
     assert s["loads_per_s"] == pytest.approx(50 / 5.0)  # only loads started inside the window
     row = format_rows([{"mlflow_workers": 4, **s}]).splitlines()[-1]
     assert row == "| 4 | 100 | 1 | 5.050 | 9.901 | 5.100 | 9.902 | 10.00 |"
+
+
+def test_consumers_never_read_a_half_written_go(tmp_path: Path, monkeypatch) -> None:
+    """The start signal is published whole even when its writer stalls between creating the
+    file and writing it (CI: the retrain thread held the GIL there and all 16 consumers read
+    '' and crashed). A real consumer process; its loads fail fast on an empty file store."""
+    real_write = Path.write_text
+
+    def stalled_write(self: Path, text: str, *args, **kwargs) -> int:
+        if self.name.startswith("go"):
+            self.touch()  # created, still empty, while a consumer polls for it
+            time.sleep(1.0)
+        return real_write(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", stalled_write)
+    env = dict(os.environ, MLFLOW_TRACKING_URI=(tmp_path / "mlruns").as_uri())
+    res = run_load("models:/absent@champion", env=env, workdir=tmp_path / "load", consumers=1,
+                   stop=lambda elapsed: elapsed >= 3.0, max_s=30.0)
+    assert res.exit_codes == [0], res.stderr_tails
+    assert res.loads and all(r["t"] >= 0 and "error" in r for r in res.loads)
 
 
 def test_the_compared_server_is_the_stacks_with_other_workers_and_port(settings_env) -> None:
