@@ -210,6 +210,14 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now, chosen by the OS (bind to port 0). Another process may
+    take it before the caller binds: for short-lived helpers, not for the stack's plan."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
 def http_ok(url: str, *, local: bool, timeout_s: float = 3.0,
             headers: Mapping[str, str] | None = None) -> bool:
     """Local services: GET answers 200. External ones: any answer below 500 (reachable).

@@ -177,8 +177,7 @@ def run_bench(models: Sequence[str] = BENCH_MODELS, cfg: BenchConfig | None = No
                 echo(f"[{name}] in-process loop, 1 thread ...")
                 r["inprocess_1thread_images_per_s"] = steady(
                     in_process(model_cfg, train_cfg, data))
-            if max(cfg.worker_counts) > 1:
-                w = max(cfg.worker_counts)
+            if (w := max(cfg.worker_counts)) > 1:
                 echo(f"[{name}] {w} gloo ranks without Ray: no gradient exchange, then the "
                      "exchange alone ...")
                 per_epoch, exchange_ms = probe(model_cfg, train_cfg, data, world=w,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import queue
-import socket
 import statistics
 import time
 from typing import Any
@@ -27,6 +26,7 @@ import torch.multiprocessing as mp
 
 from gan.core.config import ModelConfig, TrainConfig
 from gan.data.prepare import PreparedData
+from gan.stack import procs
 
 WARMUP, REPEATS = 3, 20
 PROBE_TIMEOUT_S = 900.0  # a rank that died leaves the other blocked: give up and say so
@@ -39,31 +39,25 @@ def probe(model_cfg: ModelConfig, train_cfg: TrainConfig, data: PreparedData, *,
     (steady state) and `allreduce_ms_per_step`."""
     ctx = mp.get_context("spawn")  # fresh interpreters, as Ray's workers are
     results: Any = ctx.Queue()
-    port = _free_port()
+    port = procs.free_port()
     threads = max(1, cpus // world)
-    procs = [ctx.Process(target=_rank, args=(rank, world, port, threads, model_cfg, train_cfg,
+    ranks = [ctx.Process(target=_rank, args=(rank, world, port, threads, model_cfg, train_cfg,
                                              data, results), daemon=True)
              for rank in range(world)]
-    for p in procs:
+    for p in ranks:
         p.start()
     try:
         out: tuple[list[float], float] = results.get(timeout=PROBE_TIMEOUT_S)
     except queue.Empty:
-        codes = [p.exitcode for p in procs]
+        codes = [p.exitcode for p in ranks]
         raise RuntimeError(f"the data-parallel probe got no result in {PROBE_TIMEOUT_S:.0f} s "
                            f"(rank exit codes {codes})") from None
     finally:
-        for p in procs:
+        for p in ranks:
             p.join(timeout=30)
             if p.is_alive():
                 p.kill()
     return out
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _rank(rank: int, world: int, port: int, threads: int, model_cfg: ModelConfig,

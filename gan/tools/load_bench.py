@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -187,12 +186,6 @@ def _wait(p: subprocess.Popen[bytes], *, timeout_s: float) -> int | None:
 # --------------------------------------------------------------------------- worker counts
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def server_service(settings: Settings, workers: int, port: int) -> Service:
     """The stack's MLflow server as `gan stack up` plans it, with `workers` workers on `port`."""
     if settings.mlflow_tracking_uri and not settings.mlflow_tracking_uri.startswith(
@@ -212,7 +205,7 @@ def mlflow_server(settings: Settings, workers: int, folder: Path,
     """A temporary `mlflow server` with `workers` workers, as the stack starts its own (same
     store, same artifact proxy onto the stack's bucket) on a free loopback port; yields its
     URL and stops its process tree afterwards."""
-    svc = server_service(settings, workers, _free_port())
+    svc = server_service(settings, workers, procs.free_port())
     assert svc.health_url
     rec = procs.spawn(svc.argv, svc.env, cwd=folder, log=folder / f"mlflow-{workers}.log",
                       pid_file=folder / f"mlflow-{workers}.pid", url=svc.url)
