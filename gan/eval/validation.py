@@ -14,8 +14,11 @@ this project's judges (`gan.eval.judge`, `gan.eval.ssl_judge`, or any object wit
     by FID (which is not meant to see copying);
   - `reference_judge`: the independent scorer — the classifier judge's own network and
     training (`gan.eval.judge.train_judge`) on many more labelled images than a run sees;
-  - control judges that must FAIL these checks (`ColourOnlyJudge`, `random_judge`), so that
-    a passing judge means something.
+  - `judge_sweeps`: all of them for one judge on a labelled `PreparedData` (disturbances of
+    its train split against its holdout split); `prepared_from_arrays`: such a set made in
+    memory (the painted digits, the shapes);
+  - control judges that must FAIL some of these checks (`ColourOnlyJudge`, `random_judge`),
+    so that a passing judge means something.
 
 Features are computed once per image set and FID is torchmetrics' (`gan.eval.metrics.fid`)
 over a pass-through feature module, so a sweep costs one feature pass per draw.
@@ -32,14 +35,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
 import torch
+from sklearn.model_selection import train_test_split
 from torch import Tensor, nn
 
+from gan.core.images import from_uint8
 from gan.data.prepare import PreparedData
 from gan.eval import disturb as D
 from gan.eval import metrics as M
 from gan.eval.judge import Judge, train_judge
 from gan.nets.judge_net import JudgeArch, JudgeNet
+
+STEP_Z = 1.0  # a sweep's step passes when its rise exceeds this many times its noise
 
 
 class FeatureJudge(Protocol):
@@ -249,3 +257,33 @@ def random_judge(data: PreparedData, seed: int = 0) -> Judge:
         raw = torch.cat([net.body(b) for b in data.x_train.float().split(512)])  # (N, F)
         net.feature_scale.fill_(float(raw.square().mean().clamp(min=1e-12).rsqrt()))
     return Judge(net=net, accuracy=0.0, dataset_version=data.version, seed=seed, epochs=0)
+
+
+# --------------------------------------------------------------------------- in-memory sets
+
+
+def prepared_from_arrays(images: np.ndarray, labels: np.ndarray, *, name: str,
+                         holdout_fraction: float = 0.2, seed: int = 0) -> PreparedData:
+    """A labelled image set made in memory (e.g. `gan.data.painted.render_painted`) as a
+    `PreparedData`: images (N, H, W, C) uint8 → float32 (N, C, H, W) in [-1, 1], split
+    stratified by `labels` (N,) with `holdout_fraction` held out; version = `name`."""
+    if images.dtype != np.uint8 or images.ndim != 4 or len(images) != len(labels):
+        raise ValueError(f"images must be (N, H, W, C) uint8 beside N labels, got "
+                         f"{images.dtype} {images.shape} and {len(labels)} labels")
+    x = from_uint8(torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))))
+    y = torch.from_numpy(labels.astype(np.int64))
+    tr, ho = train_test_split(np.arange(len(y)), test_size=holdout_fraction,
+                              stratify=labels, random_state=seed)
+    tr, ho = torch.from_numpy(np.sort(tr)), torch.from_numpy(np.sort(ho))
+    return PreparedData(x_train=x[tr], y_train=y[tr], x_holdout=x[ho], y_holdout=y[ho],
+                        num_classes=int(labels.max()) + 1, name=name, version=name)
+
+
+def judge_sweeps(judge: FeatureJudge, data: PreparedData, *, n: int, repeats: int = 4,
+                 seed: int = 0) -> list[Sweep]:
+    """Every sweep of a judge on a labelled dataset: the disturbances of its train split
+    (`disturbance_sweeps`, FID against the holdout split), then the copy sweeps."""
+    sweeps = disturbance_sweeps(judge, data.x_train, data.y_train, data.x_holdout, n=n,
+                                repeats=repeats, seed=seed)
+    return [*sweeps, *copy_sweeps(judge, data.x_train, data.x_holdout, repeats=repeats,
+                                  seed=seed)]
