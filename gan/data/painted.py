@@ -2,8 +2,9 @@
 
 What this module is: `render_painted(n, seed, part)` draws 32×32 RGB images of the ten digits
 of scikit-learn's bundled set (1,797 8×8 glyphs, no download): each glyph upscaled to a random
-size (15-25 px), slightly rotated, placed at a random spot, painted in a random colour on a
-random coloured texture (stripes, smooth colour noise or colour blobs, plus pixel noise).
+size (18-24 px), turned by up to ±8°, placed within ±4 px of the centre, painted in a random
+colour on a random coloured texture (stripes, smooth colour noise or colour blobs of random
+colours at half contrast, plus pixel noise).
 Colour is drawn independently of the class, so colour alone says nothing about the digit: the
 class is in the glyph's shape only. The paint keeps a luminance contrast of at least
 `MIN_CONTRAST` with the texture under it, so the digit stays readable in grey too.
@@ -32,6 +33,7 @@ from sklearn.datasets import load_digits
 SIZE = 32
 CLASSES = tuple(str(d) for d in range(10))
 MIN_CONTRAST = 70.0  # |luma(paint) − mean luma(texture under the glyph)|, of 255
+TEXTURE_CONTRAST = 0.5  # the texture's swing around its mean colour, a share of full range
 PARTS = ("run", "reference")
 Part = Literal["run", "reference"]
 
@@ -62,7 +64,8 @@ def _smooth_noise(rng: np.random.Generator, cells: int) -> np.ndarray:
 
 
 def _texture(rng: np.random.Generator) -> np.ndarray:
-    """(SIZE, SIZE, 3) float in [0, 255]: stripes, smooth colour noise or blobs, + pixel noise."""
+    """(SIZE, SIZE, 3) float in [0, 255]: stripes, smooth colour noise or blobs of random
+    colours, their swing around the mean colour scaled by `TEXTURE_CONTRAST`, + pixel noise."""
     kind = rng.integers(3)
     yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
     a, b = rng.uniform(0, 255, size=(2, 3)).astype(np.float32)
@@ -80,21 +83,21 @@ def _texture(rng: np.random.Generator) -> np.ndarray:
             r = rng.uniform(3, 9)
             w = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))[..., None]
             img = img * (1 - w) + rng.uniform(0, 255, size=3) * w
+    mean = img.mean((0, 1))  # (3,)
+    img = mean + TEXTURE_CONTRAST * (img - mean)  # the digit, not the texture, is the figure
     return img + rng.normal(0, 8, size=(SIZE, SIZE, 3))
 
 
 def _glyph_mask(glyph: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(SIZE, SIZE) alpha in [0, 1]: the glyph upscaled to 15-25 px, rotated ±12°, placed at a
-    random spot that keeps most of it inside."""
-    side = int(rng.integers(15, 26))
+    """(SIZE, SIZE) alpha in [0, 1]: the glyph upscaled to 18-24 px, rotated ±8°, its centre
+    within ±4 px of the image's."""
+    side = int(rng.integers(18, 25))
     g = Image.fromarray((glyph * 255).astype(np.uint8)).resize((side, side),
                                                                 Image.Resampling.BICUBIC)
-    g = g.rotate(float(rng.uniform(-12, 12)), resample=Image.Resampling.BILINEAR, expand=True)
+    g = g.rotate(float(rng.uniform(-8, 8)), resample=Image.Resampling.BILINEAR, expand=True)
     canvas = Image.new("L", (SIZE, SIZE))
-    slack = SIZE - min(g.width, SIZE)
-    x0 = int(rng.integers(-2, slack + 3)) if slack >= 0 else 0
-    y0 = int(rng.integers(-2, slack + 3)) if slack >= 0 else 0
-    canvas.paste(g, (x0, y0))
+    x0, y0 = (SIZE - g.width) // 2 + rng.integers(-4, 5, size=2)
+    canvas.paste(g, (int(x0), int(y0)))
     return np.clip((np.asarray(canvas, dtype=np.float32) / 255 - 0.15) / 0.5, 0, 1)
 
 
