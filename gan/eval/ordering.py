@@ -3,16 +3,18 @@
 What this module is:
   - `Sampler`: a generator as the check sees it, `(n, seed) → images (n, C, H, W)`;
     `generator_sampler` wraps a trained G (`gan.nets.models.sample_images`, labels in the real
-    class shares for a conditional G), `blurred` and `collapsed` make clearly worse ones from
-    it (its output blurred; a pool of a few latents repeated);
+    class shares for a conditional G), `blurred`, `collapsed` and `swirled` make clearly worse
+    ones from it (its output blurred; a pool of a few latents repeated; its shapes twisted,
+    its colours kept);
   - `ladder_recipe` / `train_ladder`: one real training run with the project's own loop
     (`gan.train.loop.train_local`, CPU), its generator snapshotted after given epochs — early
     and late checkpoints of one run — plus the blurred and the collapsed late generator;
   - `sample_all` / `score_samples`: each sampler's images over several latent seeds, drawn
     once, and their FID against reference images in a judge's feature space (mean, std);
   - `rank_agreement`: Kendall's τ between a judge's and the reference's orderings over the
-    pairs the reference separates beyond its own noise (|Δmean| > k·√(std_a² + std_b²)),
-    with scipy's τ-b over all generators beside it.
+    pairs the reference separates beyond its own noise (|Δmean| > k·√(std_a² + std_b²) over
+    latent seeds; with several references — training seeds — all must separate the pair the
+    same way: `kept_pairs`), with scipy's τ-b over all generators beside it.
 
 What it is not: no disturbances (`gan.eval.disturb`), no sweeps (`gan.eval.validation`), no
 files. The τ over kept pairs is hand-written (a pair count; scipy's `kendalltau` has no notion
@@ -43,6 +45,7 @@ from gan.train.state import make_state
 Sampler = Callable[[int, int], Tensor]  # (n, seed) → (n, C, H, W) in [-1, 1]
 BLUR_SIGMA = 1.5  # pixels: the blurred generator's blur
 COLLAPSE_POOL = 4  # distinct latents of the collapsed generator
+SWIRL_ANGLE = 3.0  # radians at the centre: the swirled generator's twist
 
 
 def generator_sampler(G: nn.Module, class_shares: Tensor | None = None) -> Sampler:
@@ -66,6 +69,12 @@ def generator_sampler(G: nn.Module, class_shares: Tensor | None = None) -> Sampl
 def blurred(sampler: Sampler, sigma: float = BLUR_SIGMA) -> Sampler:
     """The sampler's images blurred (`disturb.blur`, σ pixels)."""
     return lambda n, seed: D.blur(sampler(n, seed), sigma)
+
+
+def swirled(sampler: Sampler, angle: float = SWIRL_ANGLE) -> Sampler:
+    """The sampler's images swirled (`disturb.swirl`): colours kept, shapes twisted — what a
+    judge that sees only colour cannot tell from the original."""
+    return lambda n, seed: D.swirl(sampler(n, seed), angle)
 
 
 def collapsed(sampler: Sampler, pool: int = COLLAPSE_POOL) -> Sampler:
@@ -97,7 +106,8 @@ def ladder_recipe(data: PreparedData, *, seed: int = 0) -> tuple[ModelConfig, Tr
 def train_ladder(data: PreparedData, model_cfg: ModelConfig, train_cfg: TrainConfig,
                  epochs: Sequence[int]) -> dict[str, Sampler]:
     """One run of `train_cfg` (its own `epochs` is ignored) snapshotted after each of `epochs`
-    (increasing): {"epoch_<e>": ...}, then "blurred" and "collapsed" made from the last."""
+    (increasing): {"epoch_<e>": ...}, then "blurred", "collapsed" and "swirled" made from the
+    last."""
     if not epochs or list(epochs) != sorted(set(epochs)) or epochs[0] < 1:
         raise ValueError(f"epochs must be increasing positive numbers, got {list(epochs)}")
     shares = torch.bincount(data.y_train, minlength=data.num_classes).double()
@@ -112,6 +122,7 @@ def train_ladder(data: PreparedData, model_cfg: ModelConfig, train_cfg: TrainCon
     last = out[f"epoch_{epochs[-1]}"]
     out["blurred"] = blurred(last)
     out["collapsed"] = collapsed(last)
+    out["swirled"] = swirled(last)
     return out
 
 
@@ -161,22 +172,34 @@ def separated(a: Score, b: Score, k: float) -> bool:
     return abs(a.mean - b.mean) > k * math.hypot(a.std, b.std)
 
 
-def rank_agreement(reference: dict[str, Score], judge: dict[str, Score], *, k: float = 2.0
-                   ) -> Agreement:
+def kept_pairs(references: Sequence[dict[str, Score]], k: float
+               ) -> list[tuple[str, str, float]]:
+    """(a, b, sign of FID_a − FID_b) for every pair that each reference separates (k × its
+    sampling noise) in the same direction: with references of different training seeds,
+    a pair their training noise can flip is dropped too."""
+    names = sorted(references[0])
+    if any(sorted(r) != names for r in references) or len(names) < 2:
+        raise ValueError("the references must score the same ≥ 2 generators")
+    out = []
+    for a, b in itertools.combinations(names, 2):
+        signs = {math.copysign(1, r[a].mean - r[b].mean) for r in references}
+        if len(signs) == 1 and all(separated(r[a], r[b], k) for r in references):
+            out.append((a, b, signs.pop()))
+    return out
+
+
+def rank_agreement(reference: dict[str, Score] | Sequence[dict[str, Score]],
+                   judge: dict[str, Score], *, k: float = 2.0) -> Agreement:
     """Kendall's τ of the judge's FIDs against the reference's over the pairs the reference
-    separates (`separated`, k); a tie of the judge counts as discordant."""
-    names = sorted(reference)
+    (every one given, e.g. two training seeds) separates (`kept_pairs`, k); a tie of the judge
+    counts as discordant. τ-b over all generators is against the first reference."""
+    refs = [reference] if isinstance(reference, dict) else list(reference)
+    names = sorted(refs[0])
     if sorted(judge) != names or len(names) < 2:
         raise ValueError(f"both need the same ≥ 2 generators, got {names} and {sorted(judge)}")
-    kept, bad = 0, []
-    for a, b in itertools.combinations(names, 2):
-        if not separated(reference[a], reference[b], k):
-            continue
-        kept += 1
-        ref_sign = math.copysign(1, reference[a].mean - reference[b].mean)
-        if (judge[a].mean - judge[b].mean) * ref_sign <= 0:
-            bad.append((a, b))
-    tau = (kept - 2 * len(bad)) / kept if kept else math.nan
-    res = kendalltau([reference[x].mean for x in names], [judge[x].mean for x in names])
-    return Agreement(tau=tau, kept=kept, pairs=len(names) * (len(names) - 1) // 2,
+    pairs = kept_pairs(refs, k)
+    bad = [(a, b) for a, b, sign in pairs if (judge[a].mean - judge[b].mean) * sign <= 0]
+    tau = (len(pairs) - 2 * len(bad)) / len(pairs) if pairs else math.nan
+    res = kendalltau([refs[0][x].mean for x in names], [judge[x].mean for x in names])
+    return Agreement(tau=tau, kept=len(pairs), pairs=len(names) * (len(names) - 1) // 2,
                      discordant=tuple(bad), tau_b_all=float(res.statistic))

@@ -9,7 +9,8 @@ classifier on ten times more labelled images than the run sees (digits: all 1,79
 second reference with another training seed (the reference's own noise), then
   - sweeps every disturbance of `gan.eval.disturb` over its strengths (FID, copy statistic);
   - trains one run's checkpoint ladder (`gan.eval.ordering.train_ladder`) and scores it with
-    every judge and both references; Kendall τ against the reference;
+    every judge and both references; Kendall τ against the reference over the pairs both
+    references separate the same way beyond their sampling noise;
 and writes `<out>/<dataset>.json` and `<out>/judge_study.md` (every table, with the date,
 commit and machine). Datasets can be run one per call (`--datasets painted`); the tables are
 rebuilt from every `<out>/*.json` found.
@@ -59,7 +60,7 @@ class Sizes:
     ladder_epochs: tuple[int, ...] = (1, 2, 3, 4, 10, 20)
     judge_epochs: int = EvalConfig().judge_epochs  # the pipeline's defaults
     ssl_epochs: int = EvalConfig().ssl_judge_epochs
-    reference_epochs: int = 20
+    reference_epochs: int = 12
     run_images: int = 1800  # painted and shapes: a run's whole set (train + holdout)
     reference_factor: int = 10  # the reference sees this many times more images
 
@@ -173,11 +174,15 @@ def run_case(name: str, sizes: Sizes, log: Callable[[str], None] = print) -> dic
                                                                            ref_scores[2]))}},
         "judges": {},
     }
+    ref_sweeps, t_sw = _timed(lambda: V.judge_sweeps(refs[1][0], data, n=sizes.n,
+                                                      repeats=sizes.repeats))
+    out["reference"]["sweeps"] = _sweep_rows(ref_sweeps)
+    log(f"{name}: reference sweeps {t_sw:.0f}s")
     for jname, j in judges.items():
         sweeps, t_sw = _timed(lambda j=j: V.judge_sweeps(j["judge"], data, n=sizes.n,
                                                           repeats=sizes.repeats))
         scores = O.score_samples(j["judge"], data.x_holdout, samples)
-        ag = O.rank_agreement(ref_scores[1], scores)
+        ag = O.rank_agreement([ref_scores[1], ref_scores[2]], scores)
         log(f"{name}: {jname}: τ {ag.tau:.3f} ({ag.kept}/{ag.pairs} pairs), sweeps {t_sw:.0f}s")
         out["judges"][jname] = {"quality": j["quality"], "train_s": j["train_s"],
                                 "sweeps": _sweep_rows(sweeps), "scores": _scores(scores),
