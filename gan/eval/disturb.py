@@ -170,7 +170,7 @@ IMAGE_DISTURBANCES: dict[str, tuple[ImageDisturbance, tuple[float, ...]]] = {
     "blur": (blur, (0.0, 0.6, 1.0, 1.5, 2.5)),  # σ, pixels
     "noise": (noise, (0.0, 0.1, 0.2, 0.35, 0.6)),  # std, [-1, 1] pixel scale
     "colour_cast": (colour_cast, (0.0, 0.1, 0.2, 0.35, 0.6)),  # offset, [-1, 1] scale
-    "swirl": (swirl, (0.0, 1.0, 2.0, 3.0, 4.5)),  # radians at the centre
+    "swirl": (swirl, (0.0, 0.75, 1.5, 2.25, 3.0)),  # radians at the centre (≈ 3: no glyph left)
 }
 COLLAPSE_STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)  # n^(1 − s) distinct images
 COPY_SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)  # share of samples that are training images

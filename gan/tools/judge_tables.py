@@ -137,7 +137,8 @@ def render(results: Sequence[Result]) -> str:
                   "### Checkpoint ordering (FID)", "",
                   f"One run of `gan.eval.ordering.ladder_recipe` snapshotted after epochs "
                   f"{', '.join(map(str, s['ladder_epochs']))} "
-                  f"({r['ladder_train_s']:.0f} s), its last generator blurred and collapsed.",
+                  f"({r['ladder_train_s']:.0f} s), its last generator blurred, collapsed and "
+                  "swirled.",
                   "", ordering_table(r), ""]
     return "\n".join(parts)
 

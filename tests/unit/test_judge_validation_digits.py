@@ -26,7 +26,7 @@ N = 300  # images per disturbed set (of 1,437 train digits)
 REPEATS = 4  # independent draws per strength: the metric's noise
 Z_MIN = V.STEP_Z  # each step's rise must exceed the noise of the difference
 TAU_MIN = 0.8
-LADDER_EPOCHS = (1, 2, 3, 4, 10)  # + blurred + collapsed = 7 generators
+LADDER_EPOCHS = (1, 2, 3, 4, 10)  # + blurred, collapsed, swirled = 8 generators
 SEEDS = (0, 1, 2)
 
 
