@@ -9,7 +9,7 @@ raising `JudgeError`), its cache next to the classifier judge
 the classifier judge for labelled data and this one otherwise (`eval.judge`).
 
 The quality check, on the holdout split (never trained on); figures measured on the bundled
-digits, painted digits (`gan.data.painted`) and shapes, in docs/judge.md:
+digits, painted digits (`gan.data.painted`) and shapes (`python -m gan.tools.ssl_study`):
   - view retrieval: for up to `RETRIEVAL_POOL` holdout images, the share whose augmented view
     (the training views, `CHECK_VIEWS`) has its own original as nearest neighbour among them
     (cosine). Untrained ≈ 0.16-0.34, trained 0.46-0.92, an encoder that sees colour only

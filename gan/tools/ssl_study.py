@@ -1,9 +1,10 @@
 """The label-free judge measured: its quality per dataset and quick disturbance checks.
 
-What this module is: the reproducible study behind the label-free judge's recipe and the
-figures in docs/judge.md. `quality` trains, per dataset, the label-free judge (its data-sized
-recipe), the same network untrained and, where labels exist, the classifier judge, and prints
-one JSON row each (5-NN holdout accuracy, view retrieval, separation, CPU and wall seconds).
+What this module is: the reproducible study behind the label-free judge's recipe and its
+figures. `quality` trains, per dataset, the label-free judge (its data-sized recipe), the same
+network untrained, an encoder that sees colour only and, where labels exist, the classifier
+judge, and prints one JSON row each (5-NN holdout accuracy, view retrieval, separation, CPU
+and wall seconds).
 `disturb` trains one label-free judge and prints the FID, in its feature space, between the
 holdout and train images disturbed with growing strength (blur, pixel noise, colour shift, hue
 rotation, patch shuffle); strength 0 is the real-data floor.
