@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gan.core.config import DataConfig
+from gan.core.config import DataConfig, EvalConfig
 from gan.data.prepare import PreparedData, prepare_arrays
 from gan.eval import ordering as O
 from gan.eval import validation as V
@@ -47,7 +47,7 @@ def classifier(digits: PreparedData) -> Judge:
 
 @pytest.fixture(scope="module")
 def label_free(digits: PreparedData) -> SSLJudge:
-    return train_ssl_judge(digits, epochs=8, seed=0)
+    return train_ssl_judge(digits, EvalConfig().ssl_judge_epochs, seed=0)  # sized by the data
 
 
 @pytest.fixture(scope="module")
