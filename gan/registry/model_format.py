@@ -74,6 +74,11 @@ class BundleError(ValueError):
     """A model directory that is not a gan generator bundle, or an inconsistent one."""
 
 
+class WeightsMismatch(BundleError):
+    """A bundle whose weights do not fit the network its config builds with this code (a model
+    published by code whose networks have changed since): torch's message says which tensors."""
+
+
 # --------------------------------------------------------------------------- the bundle
 
 
@@ -120,8 +125,23 @@ def _fill(module: nn.Module, path: Path, device: torch.device | str) -> nn.Modul
     if not path.exists():
         raise BundleError(f"{path} is missing")
     # strict: a weights file that does not match the config fails here, not at sampling time.
-    load_weights(module, str(path), strict=True)
+    try:
+        load_weights(module, str(path), strict=True)
+    except RuntimeError as e:  # torch's load_state_dict: missing, unexpected or resized tensors
+        raise WeightsMismatch(
+            f"its weights ({path.name}) do not fit the {type(module).__name__} this code "
+            f"builds from its {CONFIG_FILE} (published by other code?): {_first_problem(e)}"
+        ) from e
     return module.to(device).eval()
+
+
+def _first_problem(e: RuntimeError) -> str:
+    """torch's load_state_dict message cut to its first mismatch and a count of the rest: the
+    full list (one line per tensor) would not fit the gate's reasons in a registry tag."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    problems = lines[1:] or lines
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return (problems[0] if problems else type(e).__name__)[:300] + more
 
 
 def load_generator_from_bundle(directory: str | Path,
