@@ -24,12 +24,9 @@ from __future__ import annotations
 import json
 import math
 import re
-import subprocess
 import tempfile
 import time
 from collections.abc import Mapping
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +40,7 @@ from gan.core.ids import is_run_id
 from gan.core.records import DatasetRef, Report, TrainedRef
 from gan.io.storage import Storage
 from gan.io.uri import redact_url
+from gan.registry.code_version import code_version
 
 RUN_TAG = "gan.run_id"
 CHECKPOINT_TAG = "gan.checkpoint_uri"  # with RUN_TAG, the key of an MLflow run
@@ -92,23 +90,6 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
 
 
 # --------------------------------------------------------------------------- lineage
-
-
-def code_version() -> str:
-    """The git commit of this checkout (`+dirty` with local changes), else the package version."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],
-                                capture_output=True, text=True, timeout=10, check=True)
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "gan"],
-                               capture_output=True, text=True, timeout=10, check=True)
-        return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    try:
-        return f"gan-retrain=={dist_version('gan-retrain')}"
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def lineage_tags(*, run_id: str, trained: TrainedRef, dataset: DatasetRef,

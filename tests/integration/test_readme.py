@@ -141,7 +141,9 @@ NOT_RUN: dict[str, str] = {
         "lines on the session stack (the worker with --run-once)",
     "prefect deploy --all": "as above",
     "prefect worker start --pool gan-pool": "as above; blocks until stopped",
-    "docker build -f infra/k8s/Dockerfile -t <registry>/gan-retrain:0.1.0-ray2.60.0 .": _K8S,
+    'docker build -f infra/k8s/Dockerfile --build-arg GAN_CODE_VERSION="$(.venv/bin/python -m '
+    'gan.registry.code_version)" -t <registry>/gan-retrain:0.1.0-ray2.60.0 .': _K8S + "; "
+        "test_code_version checks the Dockerfile bakes the argument in and reads it back",
     'kubectl create secret generic gan-ray-token --from-literal=RAY_AUTH_TOKEN="$(openssl rand '
     '-hex 32)"': _K8S + "; test_k8s_manifests checks every Ray pod reads the token from it",
     "kubectl apply -f infra/k8s/gan-settings.example.yaml": _K8S,

@@ -58,7 +58,8 @@ def flow(stack: Settings):
 
 def test_time_limit_continue_resume_check_and_nothing_changed(stack: Settings, flow) -> None:
     if not lineage.comparable_code(run_log.code_version()):
-        pytest.fail("gan/ has uncommitted changes: commit them, the 'nothing changed' step "
+        pytest.fail(f"code version {run_log.code_version()!r}: commit the changes to gan/, "
+                    "flows/, pyproject.toml, constraints.txt; the 'nothing changed' step "
                     "compares code versions (a dirty checkout never equals one)")
     c, storage = MlflowClient(stack.require_mlflow()), Storage.from_settings(stack)
     production_before = len(_versions(c, "gan-digits"))

@@ -170,7 +170,7 @@ def test_bundle_errors(tmp_path: Path) -> None:
         mm.load_discriminator_from_bundle(tmp_path / "g")
     other = ModelConfig(arch="mlp", g_hidden=(8,), d_hidden=(8,), latent_dim=12)
     mm.write_bundle(tmp_path / "bad", other, G)  # weights of another architecture
-    with pytest.raises(RuntimeError):
+    with pytest.raises(mm.WeightsMismatch, match="do not fit the MLPGenerator"):
         mm.load_generator_from_bundle(tmp_path / "bad")
 
 
