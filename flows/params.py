@@ -85,6 +85,8 @@ RETRAIN_OPTIONS: tuple[RetrainOption, ...] = (
                   "a stopped run."),
     RetrainOption("--force", "force", "Train even when the dataset version, recipe and code equal "
                   "the champion's (otherwise such a run ends at once: nothing changed)."),
+    RetrainOption("--redecide", "redecide", "With --run-id of a decided run: evaluate it "
+                  "again and apply the gate again (a new decision record; the old one kept)."),
     RetrainOption("--judge", "eval.judge", "Feature space of the metrics: auto (classifier "
                   "when the data has labels, else a self-supervised encoder), classifier or "
                   "self-supervised."),

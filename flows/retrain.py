@@ -11,10 +11,13 @@ form) and its four tasks, each a thin call into one `gan` entry point:
                   (gan.registry.live_run, opened here) takes each epoch's numbers and preview
                   grids; storage lost mid-run fails it naming the endpoint (a rerun of the run
                   id resumes from its last checkpoint)
-    evaluate      gan.eval.evaluate.evaluate   retried on StorageError (idempotent per run id)
+    evaluate      gan.eval.evaluate.evaluate   retried on StorageError; a run the registry
+                  decided already reuses the report of its decision (`redecide`: evaluated
+                  again into a new numbered report, gan.eval.stored)
     register      gan.registry.publish.register   retried on StorageError or an unreachable
                   MLflow (RegistryUnavailable), 5 s, 10 s (idempotent per run id and checkpoint:
-                  one MLflow run and version however often; never promotes an unfinished run)
+                  one MLflow run and version however often; never promotes an unfinished run;
+                  `redecide`: the gate again, on the new report, under a new decision record)
 
 then a markdown artifact (metrics vs champion and floors, gate decision, MLflow links) and the
 sample grid as an image artifact. Between prepare_data and train, a new run id (not `force`)
@@ -61,7 +64,7 @@ from gan.eval import evaluate as ev
 from gan.io.storage import ObjectMissing, Storage, StorageError
 from gan.io.uri import storage_for
 from gan.registry import connect as registry_connect
-from gan.registry import lineage
+from gan.registry import decisions, lineage
 from gan.registry import load as registry_load
 from gan.registry import publish as registry
 from gan.registry.live_run import LiveRun
@@ -170,10 +173,25 @@ def _live_call(live: LiveRun | None, method: str, *args: Any) -> None:
 @task(name="evaluate", cache_policy=NO_CACHE, persist_result=False, retries=2,
       retry_delay_seconds=[5, 10], retry_condition_fn=retry_on_storage_error)
 def evaluate(settings: Settings, dataset: DatasetRef, trained: TrainedRef,
-             cfg: EvalConfig, model_name: str) -> Report:
+             cfg: EvalConfig, model_name: str, experiment: str = "gan-retrain",
+             redecide: bool = False) -> Report:
     """Judge, metrics against the real-data floors, pictures, report in the bucket; the current
-    `model_name@champion` is re-scored beside the candidate (same judge, holdout, seeds)."""
-    return ev.evaluate(Storage.from_settings(settings), dataset, trained, cfg,
+    `model_name@champion` is re-scored beside the candidate (same judge, holdout, seeds).
+
+    A run the registry has decided already (a rerun of its run id) is not evaluated again:
+    the report its decision was made on is reused, so report and decision agree; `redecide`
+    evaluates anew (a new numbered report, never over the old one: `gan.eval.stored`)."""
+    storage = Storage.from_settings(settings)
+    if not redecide:
+        decided = decisions.decided_report(settings, storage, model_name, trained, experiment)
+        if decided is not None:
+            get_run_logger().info(
+                "run %s was decided before (v%s, decision %d): its report %s is reused, nothing "
+                "is evaluated again; set redecide to evaluate it again and decide anew",
+                trained.run_id, decided.version, decided.decision.number,
+                decided.report.report_uri)
+            return decided.report
+    return ev.evaluate(storage, dataset, trained, cfg,
                        champion=current_champion(settings, model_name))
 
 
@@ -208,11 +226,17 @@ def current_champion(settings: Settings, model_name: str) -> ev.Champion | None:
       retry_delay_seconds=[5, 10], retry_condition_fn=retry_on_storage_error)
 def register(settings: Settings, params: RetrainParams, configs: dict[str, Any],
              dataset: DatasetRef, trained: TrainedRef, report: Report) -> ModelRef:
-    """MLflow run + model version (@challenger); the gate decides @champion."""
-    return registry.register(
+    """MLflow run + model version (@challenger); the gate decides @champion (`redecide`: again,
+    on this report, under a new decision record)."""
+    model = registry.register(
         settings, run_id=trained.run_id, params=configs, trained=trained, report=report,
         dataset=dataset, gate_cfg=params.gate, model_name=params.model_name,
-        lineage=_lineage(), experiment=params.registry.experiment)
+        lineage=_lineage(), experiment=params.registry.experiment, redecide=params.redecide)
+    if model.decision.number > 1 and model.decision.report_uri == report.report_uri:
+        get_run_logger().warning("v%s re-decided: decision %d, on report %s (the earlier ones "
+                                 "kept in its tags)", model.version, model.decision.number,
+                                 report.report_uri)
+    return model
 
 
 def check_unchanged(settings: Settings, model_name: str, run_id: str, dataset: DatasetRef,
@@ -264,7 +288,8 @@ def retrain(params: RetrainParams = RetrainParams()) -> ModelRef | Unchanged:
         trained = train(settings, dataset, model_cfg, train_cfg, run_id,
                         params.registry.experiment)
     with stage("evaluate"):
-        report = evaluate(settings, dataset, trained, eval_cfg, params.model_name)
+        report = evaluate(settings, dataset, trained, eval_cfg, params.model_name,
+                          params.registry.experiment, params.redecide)
     with stage("register"):
         model = register(settings, params, configs, dataset, trained, report)
     publish_summary(settings, run_id, dataset, trained, report, model)

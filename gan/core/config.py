@@ -387,6 +387,17 @@ class RetrainParams(Frozen):
         "recipe and code equal those of the champion's run otherwise ends at once, training "
         "nothing and registering no version."
     )
+    redecide: bool = Field(
+        False, description="With run_id of a decided run: evaluate it again (a new numbered "
+        "report) and apply the gate again under a new decision record, the earlier one kept. "
+        "Without it, a rerun of a decided run reuses the report its decision was made on."
+    )
+
+    @model_validator(mode="after")
+    def _redecide_names_a_run(self) -> RetrainParams:
+        if self.redecide and not self.run_id:
+            raise ValueError("redecide needs run_id: the run whose decision to make again")
+        return self
 
     def resolve(self) -> tuple[DataConfig, ModelConfig, TrainConfig, EvalConfig]:
         """Preset + overrides → validated configs. Raises ValueError naming the field."""

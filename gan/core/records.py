@@ -103,6 +103,8 @@ class GateDecision(Record):
     reasons: list[str]  # one line per rule, passed or failed
     champion_version: str | None = None
     champion_fid: float | None = None
+    report_uri: str = ""  # the report it was made on ("" for decisions made before it was kept)
+    number: int = 1  # 1 for a version's first decision; 2, 3, ... for each `redecide`
 
 
 class ModelRef(Record):

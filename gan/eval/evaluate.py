@@ -33,7 +33,7 @@ from gan.core.config import EvalConfig
 from gan.core.records import ChampionScore, DatasetRef, Report, TrainedRef
 from gan.data.prepare import PreparedData, load_prepared
 from gan.eval import metrics as M
-from gan.eval import pictures
+from gan.eval import pictures, stored
 from gan.eval.gate import gate
 from gan.eval.judge import (
     Judge,
@@ -365,8 +365,9 @@ def divergence_evidence(generator: nn.Module, history: list[dict[str, float]] | 
 def evaluate(storage: Storage, dataset: DatasetRef, trained: TrainedRef,
              cfg: EvalConfig, *, champion: Champion | None = None) -> Report:
     """The evaluation stage: URIs in, report and pictures under `runs/<run_id>/eval/` out
-    (`eval/epoch_<N>/` for a run that continued from a checkpoint, so that the report of an
-    earlier registration of the run id stays as it was).
+    (`eval/epoch_<N>/` for a run that continued from a checkpoint). Written once: evaluating
+    the same checkpoint again writes the next numbered prefix (`eval/2/`, ...), so the report a
+    registry decision was made on stays as it was (`gan.eval.stored`).
 
     `champion`: the current champion's generator, re-scored in this evaluation (see module)."""
     if trained.dataset_version != dataset.version:
@@ -383,9 +384,7 @@ def evaluate(storage: Storage, dataset: DatasetRef, trained: TrainedRef,
                                       champion=champion)
     result["compute_s"] = round(time.perf_counter() - t0, 3)
 
-    prefix = storage.settings.s3_uri("runs", trained.run_id, "eval")
-    if trained.resumed_from_epoch:  # a continued run id: never overwrite an earlier report
-        prefix = f"{prefix}/epoch_{trained.epochs_completed:05d}"
+    prefix = stored.next_prefix(storage, trained)
     artifacts = {name: f"{prefix}/{PICTURE_FILES[name]}" for name in pics}
     train_seed = trained.train_cfg.get("seed")
     if isinstance(train_seed, int):
@@ -394,8 +393,9 @@ def evaluate(storage: Storage, dataset: DatasetRef, trained: TrainedRef,
            else divergence_evidence(generator, history, trained.train_cfg))
     report = Report(run_id=trained.run_id, dataset_version=dataset.version,
                     diverged=why is not None, divergence_reason=why,
-                    report_uri=f"{prefix}/report.json",
-                    markdown_uri=f"{prefix}/report.md", artifacts=artifacts, **result)
+                    report_uri=f"{prefix}/{stored.REPORT_FILE}",
+                    markdown_uri=f"{prefix}/{stored.MARKDOWN_FILE}", artifacts=artifacts,
+                    **result)
     report = report.model_copy(update={"markdown": render_markdown(report)})
     for name, png in pics.items():
         storage.put_bytes(artifacts[name], png, "image/png")

@@ -38,6 +38,17 @@ def verdict(decision: GateDecision | None) -> str:
     return "champion" if decision.promote else "rejected"
 
 
+def _decision_lines(decision: GateDecision) -> list[str]:
+    """Which decision this is and the report it was made on (none for older decisions)."""
+    if decision.number > 1:
+        earlier = ("decision 1" if decision.number == 2
+                   else f"decisions 1 to {decision.number - 1}")
+        return [f"Decision {decision.number}, re-decided (`redecide`) on report "
+                f"`{decision.report_uri}`; {earlier} kept in the version's tags "
+                "`gan.gate.decision.<n>`.", ""]
+    return [f"Made on report `{decision.report_uri}`.", ""] if decision.report_uri else []
+
+
 def _cfg(params: Mapping[str, Any], section: str) -> dict[str, Any]:
     value = params.get(section) or {}
     return value.model_dump(mode="json") if hasattr(value, "model_dump") else dict(value)
@@ -100,7 +111,8 @@ def model_card(*, name: str, version: str, report: Report, dataset: DatasetRef,
               markdown_table(["metric", "value", "real-data floor", ""], rows,
                              align=[None, "right", "right", None]), ""]
     if decision is not None:
-        lines += ["## Gate", ""] + [f"- {r}" for r in decision.reasons] + [""]
+        lines += ["## Gate", ""] + _decision_lines(decision) + [
+            f"- {r}" for r in decision.reasons] + [""]
     if samples_url:
         layout = "one row per class" if model.get("conditional") else "seeded"
         lines += ["## Samples", "", f"[sample grid ({layout})]({samples_url})", "",

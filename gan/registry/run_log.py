@@ -330,16 +330,28 @@ def headline_metrics(report: Report) -> dict[str, float]:
 
 
 def log_evaluation(client: MlflowClient, run: Run, report: Report,
-                   model_id: str | None = None) -> None:
+                   model_id: str | None = None, *, step: int = 0) -> None:
     """The evaluation metrics into the run; the headline ones also linked to the logged model
-    `model_id` (MLflow 3 shows them as the model's metrics, next to its versions)."""
-    if done(run, "evaluation"):
+    `model_id` (MLflow 3 shows them as the model's metrics, next to its versions). `step` > 0:
+    a re-decided version's report n = step + 1 (`log_decision_report`)."""
+    key = "evaluation" if step == 0 else f"evaluation.decision_{step + 1}"
+    if done(run, key):
         return
     headline = headline_metrics(report)
     rest = {k: v for k, v in evaluation_metrics(report).items() if k not in headline}
     _log_metrics(client, run.info.run_id,
-                 _metrics(headline, model_id=model_id) + _metrics(rest))
-    mark_done(client, run, "evaluation")
+                 _metrics(headline, model_id=model_id, step=step) + _metrics(rest, step=step))
+    mark_done(client, run, key)
+
+
+def _report_files(storage: Storage, report: Report, folder: Path) -> None:
+    """The report (json, md) and its pictures, copied from S3 into `folder`."""
+    sources = {"report.json": report.report_uri, "report.md": report.markdown_uri}
+    for name, uri in report.artifacts.items():
+        sources[f"{name}{Path(uri).suffix or '.png'}"] = uri
+    folder.mkdir(parents=True)
+    for name, uri in sources.items():
+        (folder / name).write_bytes(storage.get_bytes(uri))
 
 
 def log_artifacts(client: MlflowClient, run: Run, storage: Storage, report: Report,
@@ -347,17 +359,27 @@ def log_artifacts(client: MlflowClient, run: Run, storage: Storage, report: Repo
     """Copy the report and its pictures from S3 into the run; the stage records as JSON."""
     if done(run, "artifacts"):
         return
-    sources = {"report.json": report.report_uri, "report.md": report.markdown_uri}
-    for name, uri in report.artifacts.items():
-        sources[f"{name}{Path(uri).suffix or '.png'}"] = uri
     with tempfile.TemporaryDirectory(prefix="gan-mlflow-") as tmp:
         ev, rec = Path(tmp, "evaluation"), Path(tmp, "records")
-        ev.mkdir()
+        _report_files(storage, report, ev)
         rec.mkdir()
-        for name, uri in sources.items():
-            (ev / name).write_bytes(storage.get_bytes(uri))
         for name, record in records.items():
             (rec / f"{name}.json").write_text(record.model_dump_json(indent=2))
         client.log_artifacts(run.info.run_id, str(ev), "evaluation")
         client.log_artifacts(run.info.run_id, str(rec), "records")
     mark_done(client, run, "artifacts")
+
+
+def log_decision_report(client: MlflowClient, run: Run, storage: Storage, report: Report,
+                        number: int, model_id: str | None = None) -> None:
+    """The report decision `number` (> 1, `redecide`) was made on, into the run: its files
+    under `evaluation/decision_<number>/`, its metrics at step number − 1, so the run's latest
+    values (what the registry shows for the version) are the decided report's. Keyed."""
+    folder = f"decision_{number}"
+    if not done(run, f"artifacts.{folder}"):
+        with tempfile.TemporaryDirectory(prefix="gan-mlflow-") as tmp:
+            _report_files(storage, report, Path(tmp, folder))
+            client.log_artifacts(run.info.run_id, str(Path(tmp, folder)),
+                                 f"evaluation/{folder}")
+        mark_done(client, run, f"artifacts.{folder}")
+    log_evaluation(client, run, report, model_id, step=number - 1)

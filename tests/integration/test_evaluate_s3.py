@@ -142,6 +142,29 @@ def test_data_change_rescores_the_champion_in_the_report(storage: Storage):
     assert decision.reasons[-1].startswith("FAIL: champion v2 cannot be scored on this data")
 
 
+def test_evaluating_a_run_again_never_overwrites_its_report(storage: Storage):
+    """Issue 23, item 8: a report is written once. Evaluating the same run again (a rerun of
+    its run id, `redecide`) writes the next numbered report beside it (`eval/2/`), so the
+    report a decision was made on stays as it was."""
+    storage.ensure_bucket()
+    dataset = prepare(DATA, storage)
+    run = trained_run(storage, dataset)
+    cfg = EvalConfig(n_samples=200)
+    first = evaluate(storage, dataset, run, cfg)
+    etag = head(storage, first.report_uri)
+    second = evaluate(storage, dataset, run, cfg,
+                      champion=Champion("7", None, problem="not loaded here"))
+    prefix = storage.settings.s3_uri("runs", run.run_id, "eval")
+    assert first.report_uri == f"{prefix}/report.json"
+    assert second.report_uri == f"{prefix}/2/report.json"
+    assert set(second.artifacts.values()) == {f"{prefix}/2/{f}" for f in (
+        "samples.png", "real_vs_generated.png", "curves.png")}
+    assert head(storage, first.report_uri) == etag  # untouched
+    assert Report.model_validate(storage.get_json(first.report_uri)).champion is None
+    assert Report.model_validate(storage.get_json(second.report_uri)).champion is not None
+    assert evaluate(storage, dataset, run, cfg).report_uri == f"{prefix}/3/report.json"
+
+
 def test_dataset_version_mismatch_is_refused(storage: Storage):
     dataset = prepare(DATA, storage)
     trained = TrainedRef(run_id="mismatch", checkpoint_uri=storage.settings.s3_uri("none.pt"),
