@@ -133,6 +133,9 @@ NOT_RUN: dict[str, str] = {
     "gan retrain --source npz --uri unlabelled.npz --unconditional": _RETRAIN + "; "
         "test_label_free runs the flow on an unlabelled npz of digits",
     "gan retrain --force": _RETRAIN + "; test_run_semantics runs the flow without force",
+    "gan retrain --run-id gan-digits-20260101T030000Z-1a2b3c --redecide": "re-decides a run "
+        "that does not exist here; test_registry re-decides a version on the stack, "
+        "test_decided_runs the flow's evaluate step with and without redecide",
     "export PREFECT_API_URL=http://127.0.0.1:4200/api": "the default stack's address; the "
         "Prefect CLI lines it is for are not run",
     'export PREFECT_API_AUTH_STRING="$(cat .gan/prefect-auth)"': "as above (./.gan); "

@@ -15,7 +15,11 @@ said FAIL; before `redecide` no rerun could change that decision.
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -411,3 +415,27 @@ def test_a_decision_stored_while_mlflow_was_down_can_be_redecided(stack: Setting
     with pytest.raises(RegistryError, match=rf"v2 of {name} is @champion"):
         _register(stack, storage, name, run_id, (state, trained, report3, dataset),
                   redecide=True)
+
+
+def test_moving_the_champion_by_hand_as_the_docs_say(stack: Settings, published,
+                                                     tmp_path) -> None:
+    """docs/runs.md's three lines (admin identity, one line of Python), run in a clean shell
+    against this stack's model; then @champion is put back where the other tests expect it."""
+    name, _ = published
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "runs.md").read_text()
+    section = doc.split("## Moving `@champion` by hand", 1)[1]
+    block = re.search(r"^```bash\n(.*?)^```", section, re.S | re.M)
+    assert block, "docs/runs.md: no bash block under 'Moving @champion by hand'"
+    script = (block[1].replace("http://127.0.0.1:5000", stack.require_mlflow())
+              .replace('".gan/', f'"{stack.gan_home.resolve()}/')
+              .replace('"gan-digits", "champion", "4"', f'"{name}", "champion", "2"'))
+    assert f'"{name}", "champion", "2"' in script and stack.require_mlflow() in script
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    r = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120)
+    c = MlflowClient(stack.require_mlflow())
+    try:
+        assert r.returncode == 0, r.stderr[-1500:]
+        assert c.get_model_version_by_alias(name, "champion").version == "2"
+    finally:
+        c.set_registered_model_alias(name, "champion", "1")
