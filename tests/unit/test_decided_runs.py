@@ -128,7 +128,7 @@ def task_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         calls["asked"] += 1
         return calls["decided"]
 
-    def evaluate(storage: Any, dataset: Any, trained: Any, cfg: Any, *, champion: Any) -> str:
+    def evaluate(storage: Any, dataset: Any, trained: Any, cfg: Any, **kw: Any) -> str:
         calls["evaluated"] += 1
         return "new report"
 
@@ -141,8 +141,8 @@ def task_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
 
 def _evaluate_task(redecide: bool) -> Any:
-    return flow.evaluate.fn(None, None, _trained(), EvalConfig(), "m", "gan-retrain",
-                            redecide)
+    return flow.evaluate.fn(None, None, _trained(), cfg=EvalConfig(), model_name="m",
+                            experiment="gan-retrain", redecide=redecide)
 
 
 def test_a_rerun_of_a_decided_run_reuses_its_report(task_env: dict[str, Any]) -> None:
