@@ -115,7 +115,7 @@ class Report(Record):
     divergence_reason: str | None = None  # why `diverged`, when evaluation found the evidence
     judge: str = "classifier"  # the feature space: "classifier" or "self-supervised" (no labels)
     judge_quality: dict[str, float] = Field(default_factory=dict)  # its quality-check numbers
-    compute_s: float = 0.0  # seconds of evaluation compute (judge, metrics, pictures; no I/O)
+    compute_s: float = 0.0  # seconds of evaluation compute (judge loaded, metrics, pictures)
     judge_ref: JudgeRef | None = None  # which judge, why that kind, reused or trained
 
 
