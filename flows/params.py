@@ -87,15 +87,24 @@ RETRAIN_OPTIONS: tuple[RetrainOption, ...] = (
                   "the champion's (otherwise such a run ends at once: nothing changed)."),
     RetrainOption("--redecide", "redecide", "With --run-id of a decided run: evaluate it "
                   "again and apply the gate again (a new decision record; the old one kept)."),
-    RetrainOption("--judge", "eval.judge", "Feature space of the metrics: auto (classifier "
-                  "when the data has labels, else a self-supervised encoder), classifier or "
-                  "self-supervised."),
-    RetrainOption("--max-class-kl", "gate.max_class_kl", "Gate: max KL of real vs generated "
-                  "class shares."),
+    RetrainOption("--holdout-fraction", "data.holdout_fraction"),
+    RetrainOption("--judge", "eval.judge", "Feature space of the metrics: auto (with labels the "
+                  "classifier judge if it passes its check, else the self-supervised one; "
+                  "without labels the self-supervised one), classifier or self-supervised. "
+                  "Built and checked before training."),
+    RetrainOption("--judge-epochs", "eval.judge_epochs"),
+    RetrainOption("--min-judge-accuracy", "eval.min_judge_accuracy"),
+    RetrainOption("--ssl-judge-epochs", "eval.ssl_judge_epochs"),
+    RetrainOption("--min-ssl-retrieval", "eval.min_ssl_retrieval"),
+    RetrainOption("--min-ssl-knn-accuracy", "eval.min_ssl_knn_accuracy"),
+    RetrainOption("--max-class-kl", "gate.max_class_kl", "Gate: how far the KL of real vs "
+                  "generated class shares may exceed the real held-out images' own KL under "
+                  "the same judge."),
     RetrainOption("--fid-margin", "gate.fid_margin", "Gate: FID must beat the champion's by "
                   "this much."),
     RetrainOption("--min-recall-ratio", "gate.min_recall_ratio", "Gate: recall must reach this "
                   "share of real data's (catches mode collapse); 0 = off."),
+    RetrainOption("--min-class-judge-accuracy", "gate.min_class_judge_accuracy"),
 )
 # option keyword → dotted RetrainParams field it sets
 OPTION_FIELDS: dict[str, str] = {o.name: o.field for o in RETRAIN_OPTIONS if o.field}

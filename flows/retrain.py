@@ -1,19 +1,24 @@
-"""The retraining flow: prepare_data → train → evaluate → register, as Prefect runs it.
+"""The retraining flow: prepare_data → prepare_judge → train → evaluate → register.
 
 What this module is: the `retrain` flow (its one parameter, `RetrainParams`, is the Prefect UI
-form) and its four tasks, each a thin call into one `gan` entry point:
+form) and its tasks, each a thin call into one `gan` entry point:
 
     prepare_data  gan.data.prepare.prepare   cached on (DataConfig, source content fingerprint),
                   result persisted in the bucket (s3-bucket/gan-results), retried on
                   StorageError (2 s, 5 s, 10 s)
+    prepare_judge gan.eval.judge_ladder.prepare_judge   the dataset version's judge, loaded from
+                  its cache (keyed by its settings) or trained, and checked, BEFORE training:
+                  a judge that cannot see the data ends the run here, naming the flags to
+                  change; retried on StorageError like prepare_data
     train         gan.train.ray.driver.train   no Prefect retries: Ray owns fault tolerance; a
                   progress artifact is updated every epoch, and the run's MLflow run
                   (gan.registry.live_run, opened here) takes each epoch's numbers and preview
                   grids; storage lost mid-run fails it naming the endpoint (a rerun of the run
                   id resumes from its last checkpoint)
-    evaluate      gan.eval.evaluate.evaluate   retried on StorageError; a run the registry
-                  decided already reuses the report of its decision (`redecide`: evaluated
-                  again into a new numbered report, gan.eval.stored)
+    evaluate      gan.eval.evaluate.evaluate   loads exactly prepare_judge's judge (never
+                  trains one); retried on StorageError; a run the registry decided already
+                  reuses the report of its decision (`redecide`: evaluated again into a new
+                  numbered report, gan.eval.stored)
     register      gan.registry.publish.register   retried on StorageError or an unreachable
                   MLflow (RegistryUnavailable), 5 s, 10 s (idempotent per run id and checkpoint:
                   one MLflow run and version however often; never promotes an unfinished run;
@@ -56,11 +61,12 @@ from flows.best_effort import BestEffort
 from flows.prefect_setup import RESULT_STORAGE, ensure_result_storage
 from gan.core.config import DataConfig, EvalConfig, ModelConfig, RetrainParams, TrainConfig
 from gan.core.model_fit import fit_model_to_data
-from gan.core.records import DatasetRef, ModelRef, Report, TrainedRef, Unchanged
+from gan.core.records import DatasetRef, JudgeRef, ModelRef, Report, TrainedRef, Unchanged
 from gan.core.settings import Settings
 from gan.data import prepare as data
 from gan.data.fingerprint import source_files, source_fingerprint
 from gan.eval import evaluate as ev
+from gan.eval import judge_ladder
 from gan.io.storage import ObjectMissing, Storage, StorageError
 from gan.io.uri import storage_for
 from gan.registry import connect as registry_connect
@@ -123,6 +129,14 @@ def prepare_data(settings: Settings, cfg: DataConfig) -> DatasetRef:
     return data.prepare(cfg, Storage.from_settings(settings))
 
 
+@task(name="prepare_judge", cache_policy=NO_CACHE, persist_result=False, retries=3,
+      retry_delay_seconds=[2, 5, 10], retry_condition_fn=retry_on_storage_error)
+def prepare_judge(settings: Settings, dataset: DatasetRef, cfg: EvalConfig) -> JudgeRef:
+    """The dataset version's judge, from its cache or trained, checked before any training."""
+    return judge_ladder.prepare_judge(Storage.from_settings(settings), dataset, cfg,
+                                      log=get_run_logger().info)
+
+
 @task(name="train", task_run_name="train {run_id}", cache_policy=NO_CACHE,
       persist_result=False)
 def train(settings: Settings, dataset: DatasetRef, model_cfg: ModelConfig,
@@ -172,11 +186,12 @@ def _live_call(live: LiveRun | None, method: str, *args: Any) -> None:
 
 @task(name="evaluate", cache_policy=NO_CACHE, persist_result=False, retries=2,
       retry_delay_seconds=[5, 10], retry_condition_fn=retry_on_storage_error)
-def evaluate(settings: Settings, dataset: DatasetRef, trained: TrainedRef,
+def evaluate(settings: Settings, dataset: DatasetRef, trained: TrainedRef, judge: JudgeRef,
              cfg: EvalConfig, model_name: str, experiment: str = "gan-retrain",
              redecide: bool = False) -> Report:
-    """Judge, metrics against the real-data floors, pictures, report in the bucket; the current
-    `model_name@champion` is re-scored beside the candidate (same judge, holdout, seeds).
+    """Metrics in `judge`'s feature space against the real-data floors, pictures, report in the
+    bucket; the current `model_name@champion` is re-scored beside the candidate (same judge,
+    holdout, seeds).
 
     A run the registry has decided already (a rerun of its run id) is not evaluated again:
     the report its decision was made on is reused, so report and decision agree; `redecide`
@@ -191,7 +206,7 @@ def evaluate(settings: Settings, dataset: DatasetRef, trained: TrainedRef,
                 trained.run_id, decided.version, decided.decision.number,
                 decided.report.report_uri)
             return decided.report
-    return ev.evaluate(storage, dataset, trained, cfg,
+    return ev.evaluate(storage, dataset, trained, cfg, judge_ref=judge,
                        champion=current_champion(settings, model_name))
 
 
@@ -245,7 +260,8 @@ def check_unchanged(settings: Settings, model_name: str, run_id: str, dataset: D
     None for a run id that has trained before (a resumed or retried run is never skipped).
 
     A plain step of the flow, not a task: it only reads (MLflow's client retries its own
-    requests), and a flow's task list stays prepare_data, train, evaluate, register."""
+    requests), and a flow's task list stays prepare_data, prepare_judge, train, evaluate,
+    register."""
     if distributed.has_started(settings, run_id):
         return None
     unchanged, diff = lineage.nothing_changed(settings, model_name=model_name, run_id=run_id,
@@ -274,6 +290,8 @@ def retrain(params: RetrainParams = RetrainParams()) -> ModelRef | Unchanged:
                           params.model_name, params.preset)
     with stage("prepare_data"):
         dataset = prepare_data(settings, data_cfg)
+    with stage("prepare_judge"):  # before any training: a judge failure costs no training
+        judge = prepare_judge(settings, dataset, eval_cfg)
     with stage("fit_model"):  # channels, size, labels from the data (gan.core.model_fit)
         model_cfg = fit_model_to_data(model_cfg, dataset, P.explicit_model_fields(params))
     configs = {"preset": params.preset, "data": data_cfg, "model": model_cfg,
@@ -288,7 +306,7 @@ def retrain(params: RetrainParams = RetrainParams()) -> ModelRef | Unchanged:
         trained = train(settings, dataset, model_cfg, train_cfg, run_id,
                         params.registry.experiment)
     with stage("evaluate"):
-        report = evaluate(settings, dataset, trained, eval_cfg, params.model_name,
+        report = evaluate(settings, dataset, trained, judge, eval_cfg, params.model_name,
                           params.registry.experiment, params.redecide)
     with stage("register"):
         model = register(settings, params, configs, dataset, trained, report)

@@ -91,7 +91,11 @@ def summary_markdown(*, run_id: str, dataset: DatasetRef, trained: TrainedRef, r
         f"- evaluated on {report.n_samples} samples; {report.judge} judge, "
         + (f"holdout accuracy {report.judge_accuracy:.3f}" if report.judge == "classifier"
            else "label-free: " + ", ".join(f"{k} {v:.3g}" for k, v in
-                                           sorted(report.judge_quality.items()))), "",
+                                           sorted(report.judge_quality.items())))
+        + ("" if report.judge_ref is None else
+           f" ({report.judge_ref.reason}; "
+           f"{'reused' if report.judge_ref.reused else 'trained for this dataset version'})"),
+        "",
         "## Metrics", "", metrics_table(report, champion, d.champion_version), "",
         "## Gate decision", "",
         *[f"- {r}" for r in d.reasons], "",

@@ -474,30 +474,45 @@ def data_upload(
         raise fail(str(e)) from None
 
 
-def _data_options(command: Callable[..., None]) -> Callable[..., None]:
-    """`gan retrain`'s data options (--source, --uri, --image-size, ...), the same rows."""
-    return _retrain_options(command, tuple(o for o in RETRAIN_OPTIONS
-                                           if (o.field or "").startswith("data.")))
+def _prepare_options(command: Callable[..., None]) -> Callable[..., None]:
+    """`gan data prepare`'s options: `gan retrain`'s preset, data and judge (eval.*) rows, and
+    --no-judge."""
+    rows = tuple(o for o in RETRAIN_OPTIONS if o.name in ("preset", "smoke")
+                 or (o.field or "").startswith(("data.", "eval.")))
+    command = _retrain_options(command, rows)
+    sig = command.__signature__  # type: ignore[attr-defined]
+    no_judge = inspect.Parameter(
+        "no_judge", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+        default=typer.Option(False, "--no-judge", help="Store the dataset version only, "
+                             "without building and checking its judge."))
+    command.__signature__ = sig.replace(  # type: ignore[attr-defined]
+        parameters=[*sig.parameters.values(), no_judge])
+    command.__annotations__["no_judge"] = bool
+    return command
 
 
 @data_app.command("prepare")
-@_data_options
+@_prepare_options
 def data_prepare(**options: Any) -> None:
-    """Read, check and decode a source and store its dataset version in the bucket, as
-    `gan retrain` does first, without training: a bad file is named in seconds, and the
-    retrain that follows reuses the version."""
+    """Read, check and decode a source and store its dataset version in the bucket, then build
+    (or load from its cache) and check the version's judge, as `gan retrain` does before
+    training, without training: a bad file or a judge that cannot see the data is named in
+    seconds or minutes, and the retrain that follows reuses both."""
     # lazy: torch, Pillow and boto3 load for this command only (the CLI starts fast)
     from gan.data.prepare import prepare
     from gan.data.validate import DataError
+    from gan.eval.judge_ladder import JudgeError, describe, prepare_judge
     from gan.io.storage import Storage
 
+    no_judge = options.pop("no_judge")
     try:
-        data = params_from_options(**options).data
+        data, _, _, eval_cfg = resolve(params_from_options(**options))
     except ParamsError as e:
         raise fail(str(e), code=2) from None
     settings = load_settings()
     try:
-        ref = prepare(data, Storage.from_settings(settings))
+        storage = Storage.from_settings(settings)
+        ref = prepare(data, storage)
     except (DataError, StorageError, SettingsError) as e:
         raise fail(str(e)) from None
     labels = (f"{ref.num_classes} classes ({', '.join(ref.class_names)})" if ref.class_names
@@ -509,6 +524,16 @@ def data_prepare(**options: Any) -> None:
     console.print(f"  {ref.n_train} train + {ref.n_holdout} holdout images, {ref.channels}×"
                   f"{ref.image_size}×{ref.image_size}, {escape(labels)}"
                   + (f", {ref.n_skipped} bad files skipped" if ref.n_skipped else ""))
+    if no_judge:
+        return
+    console.print("building its judge (as `gan retrain` does before training) ...")
+    try:
+        judge = prepare_judge(storage, ref, eval_cfg)
+    except (JudgeError, DataError, StorageError) as e:
+        raise fail(str(e)) from None
+    console.print(f"judge: {escape(describe(judge))}")
+    for skipped in judge.passed_over:
+        console.print(f"  passed over: {escape(skipped)}")
 
 
 @data_app.command("make-shapes")

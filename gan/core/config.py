@@ -225,16 +225,26 @@ class TrainConfig(Frozen):
 
 
 class EvalConfig(Frozen):
-    """How a generator is judged (see `gan.eval.evaluate`)."""
+    """How a generator is judged (see `gan.eval.evaluate`) and by which judge
+    (`gan.eval.judge_ladder`).
+
+    Naming rule: a field named `judge_*` shapes the classifier judge and one named
+    `ssl_judge_*` the label-free judge: such fields enter that judge's cache key
+    (`gan.eval.judge_ladder.judge_settings`), so a judge trained with other values is never
+    reused. Thresholds (`min_*`) only check a judge and stay out of the key.
+    """
 
     n_samples: int | None = Field(
         None, ge=100, le=100_000, description="Generated samples; empty: max(holdout, 1000)."
     )
     seed: int = Field(1234, ge=0, description="Seed of the evaluation latents.")
     min_judge_accuracy: float = Field(
-        0.95, ge=0.0, le=1.0, description="Judge holdout accuracy below this fails evaluation."
+        0.95, ge=0.0, le=1.0, description="The classifier judge needs this holdout accuracy; "
+        "below it the label-free judge is tried (eval.judge auto), or the run stops before "
+        "training."
     )
-    judge_epochs: int = Field(15, ge=1, le=200, description="Epochs to train the judge.")
+    judge_epochs: int = Field(15, ge=1, le=200,
+                              description="Epochs to train the classifier judge.")
     class_share_threshold: float = Field(
         0.02, ge=0.0, lt=1.0, description="A class is covered when its share exceeds this."
     )
@@ -263,11 +273,21 @@ class EvalConfig(Frozen):
 class GateConfig(Frozen):
     """Promotion rules (see `gan.eval.evaluate.gate`)."""
 
-    max_class_kl: float = Field(0.1, ge=0.0, description="Max KL(real classes || generated).")
+    max_class_kl: float = Field(
+        0.1, ge=0.0, description="Class KL(real classes || generated) may exceed the real "
+        "held-out images' own class KL under the same judge by at most this much."
+    )
+    min_class_judge_accuracy: float = Field(
+        0.9, ge=0.0, le=1.0, description="Class rules (classes covered, class KL) apply only "
+        "under a classifier judge whose holdout accuracy reaches this; below it its class "
+        "figures are mostly its own error, and the rules are reported, not applied."
+    )
     fid_margin: float = Field(
         0.0, ge=0.0, description="Candidate FID must be below champion FID minus this margin."
     )
-    require_all_classes: bool = Field(True, description="Every class must be covered.")
+    require_all_classes: bool = Field(
+        True, description="Every class that the real held-out images cover under the judge "
+        "must be covered.")
     min_recall_ratio: float = Field(
         0.25, ge=0.0, le=1.0, description="Diversity: recall (Kynkäänniemi et al. 2019) must "
         "reach this share of real data's recall. Catches mode collapse, e.g. a conditional G "

@@ -1,8 +1,9 @@
 """Evaluation: score a trained generator honestly, write its report, decide promotion.
 
 What this module is: the evaluation stage of the pipeline. `evaluate` loads the prepared
-dataset and the checkpoint by URI, gets the judge of the dataset version from its cache,
-samples the generator with seeded latents, computes every metric next to its real-data floor
+dataset and the checkpoint by URI, loads the judge that the data step built and checked for
+the dataset version (`gan.eval.judge_ladder`, named by a `JudgeRef`; evaluation never trains
+one), samples the generator with seeded latents, computes every metric next to its real-data floor
 or ceiling, draws the pictures and writes `report.json`, `report.md` and the PNGs to
 `s3://<bucket>/runs/<run_id>/eval/`. `evaluate_generator` does the same on in-memory objects
 without storage. Every metric is measured on `EvalConfig.n_seeds` latent seeds and reported as
@@ -11,8 +12,11 @@ mean ± spread; the current champion, when the caller passes it (`Champion`, loa
 seeds — so the gate (`gan.eval.gate`, re-exported here) compares like with like.
 
 Reference sets: generated samples are compared with the *holdout* split (never seen by the
-generator or the judge); the floors put n real *train* images in the generator's place, so a
-generator that reproduced its training data would score about the floor.
+generator or the judge); the feature-space floors (FID, KID, P/R/D/C) put n real *train* images
+in the generator's place, so a generator that reproduced its training data would score about
+the floor. The class floors (class KL, classes covered) score the real *holdout* images as if
+they were samples: the judge never trained on them, so they carry its own error, which the
+gate's class rules then do not count against the generator.
 
 What it is not: no MLflow (see `gan.registry.publish`), no training, no metric math
 (`gan.eval.metrics`),
@@ -30,21 +34,15 @@ import torch
 from torch import Tensor, nn
 
 from gan.core.config import EvalConfig
-from gan.core.records import ChampionScore, DatasetRef, Report, TrainedRef
+from gan.core.records import ChampionScore, DatasetRef, JudgeRef, Report, TrainedRef
 from gan.data.prepare import PreparedData, load_prepared
 from gan.eval import metrics as M
 from gan.eval import pictures, stored
 from gan.eval.gate import gate
-from gan.eval.judge import (
-    Judge,
-    JudgeError,
-    check_judge,
-    get_or_train_judge,
-    judge_prefix,
-    train_judge,
-)
+from gan.eval.judge import Judge, JudgeError, check_judge, train_judge
+from gan.eval.judge_ladder import MIN_HOLDOUT, load_judge
 from gan.eval.report import render_markdown
-from gan.eval.ssl_judge import AnyJudge, SSLJudge, check_ssl_judge, select_judge
+from gan.eval.ssl_judge import AnyJudge, SSLJudge, check_ssl_judge
 from gan.nets.models import sample_images
 from gan.train.checkpoint import generator_from_checkpoint, load_checkpoint
 from gan.train.loop import SATURATED_FAKE, SATURATED_REAL
@@ -54,14 +52,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Champion", "Judge", "JudgeError", "champion_problem", "compute_floors", "evaluate",
-    "evaluate_generator", "gate", "get_or_compute_floors", "get_or_train_judge",
-    "render_markdown", "train_judge",
+    "evaluate_generator", "gate", "get_or_compute_floors", "render_markdown", "train_judge",
 ]
 
 PICTURE_FILES = {"samples": "samples.png", "real_vs_generated": "real_vs_generated.png",
                  "curves": "curves.png"}
 GRID_SIDE = 10  # 10×10 sample grids
-MIN_HOLDOUT = 10  # PRDC needs more than k=5 neighbours, KID two subsets of two
+FLOORS_FORMAT = 2  # 2: class floors from the holdout images (1: from train images)
 
 
 # --------------------------------------------------------------------------- sampling
@@ -115,7 +112,9 @@ def sample_metrics(judge: AnyJudge, real: Tensor, fake: Tensor, seed: int) -> di
 
 
 def compute_floors(judge: AnyJudge, data: PreparedData, cfg: EvalConfig) -> dict[str, Any]:
-    """The metrics with n real train images in place of the generator (same n where possible).
+    """Every metric's real-data value: FID, KID and P/R/D/C with n real train images in place
+    of the generator (same n where possible), against the holdout; class KL and classes covered
+    of the real holdout images scored as if they were samples (see the module docstring).
 
     Returns {"floors": {...}, "ceilings": {...}, "n": n_used, "seed": seed}: floors hold every
     metric's real-data value (FID/KID/KL are floors; P/R/D/C the values to approach), ceilings
@@ -130,8 +129,11 @@ def compute_floors(judge: AnyJudge, data: PreparedData, cfg: EvalConfig) -> dict
                                 "coverage")}
     ceilings: dict[str, float] = {}
     if isinstance(judge, Judge):  # class statistics need the classifier judge
-        p_real = M.class_shares(data.y_train, data.num_classes)
-        stats = M.class_stats(judge.predict(real_sub), p_real, cfg.class_share_threshold)
+        # The holdout, not train images: on its own training images the judge errs less than
+        # on images it never saw, which is what the generator's samples are to it.
+        p_real = M.class_shares(data.y_train, data.num_classes)  # as the candidate's KL
+        stats = M.class_stats(judge.predict(data.x_holdout.float()), p_real,
+                              cfg.class_share_threshold)
         floors["class_kl"] = float(stats["class_kl"])  # type: ignore[arg-type]
         floors["classes_covered"] = float(stats["classes_covered"])  # type: ignore[arg-type]
         ceilings = {"inception_score": m["inception_score"],
@@ -141,16 +143,16 @@ def compute_floors(judge: AnyJudge, data: PreparedData, cfg: EvalConfig) -> dict
 
 
 def get_or_compute_floors(storage: Storage, judge: AnyJudge, data: PreparedData,
-                          cfg: EvalConfig) -> dict[str, Any]:
-    """Floors cached next to the judge (`judges/<version>/floors/n<n>-seed<seed>.json`).
+                          cfg: EvalConfig, judge_uri: str) -> dict[str, Any]:
+    """Floors cached beside the judge (`<judge_uri>/floors/n<n>-seed<seed>.json`).
 
-    The cached document is reused only if it was computed by the same judge weights and the
-    same class-share threshold; otherwise it is recomputed and overwritten.
+    The cached document is reused only if it was computed by the same judge weights, the same
+    class-share threshold and this FLOORS_FORMAT; otherwise it is recomputed and overwritten.
     """
     n = min(n_samples(cfg, data), len(data.x_train))
-    uri = f"{judge_prefix(storage, data.version)}/floors/n{n}-seed{cfg.seed}.json"
+    uri = f"{judge_uri}/floors/n{n}-seed{cfg.seed}.json"
     key = {"judge_sha256": judge.meta.get("weights_sha256"),
-           "class_share_threshold": cfg.class_share_threshold}
+           "class_share_threshold": cfg.class_share_threshold, "floors_format": FLOORS_FORMAT}
     if storage.exists(uri):
         doc = storage.get_json(uri)
         if all(doc.get(k) == v for k, v in key.items()):
@@ -363,26 +365,32 @@ def divergence_evidence(generator: nn.Module, history: list[dict[str, float]] | 
 
 
 def evaluate(storage: Storage, dataset: DatasetRef, trained: TrainedRef,
-             cfg: EvalConfig, *, champion: Champion | None = None) -> Report:
+             cfg: EvalConfig, *, judge_ref: JudgeRef,
+             champion: Champion | None = None) -> Report:
     """The evaluation stage: URIs in, report and pictures under `runs/<run_id>/eval/` out
     (`eval/epoch_<N>/` for a run that continued from a checkpoint). Written once: evaluating
     the same checkpoint again writes the next numbered prefix (`eval/2/`, ...), so the report a
     registry decision was made on stays as it was (`gan.eval.stored`).
 
-    `champion`: the current champion's generator, re-scored in this evaluation (see module)."""
-    if trained.dataset_version != dataset.version:
-        raise ValueError(f"run {trained.run_id!r} was trained on dataset version "
-                         f"{trained.dataset_version!r}, asked to evaluate on {dataset.version!r}")
+    `judge_ref`: the judge the data step built and checked (`judge_ladder.prepare_judge`),
+    loaded as it is. `champion`: the current champion's generator, re-scored in this
+    evaluation (see module)."""
+    for what, version in (("trained on", trained.dataset_version),
+                          ("judged by a judge of", judge_ref.dataset_version)):
+        if version != dataset.version:
+            raise ValueError(f"run {trained.run_id!r} was {what} dataset version {version!r}, "
+                             f"asked to evaluate on {dataset.version!r}")
     data = load_prepared(storage, dataset)
     ckpt = load_checkpoint(storage.get_bytes(trained.checkpoint_uri))
-    t0 = time.perf_counter()  # compute from here (a cached judge or floors: a small read)
-    judge = select_judge(storage, data, cfg)
-    floors = get_or_compute_floors(storage, judge, data, cfg)
+    t0 = time.perf_counter()  # compute from here (the judge and cached floors: small reads)
+    judge = load_judge(storage, judge_ref)
+    floors = get_or_compute_floors(storage, judge, data, cfg, judge_ref.uri)
     generator = generator_from_checkpoint(ckpt, use_ema=True)
     history = ckpt.get("history") or trained.history
     result, pics = evaluate_generator(generator, data, judge, cfg, history, floors=floors,
                                       champion=champion)
     result["compute_s"] = round(time.perf_counter() - t0, 3)
+    result["judge_ref"] = judge_ref
 
     prefix = stored.next_prefix(storage, trained)
     artifacts = {name: f"{prefix}/{PICTURE_FILES[name]}" for name in pics}

@@ -36,6 +36,7 @@ def render_markdown(report: Report) -> str:
         f"per seed, eval seeds {report.eval_seeds or [report.seeds.get('eval')]} "
         "(values: mean ± spread over them)",
         f"- {_judge_line(report)}; seeds: {seeds}",
+        *_judge_origin(report),
         f"- diverged in training: {'yes' if report.diverged else 'no'}",
     ]
     if champ is not None and not champ.comparable:
@@ -66,7 +67,20 @@ def render_markdown(report: Report) -> str:
 def _judge_line(report: Report) -> str:
     """Which judge's feature space the metrics are in, and how good it was."""
     if report.judge == "classifier":
-        return f"judge: classifier, holdout accuracy {report.judge_accuracy:.4f}"
-    q = ", ".join(f"{k} {fmt_number(v)}" for k, v in sorted(report.judge_quality.items()))
-    return (f"judge: {report.judge} encoder (label-free; no class metrics; the champion is "
-            f"re-scored under the same judge); quality: {q}")
+        line = f"judge: classifier, holdout accuracy {report.judge_accuracy:.4f}"
+    else:
+        q = ", ".join(f"{k} {fmt_number(v)}" for k, v in sorted(report.judge_quality.items()))
+        line = (f"judge: {report.judge} encoder (label-free; no class metrics; the champion is "
+                f"re-scored under the same judge); quality: {q}")
+    return line
+
+
+def _judge_origin(report: Report) -> list[str]:
+    """Why this kind of judge, whether it was reused, and the judges passed over (none for a
+    report without a JudgeRef)."""
+    ref = report.judge_ref
+    if ref is None:
+        return []
+    how = "reused from its cache" if ref.reused else "trained for this dataset version"
+    return [f"- why this judge: {ref.reason}; {how} (`{ref.uri}`)",
+            *(f"- judge passed over: {skipped}" for skipped in ref.passed_over)]

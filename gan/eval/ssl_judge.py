@@ -4,9 +4,9 @@ What this module is: `SSLJudge` (an `SSLNet` from `gan.nets.ssl_net`, in eval mo
 quality numbers), its deterministic SimCLR-style training on a dataset's train split
 (`train_ssl_judge`: two augmented views of each image — random resized crop and shift,
 Gaussian pixel noise — pulled together by the NT-Xent loss of Chen et al. 2020), its quality
-check (`ssl_quality`, `check_ssl_judge`, raising `JudgeError`), its cache next to the
-classifier judge (`judges/<version>/ssl_judge.{safetensors,json}`, JSON last) and `select_judge`,
-which picks the classifier judge for labelled data and this one otherwise (`eval.judge`).
+check (`ssl_quality`, `check_ssl_judge`, raising `JudgeError`) and its (de)serialisation
+(`ssl_judge.{safetensors,json}`); which judge a dataset gets and the cache are
+`gan.eval.judge_ladder`'s.
 
 The quality check, on the holdout split (never trained on):
   - view retrieval: for up to `RETRIEVAL_POOL` holdout images, the share whose augmented view
@@ -26,7 +26,6 @@ What it is not: no class metrics (it has no classes), no metric math (`gan.eval.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -39,20 +38,11 @@ from torch import Tensor
 
 from gan.core.config import EvalConfig
 from gan.eval import metrics as M
-from gan.eval.judge import (
-    Judge,
-    JudgeError,
-    JudgeFiles,
-    StorageFiles,
-    check_cached_blob,
-    get_or_train_judge,
-    judge_prefix,
-)
+from gan.eval.judge import Judge, JudgeError, check_cached_blob
 from gan.nets.ssl_net import SSLArch, SSLFeatureExtractor, SSLNet
 
 if TYPE_CHECKING:
     from gan.data.prepare import PreparedData
-    from gan.io.storage import Storage
 
 SSL_FORMAT = 1
 WEIGHTS_FILE = "ssl_judge.safetensors"
@@ -286,55 +276,3 @@ def ssl_from_bytes(weights: bytes, meta: dict[str, Any], where: str = "ssl judge
                     dataset_version=str(meta["dataset_version"]), seed=int(meta["seed"]),
                     epochs=int(meta["epochs"]),
                     train_seconds=float(meta.get("train_seconds", 0.0)), meta=meta)
-
-
-def cached_ssl_judge(files: JudgeFiles, data: PreparedData, cfg: EvalConfig, *,
-                     seed: int = 0) -> SSLJudge:
-    """The label-free judge of `data.version` and `seed` cached in `files`, or a new one
-    (weights written first, JSON last); a cached one that fails the check after fewer epochs
-    than `cfg.ssl_judge_epochs` is retrained. Raises `JudgeError` when it fails the check."""
-    judge: SSLJudge | None = None
-    raw = files.read(META_FILE)
-    if raw is not None:
-        meta = json.loads(raw)
-        weights = files.read(WEIGHTS_FILE)
-        if (weights is not None and meta.get("dataset_version") == data.version
-                and meta.get("seed") == seed):
-            try:
-                judge = ssl_from_bytes(weights, meta, files.where)
-            except JudgeError:
-                judge = None  # unreadable or torn cache: train again
-    if judge is not None and judge.epochs < cfg.ssl_judge_epochs:
-        try:
-            check_ssl_judge(judge, cfg)
-        except JudgeError:
-            judge = None
-    if judge is not None:
-        judge.meta["reused"] = True
-    else:
-        judge = train_ssl_judge(data, cfg.ssl_judge_epochs, seed)
-        weights, meta = ssl_to_bytes(judge)
-        meta.update(dataset_name=data.name, n_train=len(data.x_train),
-                    n_holdout=len(data.x_holdout))
-        files.write(WEIGHTS_FILE, weights)  # weights first ...
-        files.write(META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())  # JSON last
-        judge.meta = {**meta, "reused": False}
-    check_ssl_judge(judge, cfg)
-    return judge
-
-
-def judge_kind(data: PreparedData, cfg: EvalConfig) -> str:
-    """'classifier' or 'self-supervised': `eval.judge`, where auto = classifier iff labels."""
-    if cfg.judge == "classifier" and not (data.labelled and data.num_classes >= 2):
-        raise ValueError(f"eval.judge='classifier' needs labels; dataset {data.name!r} has none "
-                         "(use eval.judge='auto' or 'self-supervised')")
-    if cfg.judge != "auto":
-        return cfg.judge
-    return "classifier" if data.labelled and data.num_classes >= 2 else "self-supervised"
-
-
-def select_judge(storage: Storage, data: PreparedData, cfg: EvalConfig) -> AnyJudge:
-    """The judge of `data.version` of the kind `judge_kind` picks, from its cache or new."""
-    if judge_kind(data, cfg) == "classifier":
-        return get_or_train_judge(storage, data, cfg)
-    return cached_ssl_judge(StorageFiles(storage, judge_prefix(storage, data.version)), data, cfg)

@@ -93,9 +93,11 @@ def model_card(*, name: str, version: str, report: Report, dataset: DatasetRef,
             bound = report.floors.get(key, report.ceilings.get(key))
             rows.append([label, fmt_number(report.metrics[key]), fmt_number(bound),
                          f"{better} is better"])
-    if dataset.labelled:  # labels exist: class coverage was judged
+    if report.judge == "classifier":  # a classifier judge: class coverage was judged
+        real = report.floors.get("classes_covered")
         rows.append(["classes covered", f"{report.classes_covered} of {dataset.num_classes}",
-                     "—", "all expected"])
+                     "—" if real is None else f"{real:.0f} of {dataset.num_classes}",
+                     "as many as real data"])
     if report.conditional_accuracy is not None:
         rows.append(["label accuracy (judge)", fmt_number(report.conditional_accuracy), "—",
                      "conditional: G draws the asked class"])
@@ -104,10 +106,16 @@ def model_card(*, name: str, version: str, report: Report, dataset: DatasetRef,
         judge = f"a self-supervised judge (no labels; quality check: {quality or 'passed'})"
     else:
         judge = f"a classifier judge of accuracy {fmt_number(report.judge_accuracy)} on real data"
+    ref = report.judge_ref
+    if ref is not None:
+        how = "reused from its cache" if ref.reused else "trained for this dataset version"
+        judge += f" — chosen because {ref.reason}; {how}"
+        judge += "".join(f"; passed over: {p}" for p in ref.passed_over)
     lines += ["## Headline metrics", "",
               f"On {report.n_samples} samples against the held-out split; the floor is the same "
-              f"metric between real train and real held-out images (the best reachable), in the "
-              f"features of {judge}.", "",
+              f"metric between real train and real held-out images (the best reachable; the "
+              f"class figures: the real held-out images scored as if they were samples), in "
+              f"the features of {judge}.", "",
               markdown_table(["metric", "value", "real-data floor", ""], rows,
                              align=[None, "right", "right", None]), ""]
     if decision is not None:

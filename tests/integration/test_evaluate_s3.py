@@ -1,9 +1,9 @@
-"""Evaluation against the real local stack: the judge is trained once per dataset version and
-reused from S3; report.json/md and the PNGs land under runs/<run_id>/eval/."""
+"""Evaluation against the real local stack: the judge is built once per dataset version and
+settings (`prepare_judge`) and reused from S3, evaluation loads exactly that judge; report.json/md
+and the PNGs land under runs/<run_id>/eval/."""
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import uuid
 
@@ -14,8 +14,9 @@ from PIL import Image
 from gan.core.config import DataConfig, EvalConfig, GateConfig, ModelConfig, TrainConfig
 from gan.core.records import DatasetRef, Report, TrainedRef
 from gan.data.prepare import load_prepared, prepare
-from gan.eval.evaluate import Champion, evaluate, gate, get_or_train_judge
-from gan.eval.judge import JudgeError, judge_prefix, judge_to_bytes, train_judge
+from gan.eval.evaluate import Champion, evaluate, gate
+from gan.eval.judge import judge_prefix
+from gan.eval.judge_ladder import prepare_judge
 from gan.io.storage import Storage
 from gan.train.checkpoint import generator_from_checkpoint, load_checkpoint, save_checkpoint
 from gan.train.loop import train_local
@@ -60,20 +61,24 @@ def head(storage: Storage, uri: str) -> tuple[str, object]:
 def test_judge_trained_once_and_report_written(storage: Storage):
     storage.ensure_bucket()
     dataset = prepare(DATA, storage)
-    prefix = judge_prefix(storage, dataset.version)
-    storage.delete_prefix(prefix + "/")
+    storage.delete_prefix(judge_prefix(storage, dataset.version) + "/")
     cfg = EvalConfig()
+    ref = prepare_judge(storage, dataset, cfg)
+    assert not ref.reused and ref.kind == "classifier"
     first = trained_run(storage, dataset)
 
-    report = evaluate(storage, dataset, first, cfg)
+    report = evaluate(storage, dataset, first, cfg, judge_ref=ref)
 
-    # The judge and the floors are cached under judges/<version>/, JSON written.
+    # The judge and the floors are cached under judges/<version>/classifier-<key>/.
+    prefix = ref.uri
+    assert prefix == f"{judge_prefix(storage, dataset.version)}/classifier-{ref.key}"
     keys = storage.list_keys(prefix + "/")
     assert f"{prefix}/judge.safetensors" in keys and f"{prefix}/judge.json" in keys
     assert any("/floors/" in k for k in keys)
     meta = storage.get_json(f"{prefix}/judge.json")
-    assert meta["holdout_accuracy"] == report.judge_accuracy >= 0.95
+    assert meta["holdout_accuracy"] == report.judge_accuracy == ref.accuracy >= 0.95
     assert meta["dataset_version"] == dataset.version and meta["seed"] == 0
+    assert meta["cache_key"] == ref.settings and report.judge_ref == ref
     print(f"\njudge accuracy {report.judge_accuracy:.4f}, trained in {meta['train_seconds']} s")
     before = {k: head(storage, k) for k in keys}
 
@@ -97,11 +102,11 @@ def test_judge_trained_once_and_report_written(storage: Storage):
     # A second run on the same dataset version reuses the judge and floors: nothing rewritten,
     # and the judge loaded from S3 scores the same checkpoint exactly as the fresh one did.
     second = first.model_copy(update={"run_id": first.run_id + "-again"})
-    again = evaluate(storage, dataset, second, cfg)
+    again_ref = prepare_judge(storage, dataset, cfg)
+    assert again_ref.reused and again_ref.weights_sha256 == ref.weights_sha256
+    again = evaluate(storage, dataset, second, cfg, judge_ref=again_ref)
     assert {k: head(storage, k) for k in storage.list_keys(prefix + "/")} == before
     assert again.metrics == report.metrics and again.floors == report.floors
-    judge = get_or_train_judge(storage, load_prepared(storage, dataset), cfg)
-    assert judge.meta["reused"] is True and judge.accuracy == report.judge_accuracy
 
 
 def test_data_change_rescores_the_champion_in_the_report(storage: Storage):
@@ -117,8 +122,10 @@ def test_data_change_rescores_the_champion_in_the_report(storage: Storage):
         old_run.checkpoint_uri)), use_ema=True)
     candidate = trained_run(storage, dataset)
     cfg = EvalConfig(n_samples=200)
+    ref = prepare_judge(storage, dataset, cfg)
 
-    report = evaluate(storage, dataset, candidate, cfg, champion=Champion("1", champion_g))
+    report = evaluate(storage, dataset, candidate, cfg, judge_ref=ref,
+                      champion=Champion("1", champion_g))
 
     score = report.champion
     assert score is not None and score.version == "1" and score.comparable
@@ -132,7 +139,7 @@ def test_data_change_rescores_the_champion_in_the_report(storage: Storage):
 
     small = make_state(MODEL.model_copy(update={"image_size": 16}), TRAIN).generator
     other = evaluate(storage, dataset, candidate.model_copy(update={"run_id": "evaltest-16px"}),
-                     cfg, champion=Champion("2", small))
+                     cfg, judge_ref=ref, champion=Champion("2", small))
     assert other.champion is not None and not other.champion.comparable
     assert "(1, 16, 16)" in other.champion.reason
     decision = gate(other, None, GateConfig(require_all_classes=False, max_class_kl=100.0,
@@ -167,41 +174,13 @@ def test_evaluating_a_run_again_never_overwrites_its_report(storage: Storage):
 
 def test_dataset_version_mismatch_is_refused(storage: Storage):
     dataset = prepare(DATA, storage)
+    ref = prepare_judge(storage, dataset, EvalConfig())
     trained = TrainedRef(run_id="mismatch", checkpoint_uri=storage.settings.s3_uri("none.pt"),
                          dataset_version="0000000000000000", model_cfg={}, train_cfg={},
                          epochs_completed=0, global_step=0)
     with pytest.raises(ValueError, match="trained on dataset version '0000000000000000'"):
-        evaluate(storage, dataset, trained, EvalConfig())
-
-
-def test_weak_or_corrupt_cached_judge_is_replaced(storage: Storage):
-    storage.ensure_bucket()
-    dataset = prepare(DataConfig(split_seed=9174), storage)
-    data = load_prepared(storage, dataset)
-    prefix = judge_prefix(storage, dataset.version)
-    storage.delete_prefix(prefix + "/")
-    # What a careless earlier run could leave: a 1-epoch judge that fails the accuracy check.
-    perm = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(0))
-    weak = train_judge(dataclasses.replace(data, y_train=data.y_train[perm]),
-                       1)
-    weights, meta = judge_to_bytes(weak)
-    storage.put_bytes(f"{prefix}/judge.safetensors", weights)
-    storage.put_json(f"{prefix}/judge.json", meta)
-
-    # Asked for no more training than it had: the data is at fault, so it fails loudly.
-    with pytest.raises(JudgeError, match=f"accuracy {weak.accuracy:.4f}"):
-        get_or_train_judge(storage, data, EvalConfig(judge_epochs=1))
-    # Asked for more: it is replaced by a judge trained as asked.
-    cfg = EvalConfig(judge_epochs=8)
-    good = get_or_train_judge(storage, data, cfg)
-    assert good.meta["reused"] is False and "retraining with 8 epochs" in good.meta[
-        "trained_because"]
-    stored = storage.get_json(f"{prefix}/judge.json")
-    assert stored["epochs"] == 8 and stored["holdout_accuracy"] == good.accuracy >= 0.95
-
-    # Corrupt weights are not trusted: the judge is retrained, bit for bit the same.
-    storage.put_bytes(f"{prefix}/judge.safetensors", b"not safetensors")
-    healed = get_or_train_judge(storage, data, cfg)
-    assert healed.meta["reused"] is False and "weights_sha256" in healed.meta["trained_because"]
-    assert storage.get_json(f"{prefix}/judge.json")["weights_sha256"] == stored["weights_sha256"]
-    assert get_or_train_judge(storage, data, cfg).meta["reused"] is True
+        evaluate(storage, dataset, trained, EvalConfig(), judge_ref=ref)
+    right = trained.model_copy(update={"dataset_version": dataset.version})
+    other = ref.model_copy(update={"dataset_version": "1111111111111111"})
+    with pytest.raises(ValueError, match="judged by a judge of dataset version '1111"):
+        evaluate(storage, dataset, right, EvalConfig(), judge_ref=other)

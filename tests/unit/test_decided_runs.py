@@ -141,7 +141,7 @@ def task_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
 
 def _evaluate_task(redecide: bool) -> Any:
-    return flow.evaluate.fn(None, None, _trained(), cfg=EvalConfig(), model_name="m",
+    return flow.evaluate.fn(None, None, _trained(), judge=None, cfg=EvalConfig(), model_name="m",
                             experiment="gan-retrain", redecide=redecide)
 
 

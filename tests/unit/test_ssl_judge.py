@@ -17,14 +17,13 @@ from gan.core.records import Report
 from gan.data.prepare import PreparedData, prepare_arrays
 from gan.eval.evaluate import Champion, evaluate_generator, gate
 from gan.eval.judge import FolderFiles, JudgeError
+from gan.eval.judge_ladder import LABEL_FREE, cached_judge, rungs
 from gan.eval.report import render_markdown
 from gan.eval.ssl_judge import (
     META_FILE,
     SSLJudge,
     augment,
-    cached_ssl_judge,
     check_ssl_judge,
-    judge_kind,
     set_feature_scale,
     ssl_from_bytes,
     ssl_quality,
@@ -77,9 +76,9 @@ def untrained(data: PreparedData, seed: int = 0) -> SSLJudge:
 
 def test_unlabelled_npz_has_no_labels(unlabelled: PreparedData):
     assert not unlabelled.labelled and unlabelled.num_classes == 1
-    assert judge_kind(unlabelled, EvalConfig()) == "self-supervised"
-    with pytest.raises(ValueError, match="eval.judge='classifier' needs labels"):
-        judge_kind(unlabelled, EvalConfig(judge="classifier"))
+    assert [kind for kind, _ in rungs(unlabelled, EvalConfig())] == ["self-supervised"]
+    with pytest.raises(JudgeError, match="eval.judge='classifier' needs labels"):
+        rungs(unlabelled, EvalConfig(judge="classifier"))
 
 
 def test_trained_encoder_passes_its_check_without_labels(ssl: SSLJudge):
@@ -152,10 +151,10 @@ def test_cache_round_trip_reuse_and_tamper(ssl: SSLJudge, unlabelled: PreparedDa
     with pytest.raises(JudgeError, match="weights_sha256"):
         ssl_from_bytes(weights[:-1] + bytes([weights[-1] ^ 1]), meta)
     files = FolderFiles(tmp_path)
-    first = cached_ssl_judge(files, unlabelled, CFG)
+    first, _ = cached_judge(files, LABEL_FREE, unlabelled, CFG)
     assert first.meta["reused"] is False
     assert json.loads((tmp_path / META_FILE).read_text())["kind"] == "self-supervised"
-    again = cached_ssl_judge(files, unlabelled, CFG)
+    again, _ = cached_judge(files, LABEL_FREE, unlabelled, CFG)
     assert again.meta["reused"] is True
     assert again.meta["weights_sha256"] == first.meta["weights_sha256"]
 
