@@ -88,6 +88,10 @@ RETRAIN_OPTIONS: tuple[RetrainOption, ...] = (
     RetrainOption("--judge", "eval.judge", "Feature space of the metrics: auto (classifier "
                   "when the data has labels, else a self-supervised encoder), classifier or "
                   "self-supervised."),
+    RetrainOption("--inception-weights", "eval.inception_weights", "Optional standard FID "
+                  "for comparison with published numbers (never decides promotion): path or "
+                  "s3:// URI of the FID Inception-v3 weights you supply "
+                  "(pt_inception-2015-12-05-6726825d.pth); nothing is downloaded. Slow on CPU."),
     RetrainOption("--max-class-kl", "gate.max_class_kl", "Gate: max KL of real vs generated "
                   "class shares."),
     RetrainOption("--fid-margin", "gate.fid_margin", "Gate: FID must beat the champion's by "

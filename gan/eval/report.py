@@ -57,6 +57,7 @@ def render_markdown(report: Report) -> str:
             ref += f" ± {fmt_number(report.floors.get('kid_std'))}"  # over KID subsets
         rows.append([*row, ref])
     lines += [markdown_table(head, rows), ""]
+    lines += _inception_lines(report)
     if report.class_hist:
         hist = " ".join(f"{i}:{s:.3f}" for i, s in enumerate(report.class_hist))
         lines += [f"Generated class shares (judge): {hist}", ""]
@@ -70,3 +71,25 @@ def _judge_line(report: Report) -> str:
     q = ", ".join(f"{k} {fmt_number(v)}" for k, v in sorted(report.judge_quality.items()))
     return (f"judge: {report.judge} encoder (label-free; no class metrics; the champion is "
             f"re-scored under the same judge); quality: {q}")
+
+
+def _inception_lines(report: Report) -> list[str]:
+    """The standard Inception FID, apart from the judge's table: other feature space, no vote."""
+    inc, key = report.inception, "fid_inception"
+    if not inc or key not in report.metrics:
+        return []
+    weights = (f"`{inc['uri']}` (sha256 {str(inc['sha256'])[:12]}…, "
+               + ("the standard file)" if inc.get("standard") else
+                  "NOT the standard file: not comparable with published numbers)"))
+    return [
+        "## Standard FID (Inception-v3)", "",
+        f"- **FID (Inception-v3 pool3, 2048-d; Heusel et al. / TF FID reference) ↓: "
+        f"{_pm(report.metrics, report.spread, key)}**, real data (floor) "
+        f"{fmt_number(report.floors.get(key))}; for comparison with published numbers only: "
+        "it does not decide promotion (the gate uses the judge's FID above)",
+        f"- {report.n_samples} generated samples per seed against the holdout; published "
+        "FIDs mostly use 50,000 samples against the training set, and FID falls as n grows: "
+        "compare at the same n",
+        f"- weights {weights}; {inc.get('images')} images through Inception in "
+        f"{inc.get('seconds')} s ({inc.get('images_per_s')} images/s, {inc.get('device')})", "",
+    ]
