@@ -90,6 +90,7 @@ def _inception_lines(report: Report) -> list[str]:
         f"- {report.n_samples} generated samples per seed against the holdout; published "
         "FIDs mostly use 50,000 samples against the training set, and FID falls as n grows: "
         "compare at the same n",
-        f"- weights {weights}; {inc.get('images')} images through Inception in "
-        f"{inc.get('seconds')} s ({inc.get('images_per_s')} images/s, {inc.get('device')})", "",
+        f"- weights {weights}; cost {inc.get('seconds')} s: {inc.get('images')} images through "
+        f"Inception at {inc.get('images_per_s')} images/s ({inc.get('device')}) and one "
+        "Fréchet distance per seed and floor", "",
     ]

@@ -219,7 +219,7 @@ class FIDInceptionV3(nn.Module):
         self.fc = nn.Linear(NUM_FEATURES, NUM_LOGITS)  # unused: present so files load by name
 
     def fuse_(self) -> FIDInceptionV3:
-        """Eval mode, BatchNorm folded into each conv: ~1.7× faster on CPU, and as close to
+        """Eval mode, BatchNorm folded into each conv: 1.1–1.7× faster on CPU, and as close to
         the float64 features as the unfused float32 net is (both ~1e-4 of the largest feature,
         measured on a random net). The state dict then loses the published names: load
         first."""
