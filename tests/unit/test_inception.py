@@ -143,7 +143,7 @@ def test_missing_unreadable_or_foreign_files_name_the_file_and_the_knob(tmp_path
     (tmp_path / "junk.pth").write_bytes(b"not a weight file at all")
     _fail_with(tmp_path / "junk.pth", "not a PyTorch weight file")
     # a pickle that would run code: weights_only refuses it
-    (tmp_path / "code.pth").write_bytes(pickle.dumps(Path("/etc")))
+    (tmp_path / "code.pth").write_bytes(pickle.dumps(Path("/etc"), protocol=2))
     _fail_with(tmp_path / "code.pth", "not a PyTorch weight file")
     torch.save({"weights": [1, 2, 3]}, tmp_path / "list.pth")
     _fail_with(tmp_path / "list.pth", "not a state dict of named tensors")
