@@ -97,6 +97,10 @@ RETRAIN_OPTIONS: tuple[RetrainOption, ...] = (
     RetrainOption("--ssl-judge-epochs", "eval.ssl_judge_epochs"),
     RetrainOption("--min-ssl-retrieval", "eval.min_ssl_retrieval"),
     RetrainOption("--min-ssl-knn-accuracy", "eval.min_ssl_knn_accuracy"),
+    RetrainOption("--inception-weights", "eval.inception_weights", "Optional standard FID "
+                  "for comparison with published numbers (never decides promotion): path or "
+                  "s3:// URI of the FID Inception-v3 weights you supply "
+                  "(pt_inception-2015-12-05-6726825d.pth); nothing is downloaded. Slow on CPU."),
     RetrainOption("--max-class-kl", "gate.max_class_kl", "Gate: how far the KL of real vs "
                   "generated class shares may exceed the real held-out images' own KL under "
                   "the same judge."),

@@ -67,6 +67,7 @@ from gan.data import prepare as data
 from gan.data.fingerprint import source_files, source_fingerprint
 from gan.eval import evaluate as ev
 from gan.eval import judge_ladder
+from gan.eval.inception import load_inception
 from gan.io.storage import ObjectMissing, Storage, StorageError
 from gan.io.uri import storage_for
 from gan.registry import connect as registry_connect
@@ -132,9 +133,13 @@ def prepare_data(settings: Settings, cfg: DataConfig) -> DatasetRef:
 @task(name="prepare_judge", cache_policy=NO_CACHE, persist_result=False, retries=3,
       retry_delay_seconds=[2, 5, 10], retry_condition_fn=retry_on_storage_error)
 def prepare_judge(settings: Settings, dataset: DatasetRef, cfg: EvalConfig) -> JudgeRef:
-    """The dataset version's judge, from its cache or trained, checked before any training."""
-    return judge_ladder.prepare_judge(Storage.from_settings(settings), dataset, cfg,
-                                      log=get_run_logger().info)
+    """The dataset version's judge, from its cache or trained, checked before any training;
+    the optional standard FID's weight file (`eval.inception_weights`) is checked here too, so
+    a bad one also ends the run before training."""
+    storage = Storage.from_settings(settings)
+    if cfg.inception_weights:
+        load_inception(cfg.inception_weights, storage)
+    return judge_ladder.prepare_judge(storage, dataset, cfg, log=get_run_logger().info)
 
 
 @task(name="train", task_run_name="train {run_id}", cache_policy=NO_CACHE,

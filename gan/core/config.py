@@ -268,6 +268,24 @@ class EvalConfig(Frozen):
         0.8, ge=0.0, le=1.0, description="Label-free judge check where labels exist: 5-NN "
         "holdout accuracy in its feature space."
     )
+    inception_weights: str | None = Field(
+        None, max_length=1024, description="Optional standard FID (Inception-v3 pool3, for "
+        "comparison with published numbers; it does not decide promotion): local path or "
+        "s3:// URI of the FID Inception weights you supply (pytorch-fid's "
+        "pt_inception-2015-12-05-6726825d.pth; nothing is downloaded). Empty: off. Costs one "
+        "Inception pass per image: n samples × seeds + holdout + n, slow on CPU."
+    )
+
+    @field_validator("inception_weights", mode="before")
+    @classmethod
+    def _weights_not_url(cls, v: Any) -> Any:
+        """'' (an empty form field) is off; an http(s) URL is refused: nothing is downloaded."""
+        if isinstance(v, str) and not v.strip():
+            return None
+        if isinstance(v, str) and v.strip().lower().startswith(("http://", "https://")):
+            raise ValueError("a URL: nothing is downloaded at run time; download the file "
+                             "once and give its local path or an s3:// URI")
+        return v.strip() if isinstance(v, str) else v
 
 
 class GateConfig(Frozen):

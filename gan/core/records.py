@@ -117,6 +117,10 @@ class Report(Record):
     judge_quality: dict[str, float] = Field(default_factory=dict)  # its quality-check numbers
     compute_s: float = 0.0  # seconds of evaluation compute (judge loaded, metrics, pictures)
     judge_ref: JudgeRef | None = None  # which judge, why that kind, reused or trained
+    # The optional standard FID's weights and cost (uri, sha256, standard, images, seconds,
+    # images_per_s, device); None when eval.inception_weights is unset. Its values are
+    # metrics["fid_inception"] and floors["fid_inception"]; never read by the gate.
+    inception: dict[str, Any] | None = None
 
 
 class GateDecision(Record):

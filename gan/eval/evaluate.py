@@ -39,6 +39,7 @@ from gan.data.prepare import PreparedData, load_prepared
 from gan.eval import metrics as M
 from gan.eval import pictures, stored
 from gan.eval.gate import gate
+from gan.eval.inception import Inception, InceptionFID, load_inception
 from gan.eval.judge import Judge, JudgeError, check_judge, train_judge
 from gan.eval.judge_ladder import MIN_HOLDOUT, load_judge
 from gan.eval.report import render_markdown
@@ -111,6 +112,15 @@ def sample_metrics(judge: AnyJudge, real: Tensor, fake: Tensor, seed: int) -> di
     return out
 
 
+def floor_images(data: PreparedData, cfg: EvalConfig) -> Tensor:
+    """The n real train images (seeded choice; n as generated where possible) that stand in
+    for the generator in the floors: (n, C, H, W) float."""
+    n_train = len(data.x_train)
+    n = min(n_samples(cfg, data), n_train)
+    idx = torch.randperm(n_train, generator=torch.Generator().manual_seed(cfg.seed))[:n]
+    return data.x_train[idx].float()
+
+
 def compute_floors(judge: AnyJudge, data: PreparedData, cfg: EvalConfig) -> dict[str, Any]:
     """Every metric's real-data value: FID, KID and P/R/D/C with n real train images in place
     of the generator (same n where possible), against the holdout; class KL and classes covered
@@ -120,10 +130,8 @@ def compute_floors(judge: AnyJudge, data: PreparedData, cfg: EvalConfig) -> dict
     metric's real-data value (FID/KID/KL are floors; P/R/D/C the values to approach), ceilings
     the classifier Inception Score of real data and the number of classes.
     """
-    n_train = len(data.x_train)
-    n = min(n_samples(cfg, data), n_train)
-    idx = torch.randperm(n_train, generator=torch.Generator().manual_seed(cfg.seed))[:n]
-    real_sub = data.x_train[idx].float()  # (n, C, H, W)
+    real_sub = floor_images(data, cfg)  # (n, C, H, W)
+    n = len(real_sub)
     m = sample_metrics(judge, data.x_holdout.float(), real_sub, cfg.seed)
     floors = {k: m[k] for k in ("fid", "kid_mean", "kid_std", "precision", "recall", "density",
                                 "coverage")}
@@ -222,11 +230,11 @@ def champion_problem(generator: nn.Module | None, data: PreparedData) -> str:
 
 
 def _score_seeds(generator: nn.Module, data: PreparedData, judge: AnyJudge, cfg: EvalConfig,
-                 train_feats: Tensor, seeds: list[int]
+                 train_feats: Tensor, seeds: list[int], inception: InceptionFID | None = None
                  ) -> tuple[list[dict[str, float]], Tensor, Tensor, Tensor | None]:
-    """One metrics dict per latent seed; also the judge's predictions pooled over seeds (S·n,;
-    all 0 for a label-free judge) and the first seed's samples (n, C, H, W) and requested
-    labels (for the pictures)."""
+    """One metrics dict per latent seed (with `inception`, also `fid_inception`); also the
+    judge's predictions pooled over seeds (S·n,; all 0 for a label-free judge) and the first
+    seed's samples (n, C, H, W) and requested labels (for the pictures)."""
     n = n_samples(cfg, data)
     p_real = M.class_shares(data.y_train, data.num_classes)  # (K,)
     holdout = data.x_holdout.float()
@@ -239,6 +247,8 @@ def _score_seeds(generator: nn.Module, data: PreparedData, judge: AnyJudge, cfg:
         m = sample_metrics(judge, holdout, fake, seed)
         m.update(M.copy_stats(train_feats, hold_feats, judge.features(fake)),
                  nonfinite_fraction=nonfinite)
+        if inception is not None:  # the standard FID: reported, never gated
+            m["fid_inception"] = inception(fake)
         if isinstance(judge, Judge):
             predicted = judge.predict(fake)  # (n,)
             m["class_kl"] = M.class_kl(p_real, M.class_shares(predicted, data.num_classes))
@@ -287,7 +297,7 @@ def _score_champion(champion: Champion, data: PreparedData, judge: AnyJudge, cfg
 def evaluate_generator(
     generator: nn.Module, data: PreparedData, judge: AnyJudge, cfg: EvalConfig,
     history: list[dict[str, float]] | None = None, *, floors: dict[str, Any] | None = None,
-    champion: Champion | None = None,
+    champion: Champion | None = None, inception: Inception | None = None,
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Score `generator` on `data` with `judge`, on `cfg.n_seeds` latent seeds; no storage.
 
@@ -298,7 +308,10 @@ def evaluate_generator(
     maps samples / real_vs_generated / curves to PNG bytes (first seed). `floors` (from
     `compute_floors` or its cache) is computed here when not given. `judge`: the classifier
     judge, or the label-free `SSLJudge` (then no class metrics; `judge` and `judge_quality`
-    name it). Raises `JudgeError` when the judge fails its quality check.
+    name it). Raises `JudgeError` when the judge fails its quality check. `inception` (from
+    `load_inception`): also the standard FID `fid_inception` per seed against the holdout, its
+    floor, and `inception` (the weights, images and seconds) in the result; the champion is
+    not re-scored with it (it decides nothing).
     """
     if isinstance(judge, SSLJudge):
         check_ssl_judge(judge, cfg)
@@ -313,8 +326,9 @@ def evaluate_generator(
                          f"{data.num_classes}")
     seeds = [cfg.seed + i for i in range(cfg.n_seeds)]
     train_feats = judge.features(data.x_train.float())  # (N, F): the copy rule's reference
+    inc = None if inception is None else InceptionFID(inception, data.x_holdout.float())
     per_seed, predicted, fake, labels = _score_seeds(generator, data, judge, cfg, train_feats,
-                                                     seeds)
+                                                     seeds, inc)
     metrics, spread, lists = _aggregate(per_seed)
     stats: dict[str, Any] = {"class_hist": [], "classes_covered": 0}  # no classes: no labels
     if isinstance(judge, Judge):
@@ -323,15 +337,19 @@ def evaluate_generator(
         metrics["classes_covered"] = float(stats["classes_covered"])
     metrics["judge_accuracy"] = judge.accuracy
     fl = floors or compute_floors(judge, data, cfg)
+    fl_values = dict(fl["floors"])
+    if inc is not None:
+        fl_values["fid_inception"] = inc(floor_images(data, cfg))
     result = {
         "metrics": metrics, "spread": spread, "per_seed": lists, "eval_seeds": seeds,
-        "floors": fl["floors"], "ceilings": fl["ceilings"],
+        "floors": fl_values, "ceilings": fl["ceilings"],
         "class_hist": stats["class_hist"], "classes_covered": stats["classes_covered"],
         "judge_accuracy": judge.accuracy, "judge": judge.kind, "judge_quality": judge.quality,
         "conditional_accuracy": metrics.get("conditional_accuracy"), "n_samples": len(fake),
         "seeds": {"eval": cfg.seed, "judge": judge.seed},
         "champion": (None if champion is None else
                      _score_champion(champion, data, judge, cfg, train_feats, seeds)),
+        "inception": None if inc is None else {**inception.describe(), **inc.cost()},
     }
     n = len(fake)
     pics = make_pictures(generator, data, fake,
@@ -380,6 +398,9 @@ def evaluate(storage: Storage, dataset: DatasetRef, trained: TrainedRef,
         if version != dataset.version:
             raise ValueError(f"run {trained.run_id!r} was {what} dataset version {version!r}, "
                              f"asked to evaluate on {dataset.version!r}")
+    # First: a bad weight file fails now, naming the file and the knob (the flow checks it
+    # earlier still, in the data step).
+    inception = load_inception(cfg.inception_weights, storage) if cfg.inception_weights else None
     data = load_prepared(storage, dataset)
     ckpt = load_checkpoint(storage.get_bytes(trained.checkpoint_uri))
     t0 = time.perf_counter()  # compute from here (the judge and cached floors: small reads)
@@ -388,7 +409,7 @@ def evaluate(storage: Storage, dataset: DatasetRef, trained: TrainedRef,
     generator = generator_from_checkpoint(ckpt, use_ema=True)
     history = ckpt.get("history") or trained.history
     result, pics = evaluate_generator(generator, data, judge, cfg, history, floors=floors,
-                                      champion=champion)
+                                      champion=champion, inception=inception)
     result["compute_s"] = round(time.perf_counter() - t0, 3)
     result["judge_ref"] = judge_ref
 

@@ -58,6 +58,7 @@ def render_markdown(report: Report) -> str:
             ref += f" ± {fmt_number(report.floors.get('kid_std'))}"  # over KID subsets
         rows.append([*row, ref])
     lines += [markdown_table(head, rows), ""]
+    lines += _inception_lines(report)
     if report.class_hist:
         hist = " ".join(f"{i}:{s:.3f}" for i, s in enumerate(report.class_hist))
         lines += [f"Generated class shares (judge): {hist}", ""]
@@ -84,3 +85,26 @@ def _judge_origin(report: Report) -> list[str]:
     how = "reused from its cache" if ref.reused else "trained for this dataset version"
     return [f"- why this judge: {ref.reason}; {how} (`{ref.uri}`)",
             *(f"- judge passed over: {skipped}" for skipped in ref.passed_over)]
+
+
+def _inception_lines(report: Report) -> list[str]:
+    """The standard Inception FID, apart from the judge's table: other feature space, no vote."""
+    inc, key = report.inception, "fid_inception"
+    if not inc or key not in report.metrics:
+        return []
+    weights = (f"`{inc['uri']}` (sha256 {str(inc['sha256'])[:12]}…, "
+               + ("the standard file)" if inc.get("standard") else
+                  "NOT the standard file: not comparable with published numbers)"))
+    return [
+        "## Standard FID (Inception-v3)", "",
+        f"- **FID (Inception-v3 pool3, 2048-d; Heusel et al. / TF FID reference) ↓: "
+        f"{_pm(report.metrics, report.spread, key)}**, real data (floor) "
+        f"{fmt_number(report.floors.get(key))}; for comparison with published numbers only: "
+        "it does not decide promotion (the gate uses the judge's FID above)",
+        f"- {report.n_samples} generated samples per seed against the holdout; published "
+        "FIDs mostly use 50,000 samples against the training set, and FID falls as n grows: "
+        "compare at the same n",
+        f"- weights {weights}; cost {inc.get('seconds')} s: {inc.get('images')} images through "
+        f"Inception at {inc.get('images_per_s')} images/s ({inc.get('device')}) and one "
+        "Fréchet distance per seed and floor", "",
+    ]

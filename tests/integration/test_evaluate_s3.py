@@ -12,12 +12,14 @@ import torch
 from PIL import Image
 
 from gan.core.config import DataConfig, EvalConfig, GateConfig, ModelConfig, TrainConfig
-from gan.core.records import DatasetRef, Report, TrainedRef
+from gan.core.records import DatasetRef, JudgeRef, Report, TrainedRef
 from gan.data.prepare import load_prepared, prepare
 from gan.eval.evaluate import Champion, evaluate, gate
 from gan.eval.judge import judge_prefix
 from gan.eval.judge_ladder import prepare_judge
+from gan.eval.inception import InceptionError, load_inception
 from gan.io.storage import Storage
+from gan.nets.inception import FIDInceptionV3
 from gan.train.checkpoint import generator_from_checkpoint, load_checkpoint, save_checkpoint
 from gan.train.loop import train_local
 from gan.train.state import make_state
@@ -184,3 +186,38 @@ def test_dataset_version_mismatch_is_refused(storage: Storage):
     other = ref.model_copy(update={"dataset_version": "1111111111111111"})
     with pytest.raises(ValueError, match="judged by a judge of dataset version '1111"):
         evaluate(storage, dataset, right, EvalConfig(), judge_ref=other)
+
+
+def test_inception_weights_load_from_s3_and_a_missing_file_stops_evaluation_first(
+        storage: Storage):
+    """The standard FID's weight file through the project's storage: a random network of the
+    FID Inception-v3 architecture uploaded to S3 loads by name and gives 2048-d features; a
+    missing object stops `evaluate` before it reads anything else, naming the URI and knob."""
+    storage.ensure_bucket()
+    torch.manual_seed(0)
+    net = FIDInceptionV3().eval()
+    buf = io.BytesIO()
+    torch.save(net.state_dict(), buf)
+    uri = storage.settings.s3_uri("weights", f"inception-{uuid.uuid4().hex[:8]}.pth")
+    storage.put_bytes(uri, buf.getvalue())
+
+    inception = load_inception(uri, storage)
+    x = torch.rand(2, 1, 28, 28) * 2 - 1
+    with torch.no_grad():
+        f, want = inception.net(x), net(x)
+    assert f.shape == (2, 2048) and (f - want).abs().max() <= 1e-3 * want.abs().max()
+    assert inception.describe()["uri"] == uri and not inception.standard
+
+    missing = uri.replace(".pth", "-missing.pth")
+    dataset = DatasetRef(name="none", version="0" * 16, uri="s3://nowhere/", source="none",
+                         n_train=0, n_holdout=0, num_classes=1, image_size=28)
+    trained = TrainedRef(run_id="inception-missing", checkpoint_uri="s3://nowhere/ckpt.pt",
+                         dataset_version=dataset.version, model_cfg={}, train_cfg={},
+                         epochs_completed=0, global_step=0)
+    with pytest.raises(InceptionError) as e:  # before the (absent) dataset is read
+        evaluate(storage, dataset, trained, EvalConfig(inception_weights=missing),
+                 judge_ref=JudgeRef(kind="classifier", uri="s3://nowhere/judge", key="0",
+                                    settings={}, dataset_version=dataset.version,
+                                    labelled=True, accuracy=1.0, weights_sha256="0",
+                                    reason="test", reused=True))
+    assert missing in str(e.value) and "eval.inception_weights" in str(e.value)
