@@ -134,10 +134,11 @@ def to_nchw(x: np.ndarray) -> np.ndarray:
 
 
 def validate(
-    x: np.ndarray, y: np.ndarray | None, *, origin: str, max_classes: int = MAX_CLASSES
+    x: np.ndarray, y: np.ndarray | None, *, origin: str, max_classes: int | None = MAX_CLASSES
 ) -> tuple[np.ndarray, np.ndarray]:
     """Check shape, dtype, range, finiteness and labels; return (N, C, H, W) images (C = 1 or 3)
-    and (N,) int64 labels (zeros when `y` is None)."""
+    and (N,) int64 labels (zeros when `y` is None). `max_classes` None: labels may be any
+    integers (the caller maps them to classes, `gan.data.labels`)."""
     x = to_nchw(x)
     channels = x.shape[1] if x.ndim == 4 and x.shape[1] in (1, 3) else 1
     check_images(x, origin=origin, error=DataError, messages=_MESSAGES, channels=channels,

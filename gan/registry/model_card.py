@@ -38,6 +38,24 @@ def verdict(decision: GateDecision | None) -> str:
     return "champion" if decision.promote else "rejected"
 
 
+def _classes(dataset: DatasetRef) -> str:
+    """The classes row: how many, and the data's labels of them (what `y` takes)."""
+    if not dataset.labelled:
+        return "unlabelled"
+    labels = dataset.class_names or [str(i) for i in range(dataset.num_classes)]
+    return f"{dataset.num_classes}: {', '.join(labels)}"
+
+
+def _predict_line(dataset: DatasetRef, conditional: bool) -> str:
+    """The snippet's call: a conditional model is asked for one of the data's own labels."""
+    if not conditional:
+        return 'x = g.predict({"n": 64, "seed": 0})'
+    first = dataset.class_names[0] if dataset.class_names else "0"
+    label = first if first.lstrip("-").isdigit() else f'"{first}"'
+    return (f'x = g.predict({{"n": 64, "seed": 0, "y": [{label}] * 64}})  # 64 labels of '
+            'the data (see classes)')
+
+
 def _cfg(params: Mapping[str, Any], section: str) -> dict[str, Any]:
     value = params.get(section) or {}
     return value.model_dump(mode="json") if hasattr(value, "model_dump") else dict(value)
@@ -66,7 +84,7 @@ def model_card(*, name: str, version: str, report: Report, dataset: DatasetRef,
         ["dataset", f"`{dataset.name}` version `{dataset.version}`"],
         ["images", f"{c}×{s}×{s} ({'grayscale' if c == 1 else f'{c} channels'}), "
                    f"{dataset.n_train} train / {dataset.n_holdout} held out"],
-        ["classes", str(dataset.num_classes)]]), ""]
+        ["classes", _classes(dataset)]]), ""]
     recipe = [["architecture", f"{model.get('arch')} ({kind}), latent {model.get('latent_dim')}"
                + (f", base channels {model.get('base_channels')}"
                   if model.get("arch") == "dcgan" else "")],
@@ -121,8 +139,7 @@ def model_card(*, name: str, version: str, report: Report, dataset: DatasetRef,
         "```python",
         "import mlflow",
         f'g = mlflow.pyfunc.load_model("models:/{name}/{version}")',
-        'x = g.predict({"n": 64, "seed": 0})' + (' # add "y": [...] (64 labels)'
-                                                 if model.get("conditional") else ""),
+        _predict_line(dataset, bool(model.get("conditional"))),
         f"# x: float32 numpy (64, {c}, {s}, {s}) in [-1, 1]",
         "```", ""]
     return "\n".join(lines)
