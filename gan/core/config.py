@@ -287,10 +287,17 @@ class GateConfig(Frozen):
     max_nonfinite_fraction: float = Field(
         0.01, ge=0.0, le=1.0, description="Max share of generated samples with a NaN/inf pixel."
     )
-    max_copy_fraction: float = Field(
-        0.5, ge=0.0, le=1.0, description="Memorisation: max share of generated samples nearer "
-        "to a training image than 90 % of holdout images are (fresh samples ≈ 0.1, copies 1); "
-        "1 = off."
+    min_copy_ct: float | None = Field(
+        -3.0, le=0.0, description="Memorisation, Meehan et al. 2020's data-copying test: C_T, "
+        "the holdout-weighted mean over k-means cells of the Z score of samples' against "
+        "held-out images' distances to the training images, must not fall below this (fresh "
+        "samples ≈ 0 ± 1; ≪ 0: samples sit nearer to training images than new real images "
+        "do); empty = off."
+    )
+    min_copy_distance_ratio: float = Field(
+        0.5, ge=0.0, le=1.0, description="Memorisation: median sample-to-nearest-training-image "
+        "distance over the holdout's must reach this (fresh samples ≈ 1, 0 once half the "
+        "samples are training images); 0 = off."
     )
 
 
