@@ -5,9 +5,10 @@ What this module is: `check_images` and `check_labels`, the one place that check
 labels; each caller passes its error class and its own message for each kind of problem
 (`gan.apps.inputs` for application inputs in [-1, 1]). `validate` applies them to a training
 source — images (N, H, W), (N, C, H, W) or (N, H, W, C) with C = 1 or 3, uint8 in [0, 255] or
-float in [0, 1], labels in [0, max_classes) — and returns (N, C, H, W) images and (N,) int64
-labels; `SourceData` is what every source returns; `DataError`, the error of every dataset
-problem in `gan.data`, names the file and the problem.
+float in [0, 1], integer labels in [0, max_classes) (or any integers, which the caller maps
+to classes with `gan.data.labels`) — and returns (N, C, H, W) images and (N,) int64 labels;
+`SourceData` is what every source returns; `DataError`, the error of every dataset problem in
+`gan.data`, names the file and the problem.
 
 What it is not: no reading of files (`gan.data.sources`), no resizing, splitting or storage
 (`gan.data.prepare`).

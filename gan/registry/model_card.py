@@ -11,11 +11,13 @@ What it is not: no MLflow calls, no metric computation (`gan.eval`), no decision
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 from gan.core.records import DatasetRef, GateDecision, Report
 from gan.core.tables import fmt_number, markdown_table
+from gan.registry.portable.gan_generator_model import int_label
 
 CARD_ARTIFACT = "model_card.md"
 # (metric key, label, better) of the headline table, in this order; shown when measured.
@@ -51,7 +53,7 @@ def _predict_line(dataset: DatasetRef, conditional: bool) -> str:
     if not conditional:
         return 'x = g.predict({"n": 64, "seed": 0})'
     first = dataset.class_names[0] if dataset.class_names else "0"
-    label = first if first.lstrip("-").isdigit() else f'"{first}"'
+    label = first if int_label(first) is not None else json.dumps(first)
     return (f'x = g.predict({{"n": 64, "seed": 0, "y": [{label}] * 64}})  # 64 labels of '
             'the data (see classes)')
 
