@@ -62,6 +62,8 @@ RETRAIN_OPTIONS: tuple[RetrainOption, ...] = (
                   "data."),
     RetrainOption("--max-bad-fraction", "data.max_bad_fraction", "Share of bad image files "
                   "skipped and counted; 0 (default) refuses any."),
+    RetrainOption("--ignore-stray-files", "data.ignore_stray_files", "Leave out image files at "
+                  "the root beside the class folders (otherwise refused, naming them)."),
     RetrainOption("--epochs", "epochs"),
     RetrainOption("--batch-size", "batch_size"),
     RetrainOption("--lr-g", "lr_g"),

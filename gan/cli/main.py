@@ -523,7 +523,11 @@ def data_prepare(**options: Any) -> None:
                   f"{'already stored (reused)' if ref.reused else 'stored'} at {escape(ref.uri)}")
     console.print(f"  {ref.n_train} train + {ref.n_holdout} holdout images, {ref.channels}×"
                   f"{ref.image_size}×{ref.image_size}, {escape(labels)}"
-                  + (f", {ref.n_skipped} bad files skipped" if ref.n_skipped else ""))
+                  + (f", {ref.n_skipped} bad files skipped" if ref.n_skipped else "")
+                  + (f", {ref.n_duplicates_dropped} duplicate images dropped"
+                     if ref.n_duplicates_dropped else "")
+                  + (f", {ref.n_label_conflicts_dropped} images with two labels dropped"
+                     if ref.n_label_conflicts_dropped else ""))
     if no_judge:
         return
     console.print("building its judge (as `gan retrain` does before training) ...")

@@ -63,11 +63,14 @@ class DataConfig(Frozen):
         "data: the images' median shorter side if it is 28, 32, 64 or 128, else the next of "
         "those up, capped at 128 (digits and MNIST → 28, CIFAR-10 → 32).")
     holdout_fraction: float = Field(
-        0.2, gt=0.0, lt=0.9, description="Share of images held out (stratified) for evaluation."
+        0.2, gt=0.0, lt=0.9, description="Share of images held out for evaluation: each image "
+        "by a hash of its pixels, so an image stays in its half as the data grows."
     )
-    split_seed: int = Field(0, ge=0, description="Seed of the stratified train/holdout split.")
+    split_seed: int = Field(0, ge=0, description="Salt of the hash that puts each image in the "
+                            "train or holdout split (another seed: another split).")
     limit: int | None = Field(
-        None, ge=20, description="Keep at most this many images (smoke runs); empty keeps all."
+        None, ge=20, description="Keep at most this many images, in the classes' proportions, "
+        "chosen by a hash of their pixels (smoke runs); empty keeps all."
     )
     channels: Literal[1, 3] | None = Field(
         None, description="Image channels: 1 (grey) or 3 (RGB); empty: from the data (grey "
@@ -81,6 +84,10 @@ class DataConfig(Frozen):
                               description="parquet: the column of encoded image bytes.")
     label_column: str = Field("label", max_length=200, description="parquet: the column of "
                               "integer or string labels, if the table has it; '' = unlabelled.")
+    ignore_stray_files: bool = Field(
+        False, description="images: leave out image files lying at the root beside the class "
+        "folders (e.g. a cover.png); without it such files are refused, naming them, since "
+        "they would make the whole set unlabelled.")
 
     @model_validator(mode="after")
     def _uri_required(self) -> DataConfig:
@@ -318,10 +325,17 @@ class GateConfig(Frozen):
     max_nonfinite_fraction: float = Field(
         0.01, ge=0.0, le=1.0, description="Max share of generated samples with a NaN/inf pixel."
     )
-    max_copy_fraction: float = Field(
-        0.5, ge=0.0, le=1.0, description="Memorisation: max share of generated samples nearer "
-        "to a training image than 90 % of holdout images are (fresh samples ≈ 0.1, copies 1); "
-        "1 = off."
+    min_copy_ct: float | None = Field(
+        -3.0, le=0.0, description="Memorisation, Meehan et al. 2020's data-copying test: C_T, "
+        "the holdout-weighted mean over k-means cells of the Z score of samples' against "
+        "held-out images' distances to the training images, must not fall below this (fresh "
+        "samples ≈ 0 ± 1; ≪ 0: samples sit nearer to training images than new real images "
+        "do); empty = off."
+    )
+    min_copy_distance_ratio: float = Field(
+        0.5, ge=0.0, le=1.0, description="Memorisation: median sample-to-nearest-training-image "
+        "distance over the holdout's must reach this (fresh samples ≈ 1, 0 once half the "
+        "samples are training images); 0 = off."
     )
 
 

@@ -33,6 +33,8 @@ class DatasetRef(Record):
     labelled: bool = True  # False: an unlabelled source (every label 0, num_classes 1)
     class_names: list[str] = Field(default_factory=list)  # names of labels 0..K-1, if known
     n_skipped: int = 0  # bad image files left out under data.max_bad_fraction
+    n_duplicates_dropped: int = 0  # exact duplicate images dropped (one of each kept)
+    n_label_conflicts_dropped: int = 0  # images whose pixels came with two labels (dropped)
     reused: bool = False  # True when the version was already in storage
 
 

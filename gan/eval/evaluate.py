@@ -229,8 +229,17 @@ def champion_problem(generator: nn.Module | None, data: PreparedData) -> str:
     return ""
 
 
+@dataclass(frozen=True)
+class CopyReference:
+    """What the copy statistics compare samples with: the training features (N, F) and their
+    k-means cells (made once per evaluation, shared by the candidate and the champion)."""
+
+    train_feats: Tensor
+    cells: M.CopyCells
+
+
 def _score_seeds(generator: nn.Module, data: PreparedData, judge: AnyJudge, cfg: EvalConfig,
-                 train_feats: Tensor, seeds: list[int], inception: InceptionFID | None = None
+                 ref: CopyReference, seeds: list[int], inception: InceptionFID | None = None
                  ) -> tuple[list[dict[str, float]], Tensor, Tensor, Tensor | None]:
     """One metrics dict per latent seed (with `inception`, also `fid_inception`); also the
     judge's predictions pooled over seeds (S·n,; all 0 for a label-free judge) and the first
@@ -245,8 +254,8 @@ def _score_seeds(generator: nn.Module, data: PreparedData, judge: AnyJudge, cfg:
         labels = proportional_labels(p_real, n, seed) if conditional else None
         fake, nonfinite = _checked(sample_images(generator, n, seed, labels), data.x_train)
         m = sample_metrics(judge, holdout, fake, seed)
-        m.update(M.copy_stats(train_feats, hold_feats, judge.features(fake)),
-                 nonfinite_fraction=nonfinite)
+        m.update(M.copy_stats(ref.train_feats, hold_feats, judge.features(fake),
+                              cells=ref.cells), nonfinite_fraction=nonfinite)
         if inception is not None:  # the standard FID: reported, never gated
             m["fid_inception"] = inception(fake)
         if isinstance(judge, Judge):
@@ -274,13 +283,13 @@ def _aggregate(per_seed: list[dict[str, float]]
 
 
 def _score_champion(champion: Champion, data: PreparedData, judge: AnyJudge, cfg: EvalConfig,
-                    train_feats: Tensor, seeds: list[int]) -> ChampionScore:
+                    ref: CopyReference, seeds: list[int]) -> ChampionScore:
     problem = champion.problem or champion_problem(champion.generator, data)
     if not problem:
         assert champion.generator is not None
         try:
             per_seed, predicted, _, _ = _score_seeds(champion.generator, data, judge, cfg,
-                                                     train_feats, seeds)
+                                                     ref, seeds)
         except ValueError as e:  # e.g. an output shape the checks above could not see
             problem = str(e)
     if problem:
@@ -327,7 +336,9 @@ def evaluate_generator(
     seeds = [cfg.seed + i for i in range(cfg.n_seeds)]
     train_feats = judge.features(data.x_train.float())  # (N, F): the copy rule's reference
     inc = None if inception is None else InceptionFID(inception, data.x_holdout.float())
-    per_seed, predicted, fake, labels = _score_seeds(generator, data, judge, cfg, train_feats,
+    ref = CopyReference(train_feats, M.copy_cells(train_feats, len(data.x_holdout),
+                                                  seed=cfg.seed))
+    per_seed, predicted, fake, labels = _score_seeds(generator, data, judge, cfg, ref,
                                                      seeds, inc)
     metrics, spread, lists = _aggregate(per_seed)
     stats: dict[str, Any] = {"class_hist": [], "classes_covered": 0}  # no classes: no labels
@@ -348,7 +359,7 @@ def evaluate_generator(
         "conditional_accuracy": metrics.get("conditional_accuracy"), "n_samples": len(fake),
         "seeds": {"eval": cfg.seed, "judge": judge.seed},
         "champion": (None if champion is None else
-                     _score_champion(champion, data, judge, cfg, train_feats, seeds)),
+                     _score_champion(champion, data, judge, cfg, ref, seeds)),
         "inception": None if inc is None else {**inception.describe(), **inc.cost()},
     }
     n = len(fake)

@@ -14,6 +14,7 @@ _ROWS = (  # (metric key, label, better direction)
     ("coverage", "coverage (k=5)", "↑"), ("inception_score", "classifier IS", "↑"),
     ("classes_covered", "classes covered", "↑"), ("class_kl", "KL(real ‖ gen classes)", "↓"),
     ("conditional_accuracy", "conditional accuracy", "↑"),
+    ("copy_ct", "copy test C_T (fresh ≈ 0, copying < −3)", "↑"),
     ("copy_fraction", "copy fraction (fresh ≈ 0.1)", "↓"),
     ("copy_distance_ratio", "copy distance ratio (fresh ≈ 1)", "↑"),
     ("nonfinite_fraction", "non-finite samples", "↓"),

@@ -11,11 +11,13 @@ What it is not: no MLflow calls, no metric computation (`gan.eval`), no decision
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 from gan.core.records import DatasetRef, GateDecision, Report
 from gan.core.tables import fmt_number, markdown_table
+from gan.registry.portable.gan_generator_model import int_label
 
 CARD_ARTIFACT = "model_card.md"
 # (metric key, label, better) of the headline table, in this order; shown when measured.
@@ -49,6 +51,24 @@ def _decision_lines(decision: GateDecision) -> list[str]:
     return [f"Made on report `{decision.report_uri}`.", ""] if decision.report_uri else []
 
 
+def _classes(dataset: DatasetRef) -> str:
+    """The classes row: how many, and the data's labels of them (what `y` takes)."""
+    if not dataset.labelled:
+        return "unlabelled"
+    labels = dataset.class_names or [str(i) for i in range(dataset.num_classes)]
+    return f"{dataset.num_classes}: {', '.join(labels)}"
+
+
+def _predict_line(dataset: DatasetRef, conditional: bool) -> str:
+    """The snippet's call: a conditional model is asked for one of the data's own labels."""
+    if not conditional:
+        return 'x = g.predict({"n": 64, "seed": 0})'
+    first = dataset.class_names[0] if dataset.class_names else "0"
+    label = first if int_label(first) is not None else json.dumps(first)
+    return (f'x = g.predict({{"n": 64, "seed": 0, "y": [{label}] * 64}})  # 64 labels of '
+            'the data (see classes)')
+
+
 def _cfg(params: Mapping[str, Any], section: str) -> dict[str, Any]:
     value = params.get(section) or {}
     return value.model_dump(mode="json") if hasattr(value, "model_dump") else dict(value)
@@ -77,7 +97,7 @@ def model_card(*, name: str, version: str, report: Report, dataset: DatasetRef,
         ["dataset", f"`{dataset.name}` version `{dataset.version}`"],
         ["images", f"{c}×{s}×{s} ({'grayscale' if c == 1 else f'{c} channels'}), "
                    f"{dataset.n_train} train / {dataset.n_holdout} held out"],
-        ["classes", str(dataset.num_classes)]]), ""]
+        ["classes", _classes(dataset)]]), ""]
     recipe = [["architecture", f"{model.get('arch')} ({kind}), latent {model.get('latent_dim')}"
                + (f", base channels {model.get('base_channels')}"
                   if model.get("arch") == "dcgan" else "")],
@@ -141,8 +161,7 @@ def model_card(*, name: str, version: str, report: Report, dataset: DatasetRef,
         "```python",
         "import mlflow",
         f'g = mlflow.pyfunc.load_model("models:/{name}/{version}")',
-        'x = g.predict({"n": 64, "seed": 0})' + (' # add "y": [...] (64 labels)'
-                                                 if model.get("conditional") else ""),
+        _predict_line(dataset, bool(model.get("conditional"))),
         f"# x: float32 numpy (64, {c}, {s}, {s}) in [-1, 1]",
         "```", ""]
     return "\n".join(lines)

@@ -4,7 +4,8 @@ What this module is: the on-disk *bundle* a registered model version holds and t
 flavour that serves it.
 
     <model>/data/
-        model_config.json          {"format": "gan-generator/1", "model_config": ModelConfig, ...}
+        model_config.json          {"format": "gan-generator/1", "model_config": ModelConfig,
+                                    "class_names": [the data's labels of classes 0..K-1], ...}
         generator.safetensors      G's weights (the EMA copy when training kept one)
         discriminator.safetensors  D's weights (anomaly detection / inpainting need them)
 
@@ -26,7 +27,8 @@ through `_load_pyfunc` below, which needs this package installed.
 
 pyfunc contract (also the model signature and input example; see the portable module):
   input  {"n": 64, "seed": 0, "y": [...]} (a request) or {"z": float32 (N, latent_dim),
-         "y": int64 (N,)} ("y" only for conditional models)
+         "y": (N,)} ("y" only for conditional models: the training data's own labels,
+         integers or names, `class_names` in the bundle and the model's metadata)
   output float32 (N, C, H, W) in [-1, 1]
 
 What it is not: no MLflow server calls except `log_bundle_model` (which logs into the active
@@ -171,17 +173,25 @@ class GeneratorPyfunc(portable.GeneratorModel):
 
 def _load_pyfunc(data_path: str) -> GeneratorPyfunc:
     """MLflow's loader-module hook: `data_path` is the local copy of the bundle directory."""
-    return GeneratorPyfunc(load_generator_from_bundle(data_path))
+    return GeneratorPyfunc(load_generator_from_bundle(data_path),
+                           portable.read_class_names(data_path))
 
 
 # --------------------------------------------------------------------------- logging
 
 
-def signature(cfg: ModelConfig) -> Any:
+def _names_are_integers(class_names: tuple[str, ...]) -> bool:
+    """True when there are no names (labels 0..K-1) or every name is an integer (1..10)."""
+    return all(portable.int_label(n) is not None for n in class_names)
+
+
+def signature(cfg: ModelConfig, class_names: tuple[str, ...] = ()) -> Any:
     """Optional named inputs (a request n/seed/y, or latents z/y), one (N, C, H, W) output.
 
     Column-based because a tensor signature cannot mark inputs optional: MLflow turns a dict
-    input into a one-row DataFrame, which the portable model reads back."""
+    input into a one-row DataFrame, which the portable model reads back. `y` holds the
+    training data's labels (`class_names`): integers, or strings when the data named its
+    classes by strings (MLflow's schema check would refuse names in an integer column)."""
     # lazy: MLflow (≈2 s) stays out of the old loader's import (gan.mlflow_model)
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, DataType, Schema, TensorSpec
@@ -191,7 +201,8 @@ def signature(cfg: ModelConfig) -> Any:
             ColSpec(DataType.long, "seed", required=False),
             ColSpec(Array(Array(DataType.float)), "z", required=False)]
     if cfg.conditional:
-        cols.append(ColSpec(Array(DataType.long), "y", required=False))
+        kind = DataType.long if _names_are_integers(class_names) else DataType.string
+        cols.append(ColSpec(Array(kind), "y", required=False))
     out = TensorSpec(np.dtype(np.float32), (-1, cfg.channels, cfg.image_size, cfg.image_size))
     return ModelSignature(inputs=Schema(cols), outputs=Schema([out]))
 
@@ -205,11 +216,23 @@ def input_example(cfg: ModelConfig, n: int = 2, seed: int = 0) -> dict[str, np.n
     return ex
 
 
-def request_example(cfg: ModelConfig, n: int = 4, seed: int = 0) -> dict[str, Any]:
+def example_labels(cfg: ModelConfig, class_names: tuple[str, ...], n: int) -> list[Any]:
+    """`n` labels as a consumer gives them (the classes in turn): the training data's own —
+    integers (1, 2, ... for a 1..10 set; 0, 1, ... without names) or names."""
+    idx = [i % cfg.num_classes for i in range(n)]
+    if not class_names:
+        return idx
+    if _names_are_integers(class_names):
+        return [int(class_names[i]) for i in idx]
+    return [class_names[i] for i in idx]
+
+
+def request_example(cfg: ModelConfig, n: int = 4, seed: int = 0,
+                    class_names: tuple[str, ...] = ()) -> dict[str, Any]:
     """The request form of the input, as logged with each model: n images, seeded."""
     ex: dict[str, Any] = {"n": n, "seed": seed}
     if cfg.conditional:
-        ex["y"] = [i % cfg.num_classes for i in range(n)]
+        ex["y"] = example_labels(cfg, class_names, n)
     return ex
 
 
@@ -254,12 +277,14 @@ def _export_pt2(bundle_dir: str | Path, path: str | Path) -> Path:
 def _pyfunc_kwargs(bundle_dir: str | Path, metadata: dict[str, Any] | None) -> dict[str, Any]:
     """What every saved or logged generator model carries: loader, bundle, signature, pins."""
     cfg = read_model_config(bundle_dir)
+    names = portable.read_class_names(bundle_dir)
     return {"loader_module": LOADER_MODULE, "data_path": str(bundle_dir),
             "code_paths": [str(PORTABLE_FILE)],
-            "signature": signature(cfg), "input_example": request_example(cfg),
+            "signature": signature(cfg, names),
+            "input_example": request_example(cfg, class_names=names),
             "pip_requirements": pip_requirements(),
             "metadata": {"gan_format": FORMAT, "latent_dim": cfg.latent_dim,
-                         **_shape_metadata(cfg), **(metadata or {})}}
+                         **_shape_metadata(cfg, names), **(metadata or {})}}
 
 
 def save_model(path: str, mlflow_model: Any, *, bundle_dir: str | Path, **kwargs: Any) -> None:
@@ -274,12 +299,17 @@ def save_model(path: str, mlflow_model: Any, *, bundle_dir: str | Path, **kwargs
     mlflow_model.save(str(Path(path) / "MLmodel"))
 
 
-def _shape_metadata(cfg: ModelConfig) -> dict[str, Any]:
+def _shape_metadata(cfg: ModelConfig, class_names: tuple[str, ...] = ()) -> dict[str, Any]:
     """What a consumer needs to know before loading: the image shape [C, H, W] (C = 1 grey,
-    3 RGB) and whether to pass class labels (and how many classes there are)."""
-    return {"image_shape": [cfg.channels, cfg.image_size, cfg.image_size],
+    3 RGB), whether to pass class labels, how many classes there are and their labels in the
+    training data (`class_names` of classes 0..K-1; absent: the labels are 0..K-1; the pt2
+    flavour takes the indices 0..K-1)."""
+    meta = {"image_shape": [cfg.channels, cfg.image_size, cfg.image_size],
             "conditional": cfg.conditional,
             "num_classes": cfg.num_classes if cfg.conditional else 0}
+    if cfg.conditional and class_names:
+        meta["class_names"] = list(class_names)
+    return meta
 
 
 def log_bundle_model(name: str, bundle_dir: str | Path, *,

@@ -109,7 +109,7 @@ def register(settings: Settings, *, run_id: str, params: Mapping[str, Any], trai
         mlflow_run.log_training(c, run, trained)
         mlflow_run.log_artifacts(c, run, storage, report,
                                  {"dataset": dataset, "trained": trained, "report": report})
-        model_id = _log_model(c, run, storage, trained)
+        model_id = _log_model(c, run, storage, trained, dataset)
         mlflow_run.log_evaluation(c, run, report, model_id=model_id)
         mv = _model_version(c, model_name, mlflow_run_id, model_id,
                             version_tags(report, dataset, run_id) | _checkpoint_tags(trained))
@@ -202,8 +202,10 @@ def _artifact_url(settings: Settings, mlflow_run_id: str, report: Report) -> str
     return f"{base}/get-artifact?path=evaluation/samples{suffix}&run_uuid={mlflow_run_id}"
 
 
-def _log_model(c: MlflowClient, run: Run, storage: Storage, trained: TrainedRef) -> str:
-    """The run's logged model id: the one logged before, else G (EMA) + D logged now."""
+def _log_model(c: MlflowClient, run: Run, storage: Storage, trained: TrainedRef,
+               dataset: DatasetRef) -> str:
+    """The run's logged model id: the one logged before, else G (EMA) + D logged now, with
+    the dataset's labels of its classes (`class_names`: what the model takes as `y`)."""
 
     known = run.data.tags.get(MODEL_ID_TAG)
     if known:
@@ -215,7 +217,8 @@ def _log_model(c: MlflowClient, run: Run, storage: Storage, trained: TrainedRef)
     ckpt = load_checkpoint(storage.get_bytes(trained.checkpoint_uri))
     meta = {"run_id": trained.run_id, "dataset_version": trained.dataset_version,
             "checkpoint_uri": trained.checkpoint_uri,
-            "weights": "ema" if ckpt.get("generator_ema") else "raw"}
+            "weights": "ema" if ckpt.get("generator_ema") else "raw",
+            "class_names": list(dataset.class_names)}
     with tempfile.TemporaryDirectory(prefix="gan-model-") as tmp:
         bundle = mlflow_model.write_bundle(
             Path(tmp) / "gan_generator", model_config(ckpt),

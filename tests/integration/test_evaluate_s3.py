@@ -145,7 +145,8 @@ def test_data_change_rescores_the_champion_in_the_report(storage: Storage):
     assert other.champion is not None and not other.champion.comparable
     assert "(1, 16, 16)" in other.champion.reason
     decision = gate(other, None, GateConfig(require_all_classes=False, max_class_kl=100.0,
-                                            min_recall_ratio=0.0, max_copy_fraction=1.0),
+                                            min_recall_ratio=0.0, min_copy_ct=None,
+                                            min_copy_distance_ratio=0.0),
                     champion_version="2")
     assert not decision.promote
     assert decision.reasons[-1].startswith("FAIL: champion v2 cannot be scored on this data")

@@ -21,7 +21,7 @@ def champ(fids: list[float], version: str = "3") -> ChampionScore:
 
 def make_report(*, fid: float | list[float] = 10.0, class_kl: float = 0.01, covered: int = 10,
                 diverged: bool = False, k: int = 10, recall: float = 0.8,
-                copy_fraction: float = 0.1, nonfinite: float = 0.0,
+                copy_ct: float = 0.2, copy_ratio: float = 1.0, nonfinite: float = 0.0,
                 champion: ChampionScore | None = None, real_kl: float = 0.0,
                 real_covered: int = 10, judge_accuracy: float = 0.99) -> Report:
     fids = fid if isinstance(fid, list) else [fid] * len(SEEDS)
@@ -29,7 +29,7 @@ def make_report(*, fid: float | list[float] = 10.0, class_kl: float = 0.01, cove
         run_id="r1", dataset_version="v1",
         metrics={"fid": sum(fids) / len(fids), "class_kl": class_kl,
                  "classes_covered": float(covered), "recall": recall,
-                 "copy_fraction": copy_fraction, "copy_distance_ratio": 1.0,
+                 "copy_ct": copy_ct, "copy_distance_ratio": copy_ratio,
                  "nonfinite_fraction": nonfinite},
         per_seed={"fid": fids}, eval_seeds=SEEDS[:len(fids)],
         floors={"fid": 1.0, "recall": 0.88, "class_kl": real_kl,
@@ -45,7 +45,7 @@ def failed(decision) -> list[str]:
     return [r for r in decision.reasons if r.startswith("FAIL")]
 
 
-N_RULES = 7  # divergence, non-finite, classes, KL, recall, copying, champion
+N_RULES = 8  # divergence, non-finite, classes, KL, recall, copy test, copy distance, champion
 
 
 def test_first_model_without_champion_is_judged_on_absolute_rules_only():
@@ -216,15 +216,25 @@ def test_nonfinite_samples_over_the_limit_fail():
 
 
 def test_copying_generator_is_refused():
-    d = gate(make_report(copy_fraction=0.97), None, GateConfig())
+    d = gate(make_report(copy_ct=-4.2), None, GateConfig())
     assert not d.promote and len(failed(d)) == 1
-    assert "copy fraction 0.97" in failed(d)[0] and "reproduces training images" in failed(d)[0]
-    assert gate(make_report(copy_fraction=0.97), None, GateConfig(max_copy_fraction=1.0)).promote
+    assert failed(d)[0].startswith("FAIL: copy test C_T -4.2 (Meehan et al. 2020; distance "
+                                   "ratio 1) is below -3.0")
+    assert "reproduces training images" in failed(d)[0]
+    d = gate(make_report(copy_ratio=0.3), None, GateConfig())
+    assert failed(d) == ["FAIL: copy distance ratio 0.3 (median sample-to-train over "
+                         "holdout-to-train distance; C_T 0.2) is below the minimum 0.5: the "
+                         "typical sample is a training image or nearly; the generator "
+                         "reproduces training images"]
+    assert gate(make_report(copy_ct=float("nan")), None, GateConfig()).promote is False
+    off = GateConfig(min_copy_ct=None, min_copy_distance_ratio=0.0)
+    assert gate(make_report(copy_ct=-9.0, copy_ratio=0.0), None, off).promote
 
 
 def test_every_failed_rule_is_listed():
     d = gate(make_report(fid=20.0, class_kl=3.0, covered=1, diverged=True, recall=0.01,
-                         copy_fraction=1.0, nonfinite=0.9, champion=champ([12.0] * 3)),
+                         copy_ct=-17.0, copy_ratio=0.0, nonfinite=0.9,
+                         champion=champ([12.0] * 3)),
              None, GateConfig(), champion_version="3")
     assert not d.promote
     assert len(d.reasons) == N_RULES and len(failed(d)) == N_RULES
@@ -236,11 +246,11 @@ def test_report_without_fid_is_a_clear_error():
         gate(r, None, GateConfig())
 
 
-def test_report_without_copy_fraction_is_a_clear_error():
+def test_report_without_copy_statistics_is_a_clear_error():
     r = make_report()
     r = r.model_copy(update={"metrics": {k: v for k, v in r.metrics.items()
-                                         if k != "copy_fraction"}})
-    with pytest.raises(ValueError, match="copy_fraction"):
+                                         if k != "copy_ct"}})
+    with pytest.raises(ValueError, match="lacks 'copy_ct' or 'copy_distance_ratio'"):
         gate(r, None, GateConfig())
 
 

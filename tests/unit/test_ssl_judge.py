@@ -203,7 +203,7 @@ def test_unlabelled_digits_evaluate_and_pass_without_class_metrics(ssl, unlabell
 
 def test_copying_and_noise_generators_are_refused_in_label_free_space(ssl, unlabelled):
     copying, _ = evaluate_generator(Pick(unlabelled.x_train), unlabelled, ssl, CFG)
-    assert copying["metrics"]["copy_fraction"] == 1.0
+    assert copying["metrics"]["copy_fraction"] == 1.0 and copying["metrics"]["copy_ct"] < -3
     assert not gate(as_report(copying), None, GateConfig()).promote
     noise = torch.rand(300, *unlabelled.image_shape, generator=torch.Generator().manual_seed(0))
     bad, _ = evaluate_generator(Pick(noise * 2 - 1), unlabelled, ssl, CFG)

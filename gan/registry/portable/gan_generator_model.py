@@ -12,9 +12,13 @@ pyfunc contract (also the model's signature and input example):
   input, either  {"z": float32 (N, latent_dim), "y": int64 (N,)}   latents you drew
           or     {"n": 64, "seed": 0, "y": [...]}                    a request: z ~ N(0, I)
                  drawn with torch.Generator().manual_seed(seed) (the same z as `gan sample`)
-         "y" only for conditional models: N labels in [0, num_classes), or one label for all;
-         omitted in a request, the classes take turns (i % num_classes). A bare z array also
-         works, and so does the one-row DataFrame MLflow's schema check turns a dict into.
+         "y" only for conditional models: N labels, or one label for all; omitted in a
+         request, the classes take turns (i % num_classes). Labels are the training data's
+         own (the bundle's "class_names", e.g. 1..10 or "cat", "dog"): a name, or an integer
+         when the data's labels were integers (7 of a 1..10 set is the class "7"); integers
+         0..num_classes-1 where the data had no names (digits) or named its classes by strings
+         (then an integer is the class's index in "class_names"). A bare z array also works,
+         and so does the one-row DataFrame MLflow's schema check turns a dict into.
   output float32 numpy (N, C, H, W) in [-1, 1] (tanh); pixel = round((x + 1) * 127.5)
 
 What it is not: not the pipeline's networks (`gan.nets.models` is the source of truth; this
@@ -231,11 +235,30 @@ def load_generator(bundle_dir: str | Path, *, fused: bool = True) -> nn.Module:
 # --------------------------------------------------------------------------- pyfunc
 
 
-class GeneratorModel:
-    """What `mlflow.pyfunc.load_model(uri)` wraps: a request or latents in, images out."""
+def int_label(name: str) -> int | None:
+    """The integer a class name spells ("7"), else None; as `gan.data.labels` reads it."""
+    try:
+        value = int(name)
+    except ValueError:
+        return None
+    return value if str(value) == name else None
 
-    def __init__(self, generator: nn.Module) -> None:
+
+class GeneratorModel:
+    """What `mlflow.pyfunc.load_model(uri)` wraps: a request or latents in, images out.
+
+    `class_names`: the training data's labels of classes 0..K-1 (empty: the labels are the
+    integers 0..K-1 themselves)."""
+
+    def __init__(self, generator: nn.Module, class_names: tuple[str, ...] = ()) -> None:
         self.generator = generator.eval()
+        self.class_names = tuple(class_names)
+        # without names, the labels are 0..K-1 (also accepted as the strings "0".."K-1")
+        self._by_name = ({n: i for i, n in enumerate(self.class_names)} if self.class_names
+                         else {str(i): i for i in range(int(generator.num_classes))})
+        ints = {int_label(n): i for i, n in enumerate(self.class_names)}
+        # integer labels name classes only when every name is an integer (a 1..10 set)
+        self._by_int = ints if self.class_names and None not in ints else {}
 
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:
         z, y = self.parse(model_input)
@@ -279,19 +302,38 @@ class GeneratorModel:
                 raise GeneratorFormatError("this generator is conditional: input needs 'y', "
                                            "int64 (N,) labels")
             return torch.arange(n) % G.num_classes
-        arr = np.asarray(_unlist(y))
-        if arr.size and not np.issubdtype(arr.dtype, np.integer):
-            if not np.all(np.mod(arr, 1) == 0):
-                raise GeneratorFormatError(f"y must hold integer labels, got {arr.dtype}")
-        labels = torch.as_tensor(arr.astype(np.int64).reshape(-1))
+        arr = np.asarray(_unlist(y)).reshape(-1)
+        labels = torch.as_tensor(self._indices(arr))
         if labels.numel() == 1 and n != 1:
             labels = labels.expand(n)
         if labels.numel() != n:
             raise GeneratorFormatError(f"y has {labels.numel()} labels for {n} images")
-        if n and (int(labels.min()) < 0 or int(labels.max()) >= G.num_classes):
-            raise GeneratorFormatError(f"labels must lie in [0, {G.num_classes}), got "
-                                       f"[{int(labels.min())}, {int(labels.max())}]")
         return labels.contiguous()
+
+    def _indices(self, arr: np.ndarray) -> np.ndarray:
+        """The data's labels (names, or integers; see the module) → class indices (N,)."""
+        K = self.generator.num_classes
+        known = f"this model's labels ({', '.join(self.class_names)})"
+        if arr.size and arr.dtype.kind in "USO":
+            names = [str(v) for v in arr.tolist()]
+            missing = next((v for v in names if v not in self._by_name), None)
+            if missing is not None:
+                raise GeneratorFormatError(f"label {missing!r} is not one of " + (
+                    known if self.class_names else f"this model's labels 0..{K - 1}"))
+            return np.array([self._by_name[v] for v in names], dtype=np.int64)
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            if not np.all(np.mod(arr, 1) == 0):
+                raise GeneratorFormatError(f"y must hold integer labels, got {arr.dtype}")
+        ints = arr.astype(np.int64)
+        if self._by_int:
+            missing = next((int(v) for v in ints if int(v) not in self._by_int), None)
+            if missing is not None:
+                raise GeneratorFormatError(f"label {missing} is not one of {known}")
+            return np.array([self._by_int[int(v)] for v in ints], dtype=np.int64)
+        if ints.size and (int(ints.min()) < 0 or int(ints.max()) >= K):
+            raise GeneratorFormatError(f"labels must lie in [0, {K}), got "
+                                       f"[{int(ints.min())}, {int(ints.max())}]")
+        return ints
 
 
 def _as_dict(model_input: Any) -> dict[str, Any]:
@@ -325,6 +367,17 @@ def _int(v: Any, name: str) -> int:
     return int(v)
 
 
+def read_class_names(bundle_dir: str | Path) -> tuple[str, ...]:
+    """The training data's labels of classes 0..K-1 the bundle records (() when it has none:
+    the labels are 0..K-1, as for versions logged before it recorded them)."""
+    doc = json.loads((Path(bundle_dir) / CONFIG_FILE).read_text())
+    names = doc.get("class_names") or []
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise GeneratorFormatError(f"{Path(bundle_dir) / CONFIG_FILE}: class_names must be a "
+                                   "list of strings")
+    return tuple(names)
+
+
 def _load_pyfunc(data_path: str) -> GeneratorModel:
     """MLflow's loader-module hook: `data_path` is the local copy of the bundle directory."""
-    return GeneratorModel(load_generator(data_path))
+    return GeneratorModel(load_generator(data_path), read_class_names(data_path))
