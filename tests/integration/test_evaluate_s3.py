@@ -15,9 +15,9 @@ from gan.core.config import DataConfig, EvalConfig, GateConfig, ModelConfig, Tra
 from gan.core.records import DatasetRef, JudgeRef, Report, TrainedRef
 from gan.data.prepare import load_prepared, prepare
 from gan.eval.evaluate import Champion, evaluate, gate
+from gan.eval.inception import InceptionError, load_inception
 from gan.eval.judge import judge_prefix
 from gan.eval.judge_ladder import prepare_judge
-from gan.eval.inception import InceptionError, load_inception
 from gan.io.storage import Storage
 from gan.nets.inception import FIDInceptionV3
 from gan.train.checkpoint import generator_from_checkpoint, load_checkpoint, save_checkpoint

@@ -149,7 +149,8 @@ def _report_with_unscorable_champion(problem: str) -> Report:
     from gan.core.records import ChampionScore
 
     return Report(run_id="r1", dataset_version="v1",
-                  metrics={"fid": 1.0, "class_kl": 0.01, "recall": 0.6, "copy_fraction": 0.1},
+                  metrics={"fid": 1.0, "class_kl": 0.01, "recall": 0.6, "copy_ct": 0.2,
+                           "copy_distance_ratio": 1.0},
                   floors={"recall": 0.7}, ceilings={}, class_hist=[0.1] * 10,
                   classes_covered=10, judge_accuracy=0.97, n_samples=100,
                   report_uri="s3://b/runs/r1/eval/report.json",

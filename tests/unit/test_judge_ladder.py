@@ -283,7 +283,8 @@ def _fallback_ref() -> JudgeRef:
 def test_report_gate_and_model_card_say_which_judge_and_why():
     ref = _fallback_ref()
     report = Report(run_id="r", dataset_version="v", metrics={"fid": 3.0, "recall": 0.5,
-                                                               "copy_fraction": 0.1},
+                                                               "copy_ct": 0.2,
+                                                               "copy_distance_ratio": 1.0},
                     floors={"fid": 1.0, "recall": 0.6}, ceilings={}, class_hist=[],
                     classes_covered=0, judge_accuracy=0.91, n_samples=1000,
                     report_uri="s3://b/r.json", markdown_uri="s3://b/r.md",
