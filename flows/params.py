@@ -187,13 +187,20 @@ def params_from_options(*, smoke: bool = False, **options: Any) -> RetrainParams
 
 
 def resolve(params: RetrainParams) -> tuple[Any, Any, Any, Any]:
-    """`params.resolve()` with its cross-field errors as a ParamsError naming the fields."""
+    """`params.resolve()` with its cross-field errors as a ParamsError naming the fields; also
+    refused here, before any work: a model the registry could not publish (an arch the
+    portable loader does not build)."""
+    # lazy: torch; `gan --help` and the option table import this module
+    from gan.registry.model_format import check_publishable
+
     try:
-        return params.resolve()
+        resolved = params.resolve()
+        check_publishable(resolved[1])
     except ValidationError as e:
         raise ParamsError(f"invalid retrain parameters: {explain(e, prefix=_section(e))}") from None
-    except ValueError as e:
+    except ValueError as e:  # also model_format.BundleError
         raise ParamsError(f"invalid retrain parameters: {e}") from None
+    return resolved
 
 
 def _section(err: ValidationError) -> str:

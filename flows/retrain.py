@@ -148,7 +148,7 @@ def train(settings: Settings, dataset: DatasetRef, model_cfg: ModelConfig,
           train_cfg: TrainConfig, run_id: str, experiment: str = "gan-retrain") -> TrainedRef:
     """Ray Train on the dataset; live progress in a progress artifact and in the MLflow run
     (opened now, so MLflow shows training as it happens)."""
-    live = _open_live_run(settings, run_id, experiment)
+    live = _open_live_run(settings, run_id, experiment, dataset)
     progress = EpochProgress(run_id, train_cfg.epochs, live)
     try:
         try:
@@ -169,11 +169,13 @@ def train(settings: Settings, dataset: DatasetRef, model_cfg: ModelConfig,
     return trained
 
 
-def _open_live_run(settings: Settings, run_id: str, experiment: str) -> LiveRun | None:
+def _open_live_run(settings: Settings, run_id: str, experiment: str,
+                   dataset: DatasetRef) -> LiveRun | None:
     """The MLflow run of `run_id`, open from now; None (a warning) when MLflow does not answer:
     training goes on and `register` (which retries) logs the history afterwards."""
     try:
-        return LiveRun.open(settings, run_id=run_id, experiment=experiment, lineage=_lineage())
+        return LiveRun.open(settings, run_id=run_id, experiment=experiment, lineage=_lineage(),
+                            dataset=dataset)
     except Exception as e:  # noqa: BLE001 (MLflow down must not stop training)
         get_run_logger().warning("MLflow run not opened, training without live logging: %s", e)
         return None

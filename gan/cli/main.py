@@ -347,14 +347,16 @@ def bench(
     if load is not None:
         _load_bench(load, load_workers, load_consumers, load_seconds, as_json)
         return
-    from gan.tools.pull_bench import pull_bench  # lazy: torch, MLflow
+    from gan.tools.pull_bench import consumer_identity, pull_bench  # lazy: torch, MLflow
 
     unknown = [m for m in model if m not in ("seed", "default")]
     if unknown:
         raise fail(f"--model {unknown[0]!r}: choose seed or default", code=2)
-    tracking = None
+    tracking, identity = None, None
     if pull_model and pull_model.startswith(("models:/", "runs:/")):
-        tracking = load_settings().mlflow_tracking_uri
+        settings = load_settings()
+        tracking = settings.mlflow_tracking_uri
+        identity = consumer_identity(settings)  # the stack's read-only consumer, as apps do
     elif pull_model and not (Path(pull_model) / "MLmodel").is_file():
         raise fail(f"--pull-model {pull_model!r}: not models:/..., runs:/... or a local MLflow "
                    "model directory", code=2)
@@ -374,7 +376,8 @@ def bench(
             results = [r | overhead for r in results]
         err.print("pulling a generator in a fresh process: load + 10,000 images ...")
         try:
-            pull = pull_bench(pull_model, tracking_uri=tracking, python=pull_python)
+            pull = pull_bench(pull_model, tracking_uri=tracking, python=pull_python,
+                              identity=identity)
         except RuntimeError as e:
             raise fail(str(e)) from None
     if as_json:
@@ -388,7 +391,8 @@ def bench(
             typer.echo(format_table(results))
         typer.echo(f"pull: load + {pull['pull_images']:,} images in {pull['pull_10k_s']:.2f} s "
                    f"(warm {pull['pull_10k_warm_s']:.2f} s, {pull['pull_threads']} threads; "
-                   f"{pull['pull_model']})")
+                   f"{pull['pull_model']}"
+                   + (f" as {pull['pull_identity']})" if pull["pull_identity"] else ")"))
 
 
 def _load_bench(uri: str, workers: str, consumers: int, seconds: float, as_json: bool) -> None:

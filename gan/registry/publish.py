@@ -3,8 +3,9 @@
 What this module is: the register stage of the pipeline.
 
     register(settings, run_id=..., ...) -> ModelRef
-        1. the MLflow run of `run_id` (found by tag `gan.run_id`, else created): params,
-           metrics, report artifacts, lineage tags (`gan.registry.run_log`)
+        1. the MLflow run of `run_id` (found by tag `gan.run_id`, else created): the dataset
+           version as its input (`gan.registry.dataset_input`), params, metrics, report
+           artifacts, lineage tags (`gan.registry.run_log`)
         2. the generator (EMA weights) + discriminator as one pyfunc model
            (`gan.registry.model_format`)
         3. a model version of `model_name` (found by its MLflow run, else created), tagged only
@@ -55,6 +56,7 @@ from gan.io.storage import Storage
 from gan.registry import model_format as mlflow_model
 from gan.registry import run_log as mlflow_run
 from gan.registry.connect import NOT_FOUND_CODES, RegistryError, check_reachable, client
+from gan.registry.dataset_input import log_dataset_input
 from gan.registry.model_card import CARD_ARTIFACT, model_card, verdict
 from gan.train.checkpoint import (
     discriminator_from_checkpoint,
@@ -105,6 +107,7 @@ def register(settings: Settings, *, run_id: str, params: Mapping[str, Any], trai
     # experiment ID does not match"): a caller (a notebook, another test) may have set another.
     mlflow.set_experiment(experiment_id=exp_id)
     with mlflow.start_run(run_id=mlflow_run_id):
+        log_dataset_input(c, mlflow_run_id, dataset)  # the run page's "Datasets" panel
         mlflow_run.log_params(c, run, params)
         mlflow_run.log_training(c, run, trained)
         mlflow_run.log_artifacts(c, run, storage, report,

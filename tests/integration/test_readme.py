@@ -158,8 +158,8 @@ NOT_RUN: dict[str, str] = {
         _CONSUMER,
     """export MLFLOW_TRACKING_PASSWORD="$(python -c 'import json; print(json.load(open(".gan/"""
     """mlflow-consumer.json"))["password"])')\"""": _CONSUMER,
-    """python -c 'import mlflow; print(mlflow.pyfunc.load_model("models:/gan-digits@champion")"""
-    """.predict({"n": 4}).shape)'""": _CONSUMER,
+    """python -c 'import mlflow; print(mlflow.pyfunc.load_model("models:/gan-digits@champion", """
+    """suppress_warnings=True).predict({"n": 4}).shape)'""": _CONSUMER,
     "gan stack down && rm .gan/prefect-auth && gan stack up": _ROTATE,
     "gan stack down && rm .gan/ray-token && gan stack up": _ROTATE,
     "rm .gan/mlflow-consumer.json && gan stack up": _ROTATE,

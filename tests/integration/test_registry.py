@@ -189,6 +189,11 @@ def test_run_holds_params_metrics_artifacts_lineage(stack: Settings, published) 
     assert tags["gan.dataset.version"] == VERSION and tags["gan.dataset.uri"] == dataset.uri
     assert tags["gan.checkpoint_uri"] == trained.checkpoint_uri
     assert tags["gan.ray.run_name"] == f"ray-{run_id}" and tags["gan.code_version"]
+    # The run page's "Datasets" panel: the version it trained on, its digest the content hash.
+    (inp,) = run.inputs.dataset_inputs
+    assert (inp.dataset.name, inp.dataset.digest) == ("digits", VERSION)
+    assert json.loads(inp.dataset.source)["uri"] == dataset.uri
+    assert json.loads(inp.dataset.profile)["n_train"] == dataset.n_train == 100
     hist = c.get_metric_history(ref.mlflow_run_id, "train/loss_d")
     assert sorted((m.step, m.value) for m in hist) == [(1, 1.0), (2, 0.5)]
     m = run.data.metrics
@@ -279,6 +284,7 @@ def test_reregistering_is_idempotent(stack: Settings, published) -> None:
     assert len(runs_after) == len(runs_before)
     assert sorted(v.version for v in c.search_model_versions(f"name = '{name}'")) == ["1", "2"]
     assert len(c.get_metric_history(ref.mlflow_run_id, "train/loss_d")) == 2  # not re-logged
+    assert len(c.get_run(ref.mlflow_run_id).inputs.dataset_inputs) == 1  # nor the dataset
     assert c.get_model_version_by_alias(name, "champion").version == "1"
 
 
