@@ -247,7 +247,7 @@ class EvalConfig(Frozen):
         "or a self-supervised encoder (any data); auto = classifier when the data has labels."
     )
     ssl_judge_epochs: int | None = Field(
-        None, ge=1, le=1000, description="Epochs to train the self-supervised (label-free) "
+        None, ge=1, le=200, description="Epochs to train the self-supervised (label-free) "
         "judge; empty: sized by the data (about 1,500 steps, 20-60 epochs: "
         "gan.eval.ssl_train.ssl_recipe)."
     )
