@@ -43,6 +43,7 @@ from gan.cli import apps as apps_cli
 from gan.cli.common import check_device, fail, load_settings, stdout
 from gan.core.records import Unchanged
 from gan.core.settings import MLFLOW_WORKERS_MAX, Settings, SettingsError
+from gan.data.painted import write_painted
 from gan.data.shapes import CLASSES as SHAPE_CLASSES
 from gan.data.shapes import write_shapes
 from gan.io.storage import StorageError
@@ -559,6 +560,30 @@ def data_make_shapes(
         raise fail(str(e), code=2) from None
     layout = "flat (unlabelled)" if flat else f"one folder per class ({', '.join(SHAPE_CLASSES)})"
     stdout().print(f"wrote {len(paths)} PNG files to {escape(out_dir)}, {layout}")
+
+
+@data_app.command("make-painted")
+def data_make_painted(
+    out_dir: str = typer.Argument(..., help="New or empty folder to write the PNG files to."),
+    n: int = typer.Option(1800, min=1, max=1_000_000, help="Images in all."),
+    seed: int = typer.Option(0, min=0, help="Seed of the painting."),
+    flat: bool = typer.Option(False, "--flat", help="All files in OUT_DIR itself: unlabelled."),
+    reference: bool = typer.Option(
+        False, "--reference", help="Draw from the other half of the glyphs (and another paint "
+        "stream): a set disjoint from the run sets, e.g. ten times bigger, to train a "
+        "reference classifier on."),
+) -> None:
+    """Write a colour set: 32×32 digits (scikit-learn's bundled glyphs) painted in random
+    colours on random coloured textures, as PNG files in one sub-folder per digit (0 … 9), for
+    `--source images`. Colour says nothing about the class; the digit's shape does."""
+    try:
+        paths = write_painted(out_dir, n, seed, flat=flat,
+                              part="reference" if reference else "run")
+    except FileExistsError as e:
+        raise fail(str(e), code=2) from None
+    layout = "flat (unlabelled)" if flat else "one folder per digit (0 … 9)"
+    stdout().print(f"wrote {len(paths)} PNG files to {escape(out_dir)}, {layout}"
+                   + (" (reference glyphs)" if reference else ""))
 
 
 @app.command()

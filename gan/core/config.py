@@ -263,17 +263,20 @@ class EvalConfig(Frozen):
         "auto", description="Feature space of the metrics: the classifier judge (needs labels) "
         "or a self-supervised encoder (any data); auto = classifier when the data has labels."
     )
-    ssl_judge_epochs: int = Field(
-        15, ge=1, le=200, description="Epochs to train the self-supervised (label-free) judge."
+    ssl_judge_epochs: int | None = Field(
+        None, ge=1, le=200, description="Epochs to train the self-supervised (label-free) "
+        "judge; empty: sized by the data (about 1,500 steps, 20-60 epochs: "
+        "gan.eval.ssl_train.ssl_recipe)."
     )
     min_ssl_retrieval: float = Field(
-        0.5, ge=0.0, le=1.0, description="Label-free judge check: share of augmented holdout "
-        "images whose nearest feature is their own original (an untrained encoder ≈ 0.4), and "
-        "0.1 above the untrained encoder's; 0 = off (the smoke preset)."
+        0.3, ge=0.0, le=1.0, description="Label-free judge check: share of augmented holdout "
+        "images whose nearest feature is their own original (untrained ≈ 0.2, trained "
+        "0.45-0.9), and 0.1 above the untrained encoder's; 0 = off (the smoke preset)."
     )
     min_ssl_knn_accuracy: float = Field(
-        0.8, ge=0.0, le=1.0, description="Label-free judge check where labels exist: 5-NN "
-        "holdout accuracy in its feature space."
+        0.2, ge=0.0, le=1.0, description="Label-free judge check where labels exist: 5-NN "
+        "holdout accuracy in its feature space, and 0.1 of the way from chance (the largest "
+        "class's share) to 1; 0 = off. Labels only check this judge, never train it."
     )
     inception_weights: str | None = Field(
         None, max_length=1024, description="Optional standard FID (Inception-v3 pool3, for "

@@ -65,7 +65,9 @@ FLAGS: dict[str, str] = {
 
 def knob(field: str, cfg: EvalConfig | None = None) -> str:
     """'--judge-epochs (eval.judge_epochs, now 15)': the flag, the form field, its value."""
-    now = f", now {getattr(cfg, field.split('.', 1)[1])}" if cfg is not None else ""
+    value = getattr(cfg, field.split(".", 1)[1]) if cfg is not None else None
+    shown = "empty: sized by the data" if value is None else value
+    now = f", now {shown}" if cfg is not None else ""
     return f"{FLAGS[field]} ({field}{now})"
 
 

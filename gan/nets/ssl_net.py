@@ -1,12 +1,12 @@
-"""The label-free judge's network: a small CNN encoder trained self-supervised (SimCLR-style).
+"""The label-free judge's network: a small CNN encoder trained self-supervised.
 
 What this module is: `SSLArch` (everything needed to rebuild the net; stored in the judge's
-JSON) and `SSLNet`: the same convolutional feature body as the classifier judge
-(`gan.nets.judge_net.conv_features`) with a projection head for the contrastive loss instead of
-a class head. The metric feature space is the body's output (before the projection head, as in
-SimCLR). The channel count comes from the data (C = 1 or 3).
+JSON) and `SSLNet`: a convolutional body → `feature_dim` features (the metric space, before the
+head, as in SimCLR) and an MLP projection head for the contrastive loss. The channel count
+comes from the data (C = 1 or 3).
 
-What it is not: no training, augmentation or quality check (`gan.eval.ssl_judge`).
+What it is not: no training, augmentation or quality check (`gan.eval.ssl_train`,
+`gan.eval.ssl_augment`, `gan.eval.ssl_judge`).
 """
 
 from __future__ import annotations
@@ -38,10 +38,11 @@ class SSLNet(nn.Module):
         if arch.channels not in (1, 3):
             raise ValueError(f"the label-free judge takes 1 or 3 channels, got {arch.channels}")
         self.arch = arch
-        self.body = conv_features(arch.channels, arch.width, arch.feature_dim)
-        self.projector = nn.Sequential(
-            nn.Linear(arch.feature_dim, arch.feature_dim), nn.ReLU(),
-            nn.Linear(arch.feature_dim, arch.proj_dim),  # (B, P): where the loss is computed
+        f = arch.feature_dim
+        self.body = conv_features(arch.channels, arch.width, f)
+        self.projector = nn.Sequential(  # SimCLR's head, with BatchNorm (their code's)
+            nn.Linear(f, f, bias=False), nn.BatchNorm1d(f), nn.ReLU(),
+            nn.Linear(f, arch.proj_dim),  # (B, P): where the contrastive loss is computed
         )
         # Set after training so that mean(f²) = 1 on the train split (as the classifier judge).
         self.register_buffer("feature_scale", torch.ones(()))

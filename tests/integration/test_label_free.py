@@ -46,7 +46,7 @@ def test_unlabelled_npz_retrains_and_registers_with_the_label_free_judge(stack: 
         "preset": "smoke", "epochs": 2,
         "data": {"source": "npz", "uri": str(npz), "name": DATA, "limit": 600},
         # the real quality check (the smoke preset switches it off), on a short training
-        "eval": {"ssl_judge_epochs": 8, "min_ssl_retrieval": 0.55},  # not 0.5: a default
+        "eval": {"ssl_judge_epochs": 8, "min_ssl_retrieval": 0.25},  # not 0.3: a default
         # value is dropped in favour of the preset's (RetrainParams.resolve)
         "gate": {"min_recall_ratio": 0.0},
     })
@@ -69,8 +69,8 @@ def test_unlabelled_npz_retrains_and_registers_with_the_label_free_judge(stack: 
     meta = storage.get_json(f"{judge_uri}/ssl_judge.json")
     assert meta["kind"] == "self-supervised" and meta["epochs"] == 8
     assert meta["cache_key"]["ssl_judge_epochs"] == 8
-    assert meta["quality"]["retrieval_accuracy"] >= 0.55
+    assert meta["quality"]["retrieval_accuracy"] >= 0.25
     assert report["judge"] == "self-supervised" and report["class_hist"] == []
-    assert report["judge_quality"]["separation"] > 10
+    assert report["judge_quality"]["separation"] > 5
     md = storage.get_bytes(stack.s3_uri("runs", v1.tags["run_id"], "eval", "report.md"))
     assert "judge: self-supervised encoder (label-free" in md.decode()

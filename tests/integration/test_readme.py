@@ -102,6 +102,8 @@ NOT_RUN: dict[str, str] = {
         _RETRAIN + "; also needs the MNIST files in S3",
     "gan data make-shapes shapes/": "writes 3,000 files; `write_shapes` is tested in "
         "tests/unit/test_data_files.py and tests/integration/test_data_files_s3.py",
+    "gan data make-painted painted/ --n 1800": "writes 1,800 files; `write_painted` and the "
+        "command are tested in tests/unit/test_painted.py",
     "gan data make-shapes shapes/ --per-class 100": "as above (400 files); used by the two "
         "lines below",
     "gan retrain --source images --uri shapes/ --epochs 20 --model-name "

@@ -1,5 +1,6 @@
-"""The label-free judge: SimCLR-style training, its quality check (useless features refused),
-channels from the data, the cache, and evaluating unlabelled digits in its feature space."""
+"""The label-free judge: SimCLR-style training, its quality check (useless features refused:
+untrained, constant or colour-only encoders), colour images, channels from the data, the
+cache, and evaluating unlabelled digits in its feature space."""
 
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ from gan.eval.evaluate import Champion, evaluate_generator, gate
 from gan.eval.judge import FolderFiles, JudgeError
 from gan.eval.judge_ladder import LABEL_FREE, cached_judge, rungs
 from gan.eval.report import render_markdown
+from gan.eval.ssl_augment import augment
 from gan.eval.ssl_judge import (
     META_FILE,
+    MIN_SEPARATION,
     SSLJudge,
-    augment,
     check_ssl_judge,
     set_feature_scale,
     ssl_from_bytes,
@@ -31,6 +33,7 @@ from gan.eval.ssl_judge import (
     train_ssl_judge,
 )
 from gan.nets.ssl_net import SSLArch, SSLNet
+from gan.tools.ssl_study import colour_only, load
 
 EPOCHS = 8
 CFG = EvalConfig(ssl_judge_epochs=EPOCHS, n_seeds=2, n_samples=300)
@@ -85,7 +88,7 @@ def test_trained_encoder_passes_its_check_without_labels(ssl: SSLJudge):
     q = ssl.quality
     assert "knn_accuracy" not in q  # no labels, no kNN
     assert q["retrieval_accuracy"] >= q["untrained_retrieval_accuracy"] + 0.1
-    assert q["separation"] > 10
+    assert q["separation"] > MIN_SEPARATION
     check_ssl_judge(ssl, CFG)
 
 
@@ -110,8 +113,49 @@ def test_constant_encoder_is_refused(ssl: SSLJudge, unlabelled: PreparedData):
         last.bias.fill_(1.0)  # every image gets the same features
     j = dataclasses.replace(ssl, net=net.eval())
     j.quality = ssl_quality(j, unlabelled)
-    with pytest.raises(JudgeError, match="real-vs-noise separation nan is below 10"):
+    with pytest.raises(JudgeError, match="real-vs-noise separation nan is below 5"):
         check_ssl_judge(j, CFG)
+
+
+@pytest.fixture(scope="module")
+def painted() -> PreparedData:
+    """400 painted digits (32×32 RGB, colour independent of the class), as --source images."""
+    return load("painted-400")
+
+
+def test_trained_judge_on_colour_images_beats_untrained_and_colour_only(painted):
+    """On colour images whose class is in the shape only, the trained encoder's 5-NN accuracy
+    and view retrieval beat the same net untrained and an encoder that sees colour only.
+
+    A tiny set and 30 epochs (seconds): the 5-NN gain is small here (0.175 against 0.138 and
+    0.10 on 80 holdout images, seeds 0 and 1 alike); 1,800 images and the data-sized recipe
+    give 0.40 against 0.13 (`python -m gan.tools.ssl_study quality`)."""
+    trained = train_ssl_judge(painted, 30, seed=0)
+    blank, colour = untrained(painted), colour_only(painted)
+    q, two_images = trained.quality, 2 / len(painted.x_holdout)
+    print(f"\ntrained {q}\nuntrained {blank.quality}\ncolour-only {colour.quality}")
+    assert q["knn_accuracy"] >= blank.quality["knn_accuracy"] + two_images
+    assert q["knn_accuracy"] >= colour.quality["knn_accuracy"] + 2 * two_images
+    assert q["retrieval_accuracy"] >= q["untrained_retrieval_accuracy"] + 0.1
+
+
+@pytest.mark.parametrize("make", [untrained, colour_only])
+def test_untrained_and_colour_only_encoders_are_refused_on_colour_images(painted, make):
+    j = make(painted)
+    with pytest.raises(JudgeError, match="above the untrained encoder's") as e:
+        check_ssl_judge(j, EvalConfig())
+    assert "5-NN holdout accuracy" in str(e.value)  # at chance: both rules refuse it
+
+
+def test_knn_rule_is_relative_to_chance(ssl):
+    two_classes = dataclasses.replace(ssl, quality={**ssl.quality, "knn_accuracy": 0.52,
+                                                    "knn_chance": 0.5})
+    with pytest.raises(JudgeError, match=r"0.1 of the way from chance \(0.500.*to 1: 0.550"):
+        check_ssl_judge(two_classes, CFG)
+    check_ssl_judge(two_classes, EvalConfig(min_ssl_knn_accuracy=0.0))  # 0 = off
+    ten_classes = dataclasses.replace(two_classes, quality={**two_classes.quality,
+                                                            "knn_chance": 0.1})
+    check_ssl_judge(ten_classes, CFG)
 
 
 def test_encoder_takes_the_channel_count_from_the_data(unlabelled: PreparedData):
