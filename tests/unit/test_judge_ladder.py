@@ -153,7 +153,7 @@ def test_the_last_rung_failing_stops_naming_the_flags(labelled, unlabelled, tmp_
     msg = str(e.value)
     assert "classifier judge: " in msg and "self-supervised judge: " in msg
     assert "raise --ssl-judge-epochs (eval.ssl_judge_epochs, now 2), or lower " \
-           "--min-ssl-retrieval (eval.min_ssl_retrieval, now 0.5) or --min-ssl-knn-accuracy " \
+           "--min-ssl-retrieval (eval.min_ssl_retrieval, now 0.3) or --min-ssl-knn-accuracy " \
            "(eval.min_ssl_knn_accuracy, now 1.0)" in msg
     # Without labels the label-free judge is the last rung.
     with pytest.raises(JudgeError, match=r"--min-ssl-retrieval \(eval.min_ssl_retrieval, "
