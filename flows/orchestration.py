@@ -3,8 +3,9 @@
 What this module is: `orchestration_overhead(settings)` runs the retrain flow once, in this
 process, against the configured stack (smoke recipe by default, `force` so it always trains),
 and splits its wall time into training compute (the epochs' own seconds, timed inside the Ray
-workers), evaluation compute (`Report.compute_s`: judge, metrics, pictures) and the rest:
-`orchestration_s` = flow wall time − training compute − evaluation compute, i.e. Prefect,
+workers), judge compute (`JudgeRef.seconds`: the data step's judge, trained or loaded, and its
+check), evaluation compute (`Report.compute_s`: metrics, pictures) and the rest:
+`orchestration_s` = flow wall time − training − judge − evaluation compute, i.e. Prefect,
 data preparation and storage I/O, Ray (joining or starting it, worker start-up, process
 group), checkpoints and MLflow registration.
 
@@ -50,7 +51,9 @@ def orchestration_overhead(settings: Settings, *, preset: str = "smoke") -> dict
     report = storage.get_json(settings.s3_uri("runs", run_id, "eval", "report.json"))
     train_s = sum(float(h.get("epoch_time_s", 0.0)) for h in trained.history)
     eval_s = float(report.get("compute_s", 0.0))
-    return {"orchestration_s": round(wall - train_s - eval_s, 2),
+    judge_s = float((report.get("judge_ref") or {}).get("seconds", 0.0))
+    return {"orchestration_s": round(wall - train_s - judge_s - eval_s, 2),
             "flow_wall_s": round(wall, 2), "train_compute_s": round(train_s, 2),
-            "eval_compute_s": round(eval_s, 2), "orchestration_preset": preset,
+            "judge_compute_s": round(judge_s, 2), "eval_compute_s": round(eval_s, 2),
+            "orchestration_preset": preset,
             "orchestration_run_id": run_id, "ray_address": settings.ray_address}

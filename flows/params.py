@@ -62,6 +62,8 @@ RETRAIN_OPTIONS: tuple[RetrainOption, ...] = (
                   "data."),
     RetrainOption("--max-bad-fraction", "data.max_bad_fraction", "Share of bad image files "
                   "skipped and counted; 0 (default) refuses any."),
+    RetrainOption("--ignore-stray-files", "data.ignore_stray_files", "Leave out image files at "
+                  "the root beside the class folders (otherwise refused, naming them)."),
     RetrainOption("--epochs", "epochs"),
     RetrainOption("--batch-size", "batch_size"),
     RetrainOption("--lr-g", "lr_g"),
@@ -85,15 +87,30 @@ RETRAIN_OPTIONS: tuple[RetrainOption, ...] = (
                   "a stopped run."),
     RetrainOption("--force", "force", "Train even when the dataset version, recipe and code equal "
                   "the champion's (otherwise such a run ends at once: nothing changed)."),
-    RetrainOption("--judge", "eval.judge", "Feature space of the metrics: auto (classifier "
-                  "when the data has labels, else a self-supervised encoder), classifier or "
-                  "self-supervised."),
-    RetrainOption("--max-class-kl", "gate.max_class_kl", "Gate: max KL of real vs generated "
-                  "class shares."),
+    RetrainOption("--redecide", "redecide", "With --run-id of a decided run: evaluate it "
+                  "again and apply the gate again (a new decision record; the old one kept)."),
+    RetrainOption("--holdout-fraction", "data.holdout_fraction"),
+    RetrainOption("--judge", "eval.judge", "Feature space of the metrics: auto (with labels the "
+                  "classifier judge if it passes its check, else the self-supervised one; "
+                  "without labels the self-supervised one), classifier or self-supervised. "
+                  "Built and checked before training."),
+    RetrainOption("--judge-epochs", "eval.judge_epochs"),
+    RetrainOption("--min-judge-accuracy", "eval.min_judge_accuracy"),
+    RetrainOption("--ssl-judge-epochs", "eval.ssl_judge_epochs"),
+    RetrainOption("--min-ssl-retrieval", "eval.min_ssl_retrieval"),
+    RetrainOption("--min-ssl-knn-accuracy", "eval.min_ssl_knn_accuracy"),
+    RetrainOption("--inception-weights", "eval.inception_weights", "Optional standard FID "
+                  "for comparison with published numbers (never decides promotion): path or "
+                  "s3:// URI of the FID Inception-v3 weights you supply "
+                  "(pt_inception-2015-12-05-6726825d.pth); nothing is downloaded. Slow on CPU."),
+    RetrainOption("--max-class-kl", "gate.max_class_kl", "Gate: how far the KL of real vs "
+                  "generated class shares may exceed the real held-out images' own KL under "
+                  "the same judge."),
     RetrainOption("--fid-margin", "gate.fid_margin", "Gate: FID must beat the champion's by "
                   "this much."),
     RetrainOption("--min-recall-ratio", "gate.min_recall_ratio", "Gate: recall must reach this "
                   "share of real data's (catches mode collapse); 0 = off."),
+    RetrainOption("--min-class-judge-accuracy", "gate.min_class_judge_accuracy"),
 )
 # option keyword → dotted RetrainParams field it sets
 OPTION_FIELDS: dict[str, str] = {o.name: o.field for o in RETRAIN_OPTIONS if o.field}
@@ -170,13 +187,20 @@ def params_from_options(*, smoke: bool = False, **options: Any) -> RetrainParams
 
 
 def resolve(params: RetrainParams) -> tuple[Any, Any, Any, Any]:
-    """`params.resolve()` with its cross-field errors as a ParamsError naming the fields."""
+    """`params.resolve()` with its cross-field errors as a ParamsError naming the fields; also
+    refused here, before any work: a model the registry could not publish (an arch the
+    portable loader does not build)."""
+    # lazy: torch; `gan --help` and the option table import this module
+    from gan.registry.model_format import check_publishable
+
     try:
-        return params.resolve()
+        resolved = params.resolve()
+        check_publishable(resolved[1])
     except ValidationError as e:
         raise ParamsError(f"invalid retrain parameters: {explain(e, prefix=_section(e))}") from None
-    except ValueError as e:
+    except ValueError as e:  # also model_format.BundleError
         raise ParamsError(f"invalid retrain parameters: {e}") from None
+    return resolved
 
 
 def _section(err: ValidationError) -> str:

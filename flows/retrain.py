@@ -1,20 +1,28 @@
-"""The retraining flow: prepare_data → train → evaluate → register, as Prefect runs it.
+"""The retraining flow: prepare_data → prepare_judge → train → evaluate → register.
 
 What this module is: the `retrain` flow (its one parameter, `RetrainParams`, is the Prefect UI
-form) and its four tasks, each a thin call into one `gan` entry point:
+form) and its tasks, each a thin call into one `gan` entry point:
 
     prepare_data  gan.data.prepare.prepare   cached on (DataConfig, source content fingerprint),
                   result persisted in the bucket (s3-bucket/gan-results), retried on
                   StorageError (2 s, 5 s, 10 s)
+    prepare_judge gan.eval.judge_ladder.prepare_judge   the dataset version's judge, loaded from
+                  its cache (keyed by its settings) or trained, and checked, BEFORE training:
+                  a judge that cannot see the data ends the run here, naming the flags to
+                  change; retried on StorageError like prepare_data
     train         gan.train.ray.driver.train   no Prefect retries: Ray owns fault tolerance; a
                   progress artifact is updated every epoch, and the run's MLflow run
                   (gan.registry.live_run, opened here) takes each epoch's numbers and preview
                   grids; storage lost mid-run fails it naming the endpoint (a rerun of the run
                   id resumes from its last checkpoint)
-    evaluate      gan.eval.evaluate.evaluate   retried on StorageError (idempotent per run id)
+    evaluate      gan.eval.evaluate.evaluate   loads exactly prepare_judge's judge (never
+                  trains one); retried on StorageError; a run the registry decided already
+                  reuses the report of its decision (`redecide`: evaluated again into a new
+                  numbered report, gan.eval.stored)
     register      gan.registry.publish.register   retried on StorageError or an unreachable
                   MLflow (RegistryUnavailable), 5 s, 10 s (idempotent per run id and checkpoint:
-                  one MLflow run and version however often; never promotes an unfinished run)
+                  one MLflow run and version however often; never promotes an unfinished run;
+                  `redecide`: the gate again, on the new report, under a new decision record)
 
 then a markdown artifact (metrics vs champion and floors, gate decision, MLflow links) and the
 sample grid as an image artifact. Between prepare_data and train, a new run id (not `force`)
@@ -53,15 +61,17 @@ from flows.best_effort import BestEffort
 from flows.prefect_setup import RESULT_STORAGE, ensure_result_storage
 from gan.core.config import DataConfig, EvalConfig, ModelConfig, RetrainParams, TrainConfig
 from gan.core.model_fit import fit_model_to_data
-from gan.core.records import DatasetRef, ModelRef, Report, TrainedRef, Unchanged
+from gan.core.records import DatasetRef, JudgeRef, ModelRef, Report, TrainedRef, Unchanged
 from gan.core.settings import Settings
 from gan.data import prepare as data
 from gan.data.fingerprint import source_files, source_fingerprint
 from gan.eval import evaluate as ev
+from gan.eval import judge_ladder
+from gan.eval.inception import load_inception
 from gan.io.storage import ObjectMissing, Storage, StorageError
 from gan.io.uri import storage_for
 from gan.registry import connect as registry_connect
-from gan.registry import lineage
+from gan.registry import decisions, lineage
 from gan.registry import load as registry_load
 from gan.registry import publish as registry
 from gan.registry.live_run import LiveRun
@@ -120,13 +130,25 @@ def prepare_data(settings: Settings, cfg: DataConfig) -> DatasetRef:
     return data.prepare(cfg, Storage.from_settings(settings))
 
 
+@task(name="prepare_judge", cache_policy=NO_CACHE, persist_result=False, retries=3,
+      retry_delay_seconds=[2, 5, 10], retry_condition_fn=retry_on_storage_error)
+def prepare_judge(settings: Settings, dataset: DatasetRef, cfg: EvalConfig) -> JudgeRef:
+    """The dataset version's judge, from its cache or trained, checked before any training;
+    the optional standard FID's weight file (`eval.inception_weights`) is checked here too, so
+    a bad one also ends the run before training."""
+    storage = Storage.from_settings(settings)
+    if cfg.inception_weights:
+        load_inception(cfg.inception_weights, storage)
+    return judge_ladder.prepare_judge(storage, dataset, cfg, log=get_run_logger().info)
+
+
 @task(name="train", task_run_name="train {run_id}", cache_policy=NO_CACHE,
       persist_result=False)
 def train(settings: Settings, dataset: DatasetRef, model_cfg: ModelConfig,
           train_cfg: TrainConfig, run_id: str, experiment: str = "gan-retrain") -> TrainedRef:
     """Ray Train on the dataset; live progress in a progress artifact and in the MLflow run
     (opened now, so MLflow shows training as it happens)."""
-    live = _open_live_run(settings, run_id, experiment)
+    live = _open_live_run(settings, run_id, experiment, dataset)
     progress = EpochProgress(run_id, train_cfg.epochs, live)
     try:
         try:
@@ -147,11 +169,13 @@ def train(settings: Settings, dataset: DatasetRef, model_cfg: ModelConfig,
     return trained
 
 
-def _open_live_run(settings: Settings, run_id: str, experiment: str) -> LiveRun | None:
+def _open_live_run(settings: Settings, run_id: str, experiment: str,
+                   dataset: DatasetRef) -> LiveRun | None:
     """The MLflow run of `run_id`, open from now; None (a warning) when MLflow does not answer:
     training goes on and `register` (which retries) logs the history afterwards."""
     try:
-        return LiveRun.open(settings, run_id=run_id, experiment=experiment, lineage=_lineage())
+        return LiveRun.open(settings, run_id=run_id, experiment=experiment, lineage=_lineage(),
+                            dataset=dataset)
     except Exception as e:  # noqa: BLE001 (MLflow down must not stop training)
         get_run_logger().warning("MLflow run not opened, training without live logging: %s", e)
         return None
@@ -169,11 +193,27 @@ def _live_call(live: LiveRun | None, method: str, *args: Any) -> None:
 
 @task(name="evaluate", cache_policy=NO_CACHE, persist_result=False, retries=2,
       retry_delay_seconds=[5, 10], retry_condition_fn=retry_on_storage_error)
-def evaluate(settings: Settings, dataset: DatasetRef, trained: TrainedRef,
-             cfg: EvalConfig, model_name: str) -> Report:
-    """Judge, metrics against the real-data floors, pictures, report in the bucket; the current
-    `model_name@champion` is re-scored beside the candidate (same judge, holdout, seeds)."""
-    return ev.evaluate(Storage.from_settings(settings), dataset, trained, cfg,
+def evaluate(settings: Settings, dataset: DatasetRef, trained: TrainedRef, judge: JudgeRef,
+             cfg: EvalConfig, model_name: str, experiment: str = "gan-retrain",
+             redecide: bool = False) -> Report:
+    """Metrics in `judge`'s feature space against the real-data floors, pictures, report in the
+    bucket; the current `model_name@champion` is re-scored beside the candidate (same judge,
+    holdout, seeds).
+
+    A run the registry has decided already (a rerun of its run id) is not evaluated again:
+    the report its decision was made on is reused, so report and decision agree; `redecide`
+    evaluates anew (a new numbered report, never over the old one: `gan.eval.stored`)."""
+    storage = Storage.from_settings(settings)
+    if not redecide:
+        decided = decisions.decided_report(settings, storage, model_name, trained, experiment)
+        if decided is not None:
+            get_run_logger().info(
+                "run %s was decided before (v%s, decision %d): its report %s is reused, nothing "
+                "is evaluated again; set redecide to evaluate it again and decide anew",
+                trained.run_id, decided.version, decided.decision.number,
+                decided.report.report_uri)
+            return decided.report
+    return ev.evaluate(storage, dataset, trained, cfg, judge_ref=judge,
                        champion=current_champion(settings, model_name))
 
 
@@ -208,11 +248,17 @@ def current_champion(settings: Settings, model_name: str) -> ev.Champion | None:
       retry_delay_seconds=[5, 10], retry_condition_fn=retry_on_storage_error)
 def register(settings: Settings, params: RetrainParams, configs: dict[str, Any],
              dataset: DatasetRef, trained: TrainedRef, report: Report) -> ModelRef:
-    """MLflow run + model version (@challenger); the gate decides @champion."""
-    return registry.register(
+    """MLflow run + model version (@challenger); the gate decides @champion (`redecide`: again,
+    on this report, under a new decision record)."""
+    model = registry.register(
         settings, run_id=trained.run_id, params=configs, trained=trained, report=report,
         dataset=dataset, gate_cfg=params.gate, model_name=params.model_name,
-        lineage=_lineage(), experiment=params.registry.experiment)
+        lineage=_lineage(), experiment=params.registry.experiment, redecide=params.redecide)
+    if model.decision.number > 1 and model.decision.report_uri == report.report_uri:
+        get_run_logger().warning("v%s re-decided: decision %d, on report %s (the earlier ones "
+                                 "kept in its tags)", model.version, model.decision.number,
+                                 report.report_uri)
+    return model
 
 
 def check_unchanged(settings: Settings, model_name: str, run_id: str, dataset: DatasetRef,
@@ -221,7 +267,8 @@ def check_unchanged(settings: Settings, model_name: str, run_id: str, dataset: D
     None for a run id that has trained before (a resumed or retried run is never skipped).
 
     A plain step of the flow, not a task: it only reads (MLflow's client retries its own
-    requests), and a flow's task list stays prepare_data, train, evaluate, register."""
+    requests), and a flow's task list stays prepare_data, prepare_judge, train, evaluate,
+    register."""
     if distributed.has_started(settings, run_id):
         return None
     unchanged, diff = lineage.nothing_changed(settings, model_name=model_name, run_id=run_id,
@@ -250,6 +297,8 @@ def retrain(params: RetrainParams = RetrainParams()) -> ModelRef | Unchanged:
                           params.model_name, params.preset)
     with stage("prepare_data"):
         dataset = prepare_data(settings, data_cfg)
+    with stage("prepare_judge"):  # before any training: a judge failure costs no training
+        judge = prepare_judge(settings, dataset, eval_cfg)
     with stage("fit_model"):  # channels, size, labels from the data (gan.core.model_fit)
         model_cfg = fit_model_to_data(model_cfg, dataset, P.explicit_model_fields(params))
     configs = {"preset": params.preset, "data": data_cfg, "model": model_cfg,
@@ -264,7 +313,8 @@ def retrain(params: RetrainParams = RetrainParams()) -> ModelRef | Unchanged:
         trained = train(settings, dataset, model_cfg, train_cfg, run_id,
                         params.registry.experiment)
     with stage("evaluate"):
-        report = evaluate(settings, dataset, trained, eval_cfg, params.model_name)
+        report = evaluate(settings, dataset, trained, judge, eval_cfg, params.model_name,
+                          params.registry.experiment, params.redecide)
     with stage("register"):
         model = register(settings, params, configs, dataset, trained, report)
     publish_summary(settings, run_id, dataset, trained, report, model)

@@ -91,8 +91,13 @@ def summary_markdown(*, run_id: str, dataset: DatasetRef, trained: TrainedRef, r
         f"- evaluated on {report.n_samples} samples; {report.judge} judge, "
         + (f"holdout accuracy {report.judge_accuracy:.3f}" if report.judge == "classifier"
            else "label-free: " + ", ".join(f"{k} {v:.3g}" for k, v in
-                                           sorted(report.judge_quality.items()))), "",
+                                           sorted(report.judge_quality.items())))
+        + ("" if report.judge_ref is None else
+           f" ({report.judge_ref.reason}; "
+           f"{'reused' if report.judge_ref.reused else 'trained for this dataset version'})"),
+        "",
         "## Metrics", "", metrics_table(report, champion, d.champion_version), "",
+        *_inception_line(report),
         "## Gate decision", "",
         *[f"- {r}" for r in d.reasons], "",
         "## Links", "",
@@ -107,6 +112,18 @@ def summary_markdown(*, run_id: str, dataset: DatasetRef, trained: TrainedRef, r
     if links.samples_png:
         lines += ["## Samples", "", f"![samples]({links.samples_png})", ""]
     return "\n".join(lines)
+
+
+def _inception_line(report: Report) -> list[str]:
+    """The optional standard FID, apart from the gated metrics (`gan.eval.inception`)."""
+    if "fid_inception" not in report.metrics:
+        return []
+    spread = report.spread.get("fid_inception")
+    value = fmt_number(report.metrics["fid_inception"]) + (
+        f" ± {fmt_number(spread)}" if spread else "")
+    return [f"Standard FID (Inception-v3, for comparison with published numbers; does not "
+            f"decide promotion): {value}, real data "
+            f"{fmt_number(report.floors.get('fid_inception'))}", ""]
 
 
 

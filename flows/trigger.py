@@ -14,8 +14,11 @@ HTTP sources emit no events to Prefect), and a direct call keeps the whole rule 
 works the same on the open-source server and Prefect Cloud, needs no automation object created
 and kept in sync on the server, and is tested like any function. The retrain run itself
 decides whether there is work (`check_unchanged`): a start for data the champion was already
-trained on ends in seconds. An idempotency key per (deployment, fingerprint) keeps two watchers
-from starting two runs for the same change.
+trained on ends in seconds. The Variable holds the fingerprint and a count of the changes seen
+(`{"fingerprint": ..., "changes": n}`); the idempotency key `<deployment>:<n + 1>:<fingerprint>`
+keeps two watchers that saw the same change from starting two runs, and still starts one when a
+state comes back (A → B → A → B: three changes, three runs; a key of the fingerprint alone
+returned the first B's run for the second B and started nothing).
 
 What it is not: no training or data logic (a retrain run does it all), no schedule (`flows.deploy`).
 """
@@ -54,19 +57,35 @@ def variable_name(deployment: str, data_cfg: DataConfig) -> str:
     return f"gan_source_{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
+def seen_state(value: Any) -> tuple[str | None, int]:
+    """(last fingerprint, changes seen so far) from the Variable's value: a dict written by
+    `check_and_start`, a bare fingerprint string (written before the count existed: 0 changes),
+    or nothing yet."""
+    if isinstance(value, dict) and isinstance(value.get("fingerprint"), str):
+        changes = value.get("changes")
+        return value["fingerprint"], changes if isinstance(changes, int) else 0
+    return (value, 0) if isinstance(value, str) else (None, 0)
+
+
 def check_and_start(params: RetrainParams, deployment: str, *, current: str,
-                    last_seen: str | None, start: Callable[[dict[str, Any], str], str],
-                    remember: Callable[[str], None]) -> str | None:
+                    last_seen: Any, start: Callable[[dict[str, Any], str], str],
+                    remember: Callable[[dict[str, Any]], None]) -> str | None:
     """The watcher's step: start `deployment` with `params` when the fingerprint changed
-    (`start(parameters, idempotency_key)` → flow run id), remember the fingerprint (also the
-    first one seen, as a baseline); the started flow run's id, or None."""
+    (`start(parameters, idempotency_key)` → flow run id), remember the fingerprint and the
+    number of changes seen (also the first fingerprint, as a baseline); the started flow run's
+    id, or None. `last_seen`: the Variable's value (see `seen_state`)."""
+    last, changes = seen_state(last_seen)
     started = None
-    if fingerprint_change(last_seen, current) is not None:
+    if fingerprint_change(last, current) is not None:
+        changes += 1
         # exclude_none: the deployment's schema takes an empty field as absent, not null.
         body = {"params": params.model_dump(mode="json", exclude_none=True)}
-        started = start(body, f"{deployment}:{current}")
-    if not current.startswith(UNREADABLE) and current != last_seen:
-        remember(current)  # after the start: a failed start is retried by the next check
+        # The change's number makes a state that comes back a new key; two watchers that saw
+        # the same change (same count, same fingerprint) still share one.
+        started = start(body, f"{deployment}:{changes}:{current}")
+    if not current.startswith(UNREADABLE) and current != last:
+        # after the start: a failed start is retried by the next check
+        remember({"fingerprint": current, "changes": changes})
     return started
 
 
@@ -94,10 +113,10 @@ def watch_source(params: RetrainParams = RetrainParams(),
         log.info("source %s changed: started %s run %s", data_cfg.source, deployment, run.name)
         return str(run.id)
 
-    started = check_and_start(params, deployment, current=current,
-                              last_seen=last if isinstance(last, str) else None, start=start,
-                              remember=lambda fp: Variable.set(name, fp, overwrite=True))
+    started = check_and_start(params, deployment, current=current, last_seen=last,
+                              start=start,
+                              remember=lambda seen: Variable.set(name, seen, overwrite=True))
     if started is None:
         log.info("source %s: fingerprint %s (last seen %s): nothing to start", data_cfg.source,
-                 current, last)
+                 current, seen_state(last)[0])
     return started

@@ -2,8 +2,9 @@
 
 What this module is: the library side of `gan sample`. `check_request` validates the request
 before any model is fetched; `generate` draws seeded samples in batches (balanced class labels
-for conditional models, or one class); `write_grid` / `write_npz` save them; `sample_to_files`
-does all of it for a model URI.
+for conditional models, or one class), at most 1 GiB of float32 images per request, the bound
+the published model itself applies (`check_bytes`); `write_grid` / `write_npz` save them;
+`sample_to_files` does all of it for a model URI.
 
     .npz  x: float32 (N, C, H, W) in [-1, 1]   y: int64 (N,) (conditional models only)
 
@@ -71,11 +72,30 @@ def labels_for(generator: Generator, n: int, label: int | None) -> Tensor | None
     return torch.arange(n, dtype=torch.int64) % k
 
 
+def check_bytes(generator: Generator, n: int, max_bytes: int | None = None) -> None:
+    """SamplingError unless n float32 images of this G fit in `max_bytes` (None: the published
+    model's own default bound per request, 1 GiB)."""
+    # lazy: gan.registry's package imports MLflow (≈2 s); `gan sample` checks its request
+    # before that, and calls this after loading the model (MLflow imported by then)
+    from gan.registry.portable.gan_generator_model import MAX_OUTPUT_BYTES, format_bytes
+
+    max_bytes = MAX_OUTPUT_BYTES if max_bytes is None else max_bytes
+    c, h, w = generator.image_shape
+    per_image = c * h * w * 4
+    if n * per_image > max_bytes:
+        raise SamplingError(
+            f"{n} images of {c}×{h}×{w} float32 are {format_bytes(n * per_image)}, above the "
+            f"limit of {format_bytes(max_bytes)} per request: ask for at most "
+            f"{max_bytes // per_image} (--n), and draw more in further calls with other --seed")
+
+
 def generate(generator: Generator, n: int, *, seed: int = 0, label: int | None = None,
-             batch: int = BATCH) -> Samples:
-    """n seeded samples (`gan.nets.models.sample_images`), on CPU as float32."""
+             batch: int = BATCH, max_bytes: int | None = None) -> Samples:
+    """n seeded samples (`gan.nets.models.sample_images`), on CPU as float32; refused before
+    drawing when they would exceed `max_bytes`."""
     if not 1 <= n <= MAX_SAMPLES:
         raise SamplingError(f"n must lie in [1, {MAX_SAMPLES}], got {n}")
+    check_bytes(generator, n, max_bytes)
     y = labels_for(generator, n, label)
     return Samples(x=sample_images(generator, n, seed, y, batch_size=batch), y=y)
 

@@ -348,14 +348,16 @@ def bench(
     if load is not None:
         _load_bench(load, load_workers, load_consumers, load_seconds, as_json)
         return
-    from gan.tools.pull_bench import pull_bench  # lazy: torch, MLflow
+    from gan.tools.pull_bench import consumer_identity, pull_bench  # lazy: torch, MLflow
 
     unknown = [m for m in model if m not in ("seed", "default")]
     if unknown:
         raise fail(f"--model {unknown[0]!r}: choose seed or default", code=2)
-    tracking = None
+    tracking, identity = None, None
     if pull_model and pull_model.startswith(("models:/", "runs:/")):
-        tracking = load_settings().mlflow_tracking_uri
+        settings = load_settings()
+        tracking = settings.mlflow_tracking_uri
+        identity = consumer_identity(settings)  # the stack's read-only consumer, as apps do
     elif pull_model and not (Path(pull_model) / "MLmodel").is_file():
         raise fail(f"--pull-model {pull_model!r}: not models:/..., runs:/... or a local MLflow "
                    "model directory", code=2)
@@ -375,7 +377,8 @@ def bench(
             results = [r | overhead for r in results]
         err.print("pulling a generator in a fresh process: load + 10,000 images ...")
         try:
-            pull = pull_bench(pull_model, tracking_uri=tracking, python=pull_python)
+            pull = pull_bench(pull_model, tracking_uri=tracking, python=pull_python,
+                              identity=identity)
         except RuntimeError as e:
             raise fail(str(e)) from None
     if as_json:
@@ -389,7 +392,8 @@ def bench(
             typer.echo(format_table(results))
         typer.echo(f"pull: load + {pull['pull_images']:,} images in {pull['pull_10k_s']:.2f} s "
                    f"(warm {pull['pull_10k_warm_s']:.2f} s, {pull['pull_threads']} threads; "
-                   f"{pull['pull_model']})")
+                   f"{pull['pull_model']}"
+                   + (f" as {pull['pull_identity']})" if pull["pull_identity"] else ")"))
 
 
 def _load_bench(uri: str, workers: str, consumers: int, seconds: float, as_json: bool) -> None:
@@ -475,30 +479,45 @@ def data_upload(
         raise fail(str(e)) from None
 
 
-def _data_options(command: Callable[..., None]) -> Callable[..., None]:
-    """`gan retrain`'s data options (--source, --uri, --image-size, ...), the same rows."""
-    return _retrain_options(command, tuple(o for o in RETRAIN_OPTIONS
-                                           if (o.field or "").startswith("data.")))
+def _prepare_options(command: Callable[..., None]) -> Callable[..., None]:
+    """`gan data prepare`'s options: `gan retrain`'s preset, data and judge (eval.*) rows, and
+    --no-judge."""
+    rows = tuple(o for o in RETRAIN_OPTIONS if o.name in ("preset", "smoke")
+                 or (o.field or "").startswith(("data.", "eval.")))
+    command = _retrain_options(command, rows)
+    sig = command.__signature__  # type: ignore[attr-defined]
+    no_judge = inspect.Parameter(
+        "no_judge", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+        default=typer.Option(False, "--no-judge", help="Store the dataset version only, "
+                             "without building and checking its judge."))
+    command.__signature__ = sig.replace(  # type: ignore[attr-defined]
+        parameters=[*sig.parameters.values(), no_judge])
+    command.__annotations__["no_judge"] = bool
+    return command
 
 
 @data_app.command("prepare")
-@_data_options
+@_prepare_options
 def data_prepare(**options: Any) -> None:
-    """Read, check and decode a source and store its dataset version in the bucket, as
-    `gan retrain` does first, without training: a bad file is named in seconds, and the
-    retrain that follows reuses the version."""
+    """Read, check and decode a source and store its dataset version in the bucket, then build
+    (or load from its cache) and check the version's judge, as `gan retrain` does before
+    training, without training: a bad file or a judge that cannot see the data is named in
+    seconds or minutes, and the retrain that follows reuses both."""
     # lazy: torch, Pillow and boto3 load for this command only (the CLI starts fast)
     from gan.data.prepare import prepare
     from gan.data.validate import DataError
+    from gan.eval.judge_ladder import JudgeError, describe, prepare_judge
     from gan.io.storage import Storage
 
+    no_judge = options.pop("no_judge")
     try:
-        data = params_from_options(**options).data
+        data, _, _, eval_cfg = resolve(params_from_options(**options))
     except ParamsError as e:
         raise fail(str(e), code=2) from None
     settings = load_settings()
     try:
-        ref = prepare(data, Storage.from_settings(settings))
+        storage = Storage.from_settings(settings)
+        ref = prepare(data, storage)
     except (DataError, StorageError, SettingsError) as e:
         raise fail(str(e)) from None
     labels = (f"{ref.num_classes} classes ({', '.join(ref.class_names)})" if ref.class_names
@@ -509,7 +528,21 @@ def data_prepare(**options: Any) -> None:
                   f"{'already stored (reused)' if ref.reused else 'stored'} at {escape(ref.uri)}")
     console.print(f"  {ref.n_train} train + {ref.n_holdout} holdout images, {ref.channels}×"
                   f"{ref.image_size}×{ref.image_size}, {escape(labels)}"
-                  + (f", {ref.n_skipped} bad files skipped" if ref.n_skipped else ""))
+                  + (f", {ref.n_skipped} bad files skipped" if ref.n_skipped else "")
+                  + (f", {ref.n_duplicates_dropped} duplicate images dropped"
+                     if ref.n_duplicates_dropped else "")
+                  + (f", {ref.n_label_conflicts_dropped} images with two labels dropped"
+                     if ref.n_label_conflicts_dropped else ""))
+    if no_judge:
+        return
+    console.print("building its judge (as `gan retrain` does before training) ...")
+    try:
+        judge = prepare_judge(storage, ref, eval_cfg)
+    except (JudgeError, DataError, StorageError) as e:
+        raise fail(str(e)) from None
+    console.print(f"judge: {escape(describe(judge))}")
+    for skipped in judge.passed_over:
+        console.print(f"  passed over: {escape(skipped)}")
 
 
 @data_app.command("make-shapes")

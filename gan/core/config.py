@@ -63,11 +63,14 @@ class DataConfig(Frozen):
         "data: the images' median shorter side if it is 28, 32, 64 or 128, else the next of "
         "those up, capped at 128 (digits and MNIST → 28, CIFAR-10 → 32).")
     holdout_fraction: float = Field(
-        0.2, gt=0.0, lt=0.9, description="Share of images held out (stratified) for evaluation."
+        0.2, gt=0.0, lt=0.9, description="Share of images held out for evaluation: each image "
+        "by a hash of its pixels, so an image stays in its half as the data grows."
     )
-    split_seed: int = Field(0, ge=0, description="Seed of the stratified train/holdout split.")
+    split_seed: int = Field(0, ge=0, description="Salt of the hash that puts each image in the "
+                            "train or holdout split (another seed: another split).")
     limit: int | None = Field(
-        None, ge=20, description="Keep at most this many images (smoke runs); empty keeps all."
+        None, ge=20, description="Keep at most this many images, in the classes' proportions, "
+        "chosen by a hash of their pixels (smoke runs); empty keeps all."
     )
     channels: Literal[1, 3] | None = Field(
         None, description="Image channels: 1 (grey) or 3 (RGB); empty: from the data (grey "
@@ -81,6 +84,10 @@ class DataConfig(Frozen):
                               description="parquet: the column of encoded image bytes.")
     label_column: str = Field("label", max_length=200, description="parquet: the column of "
                               "integer or string labels, if the table has it; '' = unlabelled.")
+    ignore_stray_files: bool = Field(
+        False, description="images: leave out image files lying at the root beside the class "
+        "folders (e.g. a cover.png); without it such files are refused, naming them, since "
+        "they would make the whole set unlabelled.")
 
     @model_validator(mode="after")
     def _uri_required(self) -> DataConfig:
@@ -225,16 +232,26 @@ class TrainConfig(Frozen):
 
 
 class EvalConfig(Frozen):
-    """How a generator is judged (see `gan.eval.evaluate`)."""
+    """How a generator is judged (see `gan.eval.evaluate`) and by which judge
+    (`gan.eval.judge_ladder`).
+
+    Naming rule: a field named `judge_*` shapes the classifier judge and one named
+    `ssl_judge_*` the label-free judge: such fields enter that judge's cache key
+    (`gan.eval.judge_ladder.judge_settings`), so a judge trained with other values is never
+    reused. Thresholds (`min_*`) only check a judge and stay out of the key.
+    """
 
     n_samples: int | None = Field(
         None, ge=100, le=100_000, description="Generated samples; empty: max(holdout, 1000)."
     )
     seed: int = Field(1234, ge=0, description="Seed of the evaluation latents.")
     min_judge_accuracy: float = Field(
-        0.95, ge=0.0, le=1.0, description="Judge holdout accuracy below this fails evaluation."
+        0.95, ge=0.0, le=1.0, description="The classifier judge needs this holdout accuracy; "
+        "below it the label-free judge is tried (eval.judge auto), or the run stops before "
+        "training."
     )
-    judge_epochs: int = Field(15, ge=1, le=200, description="Epochs to train the judge.")
+    judge_epochs: int = Field(15, ge=1, le=200,
+                              description="Epochs to train the classifier judge.")
     class_share_threshold: float = Field(
         0.02, ge=0.0, lt=1.0, description="A class is covered when its share exceeds this."
     )
@@ -247,7 +264,7 @@ class EvalConfig(Frozen):
         "or a self-supervised encoder (any data); auto = classifier when the data has labels."
     )
     ssl_judge_epochs: int | None = Field(
-        None, ge=1, le=1000, description="Epochs to train the self-supervised (label-free) "
+        None, ge=1, le=200, description="Epochs to train the self-supervised (label-free) "
         "judge; empty: sized by the data (about 1,500 steps, 20-60 epochs: "
         "gan.eval.ssl_train.ssl_recipe)."
     )
@@ -261,16 +278,44 @@ class EvalConfig(Frozen):
         "holdout accuracy in its feature space, and 0.1 of the way from chance (the largest "
         "class's share) to 1; 0 = off. Labels only check this judge, never train it."
     )
+    inception_weights: str | None = Field(
+        None, max_length=1024, description="Optional standard FID (Inception-v3 pool3, for "
+        "comparison with published numbers; it does not decide promotion): local path or "
+        "s3:// URI of the FID Inception weights you supply (pytorch-fid's "
+        "pt_inception-2015-12-05-6726825d.pth; nothing is downloaded). Empty: off. Costs one "
+        "Inception pass per image: n samples × seeds + holdout + n, slow on CPU."
+    )
+
+    @field_validator("inception_weights", mode="before")
+    @classmethod
+    def _weights_not_url(cls, v: Any) -> Any:
+        """'' (an empty form field) is off; an http(s) URL is refused: nothing is downloaded."""
+        if isinstance(v, str) and not v.strip():
+            return None
+        if isinstance(v, str) and v.strip().lower().startswith(("http://", "https://")):
+            raise ValueError("a URL: nothing is downloaded at run time; download the file "
+                             "once and give its local path or an s3:// URI")
+        return v.strip() if isinstance(v, str) else v
 
 
 class GateConfig(Frozen):
     """Promotion rules (see `gan.eval.evaluate.gate`)."""
 
-    max_class_kl: float = Field(0.1, ge=0.0, description="Max KL(real classes || generated).")
+    max_class_kl: float = Field(
+        0.1, ge=0.0, description="Class KL(real classes || generated) may exceed the real "
+        "held-out images' own class KL under the same judge by at most this much."
+    )
+    min_class_judge_accuracy: float = Field(
+        0.9, ge=0.0, le=1.0, description="Class rules (classes covered, class KL) apply only "
+        "under a classifier judge whose holdout accuracy reaches this; below it its class "
+        "figures are mostly its own error, and the rules are reported, not applied."
+    )
     fid_margin: float = Field(
         0.0, ge=0.0, description="Candidate FID must be below champion FID minus this margin."
     )
-    require_all_classes: bool = Field(True, description="Every class must be covered.")
+    require_all_classes: bool = Field(
+        True, description="Every class that the real held-out images cover under the judge "
+        "must be covered.")
     min_recall_ratio: float = Field(
         0.25, ge=0.0, le=1.0, description="Diversity: recall (Kynkäänniemi et al. 2019) must "
         "reach this share of real data's recall. Catches mode collapse, e.g. a conditional G "
@@ -283,10 +328,17 @@ class GateConfig(Frozen):
     max_nonfinite_fraction: float = Field(
         0.01, ge=0.0, le=1.0, description="Max share of generated samples with a NaN/inf pixel."
     )
-    max_copy_fraction: float = Field(
-        0.5, ge=0.0, le=1.0, description="Memorisation: max share of generated samples nearer "
-        "to a training image than 90 % of holdout images are (fresh samples ≈ 0.1, copies 1); "
-        "1 = off."
+    min_copy_ct: float | None = Field(
+        -3.0, le=0.0, description="Memorisation, Meehan et al. 2020's data-copying test: C_T, "
+        "the holdout-weighted mean over k-means cells of the Z score of samples' against "
+        "held-out images' distances to the training images, must not fall below this (fresh "
+        "samples ≈ 0 ± 1; ≪ 0: samples sit nearer to training images than new real images "
+        "do); empty = off."
+    )
+    min_copy_distance_ratio: float = Field(
+        0.5, ge=0.0, le=1.0, description="Memorisation: median sample-to-nearest-training-image "
+        "distance over the holdout's must reach this (fresh samples ≈ 1, 0 once half the "
+        "samples are training images); 0 = off."
     )
 
 
@@ -390,6 +442,17 @@ class RetrainParams(Frozen):
         "recipe and code equal those of the champion's run otherwise ends at once, training "
         "nothing and registering no version."
     )
+    redecide: bool = Field(
+        False, description="With run_id of a decided run: evaluate it again (a new numbered "
+        "report) and apply the gate again under a new decision record, the earlier one kept. "
+        "Without it, a rerun of a decided run reuses the report its decision was made on."
+    )
+
+    @model_validator(mode="after")
+    def _redecide_names_a_run(self) -> RetrainParams:
+        if self.redecide and not self.run_id:
+            raise ValueError("redecide needs run_id: the run whose decision to make again")
+        return self
 
     def resolve(self) -> tuple[DataConfig, ModelConfig, TrainConfig, EvalConfig]:
         """Preset + overrides → validated configs. Raises ValueError naming the field."""

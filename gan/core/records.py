@@ -1,7 +1,8 @@
 """The small typed records the four stages pass to each other by value (URIs, not tensors).
 
-prepare_data → DatasetRef → train → TrainedRef → evaluate → Report → register → ModelRef
-(or, when nothing changed since the champion, prepare_data → DatasetRef → Unchanged).
+prepare_data → DatasetRef → (prepare_judge → JudgeRef) → train → TrainedRef → evaluate → Report
+→ register → ModelRef (or, when nothing changed since the champion, prepare_data → DatasetRef →
+Unchanged).
 Each is JSON-serialisable (Prefect results, MLflow tags) and frozen.
 """
 
@@ -32,7 +33,28 @@ class DatasetRef(Record):
     labelled: bool = True  # False: an unlabelled source (every label 0, num_classes 1)
     class_names: list[str] = Field(default_factory=list)  # names of labels 0..K-1, if known
     n_skipped: int = 0  # bad image files left out under data.max_bad_fraction
+    n_duplicates_dropped: int = 0  # exact duplicate images dropped (one of each kept)
+    n_label_conflicts_dropped: int = 0  # images whose pixels came with two labels (dropped)
     reused: bool = False  # True when the version was already in storage
+
+
+class JudgeRef(Record):
+    """The judge of a dataset version, built (or loaded from its cache) and checked before any
+    training (`gan.eval.judge_ladder.prepare_judge`); `evaluate` loads exactly this judge."""
+
+    kind: str  # "classifier" or "self-supervised"
+    uri: str  # s3://<bucket>/judges/<version>/<kind>-<key>: its weights and JSON
+    key: str  # short hash of `settings`: the cache key
+    settings: dict[str, Any]  # everything that shaped the judge (kind, format, epochs, seed, arch)
+    dataset_version: str
+    labelled: bool  # the dataset has labels (class rules are possible at all)
+    accuracy: float  # holdout accuracy (classifier) or 5-NN / retrieval accuracy (label-free)
+    quality: dict[str, float] = Field(default_factory=dict)  # its quality-check numbers
+    weights_sha256: str
+    reason: str  # why this kind, e.g. "the data has no labels"
+    passed_over: list[str] = Field(default_factory=list)  # rungs tried first, and why not them
+    reused: bool  # loaded from the cache (False: trained by this call)
+    seconds: float = 0.0  # wall time of prepare_judge: training (or loading) and the check
 
 
 class TrainedRef(Record):
@@ -95,7 +117,12 @@ class Report(Record):
     divergence_reason: str | None = None  # why `diverged`, when evaluation found the evidence
     judge: str = "classifier"  # the feature space: "classifier" or "self-supervised" (no labels)
     judge_quality: dict[str, float] = Field(default_factory=dict)  # its quality-check numbers
-    compute_s: float = 0.0  # seconds of evaluation compute (judge, metrics, pictures; no I/O)
+    compute_s: float = 0.0  # seconds of evaluation compute (judge loaded, metrics, pictures)
+    judge_ref: JudgeRef | None = None  # which judge, why that kind, reused or trained
+    # The optional standard FID's weights and cost (uri, sha256, standard, images, seconds,
+    # images_per_s, device); None when eval.inception_weights is unset. Its values are
+    # metrics["fid_inception"] and floors["fid_inception"]; never read by the gate.
+    inception: dict[str, Any] | None = None
 
 
 class GateDecision(Record):
@@ -103,6 +130,8 @@ class GateDecision(Record):
     reasons: list[str]  # one line per rule, passed or failed
     champion_version: str | None = None
     champion_fid: float | None = None
+    report_uri: str = ""  # the report it was made on ("" for decisions made before it was kept)
+    number: int = 1  # 1 for a version's first decision; 2, 3, ... for each `redecide`
 
 
 class ModelRef(Record):

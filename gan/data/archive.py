@@ -3,7 +3,8 @@
 What this module is: `is_archive(name)` and `archive_members(data, origin)`, which returns
 `(relative posix path, bytes)` for every regular file of an archive. Nothing is extracted to
 disk, and an archive is refused as a whole (DataError naming the member) when a member's path
-is absolute or climbs out with `..`, when a member is a link or a device, or when the
+is absolute or climbs out with `..`, when a member is a link or a device, when a zip member
+is encrypted or compressed in a way Python cannot read (Deflate64, ...), or when the
 uncompressed total exceeds `MAX_ARCHIVE_BYTES` or `MAX_EXPANSION` times the archive's size
 (a zip bomb; checked from the declared sizes before anything is decompressed). Directories
 are skipped, and so are macOS's `__MACOSX/` and dot-files (`.DS_Store`, `._x.png`), which
@@ -29,6 +30,9 @@ MAX_ARCHIVE_BYTES = 8 << 30  # uncompressed total; more is refused as a likely z
 # own size, beyond MIN_BOMB_BYTES, is a zip bomb, refused before anything is decompressed.
 MAX_EXPANSION = 100
 MIN_BOMB_BYTES = 64 << 20
+# Zip compression methods by number (APPNOTE 4.4.5) that appear in archives zipfile cannot read.
+ZIP_METHODS = {9: "Deflate64", 10: "PKWARE implode", 18: "IBM TERSE", 19: "IBM LZ77",
+               95: "XZ", 96: "JPEG", 97: "WavPack", 98: "PPMd", 99: "AES-encrypted"}
 
 
 def is_archive(name: str) -> bool:
@@ -72,8 +76,29 @@ def _zip_members(data: bytes, origin: str) -> list[tuple[str, bytes]]:
                 raise DataError(f"{origin}: archive member {info.filename!r} is a link or "
                                 "special file, not a regular file: the archive is refused")
             if path is not None:
-                out.append((path, zf.read(info)))
+                out.append((path, _zip_read(zf, info, origin)))
     return out
+
+
+def _zip_read(zf: zipfile.ZipFile, info: zipfile.ZipInfo, origin: str) -> bytes:
+    """A member's bytes; DataError naming the archive and member for what zipfile cannot read
+    (it raises RuntimeError for an encrypted member, NotImplementedError for a compression
+    method it lacks, such as Deflate64, which Windows Explorer writes for large files)."""
+    if info.flag_bits & 0x1:
+        raise DataError(f"{origin}: archive member {info.filename!r} is encrypted (password-"
+                        "protected zips are not read): re-create the archive without a "
+                        "password, or as a .tar.gz")
+    try:
+        return zf.read(info)
+    except NotImplementedError as e:
+        method = ZIP_METHODS.get(info.compress_type, "unknown")
+        raise DataError(f"{origin}: archive member {info.filename!r} uses compression method "
+                        f"{info.compress_type} ({method}), which Python's zipfile cannot read "
+                        f"({e}): re-create the archive with the usual Deflate (`zip -r`) or "
+                        "as a .tar.gz") from e
+    except RuntimeError as e:  # other encryption schemes zipfile detects while reading
+        raise DataError(f"{origin}: archive member {info.filename!r} cannot be read ({e}): "
+                        "re-create the archive without a password, or as a .tar.gz") from e
 
 
 def _tar_members(data: bytes, origin: str) -> list[tuple[str, bytes]]:

@@ -6,13 +6,16 @@ path, `s3://` object or URL, read in memory by `gan.data.archive`), derives labe
 layout, and decodes them (`gan.data.decode`) to `image_size` and `data.channels`.
 
 Labels: when every image sits in a sub-folder, the first folder under the root is its class;
-classes are the sorted folder names (recorded as the dataset version's `class_names`). A
-single class, or images directly at the root, means unlabelled (every label 0). An archive
-whose files all lie in one top folder holding the class folders (`shapes/circle/1.png`) is
-read as if that folder were the root. A symbolic link in a folder that leads outside it is
-refused (DataError naming it); links inside the folder are followed. Only `.png`, `.jpg`,
-`.jpeg` and `.webp` files are read (others are ignored and counted in the log); dot-files are
-ignored.
+classes are the folder names in their natural order (`gan.data.labels`: "2" before "10"),
+recorded as the dataset version's `class_names`. A single folder, or every image directly at
+the root, means unlabelled (every label 0). Image files at the root *beside* two or more
+class folders (a `cover.png`) are refused, naming them, unless `data.ignore_stray_files`
+leaves them out: they never silently turn a labelled set into an unlabelled one. A tree whose
+files all lie in one top folder holding the class folders (`shapes/circle/1.png`, typical of
+archives) is read as if that folder were the root. A symbolic link in a folder that leads
+outside it is refused (DataError naming it); links inside the folder are followed. Only
+`.png`, `.jpg`, `.jpeg` and `.webp` files are read (others are ignored and counted in the
+log); dot-files are ignored.
 
 What it is not: no decoding policy (`gan.data.decode`), no split or storage (`gan.data.prepare`).
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +34,7 @@ import numpy as np
 from gan.core.config import DataConfig
 from gan.data.archive import archive_members, is_archive
 from gan.data.decode import decode_images, is_image_name
+from gan.data.labels import encode_labels
 from gan.data.validate import DataError, SourceData
 from gan.io.uri import read_bytes, redact_url
 
@@ -38,6 +43,7 @@ if TYPE_CHECKING:  # boto3 loads only when an s3:// source is actually read
 
 log = logging.getLogger(__name__)
 _READERS = 8  # parallel S3 GETs
+MAX_STRAY_NAMED = 5  # stray files named in the error (all are counted)
 
 
 def read_tree(uri: str, storage: Storage | None, *,
@@ -106,19 +112,51 @@ def _read_prefix(uri: str, storage: Storage | None,
     return [(k[len(prefix):], blobs.get(k, b"")) for k in keys]
 
 
-def labels_from_paths(paths: Sequence[str]) -> tuple[np.ndarray, tuple[str, ...], bool]:
-    """Relative paths → (labels (N,), class names, labelled): see the module's rule."""
+@dataclass(frozen=True, eq=False)  # eq=False: arrays have no single truth value
+class Layout:
+    """What a tree's layout says: which files to read, their labels, the class names."""
+
+    kept: np.ndarray  # (M,) indices of the files read
+    y: np.ndarray  # (M,) int64 classes 0..K-1 (all 0 when unlabelled)
+    class_names: tuple[str, ...]
+    labelled: bool
+
+
+def _stray_error(origin: str, stray: list[str], n_classes: int) -> DataError:
+    shown = ", ".join(stray[:MAX_STRAY_NAMED])
+    more = f", and {len(stray) - MAX_STRAY_NAMED} more" if len(stray) > MAX_STRAY_NAMED else ""
+    files = "1 image file lies" if len(stray) == 1 else f"{len(stray)} image files lie"
+    return DataError(
+        f"{origin}: {files} at the root beside {n_classes} class folders ({shown}{more}): "
+        "with them the set would be read as unlabelled. Move them into a class folder or "
+        "out of the tree, or ignore them with --ignore-stray-files (data.ignore_stray_files)")
+
+
+def labels_from_paths(paths: Sequence[str], *, origin: str = "",
+                      ignore_stray: bool = False) -> Layout:
+    """Relative paths → `Layout`: see the module's rule. Image files at the root beside two
+    or more class folders are refused (DataError naming them), or left out when
+    `ignore_stray`; they never turn a labelled set into an unlabelled one."""
     parts = [p.split("/") for p in paths]
-    while all(len(q) >= 3 for q in parts) and len({q[0] for q in parts}) == 1:
+    while (all(len(q) >= 2 for q in parts) and any(len(q) >= 3 for q in parts)
+           and len({q[0] for q in parts}) == 1):
         parts = [q[1:] for q in parts]  # one wrapping folder (an archive's top folder)
-    if not all(len(q) >= 2 for q in parts):
-        return np.zeros(len(paths), dtype=np.int64), (), False
-    names = tuple(sorted({q[0] for q in parts}))
-    if len(names) == 1:
-        log.info("all images are in one folder %r: read as unlabelled", names[0])
-        return np.zeros(len(paths), dtype=np.int64), names, False
-    index = {n: i for i, n in enumerate(names)}
-    return np.array([index[q[0]] for q in parts], dtype=np.int64), names, True
+    everything = np.arange(len(paths))
+    folders = sorted({q[0] for q in parts if len(q) >= 2})
+    stray = [i for i, q in enumerate(parts) if len(q) < 2]
+    if len(folders) >= 2 and stray:
+        if not ignore_stray:
+            raise _stray_error(origin, ["/".join(parts[i]) for i in stray], len(folders))
+        log.warning("%s: ignored %d image files at the root beside the class folders (e.g. %s)",
+                    origin, len(stray), "/".join(parts[stray[0]]))
+        everything = np.array([i for i, q in enumerate(parts) if len(q) >= 2], dtype=np.int64)
+    elif stray or len(folders) < 2:
+        if len(folders) == 1 and not stray:
+            log.info("all images are in one folder %r: read as unlabelled", folders[0])
+        names = tuple(folders) if len(folders) == 1 and not stray else ()
+        return Layout(everything, np.zeros(len(paths), dtype=np.int64), names, False)
+    y, names = encode_labels([parts[i][0] for i in everything], origin)
+    return Layout(everything, y, names, True)
 
 
 def load_images(cfg: DataConfig, storage: Storage | None) -> SourceData:
@@ -126,10 +164,12 @@ def load_images(cfg: DataConfig, storage: Storage | None) -> SourceData:
     assert cfg.uri is not None  # DataConfig requires it for this source
     origin = redact_url(cfg.uri)
     files = read_tree(cfg.uri, storage)
-    y, names, labelled = labels_from_paths([p for p, _ in files])
+    layout = labels_from_paths([p for p, _ in files], origin=origin,
+                               ignore_stray=cfg.ignore_stray_files)
+    files = [files[i] for i in layout.kept]
     named = [(f"{origin.rstrip('/')}/{p}" if not is_archive(origin) else f"{origin}!{p}", b)
              for p, b in files]
     dec = decode_images(named, size=cfg.image_size, channels=cfg.channels,
                         max_bad_fraction=cfg.max_bad_fraction)
-    return SourceData(x=dec.x, y=y[dec.kept], labelled=labelled, class_names=names,
-                      skipped=dec.skipped)
+    return SourceData(x=dec.x, y=layout.y[dec.kept], labelled=layout.labelled,
+                      class_names=layout.class_names, skipped=dec.skipped)

@@ -4,9 +4,10 @@ What this module is: `load_parquet(cfg, storage)` reads one `.parquet` file or e
 file under a folder or `s3://` prefix (sorted by path, concatenated), takes the image bytes
 from column `data.image_column` (binary, or a struct with a `bytes` field as Hugging Face
 `datasets` writes its Image feature) and labels from `data.label_column` when the table has
-it: integers are the labels as they are; strings become classes (sorted names, recorded as
-`class_names`). A table without the label column is unlabelled. Images are decoded by
-`gan.data.decode` (bad rows named `<file>#row<i>`).
+it: integers or strings, mapped to classes 0..K−1 in their natural order and recorded as
+`class_names` (`gan.data.labels`; integers already 0..K−1 stay as they are). A table without
+the label column is unlabelled. Images are decoded by `gan.data.decode` (bad rows named
+`<file>#row<i>`).
 
 What it is not: no decoding policy (`gan.data.decode`), no split or storage (`gan.data.prepare`).
 """
@@ -23,7 +24,8 @@ import pyarrow.parquet as pq
 from gan.core.config import DataConfig
 from gan.data.decode import decode_images
 from gan.data.images import read_tree
-from gan.data.validate import MAX_CLASSES, DataError, SourceData, check_labels
+from gan.data.labels import encode_labels
+from gan.data.validate import DataError, SourceData, check_labels
 from gan.io.uri import read_bytes, redact_url
 
 if TYPE_CHECKING:  # boto3 loads only when an s3:// source is actually read
@@ -32,7 +34,6 @@ if TYPE_CHECKING:  # boto3 loads only when an s3:// source is actually read
 _LABEL_MESSAGES = {
     "labels_shape": "{origin}: labels must be (N,) = ({n},), got shape {shape}",
     "labels_dtype": "{origin}: labels must be integers or strings, got dtype {dtype}",
-    "labels_range": "{origin}: integer labels must lie in [0, {max_label}], found [{lo}, {hi}]",
 }
 
 
@@ -77,18 +78,14 @@ def _image_bytes(table: pa.Table, column: str, name: str) -> list[bytes | None]:
 
 
 def _labels(values: list[object], name: str) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Raw label values → (N,) int64 and class names (strings) or () (integers)."""
+    """Raw label values → (N,) int64 classes 0..K−1 and their names (`gan.data.labels`)."""
     if any(v is None for v in values):
         first = next(i for i, v in enumerate(values) if v is None)
         raise DataError(f"{name}#row{first}: label is missing (null)")
-    if values and all(isinstance(v, str) for v in values):
-        names = tuple(sorted(set(values)))  # type: ignore[arg-type]
-        index = {n: i for i, n in enumerate(names)}
-        return np.array([index[v] for v in values], dtype=np.int64), names  # type: ignore[index]
-    y = np.asarray(values)
-    check_labels(y, len(values), origin=name, error=DataError, messages=_LABEL_MESSAGES,
-                 num_classes=MAX_CLASSES)
-    return y.astype(np.int64), ()
+    if not values or not all(isinstance(v, str) for v in values):
+        check_labels(np.asarray(values), len(values), origin=name, error=DataError,
+                     messages=_LABEL_MESSAGES)  # integers (any numbering) or strings
+    return encode_labels(values, name)
 
 
 def load_parquet(cfg: DataConfig, storage: Storage | None) -> SourceData:

@@ -1,10 +1,11 @@
-"""Dataset preparation: stratified split, content-hash version, write-once storage.
+"""Dataset preparation: split by image hash, content-hash version, write-once storage.
 
 What this module is: `prepare_arrays` loads a `DataConfig`'s source (`gan.data.sources`, which
-validates it), converts channels, resizes, quantises, limits and splits it and computes the
-dataset version; `prepare` writes the result once to `s3://<bucket>/datasets/<name>/<version>/`
-(shards first, manifest LAST) or reuses it; `load_prepared` reads it back as float tensors in
-[-1, 1] (versions of either stored form).
+validates it and maps its labels to classes 0..K−1), splits it by a hash of each image's pixels
+(`gan.data.split`: duplicates dropped, `limit` applied), converts channels, resizes and
+quantises it and computes the dataset version; `prepare` writes the result once to
+`s3://<bucket>/datasets/<name>/<version>/` (shards first, manifest LAST) or reuses it;
+`load_prepared` reads it back as float tensors in [-1, 1] (versions of either stored form).
 
 Resize policy: centre crop to a square (the shorter side), then resize to image_size ×
 image_size (`data.image_size`, or when it is empty the size the data suggests:
@@ -20,9 +21,10 @@ validation.
 Stored form (format 2): uint8 (N, C, S, S) images and int64 labels as Parquet shards per split
 (`gan.data.shards`: `train-00000.parquet`, ..., `holdout-00000.parquet`), each listed in the
 manifest with its row count and sha256; the manifest also records channels, labelled or not,
-class names and the bad files skipped. Format 1 versions (one `tensors.safetensors`) still
-load. `PreparedData` holds the images as float32 in [-1, 1] via `gan.core.images.from_uint8`,
-so `prepare_arrays` and `load_prepared` return bit-identical tensors.
+class names, the bad files skipped and the duplicates dropped. Format 1 versions (one
+`tensors.safetensors`) still load. `PreparedData` holds the images as float32 in [-1, 1] via
+`gan.core.images.from_uint8`, so `prepare_arrays` and `load_prepared` return bit-identical
+tensors.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ import numpy as np
 import safetensors.numpy
 import torch
 import torch.nn.functional as F
-from sklearn.model_selection import train_test_split
 from torch import Tensor
 
 from gan.core.config import DataConfig
@@ -45,6 +46,7 @@ from gan.core.images import from_uint8, unit_to_uint8
 from gan.core.records import DatasetRef
 from gan.data.decode import auto_image_size, to_channels
 from gan.data.sources import load_source, source_label
+from gan.data.split import check_classes, split_by_hash
 from gan.data.validate import DataError, SourceData
 
 if TYPE_CHECKING:  # annotations only: boto3 loads where a Storage is made
@@ -52,7 +54,9 @@ if TYPE_CHECKING:  # annotations only: boto3 loads where a Storage is made
 
 log = logging.getLogger(__name__)
 
-PREP_FORMAT = 2  # bump when preparation changes meaning: it is part of every version hash
+# Bump when preparation changes meaning: it is part of every version hash. 3: the split by a
+# hash of each image's pixels, duplicates dropped, labels mapped to 0..K-1 (every version changed).
+PREP_FORMAT = 3
 TENSORS_FILE = "tensors.safetensors"  # format 1's one file (read, no longer written)
 SPLITS = ("train", "holdout")
 MAX_SKIPPED_LISTED = 50  # bad files named in the manifest (all are counted)
@@ -110,20 +114,6 @@ def _to_uint8_images(x: np.ndarray, size: int, channels: int) -> np.ndarray:
     return to_channels(out, channels)
 
 
-def _split(y: np.ndarray, cfg: DataConfig, origin: str) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded stratified (train, holdout) index arrays, after the optional `limit`."""
-    idx = np.arange(len(y))
-    try:
-        if cfg.limit is not None and cfg.limit < len(y):
-            idx, _ = train_test_split(idx, train_size=cfg.limit, stratify=y,
-                                      random_state=cfg.split_seed)
-        tr, ho = train_test_split(idx, test_size=cfg.holdout_fraction, stratify=y[idx],
-                                  random_state=cfg.split_seed)
-    except ValueError as e:  # e.g. a class with a single image cannot be stratified
-        raise DataError(f"{origin}: cannot make a stratified split: {e}") from e
-    return np.sort(tr), np.sort(ho)
-
-
 def _prep_config(cfg: DataConfig, size: int) -> dict[str, Any]:
     """The preparation settings that enter the version (where the files lie does not);
     `size` is the image size used, so an empty `data.image_size` that the data resolved to 28
@@ -157,6 +147,8 @@ class _Prepared:
     class_names: tuple[str, ...] = ()
     labelled: bool = True
     skipped: tuple[tuple[str, str], ...] = ()  # (file, reason) of bad files left out
+    n_duplicates: int = 0  # exact duplicate images dropped (one of each kept)
+    n_label_conflicts: int = 0  # images dropped because their pixels came with two labels
 
     @property
     def version(self) -> str:
@@ -186,17 +178,24 @@ def _prepare(cfg: DataConfig, storage: Storage | None) -> _Prepared:
     src = load_source(cfg, storage)  # validation happens first, before any work
     y = src.y
     origin = source_label(cfg)
-    tr, ho = _split(y, cfg, origin)
+    names = src.class_names if src.labelled else ()
+    num_classes = _num_classes(src, cfg.source)
+    split = split_by_hash(src.x, y, cfg)
+    check_classes(split, y, num_classes, names, origin)
+    if split.n_duplicates or split.n_label_conflicts:
+        log.info("%s: dropped %d exact duplicate images and %d images carrying two labels",
+                 origin, split.n_duplicates, split.n_label_conflicts)
+    tr, ho = split.train, split.holdout
     keep = np.concatenate([tr, ho])
     size = cfg.image_size or auto_image_size([min(src.x.shape[-2:])])  # files: decoded to it
     u8 = _to_uint8_images(src.x[keep], size, cfg.channels or src.channels)
     arrays = {"x_train": u8[: len(tr)], "y_train": y[tr], "x_holdout": u8[len(tr) :],
               "y_holdout": y[ho]}  # x: (len(keep), C, S, S)
-    names = src.class_names if src.labelled else ()
-    return _Prepared(arrays=arrays, num_classes=_num_classes(src, cfg.source),
+    return _Prepared(arrays=arrays, num_classes=num_classes,
                      name=cfg.dataset_name, source=origin, class_names=names,
                      sha256=_content_hash(arrays, _prep_config(cfg, size), names),
-                     labelled=src.labelled, skipped=src.skipped)
+                     labelled=src.labelled, skipped=src.skipped,
+                     n_duplicates=split.n_duplicates, n_label_conflicts=split.n_label_conflicts)
 
 
 def prepare_arrays(cfg: DataConfig, storage: Storage | None = None) -> PreparedData:
@@ -220,6 +219,8 @@ def _manifest(p: _Prepared, cfg: DataConfig,
         "class_names": list(p.class_names),
         "class_hist_train": np.bincount(a["y_train"], minlength=p.num_classes).tolist(),
         "class_hist_holdout": np.bincount(a["y_holdout"], minlength=p.num_classes).tolist(),
+        "n_duplicates_dropped": p.n_duplicates,
+        "n_label_conflicts_dropped": p.n_label_conflicts,
         "n_skipped": len(p.skipped),
         "skipped": [{"file": f, "reason": r} for f, r in p.skipped[:MAX_SKIPPED_LISTED]],
         "shards": shards,

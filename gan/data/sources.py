@@ -2,7 +2,8 @@
 
 What this module is: `load_source` reads a `DataConfig`'s source and returns validated
 `SourceData` — scikit-learn digits, MNIST / Fashion-MNIST IDX files from a URL, `s3://` prefix
-or folder, an `.npz` (here), and image files (`gan.data.images`), Parquet tables
+or folder, an `.npz` (here; its integer labels, whatever their numbering, become classes
+0..K−1 named by the labels: `gan.data.labels`), and image files (`gan.data.images`), Parquet tables
 (`gan.data.parquet`) and the CIFAR-10 binary release (`gan.data.cifar`); `read_idx` parses one
 IDX file; canonical IDX files are checked against their published MD5. Every failure is a
 `DataError` naming the file.
@@ -25,7 +26,8 @@ from sklearn.datasets import load_digits
 from gan.core.config import DataConfig
 from gan.data.cifar import load_cifar10
 from gan.data.images import load_images
-from gan.data.validate import MAX_CLASSES, DataError, SourceData, check_published_md5, validate
+from gan.data.labels import encode_labels
+from gan.data.validate import DataError, SourceData, check_published_md5, validate
 from gan.io.uri import read_bytes, redact_url
 
 if TYPE_CHECKING:  # boto3/pyarrow load only when an s3:// source is actually read
@@ -150,10 +152,12 @@ def _load_npz(cfg: DataConfig, storage: Storage | None) -> SourceData:
         raise DataError(f"{origin}: not a readable .npz file ({type(e).__name__}: {e})") from e
     if "x" not in files:
         raise DataError(f"{origin}: .npz has no array 'x' (found {sorted(files) or 'none'})")
-    y = files.get("y")
-    x, y = validate(_npz_unit_range(files["x"], origin), y, origin=origin,
-                    max_classes=MAX_CLASSES)
-    return SourceData(x, y, labelled="y" in files)
+    x, y = validate(_npz_unit_range(files["x"], origin), files.get("y"), origin=origin,
+                    max_classes=None)
+    if "y" not in files:
+        return SourceData(x, y, labelled=False)
+    y, names = encode_labels(y, origin)  # any integers: 1..10, gaps, negatives → 0..K-1
+    return SourceData(x, y, labelled=True, class_names=names)
 
 
 def _npz_unit_range(x: np.ndarray, origin: str) -> np.ndarray:

@@ -5,9 +5,10 @@ What this module is: `check_images` and `check_labels`, the one place that check
 labels; each caller passes its error class and its own message for each kind of problem
 (`gan.apps.inputs` for application inputs in [-1, 1]). `validate` applies them to a training
 source — images (N, H, W), (N, C, H, W) or (N, H, W, C) with C = 1 or 3, uint8 in [0, 255] or
-float in [0, 1], labels in [0, max_classes) — and returns (N, C, H, W) images and (N,) int64
-labels; `SourceData` is what every source returns; `DataError`, the error of every dataset
-problem in `gan.data`, names the file and the problem.
+float in [0, 1], integer labels in [0, max_classes) (or any integers, which the caller maps
+to classes with `gan.data.labels`) — and returns (N, C, H, W) images and (N,) int64 labels;
+`SourceData` is what every source returns; `DataError`, the error of every dataset problem in
+`gan.data`, names the file and the problem.
 
 What it is not: no reading of files (`gan.data.sources`), no resizing, splitting or storage
 (`gan.data.prepare`).
@@ -134,10 +135,11 @@ def to_nchw(x: np.ndarray) -> np.ndarray:
 
 
 def validate(
-    x: np.ndarray, y: np.ndarray | None, *, origin: str, max_classes: int = MAX_CLASSES
+    x: np.ndarray, y: np.ndarray | None, *, origin: str, max_classes: int | None = MAX_CLASSES
 ) -> tuple[np.ndarray, np.ndarray]:
     """Check shape, dtype, range, finiteness and labels; return (N, C, H, W) images (C = 1 or 3)
-    and (N,) int64 labels (zeros when `y` is None)."""
+    and (N,) int64 labels (zeros when `y` is None). `max_classes` None: labels may be any
+    integers (the caller maps them to classes, `gan.data.labels`)."""
     x = to_nchw(x)
     channels = x.shape[1] if x.ndim == 4 and x.shape[1] in (1, 3) else 1
     check_images(x, origin=origin, error=DataError, messages=_MESSAGES, channels=channels,

@@ -1,8 +1,9 @@
 """Evaluation: score a trained generator honestly, write its report, decide promotion.
 
 What this module is: the evaluation stage of the pipeline. `evaluate` loads the prepared
-dataset and the checkpoint by URI, gets the judge of the dataset version from its cache,
-samples the generator with seeded latents, computes every metric next to its real-data floor
+dataset and the checkpoint by URI, loads the judge that the data step built and checked for
+the dataset version (`gan.eval.judge_ladder`, named by a `JudgeRef`; evaluation never trains
+one), samples the generator with seeded latents, computes every metric next to its real-data floor
 or ceiling, draws the pictures and writes `report.json`, `report.md` and the PNGs to
 `s3://<bucket>/runs/<run_id>/eval/`. `evaluate_generator` does the same on in-memory objects
 without storage. Every metric is measured on `EvalConfig.n_seeds` latent seeds and reported as
@@ -11,8 +12,11 @@ mean ± spread; the current champion, when the caller passes it (`Champion`, loa
 seeds — so the gate (`gan.eval.gate`, re-exported here) compares like with like.
 
 Reference sets: generated samples are compared with the *holdout* split (never seen by the
-generator or the judge); the floors put n real *train* images in the generator's place, so a
-generator that reproduced its training data would score about the floor.
+generator or the judge); the feature-space floors (FID, KID, P/R/D/C) put n real *train* images
+in the generator's place, so a generator that reproduced its training data would score about
+the floor. The class floors (class KL, classes covered) score the real *holdout* images as if
+they were samples: the judge never trained on them, so they carry its own error, which the
+gate's class rules then do not count against the generator.
 
 What it is not: no MLflow (see `gan.registry.publish`), no training, no metric math
 (`gan.eval.metrics`),
@@ -30,21 +34,16 @@ import torch
 from torch import Tensor, nn
 
 from gan.core.config import EvalConfig
-from gan.core.records import ChampionScore, DatasetRef, Report, TrainedRef
+from gan.core.records import ChampionScore, DatasetRef, JudgeRef, Report, TrainedRef
 from gan.data.prepare import PreparedData, load_prepared
 from gan.eval import metrics as M
-from gan.eval import pictures
+from gan.eval import pictures, stored
 from gan.eval.gate import gate
-from gan.eval.judge import (
-    Judge,
-    JudgeError,
-    check_judge,
-    get_or_train_judge,
-    judge_prefix,
-    train_judge,
-)
+from gan.eval.inception import Inception, InceptionFID, load_inception
+from gan.eval.judge import Judge, JudgeError, check_judge, train_judge
+from gan.eval.judge_ladder import MIN_HOLDOUT, load_judge
 from gan.eval.report import render_markdown
-from gan.eval.ssl_judge import AnyJudge, SSLJudge, check_ssl_judge, select_judge
+from gan.eval.ssl_judge import AnyJudge, SSLJudge, check_ssl_judge
 from gan.nets.models import sample_images
 from gan.train.checkpoint import generator_from_checkpoint, load_checkpoint
 from gan.train.loop import SATURATED_FAKE, SATURATED_REAL
@@ -54,14 +53,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Champion", "Judge", "JudgeError", "champion_problem", "compute_floors", "evaluate",
-    "evaluate_generator", "gate", "get_or_compute_floors", "get_or_train_judge",
-    "render_markdown", "train_judge",
+    "evaluate_generator", "gate", "get_or_compute_floors", "render_markdown", "train_judge",
 ]
 
 PICTURE_FILES = {"samples": "samples.png", "real_vs_generated": "real_vs_generated.png",
                  "curves": "curves.png"}
 GRID_SIDE = 10  # 10×10 sample grids
-MIN_HOLDOUT = 10  # PRDC needs more than k=5 neighbours, KID two subsets of two
+FLOORS_FORMAT = 2  # 2: class floors from the holdout images (1: from train images)
 
 
 # --------------------------------------------------------------------------- sampling
@@ -114,24 +112,36 @@ def sample_metrics(judge: AnyJudge, real: Tensor, fake: Tensor, seed: int) -> di
     return out
 
 
+def floor_images(data: PreparedData, cfg: EvalConfig) -> Tensor:
+    """The n real train images (seeded choice; n as generated where possible) that stand in
+    for the generator in the floors: (n, C, H, W) float."""
+    n_train = len(data.x_train)
+    n = min(n_samples(cfg, data), n_train)
+    idx = torch.randperm(n_train, generator=torch.Generator().manual_seed(cfg.seed))[:n]
+    return data.x_train[idx].float()
+
+
 def compute_floors(judge: AnyJudge, data: PreparedData, cfg: EvalConfig) -> dict[str, Any]:
-    """The metrics with n real train images in place of the generator (same n where possible).
+    """Every metric's real-data value: FID, KID and P/R/D/C with n real train images in place
+    of the generator (same n where possible), against the holdout; class KL and classes covered
+    of the real holdout images scored as if they were samples (see the module docstring).
 
     Returns {"floors": {...}, "ceilings": {...}, "n": n_used, "seed": seed}: floors hold every
     metric's real-data value (FID/KID/KL are floors; P/R/D/C the values to approach), ceilings
     the classifier Inception Score of real data and the number of classes.
     """
-    n_train = len(data.x_train)
-    n = min(n_samples(cfg, data), n_train)
-    idx = torch.randperm(n_train, generator=torch.Generator().manual_seed(cfg.seed))[:n]
-    real_sub = data.x_train[idx].float()  # (n, C, H, W)
+    real_sub = floor_images(data, cfg)  # (n, C, H, W)
+    n = len(real_sub)
     m = sample_metrics(judge, data.x_holdout.float(), real_sub, cfg.seed)
     floors = {k: m[k] for k in ("fid", "kid_mean", "kid_std", "precision", "recall", "density",
                                 "coverage")}
     ceilings: dict[str, float] = {}
     if isinstance(judge, Judge):  # class statistics need the classifier judge
-        p_real = M.class_shares(data.y_train, data.num_classes)
-        stats = M.class_stats(judge.predict(real_sub), p_real, cfg.class_share_threshold)
+        # The holdout, not train images: on its own training images the judge errs less than
+        # on images it never saw, which is what the generator's samples are to it.
+        p_real = M.class_shares(data.y_train, data.num_classes)  # as the candidate's KL
+        stats = M.class_stats(judge.predict(data.x_holdout.float()), p_real,
+                              cfg.class_share_threshold)
         floors["class_kl"] = float(stats["class_kl"])  # type: ignore[arg-type]
         floors["classes_covered"] = float(stats["classes_covered"])  # type: ignore[arg-type]
         ceilings = {"inception_score": m["inception_score"],
@@ -141,16 +151,16 @@ def compute_floors(judge: AnyJudge, data: PreparedData, cfg: EvalConfig) -> dict
 
 
 def get_or_compute_floors(storage: Storage, judge: AnyJudge, data: PreparedData,
-                          cfg: EvalConfig) -> dict[str, Any]:
-    """Floors cached next to the judge (`judges/<version>/floors/n<n>-seed<seed>.json`).
+                          cfg: EvalConfig, judge_uri: str) -> dict[str, Any]:
+    """Floors cached beside the judge (`<judge_uri>/floors/n<n>-seed<seed>.json`).
 
-    The cached document is reused only if it was computed by the same judge weights and the
-    same class-share threshold; otherwise it is recomputed and overwritten.
+    The cached document is reused only if it was computed by the same judge weights, the same
+    class-share threshold and this FLOORS_FORMAT; otherwise it is recomputed and overwritten.
     """
     n = min(n_samples(cfg, data), len(data.x_train))
-    uri = f"{judge_prefix(storage, data.version)}/floors/n{n}-seed{cfg.seed}.json"
+    uri = f"{judge_uri}/floors/n{n}-seed{cfg.seed}.json"
     key = {"judge_sha256": judge.meta.get("weights_sha256"),
-           "class_share_threshold": cfg.class_share_threshold}
+           "class_share_threshold": cfg.class_share_threshold, "floors_format": FLOORS_FORMAT}
     if storage.exists(uri):
         doc = storage.get_json(uri)
         if all(doc.get(k) == v for k, v in key.items()):
@@ -219,12 +229,21 @@ def champion_problem(generator: nn.Module | None, data: PreparedData) -> str:
     return ""
 
 
+@dataclass(frozen=True)
+class CopyReference:
+    """What the copy statistics compare samples with: the training features (N, F) and their
+    k-means cells (made once per evaluation, shared by the candidate and the champion)."""
+
+    train_feats: Tensor
+    cells: M.CopyCells
+
+
 def _score_seeds(generator: nn.Module, data: PreparedData, judge: AnyJudge, cfg: EvalConfig,
-                 train_feats: Tensor, seeds: list[int]
+                 ref: CopyReference, seeds: list[int], inception: InceptionFID | None = None
                  ) -> tuple[list[dict[str, float]], Tensor, Tensor, Tensor | None]:
-    """One metrics dict per latent seed; also the judge's predictions pooled over seeds (S·n,;
-    all 0 for a label-free judge) and the first seed's samples (n, C, H, W) and requested
-    labels (for the pictures)."""
+    """One metrics dict per latent seed (with `inception`, also `fid_inception`); also the
+    judge's predictions pooled over seeds (S·n,; all 0 for a label-free judge) and the first
+    seed's samples (n, C, H, W) and requested labels (for the pictures)."""
     n = n_samples(cfg, data)
     p_real = M.class_shares(data.y_train, data.num_classes)  # (K,)
     holdout = data.x_holdout.float()
@@ -235,8 +254,10 @@ def _score_seeds(generator: nn.Module, data: PreparedData, judge: AnyJudge, cfg:
         labels = proportional_labels(p_real, n, seed) if conditional else None
         fake, nonfinite = _checked(sample_images(generator, n, seed, labels), data.x_train)
         m = sample_metrics(judge, holdout, fake, seed)
-        m.update(M.copy_stats(train_feats, hold_feats, judge.features(fake)),
-                 nonfinite_fraction=nonfinite)
+        m.update(M.copy_stats(ref.train_feats, hold_feats, judge.features(fake),
+                              cells=ref.cells), nonfinite_fraction=nonfinite)
+        if inception is not None:  # the standard FID: reported, never gated
+            m["fid_inception"] = inception(fake)
         if isinstance(judge, Judge):
             predicted = judge.predict(fake)  # (n,)
             m["class_kl"] = M.class_kl(p_real, M.class_shares(predicted, data.num_classes))
@@ -262,13 +283,13 @@ def _aggregate(per_seed: list[dict[str, float]]
 
 
 def _score_champion(champion: Champion, data: PreparedData, judge: AnyJudge, cfg: EvalConfig,
-                    train_feats: Tensor, seeds: list[int]) -> ChampionScore:
+                    ref: CopyReference, seeds: list[int]) -> ChampionScore:
     problem = champion.problem or champion_problem(champion.generator, data)
     if not problem:
         assert champion.generator is not None
         try:
             per_seed, predicted, _, _ = _score_seeds(champion.generator, data, judge, cfg,
-                                                     train_feats, seeds)
+                                                     ref, seeds)
         except ValueError as e:  # e.g. an output shape the checks above could not see
             problem = str(e)
     if problem:
@@ -285,7 +306,7 @@ def _score_champion(champion: Champion, data: PreparedData, judge: AnyJudge, cfg
 def evaluate_generator(
     generator: nn.Module, data: PreparedData, judge: AnyJudge, cfg: EvalConfig,
     history: list[dict[str, float]] | None = None, *, floors: dict[str, Any] | None = None,
-    champion: Champion | None = None,
+    champion: Champion | None = None, inception: Inception | None = None,
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Score `generator` on `data` with `judge`, on `cfg.n_seeds` latent seeds; no storage.
 
@@ -296,7 +317,10 @@ def evaluate_generator(
     maps samples / real_vs_generated / curves to PNG bytes (first seed). `floors` (from
     `compute_floors` or its cache) is computed here when not given. `judge`: the classifier
     judge, or the label-free `SSLJudge` (then no class metrics; `judge` and `judge_quality`
-    name it). Raises `JudgeError` when the judge fails its quality check.
+    name it). Raises `JudgeError` when the judge fails its quality check. `inception` (from
+    `load_inception`): also the standard FID `fid_inception` per seed against the holdout, its
+    floor, and `inception` (the weights, images and seconds) in the result; the champion is
+    not re-scored with it (it decides nothing).
     """
     if isinstance(judge, SSLJudge):
         check_ssl_judge(judge, cfg)
@@ -311,8 +335,11 @@ def evaluate_generator(
                          f"{data.num_classes}")
     seeds = [cfg.seed + i for i in range(cfg.n_seeds)]
     train_feats = judge.features(data.x_train.float())  # (N, F): the copy rule's reference
-    per_seed, predicted, fake, labels = _score_seeds(generator, data, judge, cfg, train_feats,
-                                                     seeds)
+    inc = None if inception is None else InceptionFID(inception, data.x_holdout.float())
+    ref = CopyReference(train_feats, M.copy_cells(train_feats, len(data.x_holdout),
+                                                  seed=cfg.seed))
+    per_seed, predicted, fake, labels = _score_seeds(generator, data, judge, cfg, ref,
+                                                     seeds, inc)
     metrics, spread, lists = _aggregate(per_seed)
     stats: dict[str, Any] = {"class_hist": [], "classes_covered": 0}  # no classes: no labels
     if isinstance(judge, Judge):
@@ -321,15 +348,19 @@ def evaluate_generator(
         metrics["classes_covered"] = float(stats["classes_covered"])
     metrics["judge_accuracy"] = judge.accuracy
     fl = floors or compute_floors(judge, data, cfg)
+    fl_values = dict(fl["floors"])
+    if inc is not None:
+        fl_values["fid_inception"] = inc(floor_images(data, cfg))
     result = {
         "metrics": metrics, "spread": spread, "per_seed": lists, "eval_seeds": seeds,
-        "floors": fl["floors"], "ceilings": fl["ceilings"],
+        "floors": fl_values, "ceilings": fl["ceilings"],
         "class_hist": stats["class_hist"], "classes_covered": stats["classes_covered"],
         "judge_accuracy": judge.accuracy, "judge": judge.kind, "judge_quality": judge.quality,
         "conditional_accuracy": metrics.get("conditional_accuracy"), "n_samples": len(fake),
         "seeds": {"eval": cfg.seed, "judge": judge.seed},
         "champion": (None if champion is None else
-                     _score_champion(champion, data, judge, cfg, train_feats, seeds)),
+                     _score_champion(champion, data, judge, cfg, ref, seeds)),
+        "inception": None if inc is None else {**inception.describe(), **inc.cost()},
     }
     n = len(fake)
     pics = make_pictures(generator, data, fake,
@@ -363,29 +394,37 @@ def divergence_evidence(generator: nn.Module, history: list[dict[str, float]] | 
 
 
 def evaluate(storage: Storage, dataset: DatasetRef, trained: TrainedRef,
-             cfg: EvalConfig, *, champion: Champion | None = None) -> Report:
+             cfg: EvalConfig, *, judge_ref: JudgeRef,
+             champion: Champion | None = None) -> Report:
     """The evaluation stage: URIs in, report and pictures under `runs/<run_id>/eval/` out
-    (`eval/epoch_<N>/` for a run that continued from a checkpoint, so that the report of an
-    earlier registration of the run id stays as it was).
+    (`eval/epoch_<N>/` for a run that continued from a checkpoint). Written once: evaluating
+    the same checkpoint again writes the next numbered prefix (`eval/2/`, ...), so the report a
+    registry decision was made on stays as it was (`gan.eval.stored`).
 
-    `champion`: the current champion's generator, re-scored in this evaluation (see module)."""
-    if trained.dataset_version != dataset.version:
-        raise ValueError(f"run {trained.run_id!r} was trained on dataset version "
-                         f"{trained.dataset_version!r}, asked to evaluate on {dataset.version!r}")
+    `judge_ref`: the judge the data step built and checked (`judge_ladder.prepare_judge`),
+    loaded as it is. `champion`: the current champion's generator, re-scored in this
+    evaluation (see module)."""
+    for what, version in (("trained on", trained.dataset_version),
+                          ("judged by a judge of", judge_ref.dataset_version)):
+        if version != dataset.version:
+            raise ValueError(f"run {trained.run_id!r} was {what} dataset version {version!r}, "
+                             f"asked to evaluate on {dataset.version!r}")
+    # First: a bad weight file fails now, naming the file and the knob (the flow checks it
+    # earlier still, in the data step).
+    inception = load_inception(cfg.inception_weights, storage) if cfg.inception_weights else None
     data = load_prepared(storage, dataset)
     ckpt = load_checkpoint(storage.get_bytes(trained.checkpoint_uri))
-    t0 = time.perf_counter()  # compute from here (a cached judge or floors: a small read)
-    judge = select_judge(storage, data, cfg)
-    floors = get_or_compute_floors(storage, judge, data, cfg)
+    t0 = time.perf_counter()  # compute from here (the judge and cached floors: small reads)
+    judge = load_judge(storage, judge_ref)
+    floors = get_or_compute_floors(storage, judge, data, cfg, judge_ref.uri)
     generator = generator_from_checkpoint(ckpt, use_ema=True)
     history = ckpt.get("history") or trained.history
     result, pics = evaluate_generator(generator, data, judge, cfg, history, floors=floors,
-                                      champion=champion)
+                                      champion=champion, inception=inception)
     result["compute_s"] = round(time.perf_counter() - t0, 3)
+    result["judge_ref"] = judge_ref
 
-    prefix = storage.settings.s3_uri("runs", trained.run_id, "eval")
-    if trained.resumed_from_epoch:  # a continued run id: never overwrite an earlier report
-        prefix = f"{prefix}/epoch_{trained.epochs_completed:05d}"
+    prefix = stored.next_prefix(storage, trained)
     artifacts = {name: f"{prefix}/{PICTURE_FILES[name]}" for name in pics}
     train_seed = trained.train_cfg.get("seed")
     if isinstance(train_seed, int):
@@ -394,8 +433,9 @@ def evaluate(storage: Storage, dataset: DatasetRef, trained: TrainedRef,
            else divergence_evidence(generator, history, trained.train_cfg))
     report = Report(run_id=trained.run_id, dataset_version=dataset.version,
                     diverged=why is not None, divergence_reason=why,
-                    report_uri=f"{prefix}/report.json",
-                    markdown_uri=f"{prefix}/report.md", artifacts=artifacts, **result)
+                    report_uri=f"{prefix}/{stored.REPORT_FILE}",
+                    markdown_uri=f"{prefix}/{stored.MARKDOWN_FILE}", artifacts=artifacts,
+                    **result)
     report = report.model_copy(update={"markdown": render_markdown(report)})
     for name, png in pics.items():
         storage.put_bytes(artifacts[name], png, "image/png")

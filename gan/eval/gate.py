@@ -1,14 +1,19 @@
 """The promotion gate: pure rules from an evaluation report to a decision with its reasons.
 
 What this module is: `gate(report, champion_metrics, cfg, champion_version=...)`, one line per
-rule, each stating its comparison the way round it holds ("class KL 10.2 exceeds the maximum
-0.1"). Absolute rules: trained without divergence, few non-finite samples, classes covered and
-class KL (only under the classifier judge: unlabelled data has no classes), recall (mode
-collapse), copy fraction (memorisation). The FID lines name the judge whose feature space
-they are measured in (`report.judge`). The comparison with a
-champion is like for like only: it uses the champion's scores from the *same* evaluation
-(`report.champion`: same judge, holdout, n and latent seeds), never numbers from its version
-tags, which may come from another judge; and it is noise-aware (see `fid_rule`).
+rule, each stating its comparison the way round it holds ("class KL 10.2 exceeds ...").
+Absolute rules: trained without divergence, few non-finite samples, recall (mode collapse),
+copying (memorisation: Meehan et al. 2020's C_T and the distance ratio). Class rules, relative
+to the real data under the same judge: the real held-out images scored as if they were samples
+(`report.floors`) have their own class KL and classes covered, which are the judge's error; the
+generator may exceed that KL by at most `gate.max_class_kl` and must cover as many classes.
+They apply only under a classifier judge (a label-free judge has no classes) of holdout
+accuracy ≥ `gate.min_class_judge_accuracy` (below it, a judge's class figures are mostly its
+own error: the line says so, and passes). The FID lines name the judge whose feature space
+they are measured in (`report.judge`). The comparison with a champion is like for like only:
+it uses the champion's scores from the *same* evaluation (`report.champion`: same judge,
+holdout, n and latent seeds), never numbers from its version tags, which may come from another
+judge; and it is noise-aware (see `fid_rule`).
 
 What it is not: no metric computation (`gan.eval.evaluate`, `gan.eval.metrics`), no registry
 (`gan.registry.publish` reads the champion's version and applies the decision).
@@ -43,16 +48,21 @@ def gate(report: Report, champion_metrics: dict[str, float] | None, cfg: GateCon
         _divergence_check(report),
         _nonfinite_check(report, cfg.max_nonfinite_fraction),
     ]
-    if classes:
+    if classes and report.judge_accuracy < cfg.min_class_judge_accuracy:
+        checks.append((True, f"class coverage and class KL not applied: the classifier judge's "
+                             f"holdout accuracy {report.judge_accuracy:.4g} is below "
+                             f"gate.min_class_judge_accuracy={cfg.min_class_judge_accuracy} "
+                             f"(class KL {report.metrics['class_kl']:.4g}, classes covered "
+                             f"{report.classes_covered}/{len(report.class_hist)}: reported "
+                             "only)"))
+    elif classes:
         checks += [_classes_check(report, cfg.require_all_classes),
-                   _kl_check(report.metrics["class_kl"], cfg.max_class_kl)]
+                   _kl_check(report, cfg.max_class_kl)]
     else:
-        checks.append((True, f"no labels: class coverage and class KL not judged (metrics in "
-                             f"the {report.judge} judge's feature space)"))
+        checks.append((True, _no_classes_line(report)))
     if cfg.min_recall_ratio > 0:
         checks.append(_recall_check(report, cfg.min_recall_ratio))
-    if cfg.max_copy_fraction < 1:
-        checks.append(_copy_check(report, cfg.max_copy_fraction))
+    checks += _copy_checks(report, cfg)
     champion_fid = None
     if champion_version is None:
         checks.append((True, f"no champion: FID {report.metrics['fid']:.4g} ({report.judge} "
@@ -134,21 +144,60 @@ def _nonfinite_check(report: Report, limit: float) -> Check:
                    "were zeroed for the metrics)")
 
 
+def _no_classes_line(report: Report) -> str:
+    """Why a report has no class rules: no labels, or a label-free judge on labelled data."""
+    space = f"metrics in the {report.judge} judge's feature space"
+    ref = report.judge_ref
+    if ref is not None and ref.labelled:
+        return (f"the {report.judge} judge has no classes: class coverage and class KL not "
+                f"judged ({space}){_origin(report)}")
+    return f"no labels: class coverage and class KL not judged ({space}){_origin(report)}"
+
+
+def _origin(report: Report) -> str:
+    """'; judge reused from its cache: <why this kind>' ('' for a report without a JudgeRef)."""
+    ref = report.judge_ref
+    if ref is None:
+        return ""
+    how = "reused from its cache" if ref.reused else "trained for this dataset version"
+    return f"; judge {how}: {ref.reason}"
+
+
+def _judge_words(report: Report) -> str:
+    return f"classifier judge, holdout accuracy {report.judge_accuracy:.4g}{_origin(report)}"
+
+
 def _classes_check(report: Report, required: bool) -> Check:
+    """Classes covered (share > eval.class_share_threshold) against the real held-out images'
+    count under the same judge (all K when a report has no such floor)."""
     k, covered = len(report.class_hist), report.classes_covered
+    real = int(report.floors.get("classes_covered", k))
+    ref = ("real held-out images " if "classes_covered" in report.floors
+           else "no real held-out figure in this report: ")
+    what = (f"classes covered {covered}/{k}, {ref}{real}/{k} under the same judge "
+            f"({_judge_words(report)})")
     if not required:
-        return True, f"classes covered {covered}/{k} (not required)"
-    if covered >= k:
-        return True, f"classes covered {covered}/{k} (all required)"
-    return False, f"classes covered {covered}/{k}, short of the required {k}"
+        return True, f"{what}; not required"
+    if covered >= real:
+        return True, f"{what}; as many required"
+    return False, f"{what}: {real - covered} short"
 
 
-def _kl_check(kl: float, limit: float) -> Check:
-    if kl < limit:
-        return True, f"class KL {kl:.4g} is under the maximum {limit}"
-    if kl == limit:
-        return False, f"class KL {kl:.4g} equals the maximum {limit} (must be under it)"
-    return False, f"class KL {kl:.4g} exceeds the maximum {limit}"  # NaN lands here too
+def _kl_check(report: Report, allowance: float) -> Check:
+    """KL(real ‖ generated class shares) ≤ the real held-out images' own KL under the same judge
+    (its error; 0 when a report has no such floor) + `allowance` (gate.max_class_kl)."""
+    kl = report.metrics["class_kl"]
+    real = report.floors.get("class_kl")
+    bound = (real or 0.0) + allowance
+    if real is None:  # a report from before the class floors
+        what = (f"class KL {kl:.4g} {{}} gate.max_class_kl {allowance} (no real held-out "
+                f"figure in this report; {_judge_words(report)})")
+    else:
+        what = (f"class KL {kl:.4g} {{}} real held-out images' {real:.4g} + gate.max_class_kl "
+                f"{allowance} = {bound:.4g} ({_judge_words(report)})")
+    if kl <= bound:
+        return True, what.format("is within")
+    return False, what.format("exceeds")  # NaN lands here too
 
 
 def _recall_check(report: Report, ratio: float) -> Check:
@@ -167,16 +216,40 @@ def _recall_check(report: Report, ratio: float) -> Check:
                    f"{need:.3g} (low diversity: mode collapse)")
 
 
-def _copy_check(report: Report, limit: float) -> Check:
+def _copy_checks(report: Report, cfg: GateConfig) -> list[Check]:
     """Memorisation (see `gan.eval.metrics.copy_stats`): a generator that returns training
-    images scores at the real-data floor on every other metric."""
-    frac = report.metrics.get("copy_fraction")
-    if frac is None:
-        raise ValueError(f"report of run {report.run_id!r} lacks 'copy_fraction', needed by "
-                         "gate.max_copy_fraction (set it to 1 to skip the rule)")
-    ratio = report.metrics.get("copy_distance_ratio", math.nan)
-    what = (f"copy fraction {frac:.3g} (samples nearer to a training image than 90 % of "
-            f"holdout images; distance ratio {ratio:.3g})")
-    if frac <= limit:
-        return True, f"{what} within the maximum {limit}"
-    return False, f"{what} exceeds the maximum {limit}: the generator reproduces training images"
+    images scores at the real-data floor on every other metric. Two rules, each line giving
+    both figures: Meehan et al. 2020's C_T (`gate.min_copy_ct`, their threshold −3: under the
+    null each cell's Z_U is about N(0, 1) and C_T, their weighted mean, has a spread of at
+    most 1, so −3 is a one-sided false alarm rate under 0.2 %), and the median distance ratio
+    (`gate.min_copy_distance_ratio`), which a generator copying half its samples or more, or
+    drawing training images barely changed, cannot reach."""
+    checks: list[Check] = []
+    ct_min, ratio_min = cfg.min_copy_ct, cfg.min_copy_distance_ratio
+    if ct_min is None and ratio_min <= 0:
+        return checks
+    ct, ratio = report.metrics.get("copy_ct"), report.metrics.get("copy_distance_ratio")
+    if ct is None or ratio is None:
+        raise ValueError(f"report of run {report.run_id!r} lacks 'copy_ct' or "
+                         "'copy_distance_ratio', needed by gate.min_copy_ct and "
+                         "gate.min_copy_distance_ratio (empty and 0 skip the rules)")
+    if ct_min is not None:
+        what = f"copy test C_T {ct:.3g} (Meehan et al. 2020; distance ratio {ratio:.3g})"
+        if ct >= ct_min:  # NaN (no cell with enough samples) fails
+            checks.append((True, f"{what} is not below {ct_min}: samples sit no nearer to the "
+                                 "training images than held-out images do"))
+        else:
+            checks.append((False, f"{what} is below {ct_min}"
+                                  + (" or could not be computed" if math.isnan(ct) else "")
+                                  + ": samples sit nearer to the training images than held-out "
+                                    "images do; the generator reproduces training images"))
+    if ratio_min > 0:
+        what = (f"copy distance ratio {ratio:.3g} (median sample-to-train over holdout-to-train "
+                f"distance; C_T {ct:.3g})")
+        if ratio >= ratio_min:
+            checks.append((True, f"{what} reaches the minimum {ratio_min}"))
+        else:
+            checks.append((False, f"{what} is below the minimum {ratio_min}: the typical sample "
+                                  "is a training image or nearly; the generator reproduces "
+                                  "training images"))
+    return checks

@@ -2,10 +2,11 @@
 
 What this module is: the judge (its network, `JudgeNet`, is in `gan.nets.judge_net`), its
 deterministic training on a prepared dataset's train split (`train_judge`), its holdout-accuracy
-check (`check_judge`, raising `JudgeError`) and its cache (`cached_judge`: `judge.safetensors`
-first, `judge.json` last, so a reader that finds the JSON finds complete weights), in object
-storage one judge per dataset version (`get_or_train_judge`: `s3://<bucket>/judges/<version>/`)
-or in a local folder (`FolderFiles`, the recipe runner's). Inception weights
+check (`check_judge`, raising `JudgeError`), its (de)serialisation (`judge.safetensors` first,
+`judge.json` last, so a reader that finds the JSON finds complete weights) and the two places a
+cache keeps them (`StorageFiles` in object storage, `FolderFiles` in a local folder); the
+pipeline's cache, keyed by the judge's settings, is `gan.eval.judge_ladder`, and `cached_judge`
+here is the recipe runner's folder cache. Inception weights
 cannot be downloaded here and do not fit 28×28 digits, so FID/KID/IS are computed in this
 classifier's feature space.
 
@@ -27,7 +28,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gan.core.config import EvalConfig
 from gan.nets.judge_net import FeatureExtractor, JudgeArch, JudgeNet, LogitsExtractor
 
 if TYPE_CHECKING:
@@ -360,16 +360,3 @@ def cached_judge(files: JudgeFiles, data: PreparedData, *, epochs: int, min_accu
 
 def _quiet(_line: str) -> None:
     pass
-
-
-def get_or_train_judge(storage: Storage, data: PreparedData, cfg: EvalConfig, *,
-                       seed: int = 0) -> Judge:
-    """The judge of `data.version` cached in object storage (`judge_prefix`), or a new one.
-
-    The judge depends on the dataset version only (fixed `seed`, not the eval seed), so every
-    run on a version shares one judge, whatever epochs it was trained for (see `cached_judge`).
-    Concurrent first runs may both train it; training is deterministic, so they write the same
-    weights.
-    """
-    return cached_judge(StorageFiles(storage, judge_prefix(storage, data.version)), data,
-                        epochs=cfg.judge_epochs, min_accuracy=cfg.min_judge_accuracy, seed=seed)

@@ -8,8 +8,11 @@ judge as their custom `feature` module — plus three hand-written pieces:
     distance matrices (≈0.8 GB each at MNIST size) and would run twice for two k; here every
     distance matrix is a `BLOCK`×`BLOCK` tile, so memory is bounded whatever N. It is pinned
     against the `prdc` package on small inputs (tests/unit/test_metrics.py);
-  - the copy statistics (generated-to-nearest-train distances against holdout-to-nearest-train
-    distances, the idea of Meehan et al. 2020's data-copying test), blocked the same way;
+  - the copy statistics: Meehan, Chaudhuri & Dasgupta's (AISTATS 2020) data-copying test C_T
+    as their code computes it (github.com/casey-meehan/data-copying: k-means cells of the
+    training features from scikit-learn, per cell scipy's Mann–Whitney U of generated-to-train
+    against holdout-to-train nearest distances, Z-scored, averaged with the cells' holdout
+    shares), and the median distance ratio, distances blocked the same way;
   - the judge's class histogram, classes covered and KL(real classes ‖ generated classes).
 
 What it is not: it samples no generator, trains no judge, knows no storage. Inputs are image
@@ -19,11 +22,15 @@ tensors (N, C, H, W) in [-1, 1] or feature arrays; outputs are plain floats.
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.stats import mannwhitneyu
+from sklearn.cluster import KMeans
 from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
@@ -34,7 +41,16 @@ DC_K = 5  # Naeem et al. 2020 recommend k=5 for density/coverage
 KL_EPS = 1e-6  # an empty generated class costs p·log(p/1e-6): large but finite
 BLOCK = 1024  # rows × columns of one distance tile: 1024² float64 = 8 MB, whatever N
 COPY_QUANTILE = 0.1  # copy_fraction: share of generated samples nearer to train than 90 % of
-                     # holdout images are; ≈ 0.1 for fresh samples, 1.0 for copies
+                     # holdout images are; ≈ 0.1 for fresh samples, 1.0 for copies (reported)
+# C_T's cells: k = holdout images // COPY_HOLDOUT_PER_CELL k-means cells, 1..MAX_COPY_CELLS. The
+# paper used 50 cells for MNIST's 10,000 test images (200 a cell); fewer, fuller cells here,
+# because C_T averages per-cell Z scores, each of which grows only with √(its holdout count):
+# with p of the samples copied and many samples, C_T ≈ −p·√(3·holdout per cell), so 100 a
+# cell lets the digits holdout (≈ 360: 3 cells) see about a fifth of the samples copied.
+COPY_HOLDOUT_PER_CELL = 100
+MAX_COPY_CELLS = 50
+COPY_MIN_GENERATED = 20  # a cell enters C_T only with more generated samples than this (the
+                         # paper's τ = 20/m: Z_U of a nearly empty cell is noise)
 
 
 def _feed(update: object, images: Tensor, batch_size: int, **kw: object) -> None:
@@ -165,23 +181,87 @@ def prdc_metrics(real_features: np.ndarray | Tensor, fake_features: np.ndarray |
     }
 
 
+@dataclass(frozen=True)
+class CopyCells:
+    """The partition Π of C_T: k-means cells of the training features (Meehan et al. 2020)."""
+
+    kmeans: KMeans
+
+    @property
+    def k(self) -> int:
+        return int(self.kmeans.n_clusters)
+
+    def cell_of(self, features: np.ndarray | Tensor) -> np.ndarray:
+        """(N,) cell of each feature row: its nearest k-means centre."""
+        return self.kmeans.predict(np.asarray(features, dtype=np.float64))
+
+
+def copy_cells(train_features: np.ndarray | Tensor, n_holdout: int, *,
+               seed: int = 0) -> CopyCells:
+    """k-means cells of the training features, k = n_holdout // COPY_HOLDOUT_PER_CELL within
+    [1, MAX_COPY_CELLS] (and no more than the training rows); seeded."""
+    train = np.asarray(train_features, dtype=np.float64)
+    k = int(np.clip(n_holdout // COPY_HOLDOUT_PER_CELL, 1, MAX_COPY_CELLS))
+    return CopyCells(KMeans(n_clusters=min(k, len(train)), n_init=1,
+                            random_state=seed).fit(train))
+
+
+def z_u(d_fake: Tensor, d_hold: Tensor) -> float:
+    """Meehan et al.'s Z_U: the Mann–Whitney U of generated against holdout distances to the
+    training set, Z-scored under the null (both from one distribution), with their
+    continuity term: ≪ 0 when generated samples sit nearer to the training set."""
+    m, n = len(d_fake), len(d_hold)
+    u = float(mannwhitneyu(d_fake.numpy(), d_hold.numpy(), alternative="less").statistic)
+    return (u - (m * n / 2 - 0.5)) / math.sqrt(m * n * (m + n + 1) / 12)
+
+
+def copy_ct(train: Tensor, holdout: Tensor, fake: Tensor, cells: CopyCells, *,
+            block: int = BLOCK) -> tuple[float, int]:
+    """(C_T, cells used): Σ_π P_n(π) Z_U(π) / Σ_π P_n(π) over the cells π holding more than
+    COPY_MIN_GENERATED generated samples and some holdout ones, where Z_U(π) compares the
+    distances of π's generated and holdout features to π's training features. NaN when no
+    cell qualifies. As `Zu`, `Zu_cells` and `C_T` of the authors' data_copying_tests.py."""
+    t_cell, h_cell, f_cell = (torch.from_numpy(cells.cell_of(a)) for a in (train, holdout, fake))
+    weights, scores = [], []
+    for c in range(cells.k):
+        q, p = fake[f_cell == c], holdout[h_cell == c]  # (m_π, F), (n_π, F)
+        if len(q) <= COPY_MIN_GENERATED or len(p) == 0:
+            continue
+        t = train[t_cell == c]  # (l_π, F): never empty, the cells are made from train
+        d_q = smallest_distances(q, t, 1, block=block)[:, 0]  # (m_π,)
+        d_p = smallest_distances(p, t, 1, block=block)[:, 0]  # (n_π,)
+        weights.append(len(p) / len(holdout))
+        scores.append(z_u(d_q, d_p))
+    if not weights:
+        return float("nan"), 0
+    return float(np.dot(weights, scores) / np.sum(weights)), len(weights)
+
+
 def copy_stats(train_features: np.ndarray | Tensor, holdout_features: np.ndarray | Tensor,
-               fake_features: np.ndarray | Tensor, *, quantile: float = COPY_QUANTILE,
-               block: int = BLOCK) -> dict[str, float]:
+               fake_features: np.ndarray | Tensor, *, cells: CopyCells | None = None,
+               quantile: float = COPY_QUANTILE, block: int = BLOCK) -> dict[str, float]:
     """How close generated samples sit to the training set, against fresh real images.
 
     d_fake / d_holdout: each generated / holdout feature's distance to its nearest training
-    feature. `copy_fraction`: share of d_fake at or below the `quantile` of d_holdout (a
-    generator drawing new images from the data distribution scores ≈ `quantile`, one that
-    returns training images 1.0); `copy_distance_ratio`: median d_fake / median d_holdout
-    (≈ 1 for fresh images, 0 for copies).
+    feature. `copy_ct`: Meehan et al.'s C_T (`copy_ct`; ≈ 0 ± 1 for fresh samples, ≪ 0 when
+    samples sit nearer to the training set than held-out images do; `cells` from
+    `copy_cells`, made here when not given) and `copy_cells` the cells it used;
+    `copy_distance_ratio`: median d_fake / median d_holdout (≈ 1 for fresh images, 0 once half
+    the samples are copies); `copy_fraction` (reported, not judged): share of d_fake at or
+    below the `quantile` of d_holdout (≈ `quantile` fresh, 1.0 copies; blind when the
+    holdout holds duplicates of training images, since its quantile is then 0).
     """
-    d_fake = smallest_distances(fake_features, train_features, 1, block=block)[:, 0]  # (M,)
-    d_hold = smallest_distances(holdout_features, train_features, 1, block=block)[:, 0]  # (H,)
+    train = _as_tensor(train_features, "train")
+    hold = _as_tensor(holdout_features, "holdout")
+    fake = _as_tensor(fake_features, "fake")
+    d_fake = smallest_distances(fake, train, 1, block=block)[:, 0]  # (M,)
+    d_hold = smallest_distances(hold, train, 1, block=block)[:, 0]  # (H,)
     threshold = torch.quantile(d_hold, quantile)
     ratio = float(d_fake.median() / d_hold.median()) if d_hold.median() > 0 else float("nan")
-    return {"copy_fraction": float((d_fake <= threshold).double().mean()),
-            "copy_distance_ratio": ratio}
+    ct, used = copy_ct(train, hold, fake, cells or copy_cells(train, len(hold)), block=block)
+    return {"copy_ct": ct, "copy_cells": float(used),
+            "copy_distance_ratio": ratio,
+            "copy_fraction": float((d_fake <= threshold).double().mean())}
 
 
 def class_shares(labels: Tensor, num_classes: int) -> Tensor:

@@ -4,9 +4,8 @@ What this module is: `SSLJudge` (an `SSLNet` from `gan.nets.ssl_net`, in eval mo
 quality numbers), `train_ssl_judge` (SimCLR on a dataset's train split: the recipe sized by the
 data, `gan.eval.ssl_train`; the views, `gan.eval.ssl_augment`: random resized crop, strong
 colour jitter, random greyscale, blur), its quality check (`ssl_quality`, `check_ssl_judge`,
-raising `JudgeError`), its cache next to the classifier judge
-(`judges/<version>/ssl_judge.{safetensors,json}`, JSON last) and `select_judge`, which picks
-the classifier judge for labelled data and this one otherwise (`eval.judge`).
+raising `JudgeError`) and its (de)serialisation (`ssl_judge.{safetensors,json}`); which judge
+a dataset gets and the cache are `gan.eval.judge_ladder`'s.
 
 The quality check, on the holdout split (never trained on); figures measured on the bundled
 digits, painted digits (`gan.data.painted`) and shapes (`python -m gan.tools.ssl_study`):
@@ -32,7 +31,6 @@ What it is not: no class metrics (it has no classes), no metric math (`gan.eval.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -45,22 +43,13 @@ from torch import Tensor
 
 from gan.core.config import EvalConfig
 from gan.eval import metrics as M
-from gan.eval.judge import (
-    Judge,
-    JudgeError,
-    JudgeFiles,
-    StorageFiles,
-    check_cached_blob,
-    get_or_train_judge,
-    judge_prefix,
-)
+from gan.eval.judge import Judge, JudgeError, check_cached_blob
 from gan.eval.ssl_augment import ViewConfig, augment
 from gan.eval.ssl_train import SSLRecipe, fit_encoder, ssl_recipe
 from gan.nets.ssl_net import SSLArch, SSLFeatureExtractor, SSLNet
 
 if TYPE_CHECKING:
     from gan.data.prepare import PreparedData
-    from gan.io.storage import Storage
 
 SSL_FORMAT = 2  # 2: colour-jitter views, projector with BatchNorm, recipe sized by the data
 WEIGHTS_FILE = "ssl_judge.safetensors"
@@ -258,57 +247,3 @@ def ssl_from_bytes(weights: bytes, meta: dict[str, Any], where: str = "ssl judge
                     dataset_version=str(meta["dataset_version"]), seed=int(meta["seed"]),
                     epochs=int(meta["epochs"]),
                     train_seconds=float(meta.get("train_seconds", 0.0)), meta=meta)
-
-
-def cached_ssl_judge(files: JudgeFiles, data: PreparedData, cfg: EvalConfig, *,
-                     seed: int = 0) -> SSLJudge:
-    """The label-free judge of `data.version` and `seed` cached in `files`, or a new one
-    (weights written first, JSON last); a cached one that fails the check after fewer epochs
-    than `cfg.ssl_judge_epochs` (empty: the data-sized recipe's) is retrained. Raises
-    `JudgeError` when it fails the check."""
-    judge: SSLJudge | None = None
-    raw = files.read(META_FILE)
-    if raw is not None:
-        meta = json.loads(raw)
-        weights = files.read(WEIGHTS_FILE)
-        if (weights is not None and meta.get("dataset_version") == data.version
-                and meta.get("seed") == seed):
-            try:
-                judge = ssl_from_bytes(weights, meta, files.where)
-            except JudgeError:
-                judge = None  # unreadable or torn cache: train again
-    wanted = ssl_recipe(len(data.x_train), *_check_images(data), cfg.ssl_judge_epochs).epochs
-    if judge is not None and judge.epochs < wanted:
-        try:
-            check_ssl_judge(judge, cfg)
-        except JudgeError:
-            judge = None
-    if judge is not None:
-        judge.meta["reused"] = True
-    else:
-        judge = train_ssl_judge(data, cfg.ssl_judge_epochs, seed)
-        weights, meta = ssl_to_bytes(judge)
-        meta.update(dataset_name=data.name, n_train=len(data.x_train),
-                    n_holdout=len(data.x_holdout))
-        files.write(WEIGHTS_FILE, weights)  # weights first ...
-        files.write(META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())  # JSON last
-        judge.meta = {**meta, "reused": False}
-    check_ssl_judge(judge, cfg)
-    return judge
-
-
-def judge_kind(data: PreparedData, cfg: EvalConfig) -> str:
-    """'classifier' or 'self-supervised': `eval.judge`, where auto = classifier iff labels."""
-    if cfg.judge == "classifier" and not (data.labelled and data.num_classes >= 2):
-        raise ValueError(f"eval.judge='classifier' needs labels; dataset {data.name!r} has none "
-                         "(use eval.judge='auto' or 'self-supervised')")
-    if cfg.judge != "auto":
-        return cfg.judge
-    return "classifier" if data.labelled and data.num_classes >= 2 else "self-supervised"
-
-
-def select_judge(storage: Storage, data: PreparedData, cfg: EvalConfig) -> AnyJudge:
-    """The judge of `data.version` of the kind `judge_kind` picks, from its cache or new."""
-    if judge_kind(data, cfg) == "classifier":
-        return get_or_train_judge(storage, data, cfg)
-    return cached_ssl_judge(StorageFiles(storage, judge_prefix(storage, data.version)), data, cfg)

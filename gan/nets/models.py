@@ -282,14 +282,17 @@ def sample_images(generator: nn.Module, n: int, seed: int, labels: Tensor | None
     device = param.device if param is not None else torch.device("cpu")
     was_training = generator.training
     generator.eval()
+    out: Tensor | None = None  # (n, C, H, W), filled batch by batch: no second copy
     try:
-        out = []
         for i in range(0, n, batch_size):
             zb = z[i:i + batch_size].to(device)
-            if labels is None:
-                out.append(generator(zb).float().cpu())
-            else:
-                out.append(generator(zb, labels[i:i + batch_size].to(device)).float().cpu())
+            yb = None if labels is None else labels[i:i + batch_size].to(device)
+            x = (generator(zb) if yb is None else generator(zb, yb)).float().cpu()
+            if out is None:
+                out = torch.empty(n, *x.shape[1:])
+            out[i:i + batch_size] = x
     finally:
         generator.train(was_training)
-    return torch.cat(out)
+    if out is None:
+        raise ValueError(f"sample_images: n must be >= 1, got {n}")
+    return out

@@ -29,6 +29,12 @@ class ModelNotFoundError(RegistryError, LookupError):
     """A model URI that names nothing: no such model, version, alias, run or directory."""
 
 
+class ModelIncompatibleError(RegistryError):
+    """A model version this code cannot load: its weights do not fit the networks the code
+    builds (published by other code). The message names the model URI; nothing else can be
+    done with that version than move `@champion` off it (README: moving @champion by hand)."""
+
+
 class RegistryUnavailable(RegistryError, ConnectionError):
     """The MLflow tracking server does not answer; the message names its URL. A ConnectionError,
     so the flow's `register` task retries it (registration is idempotent per run id)."""

@@ -8,8 +8,10 @@ run: its tags `gan.dataset.version`, `gan.code_version` and its params, all logg
     recipe  = the `model.*` and `train.*` params, except the settings that decide how long and
               on how much hardware a run trains but not what it learns (RESUMABLE_TRAIN_FIELDS
               other than epochs: workers, CPUs, time limit, failures, checkpoint cadence)
-    code    = the git commit of the checkout; a checkout with local changes (`+dirty`) or an
-              unknown version never equals anything: its code cannot be told apart
+    code    = `gan.registry.code_version`: the git commit of the checkout, or the one baked into
+              the image; local changes to the code (`+dirty`), a bare package version
+              (`gan-retrain==0.1.0`: every commit has it) or an unknown version never equal
+              anything: that code cannot be told apart
 
 `nothing_changed(...)` puts them together: an `Unchanged` record (the run should train nothing)
 or None with the differences listed.
@@ -73,9 +75,24 @@ def champion_lineage(settings: Settings, model_name: str) -> tuple[str, Lineage]
                             recipe=recipe_params(run.data.params))
 
 
+PACKAGE_VERSION_PREFIX = "gan-retrain=="  # code_version's last resort: no commit known
+
+
+def incomparable_code(version: str) -> str | None:
+    """Why a code version does not name one exact state of the code, else None."""
+    if not version or version == "unknown":
+        return "unknown"
+    if version.endswith("+dirty"):
+        return "local changes"
+    if version.startswith(PACKAGE_VERSION_PREFIX):
+        return ("a package version, not a commit: install from a git checkout, or build the "
+                "image with GAN_CODE_VERSION")
+    return None
+
+
 def comparable_code(version: str) -> bool:
-    """A code version that names one exact state of the code (a clean commit or release)."""
-    return bool(version) and version != "unknown" and not version.endswith("+dirty")
+    """A code version that names one exact state of the code (a clean commit)."""
+    return incomparable_code(version) is None
 
 
 def differences(candidate: Lineage, champion: Lineage) -> list[str]:
@@ -85,8 +102,9 @@ def differences(candidate: Lineage, champion: Lineage) -> list[str]:
     if candidate.dataset_version != champion.dataset_version:
         out.append(f"dataset version {champion.dataset_version or '?'} → "
                    f"{candidate.dataset_version}")
-    if not comparable_code(candidate.code_version):
-        out.append(f"code version {candidate.code_version!r} cannot be compared (local changes)")
+    why = incomparable_code(candidate.code_version)
+    if why is not None:
+        out.append(f"code version {candidate.code_version!r} cannot be compared ({why})")
     elif candidate.code_version != champion.code_version:
         out.append(f"code version {champion.code_version or '?'} → {candidate.code_version}")
     keys = sorted(set(candidate.recipe) | set(champion.recipe))

@@ -4,7 +4,8 @@ What this module is: `LiveRun`, used by the flow's train task (in the driver pro
 a Ray worker).
 - `LiveRun.open(...)` finds or creates the MLflow run this training logs into
   (`run_log.open_live_run`, tag `gan.run_id`; the checkpoint is not known yet), marks it
-  RUNNING with its lineage tags and a description linking the Prefect flow run;
+  RUNNING with its lineage tags, a description linking the Prefect flow run and the dataset
+  version as its input (`gan.registry.dataset_input`);
 - `log_epoch(metrics)` logs rank 0's per-epoch numbers as `train/<key>` at step = epoch
   (losses, D outputs, throughput) and, when the metrics carry a "preview" (64 seeded
   samples), a sample grid `progress/samples_epoch_<N>.png`;
@@ -34,11 +35,12 @@ import torch
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 
-from gan.core.records import TrainedRef
+from gan.core.records import DatasetRef, TrainedRef
 from gan.core.settings import Settings
 from gan.eval.pictures import sample_grid_png
 from gan.registry import run_log
 from gan.registry.connect import check_reachable, client
+from gan.registry.dataset_input import log_dataset_input
 
 log = logging.getLogger(__name__)
 NOTE_TAG = "mlflow.note.content"  # what the MLflow UI shows as the run's description
@@ -64,8 +66,10 @@ class LiveRun:
 
     @classmethod
     def open(cls, settings: Settings, *, run_id: str, experiment: str = "gan-retrain",
-             lineage: Mapping[str, str] | None = None) -> LiveRun:
-        """Find or create the MLflow run of `run_id`, RUNNING, with lineage and description."""
+             lineage: Mapping[str, str] | None = None,
+             dataset: DatasetRef | None = None) -> LiveRun:
+        """Find or create the MLflow run of `run_id`, RUNNING, with lineage and description,
+        and the dataset version it trains on as its input (shown while it trains)."""
         run_log.check_run_id(run_id)
         check_reachable(settings, attempts=2)
         c = client(settings)
@@ -75,6 +79,8 @@ class LiveRun:
         run = run_log.open_live_run(c, exp_id, run_id, tags)
         if run.info.status != RunStatus.to_string(RunStatus.RUNNING):
             c.update_run(run.info.run_id, status="RUNNING")  # a rerun of a failed run id
+        if dataset is not None:
+            log_dataset_input(c, run.info.run_id, dataset)
         return cls(c, run.info.run_id, run_id, exp_id)
 
     def log_epoch(self, metrics: Mapping[str, Any]) -> None:

@@ -27,6 +27,7 @@ from gan.nets.models import Discriminator, Generator
 from gan.registry import model_format as mlflow_model
 from gan.registry.connect import (
     NOT_FOUND_CODES,
+    ModelIncompatibleError,
     ModelNotFoundError,
     RegistryError,
     check_reachable,
@@ -99,7 +100,8 @@ def resolve_uri(c: MlflowClient, uri: str) -> str:
 def load_generator(uri: str, *, settings: Settings | None = None,
                    device: torch.device | str = "cpu") -> Generator:
     """The published G as a torch module in eval mode on `device`. `settings`: where MLflow
-    is (default `Settings.load()`); raises ModelNotFoundError naming a URI that names nothing."""
+    is (default `Settings.load()`); raises ModelNotFoundError naming a URI that names nothing,
+    ModelIncompatibleError one whose weights do not fit this code's networks."""
     with tempfile.TemporaryDirectory(prefix="gan-load-") as tmp, _weights_errors(uri):
         return mlflow_model.load_generator_from_bundle(
             download_model(uri, tmp, settings=settings), device)
@@ -116,10 +118,13 @@ def load_discriminator(uri: str, *, settings: Settings | None = None,
 @contextlib.contextmanager
 def _weights_errors(uri: str) -> Iterator[None]:
     """A weights file that is not safetensors (e.g. a pickle planted in the store) is refused
-    by the safetensors parser without executing anything; say so, naming the model."""
+    by the safetensors parser without executing anything; weights that do not fit the networks
+    this code builds (`ModelIncompatibleError`) are the registry's error; both name the model."""
     try:
         yield
     except SafetensorError as e:
         raise mlflow_model.BundleError(
             f"model {uri!r}: its weights are not a valid safetensors file; refused, nothing "
             f"was executed ({e})") from e
+    except mlflow_model.WeightsMismatch as e:
+        raise ModelIncompatibleError(f"model {uri!r}: {e}") from e

@@ -11,11 +11,13 @@ What it is not: no MLflow calls, no metric computation (`gan.eval`), no decision
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 from gan.core.records import DatasetRef, GateDecision, Report
 from gan.core.tables import fmt_number, markdown_table
+from gan.registry.portable.gan_generator_model import int_label
 
 CARD_ARTIFACT = "model_card.md"
 # (metric key, label, better) of the headline table, in this order; shown when measured.
@@ -36,6 +38,35 @@ def verdict(decision: GateDecision | None) -> str:
     if decision is None:
         return "pending"
     return "champion" if decision.promote else "rejected"
+
+
+def _decision_lines(decision: GateDecision) -> list[str]:
+    """Which decision this is and the report it was made on (none for older decisions)."""
+    if decision.number > 1:
+        earlier = ("decision 1" if decision.number == 2
+                   else f"decisions 1 to {decision.number - 1}")
+        return [f"Decision {decision.number}, re-decided (`redecide`) on report "
+                f"`{decision.report_uri}`; {earlier} kept in the version's tags "
+                "`gan.gate.decision.<n>`.", ""]
+    return [f"Made on report `{decision.report_uri}`.", ""] if decision.report_uri else []
+
+
+def _classes(dataset: DatasetRef) -> str:
+    """The classes row: how many, and the data's labels of them (what `y` takes)."""
+    if not dataset.labelled:
+        return "unlabelled"
+    labels = dataset.class_names or [str(i) for i in range(dataset.num_classes)]
+    return f"{dataset.num_classes}: {', '.join(labels)}"
+
+
+def _predict_line(dataset: DatasetRef, conditional: bool) -> str:
+    """The snippet's call: a conditional model is asked for one of the data's own labels."""
+    if not conditional:
+        return 'x = g.predict({"n": 64, "seed": 0})'
+    first = dataset.class_names[0] if dataset.class_names else "0"
+    label = first if int_label(first) is not None else json.dumps(first)
+    return (f'x = g.predict({{"n": 64, "seed": 0, "y": [{label}] * 64}})  # 64 labels of '
+            'the data (see classes)')
 
 
 def _cfg(params: Mapping[str, Any], section: str) -> dict[str, Any]:
@@ -66,7 +97,7 @@ def model_card(*, name: str, version: str, report: Report, dataset: DatasetRef,
         ["dataset", f"`{dataset.name}` version `{dataset.version}`"],
         ["images", f"{c}×{s}×{s} ({'grayscale' if c == 1 else f'{c} channels'}), "
                    f"{dataset.n_train} train / {dataset.n_holdout} held out"],
-        ["classes", str(dataset.num_classes)]]), ""]
+        ["classes", _classes(dataset)]]), ""]
     recipe = [["architecture", f"{model.get('arch')} ({kind}), latent {model.get('latent_dim')}"
                + (f", base channels {model.get('base_channels')}"
                   if model.get("arch") == "dcgan" else "")],
@@ -82,9 +113,11 @@ def model_card(*, name: str, version: str, report: Report, dataset: DatasetRef,
             bound = report.floors.get(key, report.ceilings.get(key))
             rows.append([label, fmt_number(report.metrics[key]), fmt_number(bound),
                          f"{better} is better"])
-    if dataset.labelled:  # labels exist: class coverage was judged
+    if report.judge == "classifier":  # a classifier judge: class coverage was judged
+        real = report.floors.get("classes_covered")
         rows.append(["classes covered", f"{report.classes_covered} of {dataset.num_classes}",
-                     "—", "all expected"])
+                     "—" if real is None else f"{real:.0f} of {dataset.num_classes}",
+                     "as many as real data"])
     if report.conditional_accuracy is not None:
         rows.append(["label accuracy (judge)", fmt_number(report.conditional_accuracy), "—",
                      "conditional: G draws the asked class"])
@@ -93,14 +126,21 @@ def model_card(*, name: str, version: str, report: Report, dataset: DatasetRef,
         judge = f"a self-supervised judge (no labels; quality check: {quality or 'passed'})"
     else:
         judge = f"a classifier judge of accuracy {fmt_number(report.judge_accuracy)} on real data"
+    ref = report.judge_ref
+    if ref is not None:
+        how = "reused from its cache" if ref.reused else "trained for this dataset version"
+        judge += f" — chosen because {ref.reason}; {how}"
+        judge += "".join(f"; passed over: {p}" for p in ref.passed_over)
     lines += ["## Headline metrics", "",
               f"On {report.n_samples} samples against the held-out split; the floor is the same "
-              f"metric between real train and real held-out images (the best reachable), in the "
-              f"features of {judge}.", "",
+              f"metric between real train and real held-out images (the best reachable; the "
+              f"class figures: the real held-out images scored as if they were samples), in "
+              f"the features of {judge}.", "",
               markdown_table(["metric", "value", "real-data floor", ""], rows,
                              align=[None, "right", "right", None]), ""]
     if decision is not None:
-        lines += ["## Gate", ""] + [f"- {r}" for r in decision.reasons] + [""]
+        lines += ["## Gate", ""] + _decision_lines(decision) + [
+            f"- {r}" for r in decision.reasons] + [""]
     if samples_url:
         layout = "one row per class" if model.get("conditional") else "seeded"
         lines += ["## Samples", "", f"[sample grid ({layout})]({samples_url})", "",
@@ -121,8 +161,7 @@ def model_card(*, name: str, version: str, report: Report, dataset: DatasetRef,
         "```python",
         "import mlflow",
         f'g = mlflow.pyfunc.load_model("models:/{name}/{version}")',
-        'x = g.predict({"n": 64, "seed": 0})' + (' # add "y": [...] (64 labels)'
-                                                 if model.get("conditional") else ""),
+        _predict_line(dataset, bool(model.get("conditional"))),
         f"# x: float32 numpy (64, {c}, {s}, {s}) in [-1, 1]",
         "```", ""]
     return "\n".join(lines)

@@ -3,17 +3,25 @@
 What this module is: the on-disk *bundle* a registered model version holds and the pyfunc
 flavour that serves it.
 
-    <model>/data/
-        model_config.json          {"format": "gan-generator/1", "model_config": ModelConfig, ...}
+    <model>/data/gan_generator/
+        model_config.json          {"format": "gan-generator/1", "model_config": ModelConfig,
+                                    "class_names": [the data's labels of classes 0..K-1], ...}
         generator.safetensors      G's weights (the EMA copy when training kept one)
         discriminator.safetensors  D's weights (anomaly detection / inpainting need them)
+        model.pt2                  G exported (the pytorch flavour, below)
+
+Every file and folder of a version costs each consumer's cold load MLflow requests (a listing
+per folder; a presigned URL and a download per file, each through the auth app), so a version
+holds nothing else: MLflow's MLmodel, conda.yaml, python_env.yaml, requirements.txt, the
+loader under code/, and this folder (the request example is in MLmodel's metadata).
 
 A version is self-contained: a client with only torch and MLflow loads it both ways.
 - pyfunc: MLflow's "custom loader module" workflow with the loader travelling inside the model
   (`code_paths=[gan/registry/portable/gan_generator_model.py]`, `loader_module=
   "gan_generator_model"`, `data_path=<bundle>`). That one file imports torch and numpy, never
   `gan`; it rebuilds G from `model_config.json` and reads the safetensors weights itself.
-- pytorch: `pytorch/model.pt2`, G exported with `torch.export` (batch dimension dynamic) and
+- pytorch: `data/gan_generator/model.pt2`, G exported with `torch.export` (batch dimension
+  dynamic; versions logged before hold it in `pytorch/`) and
   described as MLflow's `pytorch` flavour, so `mlflow.pytorch.load_model(uri)` returns a
   callable `G(z)` / `G(z, y)` without the class and without pickle (MLflow checks the archive
   is pickle-free before `torch.export.load`; torch >= 2.10).
@@ -24,9 +32,11 @@ loader file this package wrote.
 Versions logged before (loader `gan.registry.model_format` or `gan.mlflow_model`) keep loading
 through `_load_pyfunc` below, which needs this package installed.
 
-pyfunc contract (also the model signature and input example; see the portable module):
+pyfunc contract (also the model signature and the `request_example` metadata; see the portable
+module):
   input  {"n": 64, "seed": 0, "y": [...]} (a request) or {"z": float32 (N, latent_dim),
-         "y": int64 (N,)} ("y" only for conditional models)
+         "y": (N,)} ("y" only for conditional models: the training data's own labels,
+         integers or names, `class_names` in the bundle and the model's metadata)
   output float32 (N, C, H, W) in [-1, 1]
 
 What it is not: no MLflow server calls except `log_bundle_model` (which logs into the active
@@ -38,6 +48,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import warnings
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
 from pathlib import Path
@@ -60,7 +71,12 @@ DISCRIMINATOR_FILE = "discriminator.safetensors"
 # The loader new versions name: the portable file, copied into the model's code/ folder.
 LOADER_MODULE = "gan_generator_model"
 PORTABLE_FILE = Path(portable.__file__)
-PT2_DIR, PT2_FILE = "pytorch", "model.pt2"  # the pytorch flavour: <model>/pytorch/model.pt2
+# The pytorch flavour: the exported G beside the bundle's files, <model>/data/<bundle>/model.pt2
+# (its own folder would cost every consumer's download one more listing request; versions
+# logged before keep <model>/pytorch/model.pt2, which their MLmodel names).
+PT2_FILE = "model.pt2"
+# The pt2 program's largest batch (its dynamic dimension's bound; a caller's z decides memory).
+PT2_MAX_BATCH = 1_000_000
 _EXPORT_LOCK = threading.Lock()
 # Versions logged before the self-contained format name these loaders (this module; the flat
 # layout's `gan.mlflow_model`, kept importable), so they still load with this package installed.
@@ -72,6 +88,11 @@ REQUIRED_DISTS = ("torch", "numpy", "mlflow")
 
 class BundleError(ValueError):
     """A model directory that is not a gan generator bundle, or an inconsistent one."""
+
+
+class WeightsMismatch(BundleError):
+    """A bundle whose weights do not fit the network its config builds with this code (a model
+    published by code whose networks have changed since): torch's message says which tensors."""
 
 
 # --------------------------------------------------------------------------- the bundle
@@ -91,6 +112,28 @@ def write_bundle(directory: str | Path, cfg: ModelConfig, generator: nn.Module,
     if discriminator is not None:
         save_weights(discriminator, str(d / DISCRIMINATOR_FILE), metadata={"format": FORMAT})
     return d
+
+
+def check_publishable(cfg: ModelConfig) -> None:
+    """BundleError unless the portable loader (the one file that travels inside each model)
+    rebuilds this config's G with exactly the pipeline's layers: its arch is one the loader
+    knows, and both builds name the same tensors with the same shapes. Checked when a run
+    resolves its parameters, so a run that could never be registered fails before training.
+    Both G are built on the meta device: no memory, no init cost."""
+    where = f"{PORTABLE_FILE.name} ({', '.join(portable.ARCHS)})"
+    if cfg.arch not in portable.GENERATORS:
+        raise BundleError(f"model.arch {cfg.arch!r} cannot be published: the portable loader "
+                          f"{where} does not build it; add its generator there "
+                          "(pinned to gan.nets by tests/unit/test_portable_model.py)")
+    with torch.device("meta"):
+        ours = build_generator(cfg).state_dict()
+        theirs = portable.build_generator(cfg.model_dump(mode="json")).state_dict()
+    diff = sorted((ours.keys() ^ theirs.keys())
+                  | {k for k in ours.keys() & theirs.keys() if ours[k].shape != theirs[k].shape})
+    if diff:
+        raise BundleError(f"model.arch {cfg.arch!r} cannot be published: the portable loader "
+                          f"{where} builds a different G (tensors that differ: "
+                          f"{', '.join(diff[:5])}); keep it in step with gan.nets")
 
 
 def read_bundle_meta(directory: str | Path) -> dict[str, Any]:
@@ -120,8 +163,23 @@ def _fill(module: nn.Module, path: Path, device: torch.device | str) -> nn.Modul
     if not path.exists():
         raise BundleError(f"{path} is missing")
     # strict: a weights file that does not match the config fails here, not at sampling time.
-    load_weights(module, str(path), strict=True)
+    try:
+        load_weights(module, str(path), strict=True)
+    except RuntimeError as e:  # torch's load_state_dict: missing, unexpected or resized tensors
+        raise WeightsMismatch(
+            f"its weights ({path.name}) do not fit the {type(module).__name__} this code "
+            f"builds from its {CONFIG_FILE} (published by other code?): {_first_problem(e)}"
+        ) from e
     return module.to(device).eval()
+
+
+def _first_problem(e: RuntimeError) -> str:
+    """torch's load_state_dict message cut to its first mismatch and a count of the rest: the
+    full list (one line per tensor) would not fit the gate's reasons in a registry tag."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    problems = lines[1:] or lines
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return (problems[0] if problems else type(e).__name__)[:300] + more
 
 
 def load_generator_from_bundle(directory: str | Path,
@@ -149,19 +207,28 @@ class GeneratorPyfunc(portable.GeneratorModel):
     contract, around the pipeline's own G."""
 
 
-def _load_pyfunc(data_path: str) -> GeneratorPyfunc:
+def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> GeneratorPyfunc:
     """MLflow's loader-module hook: `data_path` is the local copy of the bundle directory."""
-    return GeneratorPyfunc(load_generator_from_bundle(data_path))
+    limit = (model_config or {}).get(portable.MAX_OUTPUT_BYTES_KEY, portable.MAX_OUTPUT_BYTES)
+    return GeneratorPyfunc(load_generator_from_bundle(data_path),
+                           portable.read_class_names(data_path), max_output_bytes=limit)
 
 
 # --------------------------------------------------------------------------- logging
 
 
-def signature(cfg: ModelConfig) -> Any:
+def _names_are_integers(class_names: tuple[str, ...]) -> bool:
+    """True when there are no names (labels 0..K-1) or every name is an integer (1..10)."""
+    return all(portable.int_label(n) is not None for n in class_names)
+
+
+def signature(cfg: ModelConfig, class_names: tuple[str, ...] = ()) -> Any:
     """Optional named inputs (a request n/seed/y, or latents z/y), one (N, C, H, W) output.
 
     Column-based because a tensor signature cannot mark inputs optional: MLflow turns a dict
-    input into a one-row DataFrame, which the portable model reads back."""
+    input into a one-row DataFrame, which the portable model reads back. `y` holds the
+    training data's labels (`class_names`): integers, or strings when the data named its
+    classes by strings (MLflow's schema check would refuse names in an integer column)."""
     # lazy: MLflow (≈2 s) stays out of the old loader's import (gan.mlflow_model)
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, DataType, Schema, TensorSpec
@@ -171,7 +238,8 @@ def signature(cfg: ModelConfig) -> Any:
             ColSpec(DataType.long, "seed", required=False),
             ColSpec(Array(Array(DataType.float)), "z", required=False)]
     if cfg.conditional:
-        cols.append(ColSpec(Array(DataType.long), "y", required=False))
+        kind = DataType.long if _names_are_integers(class_names) else DataType.string
+        cols.append(ColSpec(Array(kind), "y", required=False))
     out = TensorSpec(np.dtype(np.float32), (-1, cfg.channels, cfg.image_size, cfg.image_size))
     return ModelSignature(inputs=Schema(cols), outputs=Schema([out]))
 
@@ -185,11 +253,23 @@ def input_example(cfg: ModelConfig, n: int = 2, seed: int = 0) -> dict[str, np.n
     return ex
 
 
-def request_example(cfg: ModelConfig, n: int = 4, seed: int = 0) -> dict[str, Any]:
+def example_labels(cfg: ModelConfig, class_names: tuple[str, ...], n: int) -> list[Any]:
+    """`n` labels as a consumer gives them (the classes in turn): the training data's own —
+    integers (1, 2, ... for a 1..10 set; 0, 1, ... without names) or names."""
+    idx = [i % cfg.num_classes for i in range(n)]
+    if not class_names:
+        return idx
+    if _names_are_integers(class_names):
+        return [int(class_names[i]) for i in idx]
+    return [class_names[i] for i in idx]
+
+
+def request_example(cfg: ModelConfig, n: int = 4, seed: int = 0,
+                    class_names: tuple[str, ...] = ()) -> dict[str, Any]:
     """The request form of the input, as logged with each model: n images, seeded."""
     ex: dict[str, Any] = {"n": n, "seed": seed}
     if cfg.conditional:
-        ex["y"] = [i % cfg.num_classes for i in range(n)]
+        ex["y"] = example_labels(cfg, class_names, n)
     return ex
 
 
@@ -217,7 +297,7 @@ def export_pt2(bundle_dir: str | Path, path: str | Path) -> Path:
 def _export_pt2(bundle_dir: str | Path, path: str | Path) -> Path:
     cfg = read_model_config(bundle_dir)
     G = portable.load_generator(bundle_dir)  # the consumers' code: pt2 and pyfunc agree
-    batch = torch.export.Dim("batch", min=1, max=portable.MAX_N)
+    batch = torch.export.Dim("batch", min=1, max=PT2_MAX_BATCH)
     example = input_example(cfg, n=3)
     args: tuple[torch.Tensor, ...] = (torch.from_numpy(example["z"]),)
     shapes: tuple[dict[int, Any], ...] = ({0: batch},)
@@ -234,12 +314,20 @@ def _export_pt2(bundle_dir: str | Path, path: str | Path) -> Path:
 def _pyfunc_kwargs(bundle_dir: str | Path, metadata: dict[str, Any] | None) -> dict[str, Any]:
     """What every saved or logged generator model carries: loader, bundle, signature, pins."""
     cfg = read_model_config(bundle_dir)
+    names = portable.read_class_names(bundle_dir)
     return {"loader_module": LOADER_MODULE, "data_path": str(bundle_dir),
             "code_paths": [str(PORTABLE_FILE)],
-            "signature": signature(cfg), "input_example": request_example(cfg),
+            # The request example goes in the metadata, not as MLflow's input example: that
+            # writes two more files (input_example.json, serving_input_example.json): two more
+            # request pairs in every consumer's download, for an example the signature and
+            # this metadata already give.
+            "signature": signature(cfg, names),
+            # a request's output bound, overridable by load_model(uri, model_config={...})
+            "model_config": {portable.MAX_OUTPUT_BYTES_KEY: portable.MAX_OUTPUT_BYTES},
             "pip_requirements": pip_requirements(),
             "metadata": {"gan_format": FORMAT, "latent_dim": cfg.latent_dim,
-                         **_shape_metadata(cfg), **(metadata or {})}}
+                         "request_example": request_example(cfg, class_names=names),
+                         **_shape_metadata(cfg, names), **(metadata or {})}}
 
 
 def save_model(path: str, mlflow_model: Any, *, bundle_dir: str | Path, **kwargs: Any) -> None:
@@ -247,19 +335,27 @@ def save_model(path: str, mlflow_model: Any, *, bundle_dir: str | Path, **kwargs
     bundle) plus the `pytorch` flavour pointing at the exported G."""
     import mlflow  # lazy: see `signature`
 
-    mlflow.pyfunc.save_model(path, mlflow_model=mlflow_model, **kwargs)
-    export_pt2(bundle_dir, Path(path) / PT2_DIR / PT2_FILE)
-    mlflow_model.add_flavor("pytorch", model_data=PT2_DIR, pytorch_version=str(torch.__version__),
+    with warnings.catch_warnings():  # no input example on purpose (see `_pyfunc_kwargs`)
+        warnings.filterwarnings("ignore", message=".*input example was not provided")
+        mlflow.pyfunc.save_model(path, mlflow_model=mlflow_model, **kwargs)
+    data = mlflow_model.flavors["python_function"]["data"]  # "data/<bundle dir name>"
+    export_pt2(bundle_dir, Path(path) / data / PT2_FILE)
+    mlflow_model.add_flavor("pytorch", model_data=data, pytorch_version=str(torch.__version__),
                             code=None)
     mlflow_model.save(str(Path(path) / "MLmodel"))
 
 
-def _shape_metadata(cfg: ModelConfig) -> dict[str, Any]:
+def _shape_metadata(cfg: ModelConfig, class_names: tuple[str, ...] = ()) -> dict[str, Any]:
     """What a consumer needs to know before loading: the image shape [C, H, W] (C = 1 grey,
-    3 RGB) and whether to pass class labels (and how many classes there are)."""
-    return {"image_shape": [cfg.channels, cfg.image_size, cfg.image_size],
+    3 RGB), whether to pass class labels, how many classes there are and their labels in the
+    training data (`class_names` of classes 0..K-1; absent: the labels are 0..K-1; the pt2
+    flavour takes the indices 0..K-1)."""
+    meta = {"image_shape": [cfg.channels, cfg.image_size, cfg.image_size],
             "conditional": cfg.conditional,
             "num_classes": cfg.num_classes if cfg.conditional else 0}
+    if cfg.conditional and class_names:
+        meta["class_names"] = list(class_names)
+    return meta
 
 
 def log_bundle_model(name: str, bundle_dir: str | Path, *,

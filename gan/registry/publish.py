@@ -3,8 +3,9 @@
 What this module is: the register stage of the pipeline.
 
     register(settings, run_id=..., ...) -> ModelRef
-        1. the MLflow run of `run_id` (found by tag `gan.run_id`, else created): params,
-           metrics, report artifacts, lineage tags (`gan.registry.run_log`)
+        1. the MLflow run of `run_id` (found by tag `gan.run_id`, else created): the dataset
+           version as its input (`gan.registry.dataset_input`), params, metrics, report
+           artifacts, lineage tags (`gan.registry.run_log`)
         2. the generator (EMA weights) + discriminator as one pyfunc model
            (`gan.registry.model_format`)
         3. a model version of `model_name` (found by its MLflow run, else created), tagged only
@@ -18,8 +19,14 @@ What this module is: the register stage of the pipeline.
            run's `model_card.md` artifact.
     Calling it again with the same run_id and checkpoint creates no second run, model or version
     and does not re-decide: every step is keyed and skipped once done, so a retried task is
-    harmless. A continued run id (a new checkpoint: more epochs, or a time-limited run finished)
-    gets a new MLflow run and a new version; the earlier version is never republished.
+    harmless. A decision names the report it was made on (`report_uri`) and is never replaced by
+    one made on another report, except with `redecide=True`: then the gate is applied to the
+    given (new) report under decision number n + 1, decision n kept as the version tag
+    `gan.gate.decision.<n>`, the new report's files and metrics logged in the run
+    (`evaluation/decision_<n + 1>/`), the model card rewritten. The current champion is never
+    re-decided (it would be compared with itself). A continued run id (a new checkpoint: more
+    epochs, or a time-limited run finished) gets a new MLflow run and a new version; the
+    earlier version is never republished.
     An unfinished run (stopped by `train.time_limit_s`, fewer epochs than asked) is registered
     as `challenger` with the reason first in its decision, and never promoted.
 
@@ -49,6 +56,7 @@ from gan.io.storage import Storage
 from gan.registry import model_format as mlflow_model
 from gan.registry import run_log as mlflow_run
 from gan.registry.connect import NOT_FOUND_CODES, RegistryError, check_reachable, client
+from gan.registry.dataset_input import log_dataset_input
 from gan.registry.model_card import CARD_ARTIFACT, model_card, verdict
 from gan.train.checkpoint import (
     discriminator_from_checkpoint,
@@ -75,13 +83,15 @@ GateFn = Callable[..., GateDecision]
 def register(settings: Settings, *, run_id: str, params: Mapping[str, Any], trained: TrainedRef,
              report: Report, dataset: DatasetRef, gate_cfg: GateConfig, model_name: str,
              lineage: Mapping[str, str] | None = None, experiment: str = "gan-retrain",
-             storage: Storage | None = None, gate_fn: GateFn | None = None) -> ModelRef:
+             storage: Storage | None = None, gate_fn: GateFn | None = None,
+             redecide: bool = False) -> ModelRef:
     """Log the run, publish the generator as a new version of `model_name`, apply the gate.
 
     `params`: the config tree, e.g. {"data": DataConfig, "model": ModelConfig, "train": ...,
     "eval": ..., "gate": ...} (models or dicts; flattened to `model.latent_dim`, ...).
     `lineage`: extra run tags, e.g. {"prefect.flow_run_id": ..., "prefect.flow_run_url": ...}.
     `gate_fn`: defaults to `gan.eval.evaluate.gate`. Idempotent per `run_id` (see module doc).
+    `redecide`: decide again on `report` when the version was decided on another report.
     """
     _check_inputs(run_id, trained, report, dataset, model_name)
     check_reachable(settings)  # fail fast, naming the server, before anything is written
@@ -97,23 +107,29 @@ def register(settings: Settings, *, run_id: str, params: Mapping[str, Any], trai
     # experiment ID does not match"): a caller (a notebook, another test) may have set another.
     mlflow.set_experiment(experiment_id=exp_id)
     with mlflow.start_run(run_id=mlflow_run_id):
+        log_dataset_input(c, mlflow_run_id, dataset)  # the run page's "Datasets" panel
         mlflow_run.log_params(c, run, params)
         mlflow_run.log_training(c, run, trained)
         mlflow_run.log_artifacts(c, run, storage, report,
                                  {"dataset": dataset, "trained": trained, "report": report})
-        model_id = _log_model(c, run, storage, trained)
+        model_id = _log_model(c, run, storage, trained, dataset)
         mlflow_run.log_evaluation(c, run, report, model_id=model_id)
         mv = _model_version(c, model_name, mlflow_run_id, model_id,
                             version_tags(report, dataset, run_id) | _checkpoint_tags(trained))
         decision = _decide_and_apply(c, model_name, mv.version, report, gate_cfg,
-                                     never_promote_unfinished(trained, gate_fn or _default_gate()))
+                                     never_promote_unfinished(trained, gate_fn or _default_gate()),
+                                     redecide=redecide)
+        if decision.number > 1 and decision.report_uri == report.report_uri:
+            mlflow_run.log_decision_report(c, run, storage, report, decision.number, model_id)
         run_url = _run_url(settings, exp_id, mlflow_run_id)
-        card = model_card(name=model_name, version=mv.version, report=report, dataset=dataset,
-                          params=params, decision=decision, run_id=run_id, run_url=run_url,
-                          samples_url=_artifact_url(settings, mlflow_run_id, report),
-                          flow_run_url=(lineage or {}).get("prefect.flow_run_url", ""))
-        c.update_model_version(model_name, mv.version, description=card)
-        mlflow.log_text(card, CARD_ARTIFACT)
+        if decision.report_uri in ("", report.report_uri):  # else: the card of its own report
+            card = model_card(name=model_name, version=mv.version, report=report,
+                              dataset=dataset, params=params, decision=decision, run_id=run_id,
+                              run_url=run_url,
+                              samples_url=_artifact_url(settings, mlflow_run_id, report),
+                              flow_run_url=(lineage or {}).get("prefect.flow_run_url", ""))
+            c.update_model_version(model_name, mv.version, description=card)
+            mlflow.log_text(card, CARD_ARTIFACT)
     return ModelRef(
         name=model_name, version=mv.version, uri=f"models:/{model_name}/{mv.version}",
         champion=_alias_version(c, model_name, CHAMPION) == mv.version, decision=decision,
@@ -189,8 +205,10 @@ def _artifact_url(settings: Settings, mlflow_run_id: str, report: Report) -> str
     return f"{base}/get-artifact?path=evaluation/samples{suffix}&run_uuid={mlflow_run_id}"
 
 
-def _log_model(c: MlflowClient, run: Run, storage: Storage, trained: TrainedRef) -> str:
-    """The run's logged model id: the one logged before, else G (EMA) + D logged now."""
+def _log_model(c: MlflowClient, run: Run, storage: Storage, trained: TrainedRef,
+               dataset: DatasetRef) -> str:
+    """The run's logged model id: the one logged before, else G (EMA) + D logged now, with
+    the dataset's labels of its classes (`class_names`: what the model takes as `y`)."""
 
     known = run.data.tags.get(MODEL_ID_TAG)
     if known:
@@ -202,7 +220,8 @@ def _log_model(c: MlflowClient, run: Run, storage: Storage, trained: TrainedRef)
     ckpt = load_checkpoint(storage.get_bytes(trained.checkpoint_uri))
     meta = {"run_id": trained.run_id, "dataset_version": trained.dataset_version,
             "checkpoint_uri": trained.checkpoint_uri,
-            "weights": "ema" if ckpt.get("generator_ema") else "raw"}
+            "weights": "ema" if ckpt.get("generator_ema") else "raw",
+            "class_names": list(dataset.class_names)}
     with tempfile.TemporaryDirectory(prefix="gan-model-") as tmp:
         bundle = mlflow_model.write_bundle(
             Path(tmp) / "gan_generator", model_config(ckpt),
@@ -297,24 +316,37 @@ def champion_version(c: MlflowClient, name: str) -> str | None:
 
 
 def _decide_and_apply(c: MlflowClient, name: str, version: str, report: Report,
-                      gate_cfg: GateConfig, gate_fn: GateFn) -> GateDecision:
+                      gate_cfg: GateConfig, gate_fn: GateFn, *,
+                      redecide: bool = False) -> GateDecision:
     """Challenger → gate against the current champion → champion (on promote).
 
     Order for crash safety: the decision is written before `champion` moves and
     `gan.gate.applied` after, so a re-run either returns the applied decision or re-applies a
-    written one (re-deciding only when the champion changed meanwhile).
+    written one (re-deciding only when the champion changed meanwhile). `redecide` with a
+    report other than the stored decision's: that decision is set aside first (`_set_aside`),
+    and this one is numbered after it.
     """
     tags = c.get_model_version(name, version).tags
-    if tags.get(APPLIED_TAG) == "true" and DECISION_TAG in tags:
-        return GateDecision.model_validate_json(tags[DECISION_TAG])
-    c.set_registered_model_alias(name, CHALLENGER, version)
-    champ_version, champ_metrics = champion(c, name)  # read right before deciding
     stored = (GateDecision.model_validate_json(tags[DECISION_TAG])
               if DECISION_TAG in tags else None)
+    number = 1
+    if stored is not None and redecide and stored.report_uri != report.report_uri:
+        _set_aside(c, name, version, stored, tags[DECISION_TAG])
+        number, stored = stored.number + 1, None
+    elif stored is not None and tags.get(APPLIED_TAG) == "true":
+        return stored
+    c.set_registered_model_alias(name, CHALLENGER, version)
+    champ_version, champ_metrics = champion(c, name)  # read right before deciding
+
+    def decide() -> GateDecision:  # the gate's decision, naming its report and number
+        made = gate_fn(report, champ_metrics, gate_cfg, champion_version=champ_version)
+        return made.model_copy(update={"report_uri": report.report_uri, "number": number})
+
     if stored is not None and champ_version in (stored.champion_version, version):
         decision = stored
     else:
-        decision = gate_fn(report, champ_metrics, gate_cfg, champion_version=champ_version)
+        number = stored.number if stored is not None else number
+        decision = decide()
         _write_decision(c, name, version, decision)
     for _ in range(3):
         # A concurrent run may have moved `champion` while this one decided (MLflow has no
@@ -324,12 +356,24 @@ def _decide_and_apply(c: MlflowClient, name: str, version: str, report: Report,
         if not decision.promote or now in (decision.champion_version, version):
             break
         champ_version, champ_metrics = champion(c, name)
-        decision = gate_fn(report, champ_metrics, gate_cfg, champion_version=champ_version)
+        decision = decide()
         _write_decision(c, name, version, decision)
     if decision.promote:
         c.set_registered_model_alias(name, CHAMPION, version)
     c.set_model_version_tag(name, version, APPLIED_TAG, "true")
     return decision
+
+
+def _set_aside(c: MlflowClient, name: str, version: str, stored: GateDecision,
+               stored_json: str) -> None:
+    """Before `redecide`: keep decision n as the tag `gan.gate.decision.<n>` and mark the
+    version undecided. Refused for the current champion (it would be compared with itself)."""
+    if _alias_version(c, name, CHAMPION) == version:
+        raise RegistryError(
+            f"v{version} of {name} is @champion: re-deciding it would compare it with itself; "
+            "move @champion by hand first if it should not be (see README, 'The gate')")
+    c.set_model_version_tag(name, version, f"{DECISION_TAG}.{stored.number}", stored_json)
+    c.set_model_version_tag(name, version, APPLIED_TAG, "false")
 
 
 def _write_decision(c: MlflowClient, name: str, version: str, decision: GateDecision) -> None:

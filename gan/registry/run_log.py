@@ -24,12 +24,9 @@ from __future__ import annotations
 import json
 import math
 import re
-import subprocess
 import tempfile
 import time
 from collections.abc import Mapping
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +40,7 @@ from gan.core.ids import is_run_id
 from gan.core.records import DatasetRef, Report, TrainedRef
 from gan.io.storage import Storage
 from gan.io.uri import redact_url
+from gan.registry.code_version import code_version
 
 RUN_TAG = "gan.run_id"
 CHECKPOINT_TAG = "gan.checkpoint_uri"  # with RUN_TAG, the key of an MLflow run
@@ -92,23 +90,6 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
 
 
 # --------------------------------------------------------------------------- lineage
-
-
-def code_version() -> str:
-    """The git commit of this checkout (`+dirty` with local changes), else the package version."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],
-                                capture_output=True, text=True, timeout=10, check=True)
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "gan"],
-                               capture_output=True, text=True, timeout=10, check=True)
-        return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    try:
-        return f"gan-retrain=={dist_version('gan-retrain')}"
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def lineage_tags(*, run_id: str, trained: TrainedRef, dataset: DatasetRef,
@@ -349,16 +330,28 @@ def headline_metrics(report: Report) -> dict[str, float]:
 
 
 def log_evaluation(client: MlflowClient, run: Run, report: Report,
-                   model_id: str | None = None) -> None:
+                   model_id: str | None = None, *, step: int = 0) -> None:
     """The evaluation metrics into the run; the headline ones also linked to the logged model
-    `model_id` (MLflow 3 shows them as the model's metrics, next to its versions)."""
-    if done(run, "evaluation"):
+    `model_id` (MLflow 3 shows them as the model's metrics, next to its versions). `step` > 0:
+    a re-decided version's report n = step + 1 (`log_decision_report`)."""
+    key = "evaluation" if step == 0 else f"evaluation.decision_{step + 1}"
+    if done(run, key):
         return
     headline = headline_metrics(report)
     rest = {k: v for k, v in evaluation_metrics(report).items() if k not in headline}
     _log_metrics(client, run.info.run_id,
-                 _metrics(headline, model_id=model_id) + _metrics(rest))
-    mark_done(client, run, "evaluation")
+                 _metrics(headline, model_id=model_id, step=step) + _metrics(rest, step=step))
+    mark_done(client, run, key)
+
+
+def _report_files(storage: Storage, report: Report, folder: Path) -> None:
+    """The report (json, md) and its pictures, copied from S3 into `folder`."""
+    sources = {"report.json": report.report_uri, "report.md": report.markdown_uri}
+    for name, uri in report.artifacts.items():
+        sources[f"{name}{Path(uri).suffix or '.png'}"] = uri
+    folder.mkdir(parents=True)
+    for name, uri in sources.items():
+        (folder / name).write_bytes(storage.get_bytes(uri))
 
 
 def log_artifacts(client: MlflowClient, run: Run, storage: Storage, report: Report,
@@ -366,17 +359,27 @@ def log_artifacts(client: MlflowClient, run: Run, storage: Storage, report: Repo
     """Copy the report and its pictures from S3 into the run; the stage records as JSON."""
     if done(run, "artifacts"):
         return
-    sources = {"report.json": report.report_uri, "report.md": report.markdown_uri}
-    for name, uri in report.artifacts.items():
-        sources[f"{name}{Path(uri).suffix or '.png'}"] = uri
     with tempfile.TemporaryDirectory(prefix="gan-mlflow-") as tmp:
         ev, rec = Path(tmp, "evaluation"), Path(tmp, "records")
-        ev.mkdir()
+        _report_files(storage, report, ev)
         rec.mkdir()
-        for name, uri in sources.items():
-            (ev / name).write_bytes(storage.get_bytes(uri))
         for name, record in records.items():
             (rec / f"{name}.json").write_text(record.model_dump_json(indent=2))
         client.log_artifacts(run.info.run_id, str(ev), "evaluation")
         client.log_artifacts(run.info.run_id, str(rec), "records")
     mark_done(client, run, "artifacts")
+
+
+def log_decision_report(client: MlflowClient, run: Run, storage: Storage, report: Report,
+                        number: int, model_id: str | None = None) -> None:
+    """The report decision `number` (> 1, `redecide`) was made on, into the run: its files
+    under `evaluation/decision_<number>/`, its metrics at step number − 1, so the run's latest
+    values (what the registry shows for the version) are the decided report's. Keyed."""
+    folder = f"decision_{number}"
+    if not done(run, f"artifacts.{folder}"):
+        with tempfile.TemporaryDirectory(prefix="gan-mlflow-") as tmp:
+            _report_files(storage, report, Path(tmp, folder))
+            client.log_artifacts(run.info.run_id, str(Path(tmp, folder)),
+                                 f"evaluation/{folder}")
+        mark_done(client, run, f"artifacts.{folder}")
+    log_evaluation(client, run, report, model_id, step=number - 1)

@@ -21,7 +21,7 @@ evaluated too (`<candidate>-raw`): EMA on/off from one training run.
 Data (`--data`): `digits` (the bundled scikit-learn digits, 28 px grey, 10 classes) or `shapes`
 (the bundled RGB set of `gan.data.shapes`: 4 classes × `SHAPES_PER_CLASS` images, seed
 `SHAPES_SEED`, written as PNG files to a temporary class-folder tree and prepared exactly as
-`--source images` would prepare them: same decode, 32 px, same stratified split).
+`--source images` would prepare them: same decode, 32 px, same split).
 Seeds (`--seeds`): each candidate is trained once per training seed; unless the only seed is 0
 the folders are `<out>/<candidate>-seed<k>/` and, once a candidate has rows of several seeds
 in `<out>` (from one call or several), `results.md` gets a second table with, per candidate,

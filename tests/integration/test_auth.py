@@ -6,7 +6,8 @@
   `@champion` through the artifact proxy and samples it in a process with only torch and
   MLflow, and gets 403 when it sets an alias, creates a version or deletes one.
 - The owner's `gan` commands and Prefect clients work with nothing set in the environment:
-  they read the stack's secret files.
+  they read the stack's secret files; `gan bench --pull-only --pull-model models:/...@champion`
+  pulls as the read-only consumer (as applications do), never as the admin.
 """
 
 from __future__ import annotations
@@ -148,6 +149,21 @@ def test_consumer_pulls_the_champion_but_cannot_change_the_registry(
     c = MlflowClient(stack.require_mlflow())  # the owner (the `stack` fixture's identity)
     assert c.get_model_version_by_alias(name, "champion").version == "1"
     assert [v.version for v in c.search_model_versions(f"name='{name}'")] == ["1"]
+
+
+def test_bench_pulls_the_champion_as_the_read_only_consumer(stack: Settings, champion,
+                                                           gan_cli) -> None:
+    """`gan bench --pull-only --pull-model models:/<name>@champion` with nothing set in the
+    environment (as a user types it): the fresh client process signs in as the stack's
+    consumer, loads the version through the artifact proxy and draws 10,000 images."""
+    name, _ = champion
+    r = gan_cli.run("bench", "--pull-only", "--json", "--pull-model",
+                    f"models:/{name}@champion", env=_env_without_credentials(), timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    row = json.loads(r.stdout.strip().splitlines()[-1])
+    assert row["model"] == "pull" and row["pull_model"] == f"models:/{name}@champion"
+    assert row["pull_identity"] == _identity(stack.mlflow_consumer_file)[0] == "gan-consumer"
+    assert row["pull_images"] == 10_000 and row["pull_10k_s"] > 0
 
 
 def test_owner_commands_need_nothing_in_the_environment(stack: Settings, champion, gan_cli,

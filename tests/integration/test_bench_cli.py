@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from gan.core.settings import Settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
 
 def test_bench_json_has_orchestration_and_the_exchange(stack: Settings, gan_cli) -> None:

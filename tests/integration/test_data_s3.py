@@ -52,14 +52,15 @@ def test_prepare_writes_once_then_reuses_and_round_trips(storage: Storage, name:
     prefix = storage.settings.s3_uri("datasets", name) + "/"
     ref = prepare(cfg, storage)
     assert not ref.reused and ref.uri == f"{prefix}{ref.version}/"
-    assert (ref.n_train, ref.n_holdout, ref.num_classes, ref.image_size) == (160, 40, 10, 28)
-    assert sum(ref.class_hist_train) == 160 and ref.source.startswith("digits")
+    # 200 digits split by pixel hash (gan.data.split): 167 + 33, pinned
+    assert (ref.n_train, ref.n_holdout, ref.num_classes, ref.image_size) == (167, 33, 10, 28)
+    assert sum(ref.class_hist_train) == 167 and ref.source.startswith("digits")
     before = _objects(storage, prefix)
     assert sorted(before) == [ref.uri + f for f in ("holdout-00000.parquet", "manifest.json",
                                                     "train-00000.parquet")]
-    # Compact: 160 uint8 images of 28×28 plus labels, not float32.
+    # Compact: 167 uint8 images of 28×28 plus labels, not float32.
     bucket, _, key = (ref.uri + "train-00000.parquet")[5:].partition("/")
-    assert storage.client.head_object(Bucket=bucket, Key=key)["ContentLength"] < 160 * 784 + 8192
+    assert storage.client.head_object(Bucket=bucket, Key=key)["ContentLength"] < 167 * 784 + 8192
 
     again = prepare(cfg, storage)
     assert again.reused and again == ref.model_copy(update={"reused": True})
@@ -70,7 +71,8 @@ def test_prepare_writes_once_then_reuses_and_round_trips(storage: Storage, name:
     _assert_same(load_prepared(storage, ref.uri.rstrip("/")), expected)
     manifest = storage.get_json(ref.uri + "manifest.json")
     assert manifest["version"] == ref.version and manifest["content_sha256"].startswith(ref.version)
-    assert manifest["n_holdout"] == 40 and sum(manifest["class_hist_holdout"]) == 40
+    assert manifest["n_holdout"] == 33 and sum(manifest["class_hist_holdout"]) == 33
+    assert manifest["n_duplicates_dropped"] == 0 and manifest["format"] == 3
 
 
 def test_npz_source_from_s3(storage: Storage, name: str) -> None:
@@ -80,9 +82,9 @@ def test_npz_source_from_s3(storage: Storage, name: str) -> None:
     storage.put_bytes(src, _npz_bytes(x=x, y=np.arange(40) % 4))
     cfg = DataConfig(source="npz", uri=src, name=name, image_size=16)
     ref = prepare(cfg, storage)
-    assert ref.source == f"npz:{src}" and ref.num_classes == 4 and ref.n_train == 32
+    assert ref.source == f"npz:{src}" and ref.num_classes == 4 and ref.n_train == 34
     got = load_prepared(storage, ref)
-    assert got.x_train.shape == (32, 1, 16, 16)
+    assert got.x_train.shape == (34, 1, 16, 16)
     _assert_same(got, prepare_arrays(cfg, storage))
 
 

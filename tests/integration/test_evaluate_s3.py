@@ -1,9 +1,9 @@
-"""Evaluation against the real local stack: the judge is trained once per dataset version and
-reused from S3; report.json/md and the PNGs land under runs/<run_id>/eval/."""
+"""Evaluation against the real local stack: the judge is built once per dataset version and
+settings (`prepare_judge`) and reused from S3, evaluation loads exactly that judge; report.json/md
+and the PNGs land under runs/<run_id>/eval/."""
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import uuid
 
@@ -12,11 +12,14 @@ import torch
 from PIL import Image
 
 from gan.core.config import DataConfig, EvalConfig, GateConfig, ModelConfig, TrainConfig
-from gan.core.records import DatasetRef, Report, TrainedRef
+from gan.core.records import DatasetRef, JudgeRef, Report, TrainedRef
 from gan.data.prepare import load_prepared, prepare
-from gan.eval.evaluate import Champion, evaluate, gate, get_or_train_judge
-from gan.eval.judge import JudgeError, judge_prefix, judge_to_bytes, train_judge
+from gan.eval.evaluate import Champion, evaluate, gate
+from gan.eval.inception import InceptionError, load_inception
+from gan.eval.judge import judge_prefix
+from gan.eval.judge_ladder import prepare_judge
 from gan.io.storage import Storage
+from gan.nets.inception import FIDInceptionV3
 from gan.train.checkpoint import generator_from_checkpoint, load_checkpoint, save_checkpoint
 from gan.train.loop import train_local
 from gan.train.state import make_state
@@ -60,20 +63,24 @@ def head(storage: Storage, uri: str) -> tuple[str, object]:
 def test_judge_trained_once_and_report_written(storage: Storage):
     storage.ensure_bucket()
     dataset = prepare(DATA, storage)
-    prefix = judge_prefix(storage, dataset.version)
-    storage.delete_prefix(prefix + "/")
+    storage.delete_prefix(judge_prefix(storage, dataset.version) + "/")
     cfg = EvalConfig()
+    ref = prepare_judge(storage, dataset, cfg)
+    assert not ref.reused and ref.kind == "classifier"
     first = trained_run(storage, dataset)
 
-    report = evaluate(storage, dataset, first, cfg)
+    report = evaluate(storage, dataset, first, cfg, judge_ref=ref)
 
-    # The judge and the floors are cached under judges/<version>/, JSON written.
+    # The judge and the floors are cached under judges/<version>/classifier-<key>/.
+    prefix = ref.uri
+    assert prefix == f"{judge_prefix(storage, dataset.version)}/classifier-{ref.key}"
     keys = storage.list_keys(prefix + "/")
     assert f"{prefix}/judge.safetensors" in keys and f"{prefix}/judge.json" in keys
     assert any("/floors/" in k for k in keys)
     meta = storage.get_json(f"{prefix}/judge.json")
-    assert meta["holdout_accuracy"] == report.judge_accuracy >= 0.95
+    assert meta["holdout_accuracy"] == report.judge_accuracy == ref.accuracy >= 0.95
     assert meta["dataset_version"] == dataset.version and meta["seed"] == 0
+    assert meta["cache_key"] == ref.settings and report.judge_ref == ref
     print(f"\njudge accuracy {report.judge_accuracy:.4f}, trained in {meta['train_seconds']} s")
     before = {k: head(storage, k) for k in keys}
 
@@ -97,11 +104,11 @@ def test_judge_trained_once_and_report_written(storage: Storage):
     # A second run on the same dataset version reuses the judge and floors: nothing rewritten,
     # and the judge loaded from S3 scores the same checkpoint exactly as the fresh one did.
     second = first.model_copy(update={"run_id": first.run_id + "-again"})
-    again = evaluate(storage, dataset, second, cfg)
+    again_ref = prepare_judge(storage, dataset, cfg)
+    assert again_ref.reused and again_ref.weights_sha256 == ref.weights_sha256
+    again = evaluate(storage, dataset, second, cfg, judge_ref=again_ref)
     assert {k: head(storage, k) for k in storage.list_keys(prefix + "/")} == before
     assert again.metrics == report.metrics and again.floors == report.floors
-    judge = get_or_train_judge(storage, load_prepared(storage, dataset), cfg)
-    assert judge.meta["reused"] is True and judge.accuracy == report.judge_accuracy
 
 
 def test_data_change_rescores_the_champion_in_the_report(storage: Storage):
@@ -117,8 +124,10 @@ def test_data_change_rescores_the_champion_in_the_report(storage: Storage):
         old_run.checkpoint_uri)), use_ema=True)
     candidate = trained_run(storage, dataset)
     cfg = EvalConfig(n_samples=200)
+    ref = prepare_judge(storage, dataset, cfg)
 
-    report = evaluate(storage, dataset, candidate, cfg, champion=Champion("1", champion_g))
+    report = evaluate(storage, dataset, candidate, cfg, judge_ref=ref,
+                      champion=Champion("1", champion_g))
 
     score = report.champion
     assert score is not None and score.version == "1" and score.comparable
@@ -132,53 +141,84 @@ def test_data_change_rescores_the_champion_in_the_report(storage: Storage):
 
     small = make_state(MODEL.model_copy(update={"image_size": 16}), TRAIN).generator
     other = evaluate(storage, dataset, candidate.model_copy(update={"run_id": "evaltest-16px"}),
-                     cfg, champion=Champion("2", small))
+                     cfg, judge_ref=ref, champion=Champion("2", small))
     assert other.champion is not None and not other.champion.comparable
     assert "(1, 16, 16)" in other.champion.reason
     decision = gate(other, None, GateConfig(require_all_classes=False, max_class_kl=100.0,
-                                            min_recall_ratio=0.0, max_copy_fraction=1.0),
+                                            min_recall_ratio=0.0, min_copy_ct=None,
+                                            min_copy_distance_ratio=0.0),
                     champion_version="2")
     assert not decision.promote
     assert decision.reasons[-1].startswith("FAIL: champion v2 cannot be scored on this data")
 
 
+def test_evaluating_a_run_again_never_overwrites_its_report(storage: Storage):
+    """Issue 23, item 8: a report is written once. Evaluating the same run again (a rerun of
+    its run id, `redecide`) writes the next numbered report beside it (`eval/2/`), so the
+    report a decision was made on stays as it was."""
+    storage.ensure_bucket()
+    dataset = prepare(DATA, storage)
+    run = trained_run(storage, dataset)
+    cfg = EvalConfig(n_samples=200)
+    first = evaluate(storage, dataset, run, cfg)
+    etag = head(storage, first.report_uri)
+    second = evaluate(storage, dataset, run, cfg,
+                      champion=Champion("7", None, problem="not loaded here"))
+    prefix = storage.settings.s3_uri("runs", run.run_id, "eval")
+    assert first.report_uri == f"{prefix}/report.json"
+    assert second.report_uri == f"{prefix}/2/report.json"
+    assert set(second.artifacts.values()) == {f"{prefix}/2/{f}" for f in (
+        "samples.png", "real_vs_generated.png", "curves.png")}
+    assert head(storage, first.report_uri) == etag  # untouched
+    assert Report.model_validate(storage.get_json(first.report_uri)).champion is None
+    assert Report.model_validate(storage.get_json(second.report_uri)).champion is not None
+    assert evaluate(storage, dataset, run, cfg).report_uri == f"{prefix}/3/report.json"
+
+
 def test_dataset_version_mismatch_is_refused(storage: Storage):
     dataset = prepare(DATA, storage)
+    ref = prepare_judge(storage, dataset, EvalConfig())
     trained = TrainedRef(run_id="mismatch", checkpoint_uri=storage.settings.s3_uri("none.pt"),
                          dataset_version="0000000000000000", model_cfg={}, train_cfg={},
                          epochs_completed=0, global_step=0)
     with pytest.raises(ValueError, match="trained on dataset version '0000000000000000'"):
-        evaluate(storage, dataset, trained, EvalConfig())
+        evaluate(storage, dataset, trained, EvalConfig(), judge_ref=ref)
+    right = trained.model_copy(update={"dataset_version": dataset.version})
+    other = ref.model_copy(update={"dataset_version": "1111111111111111"})
+    with pytest.raises(ValueError, match="judged by a judge of dataset version '1111"):
+        evaluate(storage, dataset, right, EvalConfig(), judge_ref=other)
 
 
-def test_weak_or_corrupt_cached_judge_is_replaced(storage: Storage):
+def test_inception_weights_load_from_s3_and_a_missing_file_stops_evaluation_first(
+        storage: Storage):
+    """The standard FID's weight file through the project's storage: a random network of the
+    FID Inception-v3 architecture uploaded to S3 loads by name and gives 2048-d features; a
+    missing object stops `evaluate` before it reads anything else, naming the URI and knob."""
     storage.ensure_bucket()
-    dataset = prepare(DataConfig(split_seed=9174), storage)
-    data = load_prepared(storage, dataset)
-    prefix = judge_prefix(storage, dataset.version)
-    storage.delete_prefix(prefix + "/")
-    # What a careless earlier run could leave: a 1-epoch judge that fails the accuracy check.
-    perm = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(0))
-    weak = train_judge(dataclasses.replace(data, y_train=data.y_train[perm]),
-                       1)
-    weights, meta = judge_to_bytes(weak)
-    storage.put_bytes(f"{prefix}/judge.safetensors", weights)
-    storage.put_json(f"{prefix}/judge.json", meta)
+    torch.manual_seed(0)
+    net = FIDInceptionV3().eval()
+    buf = io.BytesIO()
+    torch.save(net.state_dict(), buf)
+    uri = storage.settings.s3_uri("weights", f"inception-{uuid.uuid4().hex[:8]}.pth")
+    storage.put_bytes(uri, buf.getvalue())
 
-    # Asked for no more training than it had: the data is at fault, so it fails loudly.
-    with pytest.raises(JudgeError, match=f"accuracy {weak.accuracy:.4f}"):
-        get_or_train_judge(storage, data, EvalConfig(judge_epochs=1))
-    # Asked for more: it is replaced by a judge trained as asked.
-    cfg = EvalConfig(judge_epochs=8)
-    good = get_or_train_judge(storage, data, cfg)
-    assert good.meta["reused"] is False and "retraining with 8 epochs" in good.meta[
-        "trained_because"]
-    stored = storage.get_json(f"{prefix}/judge.json")
-    assert stored["epochs"] == 8 and stored["holdout_accuracy"] == good.accuracy >= 0.95
+    inception = load_inception(uri, storage)
+    x = torch.rand(2, 1, 28, 28) * 2 - 1
+    with torch.no_grad():
+        f, want = inception.net(x), net(x)
+    assert f.shape == (2, 2048) and (f - want).abs().max() <= 1e-3 * want.abs().max()
+    assert inception.describe()["uri"] == uri and not inception.standard
 
-    # Corrupt weights are not trusted: the judge is retrained, bit for bit the same.
-    storage.put_bytes(f"{prefix}/judge.safetensors", b"not safetensors")
-    healed = get_or_train_judge(storage, data, cfg)
-    assert healed.meta["reused"] is False and "weights_sha256" in healed.meta["trained_because"]
-    assert storage.get_json(f"{prefix}/judge.json")["weights_sha256"] == stored["weights_sha256"]
-    assert get_or_train_judge(storage, data, cfg).meta["reused"] is True
+    missing = uri.replace(".pth", "-missing.pth")
+    dataset = DatasetRef(name="none", version="0" * 16, uri="s3://nowhere/", source="none",
+                         n_train=0, n_holdout=0, num_classes=1, image_size=28)
+    trained = TrainedRef(run_id="inception-missing", checkpoint_uri="s3://nowhere/ckpt.pt",
+                         dataset_version=dataset.version, model_cfg={}, train_cfg={},
+                         epochs_completed=0, global_step=0)
+    with pytest.raises(InceptionError) as e:  # before the (absent) dataset is read
+        evaluate(storage, dataset, trained, EvalConfig(inception_weights=missing),
+                 judge_ref=JudgeRef(kind="classifier", uri="s3://nowhere/judge", key="0",
+                                    settings={}, dataset_version=dataset.version,
+                                    labelled=True, accuracy=1.0, weights_sha256="0",
+                                    reason="test", reused=True))
+    assert missing in str(e.value) and "eval.inception_weights" in str(e.value)

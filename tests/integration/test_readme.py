@@ -135,6 +135,9 @@ NOT_RUN: dict[str, str] = {
     "gan retrain --source npz --uri unlabelled.npz --unconditional": _RETRAIN + "; "
         "test_label_free runs the flow on an unlabelled npz of digits",
     "gan retrain --force": _RETRAIN + "; test_run_semantics runs the flow without force",
+    "gan retrain --run-id gan-digits-20260101T030000Z-1a2b3c --redecide": "re-decides a run "
+        "that does not exist here; test_registry re-decides a version on the stack, "
+        "test_decided_runs the flow's evaluate step with and without redecide",
     "export PREFECT_API_URL=http://127.0.0.1:4200/api": "the default stack's address; the "
         "Prefect CLI lines it is for are not run",
     'export PREFECT_API_AUTH_STRING="$(cat .gan/prefect-auth)"': "as above (./.gan); "
@@ -143,7 +146,9 @@ NOT_RUN: dict[str, str] = {
         "lines on the session stack (the worker with --run-once)",
     "prefect deploy --all": "as above",
     "prefect worker start --pool gan-pool": "as above; blocks until stopped",
-    "docker build -f infra/k8s/Dockerfile -t <registry>/gan-retrain:0.1.0-ray2.60.0 .": _K8S,
+    'docker build -f infra/k8s/Dockerfile --build-arg GAN_CODE_VERSION="$(.venv/bin/python -m '
+    'gan.registry.code_version)" -t <registry>/gan-retrain:0.1.0-ray2.60.0 .': _K8S + "; "
+        "test_code_version checks the Dockerfile bakes the argument in and reads it back",
     'kubectl create secret generic gan-ray-token --from-literal=RAY_AUTH_TOKEN="$(openssl rand '
     '-hex 32)"': _K8S + "; test_k8s_manifests checks every Ray pod reads the token from it",
     "kubectl apply -f infra/k8s/gan-settings.example.yaml": _K8S,
@@ -155,8 +160,8 @@ NOT_RUN: dict[str, str] = {
         _CONSUMER,
     """export MLFLOW_TRACKING_PASSWORD="$(python -c 'import json; print(json.load(open(".gan/"""
     """mlflow-consumer.json"))["password"])')\"""": _CONSUMER,
-    """python -c 'import mlflow; print(mlflow.pyfunc.load_model("models:/gan-digits@champion")"""
-    """.predict({"n": 4}).shape)'""": _CONSUMER,
+    """python -c 'import mlflow; print(mlflow.pyfunc.load_model("models:/gan-digits@champion", """
+    """suppress_warnings=True).predict({"n": 4}).shape)'""": _CONSUMER,
     "gan stack down && rm .gan/prefect-auth && gan stack up": _ROTATE,
     "gan stack down && rm .gan/ray-token && gan stack up": _ROTATE,
     "rm .gan/mlflow-consumer.json && gan stack up": _ROTATE,

@@ -4,12 +4,23 @@ Two runs of tiny conditional DCGANs are registered under one fresh model name: t
 (no champion yet, gate passes) becomes `challenger` and `champion`; the second, worse one only
 `challenger`. Published weights come back identical (EMA copy, not raw G) through
 `load_generator`, `mlflow.pyfunc` and `gan sample`; registering a run again changes nothing.
+
+Re-deciding (issue 23, item 8): a decision names the report it was made on; registering a
+decided run again returns that decision, never one made on another report; `redecide` applies
+the gate to a new report under a new decision record that keeps the old one. The case it exists
+for: MLflow down while the run was evaluated, so the champion could not be re-scored and the gate
+said FAIL; before `redecide` no rerun could change that decision.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 import uuid
+from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -19,7 +30,14 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from gan.core.config import GateConfig, ModelConfig, RetrainParams, TrainConfig
-from gan.core.records import ChampionScore, DatasetRef, ModelRef, Report, TrainedRef
+from gan.core.records import (
+    ChampionScore,
+    DatasetRef,
+    GateDecision,
+    ModelRef,
+    Report,
+    TrainedRef,
+)
 from gan.core.settings import Settings
 from gan.eval import pictures
 from gan.io.storage import Storage
@@ -27,6 +45,7 @@ from gan.nets.models import build
 from gan.registry import load as registry_load
 from gan.registry import model_format as mm
 from gan.registry import publish as registry
+from gan.registry.connect import RegistryError
 from gan.registry.live_run import LiveRun
 from gan.train.checkpoint import save_checkpoint
 from gan.train.state import TrainState, make_state
@@ -71,7 +90,7 @@ def _publish_inputs(storage: Storage, run_id: str, seed: int, fid: float,
     report = Report(run_id=run_id, dataset_version=VERSION,
                     metrics={"fid": fid, "kid_mean": fid / 100, "class_kl": 0.01,
                              "classes_covered": 10.0, "precision": 0.7, "recall": 0.6,
-                             "copy_fraction": 0.1, "copy_distance_ratio": 1.0},
+                             "copy_ct": 0.1, "copy_distance_ratio": 1.0},
                     per_seed={"fid": [fid] * 3}, eval_seeds=[1, 2, 3], champion=champion,
                     floors={"fid": 1.5, "recall": 0.9}, ceilings={"inception_score": 9.1},
                     class_hist=[0.1] * 10, classes_covered=10, judge_accuracy=0.97,
@@ -87,7 +106,7 @@ def _publish_inputs(storage: Storage, run_id: str, seed: int, fid: float,
 
 
 def _register(settings: Settings, storage: Storage, name: str, run_id: str,
-              inputs: tuple[TrainState, TrainedRef, Report, DatasetRef]) -> ModelRef:
+              inputs: tuple[TrainState, TrainedRef, Report, DatasetRef], **kw: Any) -> ModelRef:
     _, trained, report, dataset = inputs
     p = RetrainParams(preset="smoke")
     data, _, _, ev = p.resolve()
@@ -96,7 +115,8 @@ def _register(settings: Settings, storage: Storage, name: str, run_id: str,
         params={"data": data, "model": MODEL_CFG, "train": TRAIN_CFG, "eval": ev, "gate": p.gate},
         gate_cfg=GateConfig(), model_name=name, storage=storage,
         lineage={"prefect.flow_run_id": f"flow-{run_id}",
-                 "prefect.flow_run_url": f"http://127.0.0.1:1/runs/flow-run/flow-{run_id}"})
+                 "prefect.flow_run_url": f"http://127.0.0.1:1/runs/flow-run/flow-{run_id}"},
+        **kw)
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +189,11 @@ def test_run_holds_params_metrics_artifacts_lineage(stack: Settings, published) 
     assert tags["gan.dataset.version"] == VERSION and tags["gan.dataset.uri"] == dataset.uri
     assert tags["gan.checkpoint_uri"] == trained.checkpoint_uri
     assert tags["gan.ray.run_name"] == f"ray-{run_id}" and tags["gan.code_version"]
+    # The run page's "Datasets" panel: the version it trained on, its digest the content hash.
+    (inp,) = run.inputs.dataset_inputs
+    assert (inp.dataset.name, inp.dataset.digest) == ("digits", VERSION)
+    assert json.loads(inp.dataset.source)["uri"] == dataset.uri
+    assert json.loads(inp.dataset.profile)["n_train"] == dataset.n_train == 100
     hist = c.get_metric_history(ref.mlflow_run_id, "train/loss_d")
     assert sorted((m.step, m.value) for m in hist) == [(1, 1.0), (2, 0.5)]
     m = run.data.metrics
@@ -259,6 +284,7 @@ def test_reregistering_is_idempotent(stack: Settings, published) -> None:
     assert len(runs_after) == len(runs_before)
     assert sorted(v.version for v in c.search_model_versions(f"name = '{name}'")) == ["1", "2"]
     assert len(c.get_metric_history(ref.mlflow_run_id, "train/loss_d")) == 2  # not re-logged
+    assert len(c.get_run(ref.mlflow_run_id).inputs.dataset_inputs) == 1  # nor the dataset
     assert c.get_model_version_by_alias(name, "champion").version == "1"
 
 
@@ -324,3 +350,98 @@ def test_live_run_is_the_registered_run(stack: Settings, published, tmp_path) ->
     assert len(c.get_metric_history(live.mlflow_run_id, "train/loss_d")) == 2  # not twice
     assert {a.path for a in c.list_artifacts(live.mlflow_run_id, "progress")} == {
         "progress/samples_epoch_00002.png"}
+
+
+# --------------------------------------------------------------------------- redecide
+
+
+DOWN = ("the registry could not be asked: MLflow tracking server http://127.0.0.1:1 "
+        "unreachable after 2 attempts (Connection refused); nothing was registered")
+
+
+def _second_report(storage: Storage, report: Report, fid: float, champion: ChampionScore,
+                   n: int) -> Report:
+    """Another evaluation of the same run, as `evaluate` writes it (`eval/<n>/`)."""
+    prefix = report.report_uri.rsplit("/", 1)[0] + f"/{n}"
+    again = report.model_copy(update={
+        "metrics": {**report.metrics, "fid": fid}, "per_seed": {"fid": [fid] * 3},
+        "champion": champion, "report_uri": f"{prefix}/report.json",
+        "markdown_uri": f"{prefix}/report.md"})
+    storage.put_json(again.report_uri, again.model_dump(mode="json"))
+    storage.put_bytes(again.markdown_uri, b"# report 2\n", "text/markdown")
+    return again
+
+
+def test_a_decision_stored_while_mlflow_was_down_can_be_redecided(stack: Settings) -> None:
+    storage, c = Storage.from_settings(stack), MlflowClient(stack.require_mlflow())
+    name = f"gan-redecide-{uuid.uuid4().hex[:8]}"
+    first = _publish_inputs(storage, f"rd-{uuid.uuid4().hex[:8]}-1", seed=1, fid=10.0)
+    assert _register(stack, storage, name, first[1].run_id, first).champion  # v1
+
+    # v2 evaluated while MLflow was down: the champion could not be asked, the gate said no.
+    run_id = f"rd-{uuid.uuid4().hex[:8]}-2"
+    asked = ChampionScore(version="?", comparable=False, reason=DOWN)
+    state, trained, report1, dataset = _publish_inputs(storage, run_id, seed=2, fid=5.0,
+                                                       champion=asked)
+    ref = _register(stack, storage, name, run_id, (state, trained, report1, dataset))
+    assert (ref.version, ref.champion, ref.decision.promote) == ("2", False, False)
+    assert ref.decision.report_uri == report1.report_uri and ref.decision.number == 1
+    assert any("champion v1 was not re-scored" in r for r in ref.decision.reasons)
+
+    # A rerun that evaluated again (MLflow back: v1 re-scored, worse) returns the stored
+    # decision, which names the report it was made on: nothing is decided on report 2.
+    rescored = ChampionScore(version="1", metrics={"fid": 10.0}, per_seed={"fid": [10.0] * 3})
+    report2 = _second_report(storage, report1, 4.0, rescored, n=2)
+    again = _register(stack, storage, name, run_id, (state, trained, report2, dataset))
+    assert again == ref and not again.champion
+
+    # redecide: the gate is applied to report 2 under decision 2; decision 1 is kept.
+    new = _register(stack, storage, name, run_id, (state, trained, report2, dataset),
+                    redecide=True)
+    assert (new.version, new.champion, new.decision.promote) == ("2", True, True)
+    assert new.decision.number == 2 and new.decision.report_uri == report2.report_uri
+    assert c.get_model_version_by_alias(name, "champion").version == "2"
+    tags = c.get_model_version(name, "2").tags
+    assert tags["verdict"] == "champion"
+    old = GateDecision.model_validate_json(tags[f"{registry.DECISION_TAG}.1"])
+    assert old == ref.decision
+    card = c.get_model_version(name, "2").description
+    assert f"Decision 2, re-decided (`redecide`) on report `{report2.report_uri}`; decision 1 " \
+        "kept" in card and "| FID (judge features) | 4 |" in card
+    decided = {a.path for a in c.list_artifacts(new.mlflow_run_id, "evaluation/decision_2")}
+    assert "evaluation/decision_2/report.json" in decided
+    assert registry.version_metrics(c, c.get_model_version(name, "2"))["fid"] == 4.0
+    # Retried (a Prefect task retry): the same decision, no third record.
+    assert _register(stack, storage, name, run_id, (state, trained, report2, dataset),
+                     redecide=True) == new
+    assert f"{registry.DECISION_TAG}.2" not in c.get_model_version(name, "2").tags
+
+    # The champion itself is not re-decided (it would be compared with itself): refused.
+    report3 = _second_report(storage, report1, 4.0, rescored, n=3)
+    with pytest.raises(RegistryError, match=rf"v2 of {name} is @champion"):
+        _register(stack, storage, name, run_id, (state, trained, report3, dataset),
+                  redecide=True)
+
+
+def test_moving_the_champion_by_hand_as_the_docs_say(stack: Settings, published,
+                                                     tmp_path) -> None:
+    """docs/runs.md's three lines (admin identity, one line of Python), run in a clean shell
+    against this stack's model; then @champion is put back where the other tests expect it."""
+    name, _ = published
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "runs.md").read_text()
+    section = doc.split("## Moving `@champion` by hand", 1)[1]
+    block = re.search(r"^```bash\n(.*?)^```", section, re.S | re.M)
+    assert block, "docs/runs.md: no bash block under 'Moving @champion by hand'"
+    script = (block[1].replace("http://127.0.0.1:5000", stack.require_mlflow())
+              .replace('".gan/', f'"{stack.gan_home.resolve()}/')
+              .replace('"gan-digits", "champion", "4"', f'"{name}", "champion", "2"'))
+    assert f'"{name}", "champion", "2"' in script and stack.require_mlflow() in script
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    r = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120)
+    c = MlflowClient(stack.require_mlflow())
+    try:
+        assert r.returncode == 0, r.stderr[-1500:]
+        assert c.get_model_version_by_alias(name, "champion").version == "2"
+    finally:
+        c.set_registered_model_alias(name, "champion", "1")

@@ -2,9 +2,10 @@
 RGB shapes written as PNG files in one sub-folder per class → prepare_data (3×32², 4 labelled
 classes) → the model shaped by the data (a conditional DCGAN on 3 channels and 4 classes; the
 smoke preset's 1 channel and 10 classes overruled) → 1 epoch on Ray → the judge and evaluation
-at C = 3 → a registered version whose model says its image shape. And `--conditional` on the
-same PNGs flattened (no labels) fails right after prepare_data, naming the contradiction,
-before any training."""
+at C = 3 → a registered version whose model says its image shape, whose MLflow run lists the
+dataset version as its input, and whose terminal output shows each epoch's line once. And
+`--conditional` on the same PNGs flattened (no labels) fails right after prepare_data, naming
+the contradiction, before any training."""
 
 from __future__ import annotations
 
@@ -34,10 +35,18 @@ def test_retrain_on_a_folder_of_class_folders_of_rgb_pngs(stack: Settings, gan_r
         "--smoke", "--source", "images", "--uri", str(folder), "--image-size", "32",
         "--arch", "dcgan", "--conditional", "--epochs", "1", "--model-name", MODEL)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    # The terminal shows the epoch's line once (the flow's log line; the Ray worker's is off).
+    lines = [x for x in (r.stdout + r.stderr).splitlines() if "epoch 1/1  loss_d" in x]
+    assert len(lines) == 1, lines
 
     c = MlflowClient(tracking_uri=stack.require_mlflow())
     mv = c.get_model_version_by_alias(MODEL, "challenger")
-    params = c.get_run(mv.run_id).data.params
+    run = c.get_run(mv.run_id)
+    params = run.data.params
+    # The run's "Datasets" panel: the version it trained on (digest = the version's hash).
+    (inp,) = run.inputs.dataset_inputs
+    assert inp.dataset.digest == run.data.tags["gan.dataset.version"]
+    assert inp.dataset.source_type == "s3" and inp.dataset.name == "shapes"
     # The data decided the shape: 3 channels, 32 px and, the model being conditional, its 4
     # classes (the smoke preset's 1-channel model with 10 classes overruled).
     assert (params["model.channels"], params["model.image_size"]) == ("3", "32")

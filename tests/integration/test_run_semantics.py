@@ -6,7 +6,8 @@ runs it, under the smoke preset's default model name (`gan-<dataset>-smoke`):
      v1 `challenger`, never promoted (reason first in its decision);
   A' the same run id with the time limit lifted: a changed loss is refused naming the field;
      unchanged, it continues from epoch 1 to 3 and publishes v2 from the new checkpoint
-     (its own MLflow run); v1 keeps its checkpoint and report;
+     (its own MLflow run); v1 keeps its checkpoint and report; run again, it trains and
+     evaluates nothing and returns the same decision, its report untouched;
   B  a new run id on the same data, recipe and code: nothing changed, so no training and no
      new version;
 and `gan-digits` (the production name) gets no version from any of them.
@@ -58,7 +59,8 @@ def flow(stack: Settings):
 
 def test_time_limit_continue_resume_check_and_nothing_changed(stack: Settings, flow) -> None:
     if not lineage.comparable_code(run_log.code_version()):
-        pytest.fail("gan/ has uncommitted changes: commit them, the 'nothing changed' step "
+        pytest.fail(f"code version {run_log.code_version()!r}: commit the changes to gan/, "
+                    "flows/, pyproject.toml, constraints.txt; the 'nothing changed' step "
                     "compares code versions (a dirty checkout never equals one)")
     c, storage = MlflowClient(stack.require_mlflow()), Storage.from_settings(stack)
     production_before = len(_versions(c, "gan-digits"))
@@ -92,7 +94,19 @@ def test_time_limit_continue_resume_check_and_nothing_changed(stack: Settings, f
     assert run2.data.tags[run_log.CONTINUES_TAG] == a.mlflow_run_id
     assert run2.data.params["train.epochs"] == "3"
     assert storage.exists(stack.s3_uri("runs", run_id, "eval", "report.json"))  # A's
-    assert storage.exists(stack.s3_uri("runs", run_id, "eval", "epoch_00003", "report.json"))
+    report3 = stack.s3_uri("runs", run_id, "eval", "epoch_00003", "report.json")
+    assert storage.exists(report3)
+    assert a2.decision.report_uri == report3
+
+    # A' again, finished and decided: nothing trained or evaluated again, the decision and the
+    # report it was made on unchanged (issue 23, item 8: the report used to be overwritten).
+    etag = storage.client.head_object(Bucket=stack.s3_bucket, Key=report3.split("/", 3)[3])
+    _, again = flow(_params(run_id=run_id))
+    assert again == a2
+    assert storage.client.head_object(Bucket=stack.s3_bucket, Key=report3.split("/", 3)[3])[
+        "ETag"] == etag["ETag"]
+    assert not storage.exists(stack.s3_uri("runs", run_id, "eval", "epoch_00003", "2",
+                                           "report.json"))
 
     # B: a new run id, same data, recipe and code as the champion → nothing to do.
     t0 = time.monotonic()

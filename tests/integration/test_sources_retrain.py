@@ -136,7 +136,8 @@ def test_bad_files_in_s3_are_named_and_refused_before_anything_is_written(
         for rel, data in files.items():
             storage.put_bytes(f"{prefix}/{rel}", data)
         before = _datasets(storage)
-        r = runner.invoke(app, ["data", "prepare", "--source", "images", "--uri", prefix + "/"])
+        r = runner.invoke(app, ["data", "prepare", "--source", "images", "--uri", prefix + "/",
+                                "--no-judge"])  # a handful of files: too few for a judge
         out = " ".join(r.output.split())  # rich wraps long lines
         assert (r.exit_code != 0) == refused, f"{case}: {out}"
         assert message in out, f"{case}: {out}"
@@ -150,7 +151,7 @@ def test_bad_files_in_s3_are_named_and_refused_before_anything_is_written(
     print(f"{len(CASES)} cases through `gan data prepare`: {time.monotonic() - t0:.1f} s")
     # A share of bad files may be skipped and counted instead.
     r = runner.invoke(app, ["data", "prepare", "--source", "images", "--uri",
-                            f"{root}/truncated/", "--max-bad-fraction", "0.2"])
+                            f"{root}/truncated/", "--max-bad-fraction", "0.2", "--no-judge"])
     out = " ".join(r.output.split())
     assert r.exit_code == 0 and "1 bad files skipped" in out, out
     for ds in {k.split("/datasets/", 1)[1].split("/")[0] for k in _datasets(storage)} & \

@@ -1,6 +1,6 @@
 """A dataset bigger than the in-memory cap trains by streaming its shards (Ray Data from S3).
 
-The bundled digits (1,797 images: 1,437 train + 360 holdout, 5.4 MiB as float32) with
+The bundled digits (1,797 images: 1,438 train + 359 holdout, 5.4 MiB as float32) with
 `train.max_in_memory_mb` 2 and `train.stream` auto: the driver must choose the streaming
 path, the worker reads its `get_dataset_shard` from the stack's SeaweedFS through Ray Data,
 and the run leaves a checkpoint of the right dataset version with finite losses; the

@@ -1,8 +1,9 @@
 """The data-change trigger on the real stack (issue 15, point 8): `watch-source` run in this
 process against an .npz source in the bucket starts nothing on its first look (a baseline) or
 while the object is unchanged, and starts one run of the retrain deployment once new data is
-uploaded. The retrain deployment is registered but not served here, so the started run stays
-Scheduled: the test checks its parameters, then deletes it (no training in this test).
+uploaded, and one more each time the data changes again, also back to an earlier state. The
+retrain deployment is registered but not served here, so the started runs stay Scheduled: the
+test checks their parameters, then deletes them (no training in this test).
 """
 
 from __future__ import annotations
@@ -57,5 +58,15 @@ def test_new_data_in_the_source_starts_a_retrain_run(stack: Settings) -> None:
     assert started is not None and [str(r.id) for r in found] == [started]
     assert found[0].parameters["params"]["data"]["uri"] == uri
     assert watch_source(params, deployment) is None and len(runs()) == 1  # seen: once only
+    # The old data back, then the new again (A → B → A → B): each change starts a run
+    # (issue 23, item 7: the second B used to get the first B's key and start nothing).
+    storage.put_bytes(uri, _npz(30))
+    back = watch_source(params, deployment)
+    storage.put_bytes(uri, _npz(40))
+    again = watch_source(params, deployment)
+    found = runs()
+    assert len({started, back, again}) == 3 and {str(r.id) for r in found} == {
+        started, back, again}
     with get_client(sync_client=True) as c:
-        c.delete_flow_run(found[0].id)
+        for r in found:
+            c.delete_flow_run(r.id)

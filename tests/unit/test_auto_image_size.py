@@ -76,7 +76,7 @@ def test_a_bad_file_is_still_named_when_the_size_comes_from_the_data(tmp_path: P
     with pytest.raises(DataError, match="notes.png: not a PNG, JPEG or WebP"):
         prepare_arrays(DataConfig(source="images", uri=str(tmp_path)))
     d = prepare_arrays(DataConfig(source="images", uri=str(tmp_path), max_bad_fraction=0.25,
-                                  holdout_fraction=0.5))
+                                  holdout_fraction=0.3))  # 4 images: 3 train, 1 holdout
     assert d.image_shape == (1, 32, 32)
 
 
@@ -89,12 +89,11 @@ def test_array_sources_follow_their_native_size(tmp_path: Path) -> None:
     np.savez(tmp_path / "small.npz", x=rng.random((20, 12, 12)), y=np.arange(20) % 2)
     assert prepare_arrays(DataConfig(source="npz", uri=str(tmp_path / "small.npz"))) \
         .image_shape == (1, 28, 28)
-    x = rng.integers(0, 256, (20, 3, 32, 32), dtype=np.uint8)
-    rec = np.concatenate([(np.arange(20) % 10)[:, None].astype(np.uint8), x.reshape(20, -1)], 1)
+    x = rng.integers(0, 256, (60, 3, 32, 32), dtype=np.uint8)  # 6 a class: each has a train one
+    rec = np.concatenate([(np.arange(60) % 10)[:, None].astype(np.uint8), x.reshape(60, -1)], 1)
     (tmp_path / "bins").mkdir()
     (tmp_path / "bins" / "data_batch_1.bin").write_bytes(rec.tobytes())
-    d = prepare_arrays(DataConfig(source="cifar10", uri=str(tmp_path / "bins"),
-                                  holdout_fraction=0.5))
+    d = prepare_arrays(DataConfig(source="cifar10", uri=str(tmp_path / "bins")))
     assert d.image_shape == (3, 32, 32)
 
 

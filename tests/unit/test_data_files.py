@@ -53,9 +53,10 @@ def shapes_dir(tmp_path: Path) -> Path:
 
 def test_class_folders_are_labels_and_rgb_is_kept(shapes_dir: Path) -> None:
     d = prepare_arrays(images_cfg(shapes_dir, holdout_fraction=0.2))
-    assert d.x_train.shape == (16, 3, 32, 32) and d.x_holdout.shape == (4, 3, 32, 32)
+    assert d.x_train.shape[1:] == (3, 32, 32) and len(d.x_train) + len(d.x_holdout) == 20
     assert d.class_names == CLASSES and d.num_classes == 4 and d.labelled
-    assert d.class_hist("train") == [4, 4, 4, 4] and d.name == "shapes"
+    hist = np.add(d.class_hist("train"), d.class_hist("holdout"))
+    assert hist.tolist() == [5, 5, 5, 5] and d.name == "shapes"
     # The pixels are the PNGs' pixels (no resize at 32): compare with the renderer's output.
     x, _ = render_shapes(5)
     real = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -365,3 +366,74 @@ def test_shards_round_trip_and_split_by_size(monkeypatch: pytest.MonkeyPatch) ->
 def test_decode_is_refused_for_nothing() -> None:
     with pytest.raises(DataError, match="no images to decode"):
         decode.decode_images([], size=8, channels=None)
+
+
+# --------------------------------------------------------------------------- stray files
+
+
+class _PrefixStorage:
+    """Just what the `images` source asks of object storage for an s3:// prefix: a listing and
+    the objects' bytes (a dict of key → bytes standing in for a bucket)."""
+
+    def __init__(self, objects: dict[str, bytes]) -> None:
+        self.objects = objects
+
+    def list_keys(self, prefix_uri: str) -> list[str]:
+        return sorted(k for k in self.objects if k.startswith(prefix_uri))
+
+    def get_bytes(self, uri: str) -> bytes:
+        return self.objects[uri]
+
+
+def _class_tree(n_classes: int = 10, per_class: int = 3) -> dict[str, bytes]:
+    """Ten class folders of small PNGs plus one `cover.png` at the root (a stray file)."""
+    files = {f"{c}/{i}.png": png(solid((c * 20, i * 40, 7), 8, 8))
+             for c in range(n_classes) for i in range(per_class)}
+    return {**files, "cover.png": png(solid((255, 255, 255), 8, 8))}
+
+
+STRAY_MESSAGE = (r"1 image file lies at the root beside 10 class folders \(cover.png\).*"
+                 r"--ignore-stray-files")
+
+
+def test_stray_file_beside_class_folders_is_refused_or_ignored_on_request(
+        tmp_path: Path) -> None:
+    """One cover.png beside ten class folders turned a labelled set into 'no labels', silently
+    (the run then switched model and judge)."""
+    for rel, data in _class_tree().items():
+        (tmp_path / "set" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "set" / rel).write_bytes(data)
+    with pytest.raises(DataError, match=STRAY_MESSAGE) as err:
+        load_source(images_cfg(tmp_path / "set"))
+    assert "data.ignore_stray_files" in str(err.value)
+    src = load_source(images_cfg(tmp_path / "set", ignore_stray_files=True))
+    assert src.labelled and len(src.x) == 30 and src.class_names == tuple(map(str, range(10)))
+    assert src.y.tolist() == [c for c in range(10) for _ in range(3)]
+
+
+def test_stray_files_in_an_archive_and_an_s3_prefix_are_refused(tmp_path: Path) -> None:
+    tree = {f"set/{k}": v for k, v in _class_tree().items()}  # one wrapping top folder
+    tree.update({f"set/extra{i}.jpg": png(solid((i, 0, 0), 8, 8), "JPEG") for i in range(6)})
+    (tmp_path / "set.zip").write_bytes(_zip(tree))
+    with pytest.raises(DataError, match=r"set.zip: 7 image files lie at the root beside 10 "
+                                        r"class folders \(cover.png, extra0.jpg, extra1.jpg, "
+                                        r"extra2.jpg, extra3.jpg, and 2 more\)"):
+        load_source(images_cfg(tmp_path / "set.zip"))
+    assert load_source(images_cfg(tmp_path / "set.zip", ignore_stray_files=True)).labelled
+    bucket = _PrefixStorage({f"s3://b/data/{k}": v for k, v in _class_tree().items()})
+    with pytest.raises(DataError, match=STRAY_MESSAGE):
+        load_source(images_cfg("s3://b/data"), bucket)  # type: ignore[arg-type]
+    src = load_source(images_cfg("s3://b/data", ignore_stray_files=True),
+                      bucket)  # type: ignore[arg-type]
+    assert src.labelled and len(src.x) == 30
+
+
+def test_flat_and_one_folder_layouts_keep_their_meaning(tmp_path: Path) -> None:
+    """No class folders to lose: all files at the root (flat) or one folder plus root files
+    stay unlabelled, with or without the flag."""
+    for i in range(4):
+        (tmp_path / "one" / "cats").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "one" / "cats" / f"{i}.png").write_bytes(png(solid((i * 40, 0, 0))))
+    (tmp_path / "one" / "cover.png").write_bytes(png(solid((9, 9, 9))))
+    src = load_source(images_cfg(tmp_path / "one"))
+    assert not src.labelled and len(src.x) == 5

@@ -22,7 +22,8 @@ def report(why: str | None) -> Report:
                   markdown_uri="s3://b/r.md", n_samples=100, classes_covered=10,
                   class_hist=[0.1] * 10, judge_accuracy=0.99, floors={"recall": 0.8},
                   ceilings={}, diverged=why is not None, divergence_reason=why,
-                  metrics={"fid": 1.0, "class_kl": 0.0, "recall": 0.8, "copy_fraction": 0.1})
+                  metrics={"fid": 1.0, "class_kl": 0.0, "recall": 0.8, "copy_ct": 0.0,
+                           "copy_distance_ratio": 1.0})
 
 
 def test_healthy_generator_and_history_are_not_diverged():

@@ -280,6 +280,15 @@ def test_summary_has_table_decision_links_and_samples():
     assert "**not promoted**" in text and "- FAIL: FID 1.5 < 1.2" in text
     assert f"]({links.model_version})" in text and f"]({links.run})" in text
     assert f"![samples]({links.samples_png})" in text
+    assert "Standard FID" not in text  # off by default
+    with_inception = report.model_copy(update={
+        "metrics": {**report.metrics, "fid_inception": 41.5},
+        "spread": {"fid_inception": 1.25}, "floors": {**report.floors, "fid_inception": 3.5}})
+    text = summary.summary_markdown(run_id="r1", dataset=dataset, trained=trained,
+                                    report=with_inception, model=model, champion={"fid": 1.2},
+                                    links=links)
+    assert ("Standard FID (Inception-v3, for comparison with published numbers; does not "
+            "decide promotion): 41.5 ± 1.25, real data 3.5") in text
 
 
 def test_artifact_keys_are_prefect_safe():

@@ -182,3 +182,56 @@ def test_model_whose_mlmodel_points_outside_is_refused(tmp_path: Path) -> None:
         f"    loader_module: {mm.LOADER_MODULE}\n    data: ../../outside\n")
     with pytest.raises(mm.BundleError, match="outside the model directory"):
         download_model(str(model), tmp_path / "dst")
+
+
+# --------------------------------------------------------------------------- unreadable zips
+
+
+def _zip_patched(name: str, *, flag_bits: int = 0, method: int | None = None) -> bytes:
+    """A real zip of two PNGs whose member `name` is then marked in both of its headers (local
+    and central directory) as zipfile would find it in an archive made by another tool:
+    `flag_bits` OR-ed in (0x1 = encrypted, what `zip -e` writes) and/or its compression
+    `method` replaced (9 = Deflate64, what Windows Explorer writes for large files). zipfile
+    writes neither, so the bytes are patched; the offsets are the zip format's (APPNOTE 4.3.7,
+    4.3.12)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a/1.png", _png())
+        zf.writestr(name, _png(9, 9))
+    data = bytearray(buf.getvalue())
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as zf:
+        local, central = zf.getinfo(name).header_offset, zf.start_dir
+    while bytes(data[central + 46:central + 46 + len(name)]) != name.encode():
+        sizes = struct.unpack_from("<HHH", data, central + 28)  # name, extra, comment lengths
+        central += 46 + sum(sizes)  # the next central directory entry
+    for off_flags, off_method in ((local + 6, local + 8), (central + 8, central + 10)):
+        flags = struct.unpack_from("<H", data, off_flags)[0] | flag_bits
+        struct.pack_into("<H", data, off_flags, flags)
+        if method is not None:
+            struct.pack_into("<H", data, off_method, method)
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"flag_bits": 0x1}, r"enc.zip: archive member 'b/2.png' is encrypted"),
+        ({"method": 9}, r"enc.zip: archive member 'b/2.png' uses compression method 9 "
+                        r"\(Deflate64\)"),
+    ],
+    ids=["encrypted", "deflate64"],
+)
+def test_zip_python_cannot_read_is_a_data_error_naming_the_member(
+        tmp_path: Path, patch: dict, message: str) -> None:
+    """Encrypted and Deflate64 members raised zipfile's RuntimeError / NotImplementedError,
+    which named neither the archive nor the way out."""
+    data = _zip_patched("b/2.png", **patch)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:  # the crafted archive is what zipfile refuses
+        with pytest.raises((RuntimeError, NotImplementedError)):
+            zf.read("b/2.png")
+        assert zf.read("a/1.png") == _png()
+    (tmp_path / "enc.zip").write_bytes(data)
+    with pytest.raises(DataError, match=message) as err:
+        load_source(_cfg(tmp_path / "enc.zip"))
+    assert "re-create" in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["enc.zip"]  # nothing written

@@ -91,6 +91,18 @@ def test_new_data_recipe_or_code_trains(champion, monkeypatch: pytest.MonkeyPatc
     assert _check()[1] == [f"code version '{COMMIT}+dirty' cannot be compared (local changes)"]
 
 
+def test_a_bare_package_version_never_counts_as_unchanged(champion,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 23, item 6: an image built without its commit reported `gan-retrain==0.1.0`,
+    the same for every commit, so changed code looked unchanged."""
+    champion(tags={"gan.code_version": "gan-retrain==0.1.0"})
+    monkeypatch.setattr(run_log, "code_version", lambda: "gan-retrain==0.1.0")
+    unchanged, diff = _check()
+    assert unchanged is None and diff == [
+        "code version 'gan-retrain==0.1.0' cannot be compared (a package version, not a "
+        "commit: install from a git checkout, or build the image with GAN_CODE_VERSION)"]
+
+
 def test_no_champion_means_train(champion) -> None:
     champion(tags={})
     assert _check() == (None, [])

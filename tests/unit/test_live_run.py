@@ -7,16 +7,20 @@ run's summary and marks training logged, `fail` ends the run FAILED saying why.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 from pyarrow import fs as pafs
 
 from gan.core.config import ModelConfig, TrainConfig
 from gan.core.records import TrainedRef
 from gan.registry.live_run import LiveRun, run_description
+from gan.train.ray import worker
 from gan.train.ray.driver import preview_every
 from gan.train.ray.worker import RunSpec, _Reporter
 from gan.train.state import make_state
@@ -99,3 +103,28 @@ def test_worker_previews_about_five_times_and_at_the_end() -> None:
                   run_fs=pafs.LocalFileSystem())
     assert _Reporter(off, rep.state, rank=0, device=torch.device("cpu"),
                      batches=None)._preview(12, 12) == {}  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("driver_shows_it", [True, False])
+def test_each_epoch_line_is_printed_once(monkeypatch: pytest.MonkeyPatch,
+                                         caplog: pytest.LogCaptureFixture,
+                                         driver_shows_it: bool) -> None:
+    """`gan retrain`'s terminal gets each epoch's line once: with a driver callback (the flow's
+    `EpochProgress` logs it, to the terminal and the Prefect UI) rank 0 only queues the
+    metrics; without one (a bare `train()`), rank 0 prints it, which Ray forwards."""
+    cfg = ModelConfig(arch="mlp", g_hidden=(8,), d_hidden=(8,), latent_dim=4)
+    tc = TrainConfig(epochs=3)
+    queued: list[dict[str, Any]] = []
+    spec = RunSpec(run_id="r1", model_cfg=cfg, train_cfg=tc, run_dir="/nowhere",
+                   run_fs=pafs.LocalFileSystem(),
+                   progress=SimpleNamespace(put_nowait=queued.append) if driver_shows_it else None)
+    state = make_state(cfg, tc)
+    state.history.append({})
+    monkeypatch.setattr(worker, "_report", lambda *a, **k: None)  # ray.train.report
+    rep = _Reporter(spec, state, rank=0, device=torch.device("cpu"),
+                    batches=SimpleNamespace(count=64))  # type: ignore[arg-type]
+    with caplog.at_level(logging.INFO, logger=worker.__name__):
+        rep(_epoch(1), None)
+    lines = [r.getMessage() for r in caplog.records if "epoch 1/3" in r.getMessage()]
+    assert len(lines) == (0 if driver_shows_it else 1), lines
+    assert len(queued) == (1 if driver_shows_it else 0)

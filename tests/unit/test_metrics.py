@@ -166,8 +166,8 @@ def test_collapsed_generator_is_caught_and_refused_by_the_gate(digits, judge, fl
     assert m["recall"] < 0.1 and m["fid"] > 50 * result["floors"]["fid"]
     decision = gate(as_report(result), None, GateConfig())
     assert not decision.promote
-    # classes, KL, recall, and copying (it returns training images)
-    assert sum(r.startswith("FAIL") for r in decision.reasons) == 4
+    # classes, KL, recall, and both copy rules (it returns training images)
+    assert sum(r.startswith("FAIL") for r in decision.reasons) == 5
 
 
 class OnePerClass(PickByLatent):
@@ -183,7 +183,8 @@ def test_within_class_collapse_keeps_classes_but_the_gate_refuses_it(digits, jud
     assert result["classes_covered"] == 10 and result["metrics"]["class_kl"] < 0.05
     assert result["metrics"]["recall"] < 0.1 and result["metrics"]["precision"] > 0.5
     # the copy rule is off here: this stand-in also returns training images (its own test)
-    decision = gate(as_report(result), None, GateConfig(max_copy_fraction=1.0))
+    decision = gate(as_report(result), None, GateConfig(min_copy_ct=None,
+                                                        min_copy_distance_ratio=0.0))
     failed = [r for r in decision.reasons if r.startswith("FAIL")]
     assert not decision.promote and len(failed) == 1 and "recall" in failed[0], decision.reasons
 
@@ -351,6 +352,7 @@ def test_copy_stats_tell_copies_from_fresh_samples():
     f, c = M.copy_stats(train, holdout, fresh), M.copy_stats(train, holdout, copies)
     assert 0.0 < f["copy_fraction"] < 0.25 and 0.8 < f["copy_distance_ratio"] < 1.25
     assert c["copy_fraction"] == 1.0 and c["copy_distance_ratio"] == 0.0
+    assert -3 < f["copy_ct"] < 3 and c["copy_ct"] < -10
 
 
 def test_class_kl_and_coverage():
@@ -413,7 +415,7 @@ def test_copying_generator_fails_the_copy_rule_and_a_fresh_one_passes(fresh_vs_c
     assert not bad.promote
     assert any("reproduces training images" in r for r in bad.reasons if r.startswith("FAIL"))
     good = gate(as_report(fresh), None, GateConfig())
-    assert any(r.startswith("PASS: copy fraction") for r in good.reasons), good.reasons
+    assert any(r.startswith("PASS: copy test C_T") for r in good.reasons), good.reasons
 
 
 def test_champion_is_rescored_on_the_same_seeds(fresh_vs_copy, digits, judge, floors):

@@ -2,9 +2,12 @@
 model loads both ways (pyfunc, pytorch/pt2) in a subprocess where `gan` cannot be imported.
 
 What it pins: `gan/registry/portable/gan_generator_model.py` (the file that travels inside each
-model version) rebuilds exactly `gan.nets.models`' generators from a bundle, its inference form
-(`fuse`) draws the same images up to float rounding, its input forms agree with each other and
-with `gan sample`'s seeded latents, and bad inputs are refused naming the problem.
+model version) rebuilds exactly `gan.nets.models`' generators from a bundle — for every
+architecture `gan retrain --arch` offers (read from the config's Literal, so a new one is
+covered the day it is added) —, its inference form (`fuse`) draws the same images up to float
+rounding, its input forms agree with each other and with `gan sample`'s seeded latents, bad
+inputs are refused naming the problem, and a run whose architecture could not be published is
+refused before it trains.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import subprocess
 import sys
 import threading
+import typing
 from pathlib import Path
 
 import mlflow
@@ -24,7 +28,8 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from gan.core.config import ModelConfig
+from flows import params as P
+from gan.core.config import ModelConfig, RetrainParams
 from gan.nets.models import build, sample_latent
 from gan.registry import model_format as mm
 from gan.registry.portable import gan_generator_model as portable
@@ -33,12 +38,32 @@ torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT = ROOT / "tests" / "portable_client.py"
 TINY = {"g_hidden": (16, 32), "d_hidden": (32, 16), "base_channels": 8, "latent_dim": 12}
-CASES = [("dcgan", True), ("mlp", False), ("dcgan", False), ("mlp", True)]
+
+
+def cli_archs() -> tuple[str, ...]:
+    """The architectures `gan retrain --arch` accepts: the Literal of the field it sets."""
+    option = next(o for o in P.RETRAIN_OPTIONS if o.flags == "--arch")
+    annotation = P.field_info(option.field).annotation
+    literal = next(a for a in typing.get_args(annotation) if typing.get_origin(a) is typing.Literal)
+    return typing.get_args(literal)
+
+
+ARCHS = cli_archs()
+CASES = [(arch, conditional) for arch in ARCHS for conditional in (True, False)]
+
+
+def tiny_size(arch: str) -> int:
+    """28 (the digits) where the arch takes it, else 16 (a power of two every arch takes)."""
+    try:
+        ModelConfig(arch=arch, image_size=28)
+    except ValueError:
+        return 16
+    return 28
 
 
 def tiny_bundle(tmp: Path, arch: str, conditional: bool) -> tuple[ModelConfig, torch.nn.Module,
                                                                     Path]:
-    cfg = ModelConfig(arch=arch, conditional=conditional, **TINY)
+    cfg = ModelConfig(arch=arch, conditional=conditional, image_size=tiny_size(arch), **TINY)
     torch.manual_seed(1)
     G, D = build(cfg)
     G.train()  # BatchNorm running stats off their defaults, so folding them is exercised
@@ -60,6 +85,12 @@ def reference(G: torch.nn.Module, cfg: ModelConfig, n: int = 5) -> dict[str, np.
     return ref | ({"y": y.numpy()} if cfg.conditional else {})
 
 
+def test_the_cli_offers_what_the_model_config_builds() -> None:
+    """The list walked here is the CLI's, and it is every arch a ModelConfig takes."""
+    literal = typing.get_args(ModelConfig.model_fields["arch"].annotation)
+    assert set(ARCHS) == set(literal) and {"mlp", "dcgan", "dcgan-deep", "resnet"} <= set(ARCHS)
+
+
 @pytest.mark.parametrize(("arch", "conditional"), CASES)
 def test_portable_generator_is_the_pipelines(tmp_path: Path, arch: str, conditional: bool
                                              ) -> None:
@@ -75,7 +106,8 @@ def test_portable_generator_is_the_pipelines(tmp_path: Path, arch: str, conditio
     model = portable._load_pyfunc(str(bundle))
     np.testing.assert_allclose(model.predict({"n": 5, "seed": 7}), ref["x_req"], atol=2e-6)
     out = model.predict({"z": ref["z"], "y": ref.get("y")})
-    assert out.shape == (5, 1, 28, 28) and out.dtype == np.float32
+    size = cfg.image_size
+    assert out.shape == (5, 1, size, size) and out.dtype == np.float32
     assert -1.0 <= out.min() and out.max() <= 1.0
 
 
@@ -97,7 +129,7 @@ def test_input_forms_and_errors(tmp_path: Path) -> None:
         model.predict({"n": 2, "y": [0, 10]})
     with pytest.raises(ValueError, match="y has 3 labels for 2 images"):
         model.predict({"n": 2, "y": [0, 1, 2]})
-    with pytest.raises(ValueError, match=r"n must lie in \[0, 1000000\]"):
+    with pytest.raises(ValueError, match=r"n must be >= 0, got -1"):
         model.predict({"n": -1})
     with pytest.raises(ValueError, match="n must be an integer"):
         model.predict({"n": 2.5})
@@ -110,25 +142,98 @@ def test_input_forms_and_errors(tmp_path: Path) -> None:
         portable.load_generator(bundle)
 
 
+def test_a_request_is_bounded_by_its_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                            ) -> None:
+    """One request may produce at most `max_output_bytes` of float32 images (default 1 GiB,
+    the model's MLflow model_config, overridable when loading): 1,000,000 images of a
+    3×128×128 model (183 GiB) are refused naming the limit, before anything is drawn; a request
+    within it is drawn in chunks into one output array."""
+    cfg = ModelConfig(arch="dcgan", image_size=128, channels=3, base_channels=4,
+                      latent_dim=8)
+    torch.manual_seed(0)
+    G, D = build(cfg)
+    bundle = mm.write_bundle(tmp_path / "rgb" / "gan_generator", cfg, G.eval(), D.eval())
+    model = portable._load_pyfunc(str(bundle))
+    def refuse(*shape: object, **kwargs: object) -> None:
+        raise AssertionError(f"latents of shape {shape} drawn: the request was accepted")
+
+    monkeypatch.setattr(portable.torch, "randn", refuse)
+    with pytest.raises(ValueError, match=r"1000000 images of 3×128×128 float32 are 183\.1 GiB.*"
+                       r"limit of 1\.0 GiB per request.*at most 5461.*max_output_bytes"):
+        model.predict({"n": 1_000_000, "seed": 0})
+    with pytest.raises(ValueError, match="limit of 1.0 GiB"):
+        model.predict({"z": np.zeros((5462, 8), np.float32)})
+    monkeypatch.undo()
+    per_image = 3 * 128 * 128 * 4
+    small = portable._load_pyfunc(str(bundle), {"max_output_bytes": 3 * per_image})
+    assert small.predict({"n": 3}).shape == (3, 3, 128, 128)
+    with pytest.raises(ValueError, match=r"4 images .* limit of 576\.0 KiB.*at most 3"):
+        small.predict({"n": 4})
+    assert portable.chunk_size((3, 128, 128)) == 42 and portable.chunk_size((1, 28, 28)) == 2674
+    monkeypatch.setattr(portable, "CHUNK_BYTES", 2 * per_image)  # chunks of 2: same images
+    chunked = portable._load_pyfunc(str(bundle)).predict({"n": 5, "seed": 3})
+    monkeypatch.undo()
+    np.testing.assert_allclose(chunked, model.predict({"n": 5, "seed": 3}), atol=1e-6)
+    saved = mm.save_bundle_model(tmp_path / "rgb" / "model", bundle)
+    conf = yaml.safe_load((saved / "MLmodel").read_text())
+    assert conf["flavors"]["python_function"]["config"] == {"max_output_bytes": 2**30}
+    loaded = mlflow.pyfunc.load_model(str(saved), model_config={"max_output_bytes": per_image})
+    with pytest.raises(Exception, match="limit of 192.0 KiB"):
+        loaded.predict({"n": 2})
+
+
 def test_saved_model_is_self_contained(tmp_path: Path, portable_client) -> None:
-    """Both flavours of a locally saved model, for an unconditional and a conditional G, in a
-    subprocess that cannot import `gan` or `flows` (tests/portable_client.py)."""
+    """Both flavours of a locally saved model, for every architecture the CLI offers, an
+    unconditional and a conditional G each, in a subprocess that cannot import `gan` or `flows`
+    (tests/portable_client.py): each publishes, loads and samples without the project."""
     cases = []
-    for arch, conditional in CASES[:2]:
+    for arch, conditional in CASES:
         cfg, G, bundle = tiny_bundle(tmp_path, arch, conditional)
         path = mm.save_bundle_model(bundle.parent / "model", bundle)
         conf = yaml.safe_load((path / "MLmodel").read_text())
         assert conf["flavors"]["python_function"]["loader_module"] == "gan_generator_model"
-        assert conf["flavors"]["pytorch"]["model_data"] == "pytorch"
+        assert conf["flavors"]["pytorch"]["model_data"] == "data/gan_generator"
         assert (path / "code" / "gan_generator_model.py").is_file()
+        # Nothing else: each file and folder costs every consumer's cold load MLflow requests.
+        files = {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()}
+        assert files == {"MLmodel", "conda.yaml", "python_env.yaml", "requirements.txt",
+                         "code/gan_generator_model.py", "data/gan_generator/model.pt2",
+                         "data/gan_generator/model_config.json",
+                         "data/gan_generator/generator.safetensors",
+                         "data/gan_generator/discriminator.safetensors"}, files
+        assert conf["metadata"]["request_example"] == mm.request_example(cfg)
         reqs = (path / "requirements.txt").read_text().split()
         assert {r.split("==")[0] for r in reqs} == {"torch", "numpy", "mlflow"}
         np.savez(bundle.parent / "ref.npz", **reference(G, cfg))
         cases.append({"uri": str(path), "conditional": conditional,
                       "ref": str(bundle.parent / "ref.npz")})
     results = portable_client(cases)
-    assert len(results) == 2 and all(x["ok"] and not x["pipeline_imported"] for x in results)
-    assert results[0]["shape"] == [5, 1, 28, 28] and results[0]["dtype"] == "float32"
+    assert len(results) == len(CASES)
+    assert all(x["ok"] and not x["pipeline_imported"] for x in results), results
+    for (arch, _), x in zip(CASES, results, strict=True):
+        size = tiny_size(arch)
+        assert x["shape"] == [5, 1, size, size] and x["dtype"] == "float32", (arch, x)
+
+
+def test_an_arch_the_loader_cannot_build_is_refused_before_training(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`gan retrain` and the flow resolve their parameters before any work: an arch the portable
+    loader does not know (or whose layers it names differently) fails there, naming the arch,
+    instead of at `register` after a whole training."""
+    for arch in ARCHS:
+        P.resolve(RetrainParams(arch=arch))  # every offered arch passes
+    monkeypatch.delitem(portable.GENERATORS, "resnet")
+    with pytest.raises(P.ParamsError, match="arch 'resnet' cannot be published"):
+        P.resolve(RetrainParams(arch="resnet"))
+
+    class Renamed(portable.MLPGenerator):  # a copy that drifted from gan.nets
+        def __init__(self, cfg: dict) -> None:
+            super().__init__(cfg)
+            self.extra = torch.nn.Linear(2, 2)
+
+    monkeypatch.setitem(portable.GENERATORS, "mlp", Renamed)
+    with pytest.raises(P.ParamsError, match="'mlp'.*extra.weight"):
+        P.resolve(RetrainParams(arch="mlp"))
 
 
 def test_client_refuses_the_pipeline(tmp_path: Path) -> None:
@@ -174,7 +279,9 @@ def test_logged_model_has_both_flavours(tmp_path: Path) -> None:
     before = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:
-        with mlflow.start_run():
+        # artifacts under tmp_path (a SQLite store's default is ./mlruns in the working folder)
+        exp = mlflow.create_experiment("portable", artifact_location=str(tmp_path / "artifacts"))
+        with mlflow.start_run(experiment_id=exp):
             info = mm.log_bundle_model("generator", bundle, metadata={"run_id": "r1"})
         assert set(info.flavors) == {"python_function", "pytorch"}
         assert info.flavors["python_function"]["loader_module"] == "gan_generator_model"

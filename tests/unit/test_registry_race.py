@@ -11,6 +11,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
@@ -18,6 +19,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 from gan.core.config import GateConfig
 from gan.core.records import GateDecision
 from gan.registry import publish as registry
+from gan.registry.connect import RegistryError
 
 
 class Registry(MlflowClient):
@@ -58,6 +60,10 @@ def fid_gate(report: Any, champion_metrics: dict[str, float] | None, cfg: GateCo
                         champion_version=champion_version)
 
 
+def _report(fid: float, uri: str = "s3://gan/runs/r2/eval/report.json") -> Any:
+    return SimpleNamespace(metrics={"fid": fid}, report_uri=uri)
+
+
 def test_champion_moved_while_deciding_is_judged_again() -> None:
     reg, calls = Registry(), []
 
@@ -68,7 +74,7 @@ def test_champion_moved_while_deciding_is_judged_again() -> None:
         calls.append(kw.get("champion_version"))
         return decision
 
-    report = SimpleNamespace(metrics={"fid": 2.0})
+    report = _report(2.0)
     decision = registry._decide_and_apply(reg, "m", "2", report, GateConfig(), racing_gate)
     assert calls == [None, "1"]  # decided once with no champion, then against version 1
     assert not decision.promote and decision.champion_version == "1"
@@ -86,7 +92,7 @@ def test_better_candidate_still_wins_after_the_recheck() -> None:
         reg.aliases.setdefault("champion", "1")
         return fid_gate(report, champ, cfg, **kw)
 
-    report = SimpleNamespace(metrics={"fid": 2.0})
+    report = _report(2.0)
     decision = registry._decide_and_apply(reg, "m", "2", report, GateConfig(), racing_gate)
     assert decision.promote and decision.champion_version == "1"
     assert reg.aliases["champion"] == "2"
@@ -99,6 +105,28 @@ def test_no_race_decides_once() -> None:
         calls.append(kw.get("champion_version"))
         return fid_gate(report, champ, cfg, **kw)
 
-    registry._decide_and_apply(reg, "m", "1", SimpleNamespace(metrics={"fid": 1.0}),
-                               GateConfig(), gate)
+    registry._decide_and_apply(reg, "m", "1", _report(1.0), GateConfig(), gate)
     assert calls == [None] and reg.aliases == {"champion": "1", "challenger": "1"}
+
+
+def test_redecide_makes_a_new_record_and_keeps_the_old() -> None:
+    """Issue 23, item 8: decision 1 (made on report 1) stands on a plain rerun with another
+    report; `redecide` sets it aside as `gan.gate.decision.1` and decides on report 2."""
+    reg = Registry()
+    reg.aliases["champion"] = "1"
+    first = registry._decide_and_apply(reg, "m", "2", _report(5.0), GateConfig(), fid_gate)
+    assert (first.promote, first.number, first.report_uri) == (
+        False, 1, "s3://gan/runs/r2/eval/report.json")
+    better = _report(0.5, "s3://gan/runs/r2/eval/2/report.json")
+    assert registry._decide_and_apply(reg, "m", "2", better, GateConfig(), fid_gate) == first
+    new = registry._decide_and_apply(reg, "m", "2", better, GateConfig(), fid_gate,
+                                     redecide=True)
+    assert (new.promote, new.number, new.report_uri) == (True, 2, better.report_uri)
+    assert reg.aliases["champion"] == "2" and reg.tags["2"]["verdict"] == "champion"
+    assert GateDecision.model_validate_json(reg.tags["2"][f"{registry.DECISION_TAG}.1"]) == first
+    assert registry._decide_and_apply(reg, "m", "2", better, GateConfig(), fid_gate,
+                                      redecide=True) == new  # a retry: the same record
+    with pytest.raises(RegistryError, match="v2 of m is @champion: re-deciding it would "
+                       "compare it with itself"):
+        registry._decide_and_apply(reg, "m", "2", _report(0.1, "s3://x/3/report.json"),
+                                   GateConfig(), fid_gate, redecide=True)

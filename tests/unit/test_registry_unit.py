@@ -170,7 +170,7 @@ def test_bundle_errors(tmp_path: Path) -> None:
         mm.load_discriminator_from_bundle(tmp_path / "g")
     other = ModelConfig(arch="mlp", g_hidden=(8,), d_hidden=(8,), latent_dim=12)
     mm.write_bundle(tmp_path / "bad", other, G)  # weights of another architecture
-    with pytest.raises(RuntimeError):
+    with pytest.raises(mm.WeightsMismatch, match="do not fit the MLPGenerator"):
         mm.load_generator_from_bundle(tmp_path / "bad")
 
 
@@ -279,6 +279,26 @@ def test_generate_seeded_and_batched() -> None:
     assert torch.equal(b.x, d.x) and not torch.allclose(a.x, c.x)
     # Batch size changes the BLAS kernels, so batched equals unbatched up to rounding.
     torch.testing.assert_close(a.x, b.x, rtol=1e-5, atol=1e-6)
+
+
+def test_gan_sample_is_bounded_by_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`gan sample`'s draw obeys the same output bound as the published model (1 GiB of
+    float32 images by default): a request past it is refused naming the limit, before any
+    latent is drawn; a request within it is drawn."""
+    cfg = ModelConfig(arch="dcgan", image_size=128, channels=3, base_channels=4, latent_dim=8)
+    torch.manual_seed(0)
+    G = build(cfg)[0].eval()
+    def refuse(G: object, n: int, *args: object, **kwargs: object) -> None:
+        raise AssertionError(f"{n} images drawn: the request was accepted")
+
+    monkeypatch.setattr(sampling, "sample_images", refuse)
+    with pytest.raises(sampling.SamplingError, match=r"100000 images of 3×128×128 float32 are "
+                       r"18\.3 GiB.*limit of 1\.0 GiB.*at most 5461"):
+        sampling.generate(G, 100_000)
+    with pytest.raises(sampling.SamplingError, match=r"limit of 576\.0 KiB.*at most 3"):
+        sampling.generate(G, 4, max_bytes=3 * 3 * 128 * 128 * 4)
+    monkeypatch.undo()
+    assert sampling.generate(G, 3, max_bytes=3 * 3 * 128 * 128 * 4).x.shape == (3, 3, 128, 128)
 
 
 def test_write_grid_and_npz(tmp_path: Path) -> None:

@@ -107,7 +107,9 @@ def train(settings: Settings, dataset: DatasetRef, model_cfg: ModelConfig,
 
     `on_epoch(metrics)` is called in this process once per epoch with rank 0's metrics
     (epoch, step, loss_d, loss_g, d_real, d_fake, images_per_s, samples, ...), and on every
-    `preview_every(epochs)`-th epoch and the last "preview": 64 seeded samples (numpy).
+    `preview_every(epochs)`-th epoch and the last "preview": 64 seeded samples (numpy). With
+    `on_epoch`, showing progress is the caller's: rank 0 no longer prints its epoch line
+    (without it, rank 0 prints one line per epoch, which Ray forwards to the terminal).
     `fault` is a test-only hook (see `gan.train.ddp.FaultSpec`); never set it in production.
     Raises TrainingDiverged (step, reason), TrainingFailed, ValueError for a bad request.
     """

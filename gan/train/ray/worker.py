@@ -92,7 +92,7 @@ class RunSpec:
     deadline: float | None = None  # time.time() after which workers stop after their epoch
     fault: FaultSpec | None = None  # test-only fault hook
     progress: Any = field(default=None, repr=False)  # ray.util.queue.Queue for rank 0's metrics
-    echo: bool = True  # rank 0 prints the per-epoch progress line
+    echo: bool = True  # rank 0 prints the per-epoch progress line (unless `progress` takes it)
     # Every this many epochs (and at the last), rank 0 adds PREVIEW_N seeded samples of the
     # published G to the metrics it queues (key "preview", (n, C, H, W) float32 numpy); 0: never.
     preview_every: int = 0
@@ -299,7 +299,10 @@ class _Reporter:
         if stop and checkpoint is None and self.rank == 0:
             checkpoint = functools.partial(save_checkpoint, self.state)  # the final one
         if self.rank == 0:
-            if self.spec.echo:
+            # One line per epoch on the user's terminal: when the driver takes the metrics
+            # (`on_epoch`: the flow logs the line, to the terminal and the Prefect UI), printing
+            # it here too would show it twice (Ray forwards this worker's output).
+            if self.spec.echo and self.spec.progress is None:
                 log.info("%s", format_progress(m, total))
             if self.spec.progress is not None:
                 queued = {**m, **self._preview(epoch, total)}
