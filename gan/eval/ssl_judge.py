@@ -1,5 +1,9 @@
 """The label-free judge: a self-supervised encoder whose features are the metric space.
 
+The metric space (`SSLNet.features`, what FID/KID see) is the contrastive embedding beside the
+encoder's pooled conv blocks (`gan.nets.ssl_net`); retrieval and 5-NN below check the
+embedding, what self-supervision learnt; separation checks the metric space.
+
 What this module is: `SSLJudge` (an `SSLNet` from `gan.nets.ssl_net`, in eval mode, and its
 quality numbers), `train_ssl_judge` (SimCLR on a dataset's train split: the recipe sized by the
 data, `gan.eval.ssl_train`; the views, `gan.eval.ssl_augment`: random resized crop, strong
@@ -9,7 +13,7 @@ a dataset gets and the cache are `gan.eval.judge_ladder`'s.
 
 The quality check, on the holdout split (never trained on); figures measured on the bundled
 digits, painted digits (`gan.data.painted`) and shapes (`python -m gan.tools.ssl_study`):
-  - view retrieval: for up to `RETRIEVAL_POOL` holdout images, the share whose augmented view
+  - view retrieval (embedding): for up to `RETRIEVAL_POOL` holdout images, the share whose augmented view
     (the training views, `CHECK_VIEWS`) has its own original as nearest neighbour among them
     (cosine). Untrained ≈ 0.16-0.34, trained 0.46-0.92, an encoder that sees colour only
     0.01-0.25 (colour jitter moves its features): at least `eval.min_ssl_retrieval`, and
@@ -17,10 +21,11 @@ digits, painted digits (`gan.data.painted`) and shapes (`python -m gan.tools.ssl
     bundled digits already has usable random features: an encoder that learnt nothing, or
     only colour, is refused whatever the data (both off with `eval.min_ssl_retrieval` = 0:
     the smoke preset);
-  - separation: the Fréchet distance holdout-vs-uniform-noise over holdout-vs-train; a
-    collapsed or constant encoder gives 0/0 (fails); useful features 12-90 (colour-invariant
+  - separation (metric space): the Fréchet distance holdout-vs-uniform-noise over holdout-vs-train; a
+    collapsed or constant encoder gives 0/0 (fails); useful features 12-90 in format 2's
+    embedding (colour-invariant
     features place noise nearer than raw pixels would), so at least `MIN_SEPARATION`;
-  - where the data has labels: 5-NN holdout accuracy against the train features, at least
+  - where the data has labels: 5-NN holdout accuracy (embedding) against the train features, at least
     `eval.min_ssl_knn_accuracy` and `MIN_KNN_LIFT` of the way from chance (the largest
     class's share of the holdout) to 1 (both off with `eval.min_ssl_knn_accuracy` = 0). Labels
     only check the judge; they never train it.
@@ -51,7 +56,8 @@ from gan.nets.ssl_net import SSLArch, SSLFeatureExtractor, SSLNet
 if TYPE_CHECKING:
     from gan.data.prepare import PreparedData
 
-SSL_FORMAT = 2  # 2: colour-jitter views, projector with BatchNorm, recipe sized by the data
+SSL_FORMAT = 3  # 2: colour-jitter views, projector with BatchNorm, recipe sized by the data;
+# 3: the metric space is the embedding beside the pooled conv blocks (`gan.nets.ssl_net`)
 WEIGHTS_FILE = "ssl_judge.safetensors"
 META_FILE = "ssl_judge.json"
 RETRIEVAL_POOL = 256  # holdout images the retrieval check searches among (size-independent)
@@ -129,9 +135,13 @@ def train_ssl_judge(data: PreparedData, epochs: int | None = None, seed: int = 0
 
 @torch.no_grad()
 def set_feature_scale(net: SSLNet, x_train: Tensor) -> None:
-    """mean(f²) = 1 on the train split (KID's polynomial kernel is then well conditioned)."""
-    raw = torch.cat([net.body(b) for b in x_train.float().split(512)])  # (N, F)
-    net.feature_scale.fill_(float(raw.square().mean().clamp(min=1e-12).rsqrt()))
+    """mean(f²) = 1 on the train split for the embedding and for each metric block (KID's
+    polynomial kernel is then well conditioned; no block outweighs another in FID)."""
+    parts = [net.blocks(b) for b in x_train.float().split(512)]
+    blocks = [torch.cat(p) for p in zip(*parts)]  # [(N, F), (N, 4w), (N, 8w), (N, 4w)]
+    scales = [b.square().mean().clamp(min=1e-12).rsqrt() for b in blocks]
+    net.feature_scale.fill_(float(scales[0]))
+    net.block_scales.copy_(torch.stack(scales))
 
 
 # --------------------------------------------------------------------------- quality
@@ -144,8 +154,12 @@ def ssl_quality(judge: SSLJudge, data: PreparedData) -> dict[str, float]:
     gen = torch.Generator().manual_seed(QUALITY_SEED)
     hold, train = data.x_holdout.float(), data.x_train.float()
     pool = hold[:RETRIEVAL_POOL]  # (P, C, S, S)
-    f_pool = F.normalize(judge.features(pool), dim=1)  # (P, F)
-    f_view = F.normalize(judge.features(augment(pool, gen, CHECK_VIEWS)), dim=1)
+    # Retrieval and 5-NN check the contrastive embedding (what training optimised), not the
+    # wider metric space: its raw blocks are not meant to be view-invariant. Separation is in
+    # the metric space (what FID is computed in).
+    with torch.no_grad():
+        f_pool = F.normalize(judge.net.embed(pool), dim=1)  # (P, F)
+        f_view = F.normalize(judge.net.embed(augment(pool, gen, CHECK_VIEWS)), dim=1)
     own = (f_view @ f_pool.T).argmax(1) == torch.arange(len(pool))  # (P,)
     sub = train[torch.randperm(len(train), generator=gen)[: len(hold)]]
     noise = torch.rand(hold.shape, generator=gen) * 2 - 1  # uniform pixel noise
@@ -157,8 +171,11 @@ def ssl_quality(judge: SSLJudge, data: PreparedData) -> dict[str, float]:
            "fd_real_noise": fd_noise,
            "separation": fd_noise / fd_real if fd_real > 0 else math.nan}
     if data.labelled and data.num_classes >= 2:
-        f_train = F.normalize(judge.features(train), dim=1)  # (N, F)
-        f_hold = F.normalize(judge.features(hold), dim=1)  # (M, F)
+        # 5-NN in the embedding too: it asks what self-supervision learnt (the metric
+        # space's low-level blocks are validated by gan.eval.validation instead).
+        with torch.no_grad():
+            f_train = F.normalize(judge.net.embed(train), dim=1)  # (N, F)
+            f_hold = F.normalize(judge.net.embed(hold), dim=1)  # (M, F)
         k = min(KNN_K, len(train))
         votes = data.y_train[(f_hold @ f_train.T).topk(k, dim=1).indices]  # (M, k)
         pred = torch.mode(votes, dim=1).values  # ties → the smallest label
@@ -177,8 +194,8 @@ def _untrained_retrieval(judge: SSLJudge, data: PreparedData, pool: Tensor) -> f
     set_feature_scale(net, data.x_train)
     gen = torch.Generator().manual_seed(QUALITY_SEED)
     with torch.no_grad():
-        f_pool = F.normalize(net.features(pool), dim=1)  # (P, F)
-        f_view = F.normalize(net.features(augment(pool, gen, CHECK_VIEWS)), dim=1)
+        f_pool = F.normalize(net.embed(pool), dim=1)  # (P, F)
+        f_view = F.normalize(net.embed(augment(pool, gen, CHECK_VIEWS)), dim=1)
     return float(((f_view @ f_pool.T).argmax(1) == torch.arange(len(pool))).float().mean())
 
 

@@ -160,9 +160,10 @@ def test_evaluating_a_run_again_never_overwrites_its_report(storage: Storage):
     dataset = prepare(DATA, storage)
     run = trained_run(storage, dataset)
     cfg = EvalConfig(n_samples=200)
-    first = evaluate(storage, dataset, run, cfg)
+    ref = prepare_judge(storage, dataset, cfg)  # the data step's judge, as the flow passes it
+    first = evaluate(storage, dataset, run, cfg, judge_ref=ref)
     etag = head(storage, first.report_uri)
-    second = evaluate(storage, dataset, run, cfg,
+    second = evaluate(storage, dataset, run, cfg, judge_ref=ref,
                       champion=Champion("7", None, problem="not loaded here"))
     prefix = storage.settings.s3_uri("runs", run.run_id, "eval")
     assert first.report_uri == f"{prefix}/report.json"
@@ -172,7 +173,8 @@ def test_evaluating_a_run_again_never_overwrites_its_report(storage: Storage):
     assert head(storage, first.report_uri) == etag  # untouched
     assert Report.model_validate(storage.get_json(first.report_uri)).champion is None
     assert Report.model_validate(storage.get_json(second.report_uri)).champion is not None
-    assert evaluate(storage, dataset, run, cfg).report_uri == f"{prefix}/3/report.json"
+    assert evaluate(storage, dataset, run, cfg,
+                    judge_ref=ref).report_uri == f"{prefix}/3/report.json"
 
 
 def test_dataset_version_mismatch_is_refused(storage: Storage):

@@ -3,12 +3,13 @@ small sizes.
 
 The run sees 800 painted images (640 train, 160 holdout); the reference classifier is trained
 on ten times more images painted from the *other* half of the glyphs, so its accuracy is
-measured on the run's holdout, glyphs it never saw. The label-free judge — the one the judge
-ladder uses on this data — must see what the reference sees: every disturbance worsens its
-FID beyond the metric's noise, copies move the copy statistic, and it orders a run's
-checkpoints (and a blurred, a collapsed and a swirled generator) as the reference does. The
-classifier judge, trained on the run's 640 images, cannot read painted digits and is refused
-by its own accuracy check; controls with colour-only or untrained features fail the checks.
+measured on the run's holdout, glyphs it never saw. At this size neither judge reads the
+painted digits, and both are refused by their own checks (the classifier judge by its
+accuracy, the label-free judge by its 5-NN rule), so the ladder ends such a run before training;
+copies still move the copy statistic. The reference separates a ladder of generators (a run's
+checkpoints, a blurred, a collapsed and a swirled one) and controls with colour-only or
+untrained features misorder it, so the ordering check can fail. What the label-free judge
+orders at 1,800 images (τ 0.76, below the 0.8 asked for) is the open gap in docs/judge.md.
 
 Full-size figures: `python -m gan.tools.judge_study`, docs/judge.md.
 """
@@ -24,7 +25,7 @@ from gan.data.prepare import PreparedData
 from gan.eval import ordering as O
 from gan.eval import validation as V
 from gan.eval.judge import Judge, JudgeError, check_judge, train_judge
-from gan.eval.ssl_judge import SSLJudge, train_ssl_judge
+from gan.eval.ssl_judge import SSLJudge, check_ssl_judge, train_ssl_judge
 
 RUN_IMAGES = 800
 REFERENCE_IMAGES = 10 * RUN_IMAGES
@@ -76,11 +77,16 @@ def reference_scores(reference, painted, samples) -> dict[str, O.Score]:
     return O.score_samples(reference, painted.x_holdout, samples)
 
 
-def test_label_free_fid_worsens_beyond_noise_with_every_disturbance(sweeps):
-    fid = [s for s in sweeps if s.metric == "fid" and s.disturbance != "copies"]
-    assert len(fid) == 6
-    problems = [p for s in fid for p in s.problems(Z_MIN)]
-    assert problems == [], "\n".join(problems)
+def test_label_free_judge_cannot_read_painted_digits_at_run_size_and_is_refused(label_free):
+    """At 800 images the label-free judge does not learn the glyphs either (5-NN accuracy
+    0.16, chance 0.11: its metric space misses swirl and half the classes dropped, and orders
+    the checkpoints at τ 0.62): its own check refuses it, so the ladder ends such a run before
+    training rather than judge it. At 1,800 images it passes (5-NN 0.36), orders the same
+    ladder at τ 0.76 — below the 0.8 asked for (docs/judge.md: the open gap)."""
+    q = label_free.quality
+    assert q["knn_accuracy"] < q["knn_chance"] + 0.1 * (1 - q["knn_chance"])
+    with pytest.raises(JudgeError, match="5-NN holdout accuracy"):
+        check_ssl_judge(label_free, EvalConfig())
 
 
 def test_copies_move_the_copy_statistic(sweeps):
@@ -110,13 +116,6 @@ def test_reference_reads_unseen_glyphs_and_separates_the_ladder(reference, refer
         {k: (s.mean, s.std) for k, s in reference_scores.items()})
     for worse in ("blurred", "collapsed", "swirled"):
         assert reference_scores[worse].mean > reference_scores["epoch_20"].mean
-
-
-def test_label_free_judge_orders_checkpoints_as_the_reference(label_free, painted, samples,
-                                                              reference_scores):
-    ag = O.rank_agreement(reference_scores,
-                          O.score_samples(label_free, painted.x_holdout, samples))
-    assert ag.tau >= TAU_MIN, ag
 
 
 @pytest.mark.parametrize("control", ["colour-only", "untrained"])

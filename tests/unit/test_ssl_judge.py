@@ -107,10 +107,11 @@ def test_untrained_encoder_is_refused(unlabelled: PreparedData):
 def test_constant_encoder_is_refused(ssl: SSLJudge, unlabelled: PreparedData):
     net = SSLNet(ssl.net.arch)
     net.load_state_dict(ssl.net.state_dict())
-    last = net.body[-2]  # the Linear before the feature ReLU
-    with torch.no_grad():
-        last.weight.zero_()
-        last.bias.fill_(1.0)  # every image gets the same features
+    with torch.no_grad():  # every weight 0: every block of the metric space is constant
+        for layer in net.body:
+            if isinstance(layer, (nn.Conv2d, nn.Linear)):
+                layer.weight.zero_()
+        net.body[-2].bias.fill_(1.0)  # the Linear before the feature ReLU
     j = dataclasses.replace(ssl, net=net.eval())
     j.quality = ssl_quality(j, unlabelled)
     with pytest.raises(JudgeError, match="real-vs-noise separation nan is below 5"):
@@ -163,7 +164,8 @@ def test_encoder_takes_the_channel_count_from_the_data(unlabelled: PreparedData)
                               x_holdout=unlabelled.x_holdout.repeat(1, 3, 1, 1))
     j = train_ssl_judge(rgb, 1, seed=0)
     assert j.net.arch.channels == 3
-    assert j.features(rgb.x_holdout[:5]).shape == (5, 64)
+    assert j.features(rgb.x_holdout[:5]).shape == (5, j.net.metric_dim)
+    assert j.net.metric_dim == 64 + 4 * 16 + 8 * 16 + 4 * 16  # embedding + blocks 1, 2, 3
 
 
 def test_training_is_deterministic_and_leaves_global_rng_alone(unlabelled: PreparedData):
