@@ -40,11 +40,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
 GAN_EXE = str(Path(sys.executable).parent / "gan")
 MODEL = f"flowtest-{uuid.uuid4().hex[:8]}"
 DEPLOYMENT = f"flowtest-{uuid.uuid4().hex[:8]}"
+# A holdout share no other module uses: its own dataset version, so run 1's prepare_data is
+# computed here and not a cache hit of an earlier module's smoke run (gan bench's, in CI).
+HOLDOUT = 0.25
 GOOD = {"preset": "smoke", "epochs": 20, "lr_g": 1e-3, "lr_d": 1e-3,
-        "registry": {"model_name": MODEL},
+        "data": {"holdout_fraction": HOLDOUT}, "registry": {"model_name": MODEL},
         "gate": {"require_all_classes": False, "max_class_kl": 100.0, "min_recall_ratio": 0.0}}
 WORSE_ARGS = ("--smoke", "--epochs", "1", "--lr-g", "1e-6", "--lr-d", "1e-6",
-              "--model-name", MODEL, "--max-class-kl", "100")
+              "--model-name", MODEL, "--max-class-kl", "100", "--holdout-fraction", str(HOLDOUT))
 
 
 # --------------------------------------------------------------------------- fixtures

@@ -64,7 +64,9 @@ def test_retrain_on_a_folder_of_class_folders_of_rgb_pngs(stack: Settings, gan_r
 def test_conditional_on_unlabelled_pngs_fails_before_training(stack: Settings, gan_retrain,
                                                              tmp_path: Path) -> None:
     folder = tmp_path / "flat"
-    write_shapes(folder, n_per_class=10, flat=True)
+    # 80 images: a holdout of ≥ 10 for the data step's judge (40 gave 5 and the run stopped
+    # there, rightly, before it could reach the unlabelled-conditional check)
+    write_shapes(folder, n_per_class=20, flat=True)
     r = gan_retrain(
         "--smoke", "--source", "images", "--uri", str(folder), "--image-size", "32",
         "--conditional", "--model-name", MODEL + "-flat")
