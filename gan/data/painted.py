@@ -30,6 +30,8 @@ import numpy as np
 from PIL import Image
 from sklearn.datasets import load_digits
 
+from gan.data.shapes import write_class_folders
+
 SIZE = 32
 CLASSES = tuple(str(d) for d in range(10))
 MIN_CONTRAST = 70.0  # |luma(paint) − mean luma(texture under the glyph)|, of 255
@@ -136,14 +138,6 @@ def write_painted(out_dir: str | Path, n: int = 1800, seed: int = 0, *, flat: bo
     """PNG files `<out_dir>/<digit>/<digit>-<i>.png` (or `<out_dir>/<digit>-<i>.png` when
     `flat`: no labels); returns their paths. Refuses a non-empty `out_dir`."""
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(out.iterdir()):  # before rendering: fail in no time
         raise FileExistsError(f"{out}: not empty; give a new or empty folder")
-    images, labels = render_painted(n, seed, part)
-    paths = []
-    for i, (img, k) in enumerate(zip(images, labels, strict=True)):
-        folder = out if flat else out / CLASSES[k]
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{CLASSES[k]}-{i:05d}.png"
-        Image.fromarray(img).save(path)
-        paths.append(path)
-    return paths
+    return write_class_folders(out, *render_painted(n, seed, part), CLASSES, flat=flat)

@@ -65,15 +65,22 @@ def write_shapes(out_dir: str | Path, n_per_class: int = 750, seed: int = 0, *,
                  flat: bool = False) -> list[Path]:
     """PNG files `<out_dir>/<class>/<class>-<i>.png` (or `<out_dir>/<class>-<i>.png` when
     `flat`: no labels); returns their paths. Refuses a non-empty `out_dir`."""
+    return write_class_folders(out_dir, *render_shapes(n_per_class, seed), CLASSES, flat=flat)
+
+
+def write_class_folders(out_dir: str | Path, images: np.ndarray, labels: np.ndarray,
+                        class_names: tuple[str, ...] | list[str], *, flat: bool) -> list[Path]:
+    """Images (N, H, W, 3) uint8 as `<out_dir>/<class>/<class>-<i>.png` (flat: all in
+    `out_dir`), the layout `--source images` reads; shared by the generated sets (shapes,
+    painted digits). Refuses a non-empty `out_dir`."""
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out}: not empty; give a new or empty folder")
-    images, labels = render_shapes(n_per_class, seed)
     paths = []
     for i, (img, k) in enumerate(zip(images, labels, strict=True)):
-        folder = out if flat else out / CLASSES[k]
+        folder = out if flat else out / class_names[k]
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{CLASSES[k]}-{i:05d}.png"
+        path = folder / f"{class_names[k]}-{i:05d}.png"
         Image.fromarray(img).save(path)
         paths.append(path)
     return paths
