@@ -13,20 +13,20 @@ a dataset gets and the cache are `gan.eval.judge_ladder`'s.
 
 The quality check, on the holdout split (never trained on); figures measured on the bundled
 digits, painted digits (`gan.data.painted`) and shapes (`python -m gan.tools.ssl_study`):
-  - view retrieval (embedding): for up to `RETRIEVAL_POOL` holdout images, the share whose augmented view
-    (the training views, `CHECK_VIEWS`) has its own original as nearest neighbour among them
-    (cosine). Untrained ≈ 0.16-0.34, trained 0.46-0.92, an encoder that sees colour only
-    0.01-0.25 (colour jitter moves its features): at least `eval.min_ssl_retrieval`, and
-    `MIN_GAIN` above the same network untrained (same seed), which on easy data such as the
-    bundled digits already has usable random features: an encoder that learnt nothing, or
+  - view retrieval (embedding): for up to `RETRIEVAL_POOL` holdout images, the share whose
+    augmented view (the training views, `CHECK_VIEWS`) has its own original as nearest
+    neighbour among them (cosine). Untrained ≈ 0.16-0.34, trained 0.46-0.92, an encoder that
+    sees colour only 0.01-0.25 (colour jitter moves its features): at least
+    `eval.min_ssl_retrieval`, and `MIN_GAIN` above the same network untrained (same seed),
+    which on easy data such as the bundled digits already has usable random features: an encoder that learnt nothing, or
     only colour, is refused whatever the data (both off with `eval.min_ssl_retrieval` = 0:
     the smoke preset);
-  - separation (metric space): the Fréchet distance holdout-vs-uniform-noise over holdout-vs-train; a
-    collapsed or constant encoder gives 0/0 (fails); useful features 12-90 in format 2's
-    embedding (colour-invariant
-    features place noise nearer than raw pixels would), so at least `MIN_SEPARATION`;
-  - where the data has labels: 5-NN holdout accuracy (embedding) against the train features, at least
-    `eval.min_ssl_knn_accuracy` and `MIN_KNN_LIFT` of the way from chance (the largest
+  - separation (metric space): the Fréchet distance holdout-vs-uniform-noise over
+    holdout-vs-train; a collapsed or constant encoder gives 0/0 (fails); useful features
+    12-90 in format 2's embedding (colour-invariant features place noise nearer than raw
+    pixels would), so at least `MIN_SEPARATION`;
+  - where the data has labels: 5-NN holdout accuracy (embedding) against the train features,
+    at least `eval.min_ssl_knn_accuracy` and `MIN_KNN_LIFT` of the way from chance (the largest
     class's share of the holdout) to 1 (both off with `eval.min_ssl_knn_accuracy` = 0). Labels
     only check the judge; they never train it.
 
@@ -138,7 +138,7 @@ def set_feature_scale(net: SSLNet, x_train: Tensor) -> None:
     """mean(f²) = 1 on the train split for the embedding and for each metric block (KID's
     polynomial kernel is then well conditioned; no block outweighs another in FID)."""
     parts = [net.blocks(b) for b in x_train.float().split(512)]
-    blocks = [torch.cat(p) for p in zip(*parts)]  # [(N, F), (N, 4w), (N, 8w), (N, 4w)]
+    blocks = [torch.cat(p) for p in zip(*parts, strict=True)]  # [(N, F), (N, 4w), (N, 8w), (N, 4w)]
     scales = [b.square().mean().clamp(min=1e-12).rsqrt() for b in blocks]
     net.feature_scale.fill_(float(scales[0]))
     net.block_scales.copy_(torch.stack(scales))

@@ -67,7 +67,8 @@ class SSLNet(nn.Module):
         if not isinstance(self.body, nn.Sequential):  # a swapped-in control body: one block
             return self.arch.feature_dim
         w = self.arch.width
-        return self.arch.feature_dim + sum(c * w * k * k for c, k in zip((1, 2, 4), METRIC_POOLS))
+        pooled = zip((1, 2, 4), METRIC_POOLS, strict=True)  # (channels / w, pool side)
+        return self.arch.feature_dim + sum(c * w * k * k for c, k in pooled)
 
     def embed(self, x: Tensor) -> Tensor:
         """(B, C, H, W) in [-1, 1] → (B, feature_dim): the contrastive embedding, scaled by
@@ -84,12 +85,15 @@ class SSLNet(nn.Module):
             h = layer(h)
             if isinstance(layer, (nn.MaxPool2d, nn.AdaptiveAvgPool2d)):
                 maps.append(h)  # after blocks 1, 2, 3: (B, w·2^i, ·, ·)
-        pooled = [F.adaptive_avg_pool2d(m, k).flatten(1) for m, k in zip(maps, METRIC_POOLS)]
+        pooled = [F.adaptive_avg_pool2d(m, k).flatten(1)
+                  for m, k in zip(maps, METRIC_POOLS, strict=True)]
         return [h, *pooled]
 
     def features(self, x: Tensor) -> Tensor:
         """(B, C, H, W) in [-1, 1] → (B, metric_dim): the metric space (module docstring)."""
-        return torch.cat([b * s for b, s in zip(self.blocks(x), self.block_scales)], dim=1)
+        # strict=False: a swapped-in control body gives one block for the four scales
+        scaled = [b * s for b, s in zip(self.blocks(x), self.block_scales, strict=False)]
+        return torch.cat(scaled, dim=1)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, H, W) in [-1, 1] → (B, proj_dim) projections (unnormalised)."""

@@ -137,7 +137,8 @@ def test_signature_metadata_and_card_name_the_labels(tmp_path: Path) -> None:
     bundle = _bundle(tmp_path, NAMES_1_TO_10)
     kwargs = mm._pyfunc_kwargs(bundle, None)
     assert kwargs["metadata"]["class_names"] == list(NAMES_1_TO_10)
-    assert kwargs["metadata"]["request_example"]["y"] == [1, 2, 3, 4]  # the data's labels, not indices
+    # the data's labels, not indices
+    assert kwargs["metadata"]["request_example"]["y"] == [1, 2, 3, 4]
     dataset = DatasetRef(name="from1", version="0" * 16, uri="s3://b/d/", source="npz:x.npz",
                          n_train=1437, n_holdout=360, num_classes=10, image_size=8,
                          class_names=list(NAMES_1_TO_10))
