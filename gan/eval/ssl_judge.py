@@ -18,9 +18,9 @@ digits, painted digits (`gan.data.painted`) and shapes (`python -m gan.tools.ssl
     neighbour among them (cosine). Untrained ≈ 0.16-0.34, trained 0.46-0.92, an encoder that
     sees colour only 0.01-0.25 (colour jitter moves its features): at least
     `eval.min_ssl_retrieval`, and `MIN_GAIN` above the same network untrained (same seed),
-    which on easy data such as the bundled digits already has usable random features: an encoder that learnt nothing, or
-    only colour, is refused whatever the data (both off with `eval.min_ssl_retrieval` = 0:
-    the smoke preset);
+    which on easy data such as the bundled digits already has usable random features: an
+    encoder that learnt nothing, or only colour, is refused whatever the data (both off with
+    `eval.min_ssl_retrieval` = 0: the smoke preset);
   - separation (metric space): the Fréchet distance holdout-vs-uniform-noise over
     holdout-vs-train; a collapsed or constant encoder gives 0/0 (fails); useful features
     12-90 in format 2's embedding (colour-invariant features place noise nearer than raw
