@@ -168,13 +168,19 @@ def train_judge(
                 opt.step()
                 sched.step()
     net.eval()
-    with torch.no_grad():
-        raw = torch.cat([net.body(b) for b in data.x_train.float().split(512)])  # (N, F)
-        net.feature_scale.fill_(float(raw.square().mean().clamp(min=1e-12).rsqrt()))
+    set_feature_scale(net, data.x_train)
     judge = Judge(net=net, accuracy=0.0, dataset_version=data.version, seed=seed,
                   epochs=epochs, train_seconds=time.perf_counter() - start)
     judge.accuracy = holdout_accuracy(judge, data)
     return judge
+
+
+@torch.no_grad()
+def set_feature_scale(net: JudgeNet, x_train: Tensor) -> None:
+    """mean(f²) = 1 on the train split (N, C, H, W): KID's polynomial kernel is then well
+    conditioned. Shared by training and the untrained control (`gan.eval.validation`)."""
+    raw = torch.cat([net.body(b) for b in x_train.float().split(512)])  # (N, F)
+    net.feature_scale.fill_(float(raw.square().mean().clamp(min=1e-12).rsqrt()))
 
 
 def holdout_accuracy(judge: Judge, data: PreparedData) -> float:

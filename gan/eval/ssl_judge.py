@@ -140,7 +140,6 @@ def set_feature_scale(net: SSLNet, x_train: Tensor) -> None:
     parts = [net.blocks(b) for b in x_train.float().split(512)]
     blocks = [torch.cat(p) for p in zip(*parts, strict=True)]  # [(N, F), (N, 4w), (N, 8w), (N, 4w)]
     scales = [b.square().mean().clamp(min=1e-12).rsqrt() for b in blocks]
-    net.feature_scale.fill_(float(scales[0]))
     net.block_scales.copy_(torch.stack(scales))
 
 

@@ -44,7 +44,7 @@ from gan.core.images import from_uint8
 from gan.data.prepare import PreparedData
 from gan.eval import disturb as D
 from gan.eval import metrics as M
-from gan.eval.judge import Judge, train_judge
+from gan.eval.judge import Judge, set_feature_scale, train_judge
 from gan.nets.judge_net import JudgeArch, JudgeNet
 
 STEP_Z = 1.0  # a sweep's step passes when its rise exceeds this many times its noise
@@ -253,9 +253,7 @@ def random_judge(data: PreparedData, seed: int = 0) -> Judge:
         torch.manual_seed(seed)
         net = JudgeNet(JudgeArch(channels=c, image_size=h, num_classes=max(data.num_classes, 2)))
     net.eval()
-    with torch.no_grad():
-        raw = torch.cat([net.body(b) for b in data.x_train.float().split(512)])  # (N, F)
-        net.feature_scale.fill_(float(raw.square().mean().clamp(min=1e-12).rsqrt()))
+    set_feature_scale(net, data.x_train)
     return Judge(net=net, accuracy=0.0, dataset_version=data.version, seed=seed, epochs=0)
 
 

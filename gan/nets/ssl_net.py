@@ -56,9 +56,8 @@ class SSLNet(nn.Module):
             nn.Linear(f, f, bias=False), nn.BatchNorm1d(f), nn.ReLU(),
             nn.Linear(f, arch.proj_dim),  # (B, P): where the contrastive loss is computed
         )
-        # Set after training so that mean(f²) = 1 on the train split (as the classifier judge).
-        self.register_buffer("feature_scale", torch.ones(()))
-        # One scale per metric block (embedding, block 1, 2, 3), set after training likewise.
+        # Set after training so that mean(f²) = 1 on the train split for each metric block
+        # (embedding, block 1, 2, 3; as the classifier judge's one scale). [0] scales `embed`.
         self.register_buffer("block_scales", torch.ones(len(METRIC_POOLS) + 1))
 
     @property
@@ -72,8 +71,8 @@ class SSLNet(nn.Module):
 
     def embed(self, x: Tensor) -> Tensor:
         """(B, C, H, W) in [-1, 1] → (B, feature_dim): the contrastive embedding, scaled by
-        `feature_scale` (what view retrieval checks)."""
-        return self.body(x) * self.feature_scale
+        `block_scales[0]` (what view retrieval checks)."""
+        return self.body(x) * self.block_scales[0]
 
     def blocks(self, x: Tensor) -> list[Tensor]:
         """Unscaled metric blocks: [(B, F) embedding, (B, 4w) block 1 pooled 2×2,
