@@ -37,28 +37,36 @@ def fmt(x: float | None, nd: int = 3) -> str:
 
 def results_table(rows: Sequence[dict[str, Any]]) -> str:
     """Side-by-side table; the first line under the header is the real-data floor/ceiling."""
-    head = ["recipe", "cond", "epochs", "train s", "img/s", "FID (÷floor)", "KID ×1e3", "P", "R",
-            "D", "C", "classes", "class KL", "IS", "cond acc"]
+    head = ["recipe", "cond", "epochs", "train s", "img/s", "FID (÷floor)", "ref FID (÷floor)",
+            "KID ×1e3", "P", "R", "D", "C", "classes", "class KL", "IS", "cond acc"]
     body: list[list[object]] = []
     if rows:
         f, c = rows[0]["floors"], rows[0]["ceilings"]
+        ref0 = rows[0].get("reference") or {}
         body.append(["*real data (floor/ceiling)*", "", "", "", "", fmt(f["fid"]),
+                      fmt(ref0.get("floor")),
                       f"{1e3 * f['kid_mean']:.2f} ± {1e3 * f['kid_std']:.2f}",
                       fmt(f["precision"]), fmt(f["recall"]), fmt(f["density"]), fmt(f["coverage"]),
-                      f"{f['classes_covered']:.0f}", fmt(f["class_kl"], 4),
-                      fmt(c["inception_score"]), ""])
+                      fmt(f.get("classes_covered"), 0), fmt(f.get("class_kl"), 4),
+                      fmt(c.get("inception_score")), ""])
     for r in rows:
         m, f = r["metrics"], r["floors"]
         ratio = m["fid"] / f["fid"] if f["fid"] > 0 else math.inf
         cond = "yes" if r["model_config"].get("conditional") else "no"
         name = r["name"] + (" (diverged)" if r.get("diverged") else "")
         body.append([name, cond, r["epochs"], f"{r['train_s']:.0f}", f"{r['images_per_s']:.0f}",
-                      f"{m['fid']:.3f} ({ratio:.1f}×)",
+                      f"{m['fid']:.3f} ({ratio:.1f}×)", _ref(r.get("reference")),
                       f"{1e3 * m['kid_mean']:.2f} ± {1e3 * m['kid_std']:.2f}",
                       fmt(m["precision"]), fmt(m["recall"]), fmt(m["density"]), fmt(m["coverage"]),
-                      r["classes_covered"], fmt(m["class_kl"], 4), fmt(m["inception_score"]),
+                      r.get("classes_covered"), fmt(m.get("class_kl"), 4),
+                      fmt(m.get("inception_score")),
                       fmt(r.get("conditional_accuracy"))])
     return markdown_table(head, body) + "\n"
+
+
+def _ref(ref: dict[str, Any] | None) -> str:
+    """The reference classifier's FID (÷ its floor), or an em dash without one."""
+    return "—" if not ref else f"{ref['fid']:.3f} ({ref['ratio']:.1f}×)"
 
 
 # --------------------------------------------------------------------------- over seeds
@@ -68,6 +76,7 @@ SEED_METRICS: dict[str, Callable[[dict[str, Any]], float | None]] = {
     "fid": lambda r: r["metrics"]["fid"],
     "fid_ratio": lambda r: (r["metrics"]["fid"] / r["floors"]["fid"]
                             if r["floors"]["fid"] > 0 else math.inf),
+    "ref_ratio": lambda r: (r.get("reference") or {}).get("ratio"),
     "kid_x1e3": lambda r: 1e3 * r["metrics"]["kid_mean"],
     "precision": lambda r: r["metrics"]["precision"],
     "recall": lambda r: r["metrics"]["recall"],
@@ -120,10 +129,10 @@ def seeds_table(agg: Sequence[dict[str, Any]], floors: dict[str, Any] | None = N
     """Mean ± sample std (n-1) over seeds per recipe, best mean FID first; the first line
     under the header is the real-data floor when `floors` is given."""
     head = ["recipe", "cond", "seeds", "epochs", "FID", "FID ÷ floor", "FID min–max",
-            "KID ×1e3", "P", "R", "D", "C", "classes", "class KL", "cond acc"]
+            "ref FID ÷ floor", "KID ×1e3", "P", "R", "D", "C", "classes", "class KL", "cond acc"]
     body: list[list[object]] = []
     if floors:
-        body.append(["*real data (floor)*", "", "", "", fmt(floors["fid"]), "1.0", "",
+        body.append(["*real data (floor)*", "", "", "", fmt(floors["fid"]), "1.0", "", "1.0",
                       f"{1e3 * floors['kid_mean']:.2f}", fmt(floors["precision"]),
                       fmt(floors["recall"]), fmt(floors["density"]), fmt(floors["coverage"]),
                       fmt(floors.get("classes_covered"), 0), fmt(floors.get("class_kl"), 4), ""])
@@ -133,6 +142,7 @@ def seeds_table(agg: Sequence[dict[str, Any]], floors: dict[str, Any] | None = N
         body.append([name, "yes" if a["conditional"] else "no",
                       ",".join(map(str, a["seeds"])), a["epochs"], _ms(st["fid"]),
                       _ms(st["fid_ratio"], 1), f"{st['fid']['min']:.3f}–{st['fid']['max']:.3f}",
+                      _ms(st["ref_ratio"], 1),
                       _ms(st["kid_x1e3"], 2), _ms(st["precision"], 2), _ms(st["recall"], 2),
                       _ms(st["density"], 2), _ms(st["coverage"], 2),
                       _ms(st["classes_covered"], 1), _ms(st["class_kl"], 4),

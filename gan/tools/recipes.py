@@ -18,10 +18,12 @@ evaluated too (`<candidate>-raw`): EMA on/off from one training run.
     python -m gan.tools.recipes compare --data shapes --candidates default,default+diffaug \
         --seeds 0,1,2 --epochs 20 --threads 1    # per seed, plus mean ± std over the seeds
 
-Data (`--data`): `digits` (the bundled scikit-learn digits, 28 px grey, 10 classes) or `shapes`
-(the bundled RGB set of `gan.data.shapes`: 4 classes × `SHAPES_PER_CLASS` images, seed
-`SHAPES_SEED`, written as PNG files to a temporary class-folder tree and prepared exactly as
-`--source images` would prepare them: same decode, 32 px, same split).
+Data (`--data`, `gan.tools.recipe_judges.load_data`): `digits` (the bundled scikit-learn digits,
+28 px grey, 10 classes), `shapes` (the bundled RGB set of `gan.data.shapes`, written as PNG
+files and prepared exactly as `--source images` would prepare them) or `painted` (the judge
+issue's colour set, 1,800 painted digits, 32 px). The judge is the one the pipeline's judge
+ladder picks for the data (the label-free one on painted); `--reference` adds each generator's
+FID under the data's independent reference classifier, ÷ its real-data floor.
 Seeds (`--seeds`): each candidate is trained once per training seed; unless the only seed is 0
 the folders are `<out>/<candidate>-seed<k>/` and, once a candidate has rows of several seeds
 in `<out>` (from one call or several), `results.md` gets a second table with, per candidate,
@@ -36,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -47,7 +48,6 @@ import torch
 
 from gan.core.config import (
     PRESETS,
-    DataConfig,
     EvalConfig,
     ModelConfig,
     TrainConfig,
@@ -55,11 +55,15 @@ from gan.core.config import (
 )
 from gan.core.model_fit import fit_model_to_data
 from gan.core.records import DatasetRef
-from gan.data.prepare import PreparedData, prepare_arrays
-from gan.data.shapes import SIZE as SHAPES_SIZE
-from gan.data.shapes import write_shapes
+from gan.data.prepare import PreparedData
 from gan.eval.evaluate import PICTURE_FILES, compute_floors, evaluate_generator
-from gan.eval.judge import FolderFiles, Judge, cached_judge
+from gan.tools.recipe_judges import (
+    DATA_KINDS,
+    ladder_judge,
+    load_data,
+    reference_judge_for,
+    reference_scores,
+)
 from gan.tools.recipe_tables import fmt, write_tables
 from gan.train.budget import (
     MAX_BUDGET_EPOCHS,
@@ -74,10 +78,6 @@ from gan.train.steps import unwrap
 
 DEFAULT_OUT = Path("out/recipes")
 CHECKPOINT_FILE = "checkpoint.pt"
-JUDGE_SEED = 0
-DATA_KINDS = ("digits", "shapes")
-SHAPES_PER_CLASS = 750  # 3,000 images: 2,400 train, 600 held out (the default 0.2 split)
-SHAPES_SEED = 0
 DIFFAUG_POLICY = "color,translation,cutout"  # the DiffAugment paper's full policy
 Log = Callable[[str], None]
 
@@ -180,21 +180,6 @@ def pick(names: str | Sequence[str]) -> list[Candidate]:
 # --------------------------------------------------------------------------- data
 
 
-def load_data(kind: str, *, limit: int | None = None,
-              shapes_per_class: int = SHAPES_PER_CLASS) -> PreparedData:
-    """The bundled `digits` or `shapes` set, prepared as the pipeline prepares it (module
-    docstring); `limit` keeps a stratified subset (smoke runs)."""
-    if kind == "digits":
-        return prepare_arrays(DataConfig(limit=limit))
-    if kind != "shapes":
-        raise ValueError(f"unknown data {kind!r}; choose from {list(DATA_KINDS)}")
-    with tempfile.TemporaryDirectory(prefix="gan-shapes-") as tmp:
-        write_shapes(tmp, shapes_per_class, SHAPES_SEED)  # <tmp>/<class>/<class>-<i>.png
-        cfg = DataConfig(source="images", uri=tmp, name="shapes", image_size=SHAPES_SIZE,
-                         limit=limit)
-        return prepare_arrays(cfg)
-
-
 def fit_to_data(model_cfg: ModelConfig, data: PreparedData) -> ModelConfig:
     """The recipe's model with channels, size and conditioning taken from `data`: the
     pipeline's rule (`gan.core.model_fit`) applied to the in-memory dataset."""
@@ -244,13 +229,12 @@ def _load() -> float | None:
 # --------------------------------------------------------------------------- judge
 
 
-def judge_for(data: PreparedData, cfg: EvalConfig, out_dir: Path, *, seed: int = JUDGE_SEED,
-              log: Log = print) -> Judge:
-    """The judge of `data` cached under `out_dir/judge/` (same version, seed and epochs), or a
-    newly trained and cached one. Raises JudgeError when its accuracy is under the minimum."""
-    return cached_judge(FolderFiles(out_dir / "judge"), data, epochs=cfg.judge_epochs,
-                        min_accuracy=cfg.min_judge_accuracy, seed=seed, same_epochs=True,
-                        log=log)
+def judge_for(data: PreparedData, cfg: EvalConfig, out_dir: Path, *,
+              log: Log = print) -> Any:
+    """The judge a pipeline run would get for `data` (the judge ladder: the classifier judge
+    where it passes its check, else the label-free one), cached under `out_dir/judges/`.
+    Raises JudgeError when no rung passes."""
+    return ladder_judge(data, cfg, out_dir, log)
 
 
 # --------------------------------------------------------------------------- training
@@ -298,7 +282,7 @@ def train_candidate(cand: Candidate, data: PreparedData, *, epochs: int | None =
 
 def compare(cands: Sequence[Candidate], data: PreparedData, eval_cfg: EvalConfig, out_dir: Path,
             *, epochs: int | None = None, budget_s: float | None = None,
-            seeds: Sequence[int] = (0,), raw_too: bool = True,
+            seeds: Sequence[int] = (0,), raw_too: bool = True, reference: str | None = None,
             log: Log = print) -> list[dict[str, Any]]:
     """Train and evaluate each candidate alike, once per training seed; write its folder;
     rebuild the tables.
@@ -310,12 +294,17 @@ def compare(cands: Sequence[Candidate], data: PreparedData, eval_cfg: EvalConfig
     table); it also holds the final checkpoint
     (`gan.train.checkpoint` format), to re-evaluate or reuse the generator. `results.{json,md}`
     hold every row in `out_dir` made with the same judge (and the mean ± std over seeds).
+    `reference` (a data kind of `gan.tools.recipe_judges`): each row also gets "reference",
+    the generator's FID under that kind's independent reference classifier, its floor and
+    their ratio (`reference_scores`).
     """
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct and at least one, got {list(seeds)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     judge = judge_for(data, eval_cfg, out_dir, log=log)
     floors = compute_floors(judge, data, eval_cfg)
+    ref_judge = None if reference is None else reference_judge_for(reference, data, out_dir,
+                                                                   log=log)
     rows = []
     for cand in cands:
         for seed in seeds:
@@ -337,7 +326,11 @@ def compare(cands: Sequence[Candidate], data: PreparedData, eval_cfg: EvalConfig
                 row = {**info, **result, "pictures": _write_pictures(folder, pics),
                        "dataset_version": data.version,
                        "judge_sha256": judge.meta.get("weights_sha256"),
+                       "judge_kind": judge.meta.get("ladder", {}).get("kind"),
                        "eval_config": eval_cfg.model_dump(mode="json"), "history": state.history}
+                if ref_judge is not None:
+                    row["reference"] = {**reference_scores(generator, data, ref_judge, eval_cfg),
+                                        "note": ref_judge.meta.get("note")}
                 (folder / "result.json").write_text(json.dumps(row, indent=1))
                 log(f"{name} seed {seed}: " + _one_line(row))
                 rows.append(row)
@@ -388,7 +381,11 @@ def main(argv: list[str] | None = None) -> int:
                     " (default 300)")
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     ap.add_argument("--data", choices=DATA_KINDS, default="digits",
-                    help="digits (28 px grey) or shapes (the bundled RGB set, 32 px)")
+                    help="digits (28 px grey), shapes (the bundled RGB set, 32 px) or painted "
+                    "(the judge issue's colour set: 1,800 painted digits, 32 px)")
+    ap.add_argument("--reference", action="store_true",
+                    help="compare: also score each generator under the data's independent "
+                    "reference classifier (gan.tools.recipe_judges): FID ÷ its floor")
     ap.add_argument("--seed", type=int, default=0, help="training seed of every candidate")
     ap.add_argument("--seeds", default=None,
                     help="compare: comma-separated training seeds, each candidate trained once "
@@ -415,7 +412,8 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "calibration.json").write_text(json.dumps(rows, indent=1))
         return 0
     compare(cands, data, EvalConfig(**smoke.get("eval", {})), args.out, epochs=args.epochs,
-            budget_s=args.budget_s, seeds=seeds, raw_too=not args.no_raw)
+            budget_s=args.budget_s, seeds=seeds, raw_too=not args.no_raw,
+            reference=args.data if args.reference else None)
     print(write_tables(args.out))
     return 0
 

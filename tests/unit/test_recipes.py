@@ -92,12 +92,43 @@ def test_compare_smoke_writes_results_tables_and_grids(smoke_data, tmp_path: Pat
     assert "history" not in table[0]
     md = (tmp_path / "results.md").read_text()
     assert "| smoke | no | 1 |" in md and "real data" in md
-    assert any("judge trained" in line for line in logs)
+    # The judge is the pipeline's ladder's (labelled digits: the classifier judge), trained once
+    assert row["judge_kind"] == "classifier"
+    assert any("classifier judge" in line and "trained in" in line for line in logs)
 
     # The judge cached in the output folder is reused, not retrained.
     logs.clear()
     judge = recipes.judge_for(smoke_data, cfg, tmp_path, log=logs.append)
-    assert judge.meta["weights_sha256"] == row["judge_sha256"] and not logs
+    assert judge.meta["weights_sha256"] == row["judge_sha256"]
+    assert len(logs) == 1 and "reused from the cache" in logs[0]
+
+
+def test_reference_scores_rank_a_worse_generator_worse(smoke_data, tmp_path: Path):
+    # The reference classifier's FID of a 1-epoch generator sits above the real-data floor, and
+    # a generator drawing pure noise scores worse still: the ratio can fail.
+    from gan.tools import recipe_judges
+
+    cfg = EvalConfig(**PRESETS["smoke"]["eval"])
+    ref = recipe_judges.reference_judge_for("digits", smoke_data, tmp_path, log=lambda _m: None)
+    state, _ = recipes.train_candidate(recipes.pick("smoke")[0], smoke_data, epochs=1,
+                                       log=lambda _m: None)
+    trained = recipe_judges.reference_scores(state.generator, smoke_data, ref, cfg)
+
+    class Noise(torch.nn.Module):
+        latent_dim, conditional = 8, False
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, z, y=None):  # (B, 8) → (B, 1, 28, 28) uniform noise
+            g = torch.Generator().manual_seed(int(z[0, 0].abs() * 1e6) % 2**31)
+            return torch.rand(len(z), *smoke_data.x_train.shape[1:], generator=g) * 2 - 1
+
+    noise = recipe_judges.reference_scores(Noise(), smoke_data, ref, cfg)
+    assert trained["ratio"] > 1.0 and trained["floor"] > 0
+    assert noise["fid"] > trained["fid"]
+    assert (tmp_path / "reference").is_dir()  # cached beside the results
 
 
 def test_wall_clock_budget_still_trains_one_epoch(smoke_data):
@@ -132,6 +163,13 @@ def test_shapes_data_is_the_rgb_set_prepared_like_the_pipeline():
     assert recipes.load_data("shapes", shapes_per_class=10).version == data.version
     with pytest.raises(ValueError, match="unknown data 'cifar'"):
         recipes.load_data("cifar")
+
+
+def test_painted_data_is_the_judge_issues_colour_set():
+    data = recipes.load_data("painted", limit=100)
+    assert len(data.y_train) + len(data.y_holdout) == 100 and data.num_classes == 10
+    assert tuple(data.x_train.shape[1:]) == (3, 32, 32) and data.labelled
+    assert recipes.load_data("painted", limit=100).version == data.version
 
 
 def test_candidates_fit_the_data_and_express_diffaugment_and_resnet():
