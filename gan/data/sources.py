@@ -28,7 +28,6 @@ from gan.core.config import DataConfig
 from gan.data.cifar import load_cifar10
 from gan.data.images import load_images
 from gan.data.labels import encode_labels
-from gan.data.stacked import STACKED_N, STACKED_SEED, render_stacked
 from gan.data.validate import DataError, SourceData, check_published_md5, validate
 from gan.io.uri import read_bytes, redact_url
 
@@ -190,6 +189,9 @@ def _load_digits() -> SourceData:
 
 
 def _load_stacked() -> SourceData:
+    # lazy: the stacked digits resize with torch; reading the other sources does not load it
+    from gan.data.stacked import STACKED_N, STACKED_SEED, render_stacked
+
     x, _ = render_stacked(STACKED_N, STACKED_SEED)  # (N, 3, 28, 28) uint8; modes left out
     return SourceData(*validate(x, None, origin="stacked digits"), labelled=False)
 
@@ -214,6 +216,8 @@ def source_label(cfg: DataConfig) -> str:
     if cfg.source == "digits":
         return "digits (scikit-learn)"
     if cfg.source == "stacked-digits":
+        from gan.data.stacked import STACKED_N, STACKED_SEED  # lazy: as in _load_stacked
+
         return (f"stacked-digits (scikit-learn digits as R, G, B: {STACKED_N} images, seed "
                 f"{STACKED_SEED})")
     return f"{cfg.source}:{_redact(cfg.uri or '')}"

@@ -21,7 +21,9 @@ evaluated too (`<candidate>-raw`): EMA on/off from one training run.
 Data (`--data`): `digits` (the bundled scikit-learn digits, 28 px grey, 10 classes) or `shapes`
 (the bundled RGB set of `gan.data.shapes`: 4 classes × `SHAPES_PER_CLASS` images, seed
 `SHAPES_SEED`, written as PNG files to a temporary class-folder tree and prepared exactly as
-`--source images` would prepare them: same decode, 32 px, same split).
+`--source images` would prepare them: same decode, 32 px, same split) or `stacked` (the
+`stacked-digits` source, unlabelled, so judged by the label-free judge; each row also gets the
+mode benchmark's `modes_covered` and `modes_kl`, `gan.tools.modes`).
 Seeds (`--seeds`): each candidate is trained once per training seed; unless the only seed is 0
 the folders are `<out>/<candidate>-seed<k>/` and, once a candidate has rows of several seeds
 in `<out>` (from one call or several), `results.md` gets a second table with, per candidate,
@@ -60,6 +62,9 @@ from gan.data.shapes import SIZE as SHAPES_SIZE
 from gan.data.shapes import write_shapes
 from gan.eval.evaluate import PICTURE_FILES, compute_floors, evaluate_generator
 from gan.eval.judge import FolderFiles, Judge, cached_judge
+from gan.eval.judge_ladder import build_judge, cache_key
+from gan.eval.modes import cached_digit_classifier
+from gan.tools.modes import STANDARD_N, generated_modes
 from gan.tools.recipe_tables import fmt, write_tables
 from gan.train.budget import (
     MAX_BUDGET_EPOCHS,
@@ -75,9 +80,11 @@ from gan.train.steps import unwrap
 DEFAULT_OUT = Path("out/recipes")
 CHECKPOINT_FILE = "checkpoint.pt"
 JUDGE_SEED = 0
-DATA_KINDS = ("digits", "shapes")
+DATA_KINDS = ("digits", "shapes", "stacked")
 SHAPES_PER_CLASS = 750  # 3,000 images: 2,400 train, 600 held out (the default 0.2 split)
 SHAPES_SEED = 0
+STACKED_NAME = "stacked-digits"  # the dataset name of `--data stacked`
+SMOKE_MODES_N = 2000  # --smoke: fewer samples for the mode figures (seconds)
 DIFFAUG_POLICY = "color,translation,cutout"  # the DiffAugment paper's full policy
 Log = Callable[[str], None]
 
@@ -186,6 +193,8 @@ def load_data(kind: str, *, limit: int | None = None,
     docstring); `limit` keeps a stratified subset (smoke runs)."""
     if kind == "digits":
         return prepare_arrays(DataConfig(limit=limit))
+    if kind == "stacked":  # unlabelled: judged by the label-free judge, plus the mode figures
+        return prepare_arrays(DataConfig(source="stacked-digits", limit=limit))
     if kind != "shapes":
         raise ValueError(f"unknown data {kind!r}; choose from {list(DATA_KINDS)}")
     with tempfile.TemporaryDirectory(prefix="gan-shapes-") as tmp:
@@ -247,7 +256,14 @@ def _load() -> float | None:
 def judge_for(data: PreparedData, cfg: EvalConfig, out_dir: Path, *, seed: int = JUDGE_SEED,
               log: Log = print) -> Judge:
     """The judge of `data` cached under `out_dir/judge/` (same version, seed and epochs), or a
-    newly trained and cached one. Raises JudgeError when its accuracy is under the minimum."""
+    newly trained and cached one. Raises JudgeError when its accuracy is under the minimum.
+    Unlabelled data (stacked): the pipeline's ladder, i.e. the label-free judge, cached under
+    `out_dir/judge/<kind>-<key>/`."""
+    if not data.labelled:
+        judge, _ = build_judge(lambda st: FolderFiles(out_dir / "judge" /
+                                                      f"{st['kind']}-{cache_key(st)}"),
+                               data, cfg, log)
+        return judge
     return cached_judge(FolderFiles(out_dir / "judge"), data, epochs=cfg.judge_epochs,
                         min_accuracy=cfg.min_judge_accuracy, seed=seed, same_epochs=True,
                         log=log)
@@ -298,7 +314,7 @@ def train_candidate(cand: Candidate, data: PreparedData, *, epochs: int | None =
 
 def compare(cands: Sequence[Candidate], data: PreparedData, eval_cfg: EvalConfig, out_dir: Path,
             *, epochs: int | None = None, budget_s: float | None = None,
-            seeds: Sequence[int] = (0,), raw_too: bool = True,
+            seeds: Sequence[int] = (0,), raw_too: bool = True, modes_n: int = STANDARD_N,
             log: Log = print) -> list[dict[str, Any]]:
     """Train and evaluate each candidate alike, once per training seed; write its folder;
     rebuild the tables.
@@ -310,12 +326,16 @@ def compare(cands: Sequence[Candidate], data: PreparedData, eval_cfg: EvalConfig
     table); it also holds the final checkpoint
     (`gan.train.checkpoint` format), to re-evaluate or reuse the generator. `results.{json,md}`
     hold every row in `out_dir` made with the same judge (and the mean ± std over seeds).
+    On the stacked digits each row also gets `modes_covered` and `modes_kl` of `modes_n`
+    samples (`gan.tools.modes`; the classifier cached in `out_dir/modes-classifier/`).
     """
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct and at least one, got {list(seeds)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     judge = judge_for(data, eval_cfg, out_dir, log=log)
     floors = compute_floors(judge, data, eval_cfg)
+    stacked = data.name == STACKED_NAME
+    clf = cached_digit_classifier(out_dir / "modes-classifier") if stacked else None
     rows = []
     for cand in cands:
         for seed in seeds:
@@ -334,6 +354,8 @@ def compare(cands: Sequence[Candidate], data: PreparedData, eval_cfg: EvalConfig
                     (folder / CHECKPOINT_FILE).write_bytes(save_checkpoint(state))
                 result, pics = evaluate_generator(generator, data, judge, eval_cfg,
                                                   state.history, floors=floors)
+                if clf is not None:
+                    result = {**result, **_modes(generator, clf, modes_n)}
                 row = {**info, **result, "pictures": _write_pictures(folder, pics),
                        "dataset_version": data.version,
                        "judge_sha256": judge.meta.get("weights_sha256"),
@@ -343,6 +365,11 @@ def compare(cands: Sequence[Candidate], data: PreparedData, eval_cfg: EvalConfig
                 rows.append(row)
     write_tables(out_dir, judge.meta.get("weights_sha256"))
     return rows
+
+
+def _modes(generator: torch.nn.Module, clf: Judge, n: int) -> dict[str, Any]:
+    stats = generated_modes(generator, clf, n, seed=0)
+    return {"modes_covered": stats.covered, "modes_kl": round(stats.kl, 4), "modes_n": n}
 
 
 def _write_pictures(folder: Path, pics: dict[str, bytes]) -> dict[str, str]:
@@ -388,7 +415,8 @@ def main(argv: list[str] | None = None) -> int:
                     " (default 300)")
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     ap.add_argument("--data", choices=DATA_KINDS, default="digits",
-                    help="digits (28 px grey) or shapes (the bundled RGB set, 32 px)")
+                    help="digits (28 px grey), shapes (the bundled RGB set, 32 px) or stacked "
+                    "(stacked digits, 28 px RGB, unlabelled; rows get modes_covered, modes_kl)")
     ap.add_argument("--seed", type=int, default=0, help="training seed of every candidate")
     ap.add_argument("--seeds", default=None,
                     help="compare: comma-separated training seeds, each candidate trained once "
@@ -415,7 +443,8 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "calibration.json").write_text(json.dumps(rows, indent=1))
         return 0
     compare(cands, data, EvalConfig(**smoke.get("eval", {})), args.out, epochs=args.epochs,
-            budget_s=args.budget_s, seeds=seeds, raw_too=not args.no_raw)
+            budget_s=args.budget_s, seeds=seeds, raw_too=not args.no_raw,
+            modes_n=SMOKE_MODES_N if args.smoke else STANDARD_N)
     print(write_tables(args.out))
     return 0
 
