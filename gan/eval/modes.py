@@ -38,7 +38,7 @@ from gan.data.prepare import PreparedData
 from gan.data.stacked import MODES, SIZE, digit_glyphs
 from gan.eval.judge import FolderFiles, Judge, judge_from_bytes, judge_to_bytes, train_judge
 
-CLASSIFIER_EPOCHS = 30  # measured: 30 epochs of ~900 glyphs take ~10-20 s on 2 CPU cores
+CLASSIFIER_EPOCHS = 30  # measured: 23 s on 2 shared cores, held-out accuracy 0.989 (10: 0.980)
 CLASSIFIER_SEED = 0
 MIN_SIZE = 16  # smaller images cannot be resized to 28 px and still read as digits
 MIN_CLASSIFIER_ACCURACY = 0.9  # below this the channels' digits (and the modes) mean little
