@@ -53,7 +53,7 @@ RETRAIN_OPTIONS: tuple[RetrainOption, ...] = (
                   "below override it."),
     RetrainOption("--smoke", None, "Same as --preset smoke: tiny, fast."),
     RetrainOption("--source", "data.source", "digits, mnist, fashion-mnist, npz, images, "
-                  "parquet or cifar10."),
+                  "parquet, cifar10 or stacked-digits."),
     RetrainOption("--uri", "data.uri", "Where the data lies: local path, s3:// or http(s)://; "
                   "for images a folder or s3:// prefix of PNG/JPEG/WebP files (one sub-folder "
                   "per class, or flat)."),

@@ -21,6 +21,7 @@ from gan.core.ids import RUN_ID_PATTERN
 
 SMOKE_SUFFIX = "-smoke"  # the smoke preset's default model name: gan-DATASET-smoke
 # Names MLflow's registry accepts without surprises in URIs (`models:/<name>@alias`).
+BUNDLED_SOURCES = ("digits", "stacked-digits")  # made by code from scikit-learn: no data.uri
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -38,11 +39,13 @@ class DataConfig(Frozen):
     """Where images come from and how they are prepared (see `gan.data.prepare`)."""
 
     source: Literal["digits", "mnist", "fashion-mnist", "npz", "images", "parquet",
-                    "cifar10"] = Field(
+                    "cifar10", "stacked-digits"] = Field(
         "digits",
         description="Dataset source: bundled scikit-learn digits, MNIST/Fashion-MNIST IDX "
         "files, an .npz with x (and optional y), a folder of image files (images), a Parquet "
-        "table of image bytes (parquet), or the CIFAR-10 binary release (cifar10).",
+        "table of image bytes (parquet), the CIFAR-10 binary release (cifar10), or "
+        "stacked-digits (three bundled digits as R, G, B: 25,600 unlabelled 28 px images, "
+        "1,000 modes; see docs/modes.md).",
     )
     uri: str | None = Field(
         None,
@@ -91,7 +94,7 @@ class DataConfig(Frozen):
 
     @model_validator(mode="after")
     def _uri_required(self) -> DataConfig:
-        if self.source not in ("digits",) and not self.uri:
+        if self.source not in BUNDLED_SOURCES and not self.uri:
             raise ValueError(f"data.uri is required for source {self.source!r}")
         return self
 

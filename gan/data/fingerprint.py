@@ -2,7 +2,8 @@
 changes when the files behind an unchanged `DataConfig` change.
 
 What this module is: `source_fingerprint(cfg, storage)`, cheap metadata only (no download):
-    digits        the scikit-learn version (the data ships inside the package)
+    digits        the scikit-learn version (the data ships inside the package); the same
+                  for stacked-digits (made by code from them)
     local file    size and modification time (ns)
     s3://         the object's ETag and size (HEAD)
     http(s)://    ETag, Last-Modified and Content-Length (HEAD)
@@ -23,7 +24,7 @@ import hashlib
 import uuid
 from importlib.metadata import version as dist_version
 
-from gan.core.config import DataConfig
+from gan.core.config import BUNDLED_SOURCES, DataConfig
 from gan.data.cifar import BIN_FILES
 from gan.data.prepare import PREP_FORMAT
 from gan.data.sources import IDX_FILES
@@ -39,7 +40,7 @@ UNREADABLE = "uncached:"  # prefix of the fingerprint of a source that could not
 def source_files(cfg: DataConfig) -> list[str]:
     """The URIs/paths `gan.data.sources.load_source` reads for `cfg` (empty for bundled digits);
     for a folder or prefix source, the folder or prefix itself."""
-    if cfg.source == "digits" or not cfg.uri:
+    if cfg.source in BUNDLED_SOURCES or not cfg.uri:
         return []
     if cfg.source in ("mnist", "fashion-mnist"):
         return [f"{cfg.uri.rstrip('/')}/{name}" for name in IDX_FILES.values()]
@@ -62,7 +63,7 @@ def _meta(uri: str, storage: Storage | None) -> list[str]:
 def source_fingerprint(cfg: DataConfig, storage: Storage | None = None) -> str:
     """A short hex digest of the source's content metadata and the preparation format."""
     parts = [f"prep_format={PREP_FORMAT}", f"source={cfg.source}"]
-    if cfg.source == "digits":
+    if cfg.source in BUNDLED_SOURCES:
         parts.append(f"scikit-learn={dist_version('scikit-learn')}")
     try:
         parts += [line for uri in source_files(cfg) for line in _meta(uri, storage)]

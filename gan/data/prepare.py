@@ -11,7 +11,8 @@ Resize policy: centre crop to a square (the shorter side), then resize to image_
 image_size (`data.image_size`, or when it is empty the size the data suggests:
 `gan.data.decode.auto_image_size`, e.g. 28 for digits and MNIST, 32 for CIFAR-10) — array
 sources (digits, IDX, npz, CIFAR) with bilinear interpolation, antialiased when shrinking;
-image files are already decoded that way by `gan.data.decode` (Lanczos).
+image files are already decoded that way by `gan.data.decode` (Lanczos). The array resize is
+`gan.data.resize.to_uint8_images` (shared with the stacked digits, `gan.data.stacked`).
 Channels: `data.channels`, else the source's (grey repeated to RGB, RGB to luma).
 
 What it is not: no training, no MLflow logging, no reading of source files (`gan.data.sources`)
@@ -38,13 +39,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import safetensors.numpy
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from gan.core.config import DataConfig
-from gan.core.images import from_uint8, unit_to_uint8
+from gan.core.images import from_uint8
 from gan.core.records import DatasetRef
-from gan.data.decode import auto_image_size, to_channels
+from gan.data.decode import auto_image_size
+from gan.data.resize import to_uint8_images
 from gan.data.sources import load_source, source_label
 from gan.data.split import check_classes, split_by_hash
 from gan.data.validate import DataError, SourceData
@@ -91,27 +92,6 @@ class PreparedData:
 
 
 # --------------------------------------------------------------------------- preparation
-
-
-def _to_uint8_images(x: np.ndarray, size: int, channels: int) -> np.ndarray:
-    """(N, C, H, W) uint8|float[0,1] → (N, channels, size, size) uint8: centre crop to a
-    square, bilinear resize when needed, then the channel conversion of `to_channels`."""
-    n, c, h, w = x.shape
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    x = x[:, :, top : top + side, left : left + side]  # (N, C, side, side)
-    if side == size and x.dtype == np.uint8:
-        return to_channels(np.ascontiguousarray(x), channels)
-    out = np.empty((n, c, size, size), dtype=np.uint8)
-    scale = 255.0 if x.dtype == np.uint8 else 1.0
-    for i in range(0, n, 8192):  # chunks bound the float copy for large datasets
-        t = torch.from_numpy(np.asarray(x[i : i + 8192], dtype=np.float32)) / scale
-        if side != size:
-            # antialias only matters (and only applies) when shrinking.
-            t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False,
-                              antialias=size < side)
-        out[i : i + 8192] = unit_to_uint8(t).numpy()
-    return to_channels(out, channels)
 
 
 def _prep_config(cfg: DataConfig, size: int) -> dict[str, Any]:
@@ -188,7 +168,7 @@ def _prepare(cfg: DataConfig, storage: Storage | None) -> _Prepared:
     tr, ho = split.train, split.holdout
     keep = np.concatenate([tr, ho])
     size = cfg.image_size or auto_image_size([min(src.x.shape[-2:])])  # files: decoded to it
-    u8 = _to_uint8_images(src.x[keep], size, cfg.channels or src.channels)
+    u8 = to_uint8_images(src.x[keep], size, cfg.channels or src.channels)
     arrays = {"x_train": u8[: len(tr)], "y_train": y[tr], "x_holdout": u8[len(tr) :],
               "y_holdout": y[ho]}  # x: (len(keep), C, S, S)
     return _Prepared(arrays=arrays, num_classes=num_classes,

@@ -1,7 +1,8 @@
 """Dataset sources: the one entry point `load_source`, and the array sources (digits, IDX, npz).
 
 What this module is: `load_source` reads a `DataConfig`'s source and returns validated
-`SourceData` — scikit-learn digits, MNIST / Fashion-MNIST IDX files from a URL, `s3://` prefix
+`SourceData` — scikit-learn digits, the stacked digits (`gan.data.stacked`: three digits as
+R, G, B, unlabelled), MNIST / Fashion-MNIST IDX files from a URL, `s3://` prefix
 or folder, an `.npz` (here; its integer labels, whatever their numbering, become classes
 0..K−1 named by the labels: `gan.data.labels`), and image files (`gan.data.images`), Parquet tables
 (`gan.data.parquet`) and the CIFAR-10 binary release (`gan.data.cifar`); `read_idx` parses one
@@ -187,6 +188,14 @@ def _load_digits() -> SourceData:
     return SourceData(*validate(x, d.target, origin="sklearn digits", max_classes=10))
 
 
+def _load_stacked() -> SourceData:
+    # lazy: the stacked digits resize with torch; reading the other sources does not load it
+    from gan.data.stacked import STACKED_N, STACKED_SEED, render_stacked
+
+    x, _ = render_stacked(STACKED_N, STACKED_SEED)  # (N, 3, 28, 28) uint8; modes left out
+    return SourceData(*validate(x, None, origin="stacked digits"), labelled=False)
+
+
 def load_source(cfg: DataConfig, storage: Storage | None = None) -> SourceData:
     """Validated images (N, C, H, W), C = 1 or 3 — uint8 in [0, 255] or float32 in [0, 1] —
     and labels (N,) int64; unlabelled data gets label 0 everywhere. The file sources (images,
@@ -195,7 +204,8 @@ def load_source(cfg: DataConfig, storage: Storage | None = None) -> SourceData:
     naming the problem."""
     loaders = {"digits": lambda c, s: _load_digits(), "mnist": _load_idx,
                "fashion-mnist": _load_idx, "npz": _load_npz, "images": load_images,
-               "parquet": _load_parquet, "cifar10": load_cifar10}
+               "parquet": _load_parquet, "cifar10": load_cifar10,
+               "stacked-digits": lambda c, s: _load_stacked()}
     if cfg.source not in loaders:
         raise DataError(f"unknown data source {cfg.source!r}")
     return loaders[cfg.source](cfg, storage)
@@ -205,4 +215,9 @@ def source_label(cfg: DataConfig) -> str:
     """The source as manifests, logs and error messages name it (no credentials)."""
     if cfg.source == "digits":
         return "digits (scikit-learn)"
+    if cfg.source == "stacked-digits":
+        from gan.data.stacked import STACKED_N, STACKED_SEED  # lazy: as in _load_stacked
+
+        return (f"stacked-digits (scikit-learn digits as R, G, B: {STACKED_N} images, seed "
+                f"{STACKED_SEED})")
     return f"{cfg.source}:{_redact(cfg.uri or '')}"

@@ -1,8 +1,9 @@
 """The recipe table's data and its two judges: the pipeline's judge and an independent reference.
 
 What this module is: what `gan.tools.recipes` needs beyond training —
-  - `load_data(kind)`: the bundled `digits` and `shapes` sets prepared as the pipeline prepares
-    them, and `painted` (the judge issue's colour set: `gan.data.painted`, the run's half of
+  - `load_data(kind)`: the bundled `digits`, `shapes` and `stacked` (the `stacked-digits`
+    source, unlabelled) sets prepared as the pipeline prepares them, and `painted` (the judge
+    issue's colour set: `gan.data.painted`, the run's half of
     the glyphs, 1,800 images, 32 px, labelled, split as the judge study splits it);
   - `ladder_judge`: the judge a run of the pipeline would get for that data (the judge ladder,
     `gan.eval.judge_ladder.build_judge`: the classifier judge where it passes its check, else
@@ -41,7 +42,7 @@ from gan.eval.evaluate import floor_images, n_samples
 from gan.eval.judge_ladder import build_judge, cache_key
 from gan.eval.ordering import generator_sampler
 
-DATA_KINDS = ("digits", "shapes", "painted")
+DATA_KINDS = ("digits", "shapes", "painted", "stacked")
 SHAPES_PER_CLASS = 750  # 3,000 images: 2,400 train, 600 held out (the default 0.2 split)
 SHAPES_SEED = 0
 PAINTED_IMAGES = 1800  # the judge issue's colour folder size (run's half of the glyphs)
@@ -56,6 +57,8 @@ def load_data(kind: str, *, limit: int | None = None,
     stratified subset (smoke runs) of digits and shapes, and caps painted's count."""
     if kind == "digits":
         return prepare_arrays(DataConfig(limit=limit))
+    if kind == "stacked":  # unlabelled: judged by the label-free judge, plus the mode figures
+        return prepare_arrays(DataConfig(source="stacked-digits", limit=limit))
     if kind == "painted":
         from gan.data.painted import render_painted
 

@@ -59,8 +59,12 @@ def results_table(rows: Sequence[dict[str, Any]]) -> str:
                       f"{1e3 * m['kid_mean']:.2f} ± {1e3 * m['kid_std']:.2f}",
                       fmt(m["precision"]), fmt(m["recall"]), fmt(m["density"]), fmt(m["coverage"]),
                       r.get("classes_covered"), fmt(m.get("class_kl"), 4),
-                      fmt(m.get("inception_score")),
-                      fmt(r.get("conditional_accuracy"))])
+                      fmt(m.get("inception_score")), fmt(r.get("conditional_accuracy"))])
+    if any("modes_covered" in r for r in rows):  # stacked digits: the mode benchmark
+        head += ["modes", "modes KL"]
+        body = [b + (["", ""] if i == 0 else [rows[i - 1].get("modes_covered", "—"),
+                                               fmt(rows[i - 1].get("modes_kl"), 3)])
+                for i, b in enumerate(body)]
     return markdown_table(head, body) + "\n"
 
 
@@ -86,6 +90,8 @@ SEED_METRICS: dict[str, Callable[[dict[str, Any]], float | None]] = {
     "class_kl": lambda r: r["metrics"].get("class_kl"),
     "conditional_accuracy": lambda r: r.get("conditional_accuracy"),
     "train_s": lambda r: r["train_s"],
+    "modes_covered": lambda r: r.get("modes_covered"),  # stacked digits only
+    "modes_kl": lambda r: r.get("modes_kl"),
 }
 
 
@@ -147,6 +153,12 @@ def seeds_table(agg: Sequence[dict[str, Any]], floors: dict[str, Any] | None = N
                       _ms(st["density"], 2), _ms(st["coverage"], 2),
                       _ms(st["classes_covered"], 1), _ms(st["class_kl"], 4),
                       _ms(st["conditional_accuracy"], 2)])
+    if any(a["stats"]["modes_covered"] is not None for a in agg):
+        head += ["modes", "modes KL"]
+        ranked = sorted(agg, key=lambda a: a["stats"]["fid"]["mean"])
+        body = [b + ["", ""] for b in body[:len(body) - len(ranked)]] + [
+            b + [_ms(a["stats"]["modes_covered"], 1), _ms(a["stats"]["modes_kl"], 3)]
+            for b, a in zip(body[len(body) - len(ranked):], ranked, strict=True)]
     return markdown_table(head, body) + "\n"
 
 

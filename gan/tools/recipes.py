@@ -20,10 +20,12 @@ evaluated too (`<candidate>-raw`): EMA on/off from one training run.
 
 Data (`--data`, `gan.tools.recipe_judges.load_data`): `digits` (the bundled scikit-learn digits,
 28 px grey, 10 classes), `shapes` (the bundled RGB set of `gan.data.shapes`, written as PNG
-files and prepared exactly as `--source images` would prepare them) or `painted` (the judge
-issue's colour set, 1,800 painted digits, 32 px). The judge is the one the pipeline's judge
-ladder picks for the data (the label-free one on painted); `--reference` adds each generator's
-FID under the data's independent reference classifier, ÷ its real-data floor.
+files and prepared exactly as `--source images` would prepare them), `painted` (the judge
+issue's colour set, 1,800 painted digits, 32 px) or `stacked` (the `stacked-digits` source,
+unlabelled; each row also gets the mode benchmark's `modes_covered` and `modes_kl`,
+`gan.tools.modes`). The judge is the one the pipeline's judge ladder picks for the data (the
+label-free one on painted and stacked); `--reference` adds each generator's FID under the
+data's independent reference classifier (digits, shapes, painted), ÷ its real-data floor.
 Seeds (`--seeds`): each candidate is trained once per training seed; unless the only seed is 0
 the folders are `<out>/<candidate>-seed<k>/` and, once a candidate has rows of several seeds
 in `<out>` (from one call or several), `results.md` gets a second table with, per candidate,
@@ -57,6 +59,9 @@ from gan.core.model_fit import fit_model_to_data
 from gan.core.records import DatasetRef
 from gan.data.prepare import PreparedData
 from gan.eval.evaluate import PICTURE_FILES, compute_floors, evaluate_generator
+from gan.eval.judge import Judge
+from gan.eval.modes import cached_digit_classifier
+from gan.tools.modes import STANDARD_N, generated_modes
 from gan.tools.recipe_judges import (
     DATA_KINDS,
     ladder_judge,
@@ -78,6 +83,8 @@ from gan.train.steps import unwrap
 
 DEFAULT_OUT = Path("out/recipes")
 CHECKPOINT_FILE = "checkpoint.pt"
+STACKED_NAME = "stacked-digits"  # the dataset name of `--data stacked`
+SMOKE_MODES_N = 2000  # --smoke: fewer samples for the mode figures (seconds)
 DIFFAUG_POLICY = "color,translation,cutout"  # the DiffAugment paper's full policy
 Log = Callable[[str], None]
 
@@ -283,7 +290,7 @@ def train_candidate(cand: Candidate, data: PreparedData, *, epochs: int | None =
 def compare(cands: Sequence[Candidate], data: PreparedData, eval_cfg: EvalConfig, out_dir: Path,
             *, epochs: int | None = None, budget_s: float | None = None,
             seeds: Sequence[int] = (0,), raw_too: bool = True, reference: str | None = None,
-            log: Log = print) -> list[dict[str, Any]]:
+            modes_n: int = STANDARD_N, log: Log = print) -> list[dict[str, Any]]:
     """Train and evaluate each candidate alike, once per training seed; write its folder;
     rebuild the tables.
 
@@ -297,6 +304,8 @@ def compare(cands: Sequence[Candidate], data: PreparedData, eval_cfg: EvalConfig
     `reference` (a data kind of `gan.tools.recipe_judges`): each row also gets "reference",
     the generator's FID under that kind's independent reference classifier, its floor and
     their ratio (`reference_scores`).
+    On the stacked digits each row also gets `modes_covered` and `modes_kl` of `modes_n`
+    samples (`gan.tools.modes`; the classifier cached in `out_dir/modes-classifier/`).
     """
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct and at least one, got {list(seeds)}")
@@ -305,6 +314,8 @@ def compare(cands: Sequence[Candidate], data: PreparedData, eval_cfg: EvalConfig
     floors = compute_floors(judge, data, eval_cfg)
     ref_judge = None if reference is None else reference_judge_for(reference, data, out_dir,
                                                                    log=log)
+    stacked = data.name == STACKED_NAME
+    clf = cached_digit_classifier(out_dir / "modes-classifier") if stacked else None
     rows = []
     for cand in cands:
         for seed in seeds:
@@ -323,6 +334,8 @@ def compare(cands: Sequence[Candidate], data: PreparedData, eval_cfg: EvalConfig
                     (folder / CHECKPOINT_FILE).write_bytes(save_checkpoint(state))
                 result, pics = evaluate_generator(generator, data, judge, eval_cfg,
                                                   state.history, floors=floors)
+                if clf is not None:
+                    result = {**result, **_modes(generator, clf, modes_n)}
                 row = {**info, **result, "pictures": _write_pictures(folder, pics),
                        "dataset_version": data.version,
                        "judge_sha256": judge.meta.get("weights_sha256"),
@@ -336,6 +349,11 @@ def compare(cands: Sequence[Candidate], data: PreparedData, eval_cfg: EvalConfig
                 rows.append(row)
     write_tables(out_dir, judge.meta.get("weights_sha256"))
     return rows
+
+
+def _modes(generator: torch.nn.Module, clf: Judge, n: int) -> dict[str, Any]:
+    stats = generated_modes(generator, clf, n, seed=0)
+    return {"modes_covered": stats.covered, "modes_kl": round(stats.kl, 4), "modes_n": n}
 
 
 def _write_pictures(folder: Path, pics: dict[str, bytes]) -> dict[str, str]:
@@ -381,8 +399,9 @@ def main(argv: list[str] | None = None) -> int:
                     " (default 300)")
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     ap.add_argument("--data", choices=DATA_KINDS, default="digits",
-                    help="digits (28 px grey), shapes (the bundled RGB set, 32 px) or painted "
-                    "(the judge issue's colour set: 1,800 painted digits, 32 px)")
+                    help="digits (28 px grey), shapes (the bundled RGB set, 32 px), painted "
+                    "(the judge issue's colour set: 1,800 painted digits, 32 px) or stacked "
+                    "(stacked digits, 28 px RGB, unlabelled; rows get modes_covered, modes_kl)")
     ap.add_argument("--reference", action="store_true",
                     help="compare: also score each generator under the data's independent "
                     "reference classifier (gan.tools.recipe_judges): FID ÷ its floor")
@@ -413,7 +432,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     compare(cands, data, EvalConfig(**smoke.get("eval", {})), args.out, epochs=args.epochs,
             budget_s=args.budget_s, seeds=seeds, raw_too=not args.no_raw,
-            reference=args.data if args.reference else None)
+            reference=args.data if args.reference else None,
+            modes_n=SMOKE_MODES_N if args.smoke else STANDARD_N)
     print(write_tables(args.out))
     return 0
 
