@@ -196,6 +196,9 @@ class TrainConfig(Frozen):
         0.0, ge=0.0, le=1000.0, description="γ of the zero-centred gradient penalties R1 (real) "
         "and R2 (fake) in D's loss, (γ/2)·(‖∇D(x)‖² + ‖∇D(G(z))‖²), every D step, any loss; "
         "0 = off. R3GAN: 0.05 on CIFAR-10, 2 on FFHQ-64.")
+    r1r2_every: int = Field(
+        1, ge=1, le=64, description="R1/R2 on every k-th D step only, weighted γ·k (lazy "
+        "regularisation, Karras et al. 2020, StyleGAN2 §B): cheaper D steps; R3GAN: 1.")
     schedule: Literal["constant", "r3gan-cosine"] = Field(
         "constant", description="constant: lr, betas and γ as set; r3gan-cosine: R3GAN's "
         "cosine decay over schedule_kimg: lr to lr/4, r1r2_gamma to γ/10, beta2 to 0.99.")

@@ -17,11 +17,12 @@ re-written here, not copied:
   * G starts from a learned (w, s, s) "generative basis" modulated per channel by a linear map
     of z (s = H/2^n, the start side, 4..7: 4 for 32/64 px, 7 for 28 px); D ends with the
     mirror "discriminative basis", a depthwise s×s conv to (B, w): its `features`.
-Deviations (documented in docs/recipes.md): all stages have one width (`base_channels`) and
-`blocks_per_stage` blocks; conditioning is the project's (G: a label embedding concatenated to
-z; D: the projection head of `gan.nets.base.Discriminator`, spectral norm on that head only
-when asked); G's last layer is a 1×1 conv with no tanh, as the paper's, so in eval mode its
-output is clamped to [-1, 1] (the interface's range); in train mode D sees it unclamped.
+Deviations (documented in docs/recipes.md): stage widths `base_channels` at the two coarsest
+resolutions, then halved per doubling (`stage_widths`), `blocks_per_stage` blocks per stage;
+conditioning is the project's (G: a label embedding concatenated to z; D: the projection
+head of `gan.nets.base.Discriminator`, spectral norm on that head only when asked); G's last
+layer is a 1×1 conv with no tanh, as the paper's, so in eval mode its output is clamped to
+[-1, 1] (the interface's range); in train mode D sees it unclamped.
 
 What it is not: no losses (RpGAN and R1/R2 are `gan.train.losses`), no builder
 (`gan.nets.models.build`), no I/O.
@@ -41,6 +42,7 @@ SLOPE = 0.2
 ACT_GAIN = math.sqrt(2.0 / (1.0 + SLOPE ** 2))  # He gain of LeakyReLU(0.2)
 EXPANSION = 2  # a block's inner width: 2 × the stage width
 GROUP_WIDTH = 16  # channels per group of the 3×3 conv (CIFAR preset: 1536 / 96)
+MIN_WIDTH = 16  # the narrowest stage (`stage_widths`)
 
 
 def start_side(size: int) -> int:
@@ -55,8 +57,17 @@ def start_side(size: int) -> int:
     return s
 
 
+def stage_widths(base: int, n_stages: int) -> list[int]:
+    """Widths from the basis stage up: `base` for the first two, then halved per doubling,
+    never under min(base, MIN_WIDTH) (32 px, base 32: [32, 32, 16, 16]). The paper's larger
+    presets taper the same way (FFHQ-256: 768 ×4, 384, 192, 96); its CIFAR-10 one does not.
+    Why here: a full-resolution block costs ∝ width² × H·W, and on a CPU it dominates."""
+    floor = min(base, MIN_WIDTH)
+    return [max(base >> max(0, i - 1), floor) for i in range(n_stages)]
+
+
 def _msr(layer: nn.Conv2d | nn.Linear, gain: float) -> None:
-    """MSR (He) init N(0, gain/√fan_in); fan_in = weight.size(1)·kernel area (grouped: per group)."""
+    """MSR (He) init N(0, gain/√fan_in); fan_in = weight.size(1)·kernel area (per group)."""
     fan_in = layer.weight[0].numel()
     nn.init.normal_(layer.weight, 0.0, gain / math.sqrt(fan_in))
 
@@ -135,19 +146,19 @@ class R3GANGenerator(Generator):
         if h != w:
             raise ValueError(f"r3gan needs square images, got {h}×{w}")
         s = start_side(h)
-        n_up = (h // s).bit_length() - 1
-        width = base_channels
-        total = blocks_per_stage * (n_up + 1)
-        self.start = (width, s, s)
-        self.basis = nn.Parameter(torch.randn(width, s, s))  # the generative basis
-        self.to_basis = nn.Linear(self.input_dim, width, bias=False)
+        widths = stage_widths(base_channels, (h // s).bit_length())  # e.g. [32, 32, 16, 16]
+        total = blocks_per_stage * len(widths)
+        self.start = (widths[0], s, s)
+        self.basis = nn.Parameter(torch.randn(widths[0], s, s))  # the generative basis
+        self.to_basis = nn.Linear(self.input_dim, widths[0], bias=False)
         _msr(self.to_basis, 1.0)
-        stages: list[nn.Module] = [self._blocks(width, blocks_per_stage, total)]
-        for _ in range(n_up):  # (B, w, r, r) → (B, w, 2r, 2r); one width: no 1×1 conv needed
-            stages.append(nn.Sequential(Resample("up"),
-                                        *self._blocks(width, blocks_per_stage, total)))
+        stages: list[nn.Module] = [self._blocks(widths[0], blocks_per_stage, total)]
+        for w_in, w_out in zip(widths, widths[1:], strict=False):  # (B, w_in, r, r) → 2r
+            width_change = [_conv(w_in, w_out, 1)] if w_in != w_out else []
+            stages.append(nn.Sequential(*width_change, Resample("up"),
+                                        *self._blocks(w_out, blocks_per_stage, total)))
         self.stages = nn.Sequential(*stages)
-        self.to_image = _conv(width, c_img, 1)  # (B, C, H, W), no tanh
+        self.to_image = _conv(widths[-1], c_img, 1)  # (B, C, H, W), no tanh
 
     @staticmethod
     def _blocks(width: int, n: int, total: int) -> nn.Sequential:
@@ -172,13 +183,14 @@ class R3GANDiscriminator(Discriminator):
         if h != w:
             raise ValueError(f"r3gan needs square images, got {h}×{w}")
         s = start_side(h)
-        n_down = (h // s).bit_length() - 1
-        width = base_channels
-        total = blocks_per_stage * (n_down + 1)
-        stages: list[nn.Module] = [_conv(c_img, width, 1)]  # (B, w, H, W)
-        for _ in range(n_down):  # (B, w, r, r) → (B, w, r/2, r/2)
-            stages += [*R3GANGenerator._blocks(width, blocks_per_stage, total), Resample("down")]
-        stages += [*R3GANGenerator._blocks(width, blocks_per_stage, total)]
+        widths = stage_widths(base_channels, (h // s).bit_length())[::-1]  # full res first
+        total = blocks_per_stage * len(widths)
+        stages: list[nn.Module] = [_conv(c_img, widths[0], 1)]  # (B, w0, H, W)
+        for w_in, w_out in zip(widths, widths[1:], strict=False):  # (B, w_in, r, r) → r/2
+            stages += [*R3GANGenerator._blocks(w_in, blocks_per_stage, total), Resample("down")]
+            stages += [_conv(w_in, w_out, 1)] if w_in != w_out else []
+        stages += [*R3GANGenerator._blocks(widths[-1], blocks_per_stage, total)]
+        width = widths[-1]
         basis = nn.Conv2d(width, width, s, groups=width, bias=False)  # (B, w, 1, 1)
         _msr(basis, 1.0)
         self.body = nn.Sequential(*stages, basis, nn.Flatten())  # (B, w)

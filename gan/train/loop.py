@@ -128,6 +128,11 @@ class _Meter:
         return out
 
 
+def _lazy(gamma: float, every: int, step: int) -> float:
+    """R1/R2's weight at this D step: γ·k on every k-th step, 0 between (lazy regularisation)."""
+    return gamma * every if step % every == 0 else 0.0
+
+
 def _run_epoch(state: TrainState, batches: Iterable[tuple[Tensor, Tensor]], cfg: TrainConfig,
                meter: _Meter, gen: torch.Generator, *, device: torch.device,
                autocast_dtype: torch.dtype | None, horizon: float | None = None) -> int:
@@ -153,7 +158,7 @@ def _run_epoch(state: TrainState, batches: Iterable[tuple[Tensor, Tensor]], cfg:
         fake = generate(G, z, y, autocast_dtype) if do_g else None
         dm = d_update(G, D, state.opt_d, x, y, z, loss=cfg.loss, real_label=cfg.real_label,
                       gp_weight=cfg.gp_weight, fake=fake, rng=gen, autocast_dtype=autocast_dtype,
-                      augment=augment, r1r2_gamma=gamma)
+                      augment=augment, r1r2_gamma=_lazy(gamma, cfg.r1r2_every, state.step))
         gm = None
         if do_g:
             gm = g_update(G, D, state.opt_g, z, y, loss=cfg.loss, mode_seeking=cfg.mode_seeking,

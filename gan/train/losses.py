@@ -2,8 +2,9 @@
 
 What this module is: pure functions of logits (and, for WGAN-GP and R1/R2, of D's output and
 its inputs) returning scalar losses to MINIMISE; `d_loss` / `g_loss` pick one by the
-`TrainConfig.loss` name (rpgan's G loss also needs D's logits on a real batch). Every loss takes raw logits: sigmoids live inside the numerically
-stable `binary_cross_entropy_with_logits` / softplus forms, never in the models.
+`TrainConfig.loss` name (rpgan's G loss also needs D's logits on a real batch). Every loss
+takes raw logits: sigmoids live inside the numerically stable
+`binary_cross_entropy_with_logits` / softplus forms, never in the models.
 
 What it is not: no optimiser steps, no models, no logging (see `gan.train.steps`).
 
