@@ -258,3 +258,18 @@ def test_r3gan_preset_resolves() -> None:
     assert model.arch == "r3gan" and train.loss == "rpgan" and train.r1r2_gamma > 0
     assert train.schedule == "r3gan-cosine" and train.betas_d == (0.0, 0.9)
     assert PRESETS["r3gan"]["model"]["spectral_norm"] is False
+
+
+def test_gpu_sizing_and_budget_runs_need_a_horizon() -> None:
+    from gan.tools.gpu_check import _configs
+    from gan.train.budget import train_for_budget
+
+    model, train = _configs("cpu", True, "r3gan")
+    assert (model.arch, model.base_channels, model.blocks_per_stage) == ("r3gan", 256, 2)
+    assert train.batch_size == 256 and train.loss == "rpgan" and not train.bf16  # CPU: no bf16
+    with torch.device("meta"):
+        G, D = build(model)
+    assert sum(p.numel() for p in G.parameters()) > 1_000_000
+    tc = TrainConfig(schedule="r3gan-cosine", epochs=5, batch_size=16)
+    with pytest.raises(ValueError, match="needs train.schedule_kimg"):
+        train_for_budget(_digits8(), R3_TINY, tc, time_budget_s=1.0)
