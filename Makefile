@@ -45,8 +45,9 @@ serve: install ## serve the retrain deployment (cron schedule) against the stack
 bench: install
 	$(BIN)/gan bench
 
-gpu-check: install ## on a GPU machine: default model, fixed steps, images/s, memory, bf16
+gpu-check: install ## on a GPU machine: default and r3gan models, fixed steps, images/s, memory, bf16
 	$(BIN)/python -m gan.tools.gpu_check
+	$(BIN)/python -m gan.tools.gpu_check --recipe r3gan --no-ray
 
 lint: install
 	$(BIN)/ruff check .

@@ -49,8 +49,8 @@ class RetrainOption:
 
 # `gan retrain`'s options, in --help order: to expose a RetrainParams field, add one row.
 RETRAIN_OPTIONS: tuple[RetrainOption, ...] = (
-    RetrainOption("--preset", "preset", "Starting recipe: default, seed or smoke; the options "
-                  "below override it."),
+    RetrainOption("--preset", "preset", "Starting recipe: default, seed, r3gan (RpGAN + "
+                  "R1/R2, R3GAN ResNet) or smoke; the options below override it."),
     RetrainOption("--smoke", None, "Same as --preset smoke: tiny, fast."),
     RetrainOption("--source", "data.source", "digits, mnist, fashion-mnist, npz, images, "
                   "parquet, cifar10 or stacked-digits."),
@@ -68,9 +68,12 @@ RETRAIN_OPTIONS: tuple[RetrainOption, ...] = (
     RetrainOption("--batch-size", "batch_size"),
     RetrainOption("--lr-g", "lr_g"),
     RetrainOption("--lr-d", "lr_d"),
-    RetrainOption("--arch", "arch", "mlp, dcgan, dcgan-deep (from 4×4; --image-size 8-128, "
-                  "powers of 2) or resnet (SNGAN ResNet; --image-size 16, 32, 64 or 128)."),
-    RetrainOption("--loss", "loss", "bce, ns, hinge or wgan-gp."),
+    RetrainOption("--arch", "arch", "mlp, dcgan, dcgan-up (dcgan with resize-convolutions: "
+                  "no checkerboard), dcgan-deep (from 4×4; --image-size 8-128, powers of 2), "
+                  "resnet (SNGAN ResNet; --image-size 16, 32, 64 or 128) or r3gan (R3GAN "
+                  "ResNet, no normalisation; --image-size 28, 32, 64, ...)."),
+    RetrainOption("--loss", "loss", "bce, ns, hinge, wgan-gp or rpgan (relativistic "
+                  "pairing, R3GAN)."),
     RetrainOption("--diffaugment", "diffaugment", "DiffAugment before D for small data: a "
                   "comma list of color, translation, cutout (e.g. color,translation,cutout)."),
     RetrainOption("--conditional/--unconditional", "conditional",

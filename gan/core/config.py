@@ -113,14 +113,19 @@ class DataConfig(Frozen):
 
 # --------------------------------------------------------------------------- model
 
+ArchName = Literal["mlp", "dcgan", "dcgan-up", "dcgan-deep", "resnet", "r3gan"]
+
 
 class ModelConfig(Frozen):
     """Architecture of G and D; stored in every checkpoint so `build()` can rebuild it."""
 
-    arch: Literal["mlp", "dcgan", "dcgan-deep", "resnet"] = Field(
+    arch: ArchName = Field(
         "dcgan", description="mlp: the seed GAN; dcgan: conv, two doublings from H/4; "
+        "dcgan-up: dcgan with resize-convolutions in G (no checkerboard); "
         "dcgan-deep: Radford et al.'s DCGAN from 4×4 (image_size 8-128, powers of 2); resnet: "
-        "the SNGAN ResNet G and D (Miyato et al. 2018; image_size 16, 32, 64 or 128).")
+        "the SNGAN ResNet G and D (Miyato et al. 2018; image_size 16, 32, 64 or 128); r3gan: "
+        "the R3GAN ResNet without normalisation (Huang et al. 2024; image_size s·2^k, s 4..7: "
+        "28, 32, 64, ...).")
     conditional: bool = Field(False, description="Class-conditional G and D (labelled samples).")
     latent_dim: int = Field(100, ge=2, le=1024, description="Size of z.")
     image_size: int = Field(28, ge=8, le=128, description="H=W of generated images.")
@@ -128,15 +133,26 @@ class ModelConfig(Frozen):
     num_classes: int = Field(10, ge=2, le=1000, description="Classes, for conditional models.")
     g_hidden: tuple[int, ...] = Field((256, 512, 1024), description="MLP G hidden widths.")
     d_hidden: tuple[int, ...] = Field((1024, 512, 256), description="MLP D hidden widths.")
-    base_channels: int = Field(64, ge=4, le=512, description="DCGAN width (channels at 1/4 res).")
+    base_channels: int = Field(64, ge=4, le=512, description="DCGAN width (channels at 1/4 "
+                               "res); resnet and r3gan: the width of every stage.")
+    blocks_per_stage: int = Field(1, ge=1, le=4, description="r3gan: residual blocks per "
+                                  "resolution (the paper: 2).")
     spectral_norm: bool = Field(False, description="Spectral normalisation on D's layers.")
     leaky_slope: float = Field(0.2, ge=0.0, lt=1.0, description="LeakyReLU slope.")
     d_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout in the MLP D.")
 
     @model_validator(mode="after")
     def _size_fits_arch(self) -> ModelConfig:
-        if self.arch == "dcgan" and self.image_size % 4:
-            raise ValueError(f"model.image_size {self.image_size} must be divisible by 4 for dcgan")
+        if self.arch in ("dcgan", "dcgan-up") and self.image_size % 4:
+            raise ValueError(f"model.image_size {self.image_size} must be divisible by 4 for "
+                             f"{self.arch}")
+        if self.arch == "r3gan":
+            side = self.image_size
+            while side % 2 == 0 and side // 2 >= 4:
+                side //= 2
+            if not 4 <= side <= 7:
+                raise ValueError(f"model.image_size {self.image_size} must be s·2^k with s in "
+                                 "4..7 for r3gan (e.g. --image-size 28, 32 or 64)")
         if self.arch == "dcgan-deep" and self.image_size not in (8, 16, 32, 64, 128):
             raise ValueError(f"model.image_size {self.image_size} must be 8, 16, 32, 64 or 128 "
                              "for dcgan-deep (e.g. --image-size 32)")
@@ -148,7 +164,7 @@ class ModelConfig(Frozen):
 
 # --------------------------------------------------------------------------- training
 
-LossName = Literal["bce", "ns", "hinge", "wgan-gp"]
+LossName = Literal["bce", "ns", "hinge", "wgan-gp", "rpgan"]
 _DA_OP = "(color|translation|cutout)"
 DIFFAUGMENT_RE = rf"^({_DA_OP}(,{_DA_OP})*)?$"  # "" or e.g. "color,translation,cutout"
 
@@ -159,7 +175,8 @@ class TrainConfig(Frozen):
     loss: LossName = Field(
         "hinge",
         description="bce: the seed's BCE with one-sided label smoothing; ns: non-saturating; "
-        "hinge; wgan-gp: Wasserstein with gradient penalty.",
+        "hinge; wgan-gp: Wasserstein with gradient penalty; rpgan: relativistic pairing "
+        "(R3GAN; pair it with r1r2_gamma > 0).",
     )
     real_label: float = Field(
         0.9, gt=0.5, le=1.0, description="Target for real images in bce (one-sided smoothing)."
@@ -178,6 +195,20 @@ class TrainConfig(Frozen):
                                   description="Adam beta2 of D; empty: beta2.")
     d_steps: int = Field(1, ge=1, le=10, description="D steps per G step.")
     gp_weight: float = Field(10.0, ge=0.0, description="Gradient-penalty weight (wgan-gp).")
+    r1r2_gamma: float = Field(
+        0.0, ge=0.0, le=1000.0, description="γ of the zero-centred gradient penalties R1 (real) "
+        "and R2 (fake) in D's loss, (γ/2)·(‖∇D(x)‖² + ‖∇D(G(z))‖²), every D step, any loss; "
+        "0 = off. R3GAN: 0.05 on CIFAR-10, 2 on FFHQ-64.")
+    r1r2_every: int = Field(
+        1, ge=1, le=64, description="R1/R2 on every k-th D step only, weighted γ·k (lazy "
+        "regularisation, Karras et al. 2020, StyleGAN2 §B): cheaper D steps; R3GAN: 1.")
+    schedule: Literal["constant", "r3gan-cosine"] = Field(
+        "constant", description="constant: lr, betas and γ as set; r3gan-cosine: R3GAN's "
+        "cosine decay over schedule_kimg: lr to lr/4, r1r2_gamma to γ/10, beta2 to 0.99.")
+    schedule_kimg: float | None = Field(
+        None, gt=0.0, le=1e7, description="r3gan-cosine: thousands of images over which the "
+        "cosine runs (then the final values hold); empty: the run's planned images, epochs × "
+        "train images (R3GAN: 20,000 kimg).")
     mode_seeking: float = Field(
         0.0, ge=0.0, le=100.0, description="Weight of the mode-seeking term (MSGAN) in G's loss; "
         "0 = off. Keeps a conditional G from ignoring z (one image per class)."
@@ -387,6 +418,17 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                   "ema_decay": 0.999, "batch_size": 64, "mode_seeking": 0.5,
                   "epochs": 100},  # ≈ 4-5 min on one core, the seed preset's budget
     },
+    # R3GAN (Huang et al. 2024): RpGAN + R1 + R2 (γ 0.05, the paper's CIFAR-10 value), its
+    # ResNet without normalisation, Adam β1 0, and the cosine decay of lr, γ and β2 over the
+    # run's planned images. Widths for 2 CPU cores; docs/recipes.md has the GPU sizing.
+    "r3gan": {
+        "model": {"arch": "r3gan", "conditional": True, "spectral_norm": False,
+                  "base_channels": 32, "blocks_per_stage": 1},
+        "train": {"loss": "rpgan", "r1r2_gamma": 0.05, "schedule": "r3gan-cosine",
+                  "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.0, "beta2": 0.9,
+                  "ema_decay": 0.999, "batch_size": 64, "mode_seeking": 0.0,
+                  "epochs": 20},  # ≈ 4-5 min on one core for the digits (~110 img/s)
+    },
     # Tiny and fast: for tests and `--smoke` runs.
     "smoke": {
         "data": {"limit": 200},
@@ -404,13 +446,14 @@ class RetrainParams(Frozen):
     The preset gives a full recipe; each field left empty keeps the preset's value.
     """
 
-    preset: Literal["default", "seed", "smoke"] = Field(
+    preset: Literal["default", "seed", "r3gan", "smoke"] = Field(
         "default", description="Starting recipe: default (measured best), seed (classic MLP "
-        "GAN), smoke (tiny, seconds; publishes to gan-DATASET-smoke unless a model name is "
+        "GAN), r3gan (RpGAN + R1/R2 and the R3GAN ResNet, Huang et al. 2024), smoke (tiny, "
+        "seconds; publishes to gan-DATASET-smoke unless a model name is "
         "given, never to the production model). Fields below override it."
     )
     data: DataConfig = Field(default_factory=DataConfig, description="Dataset source.")
-    arch: Literal["mlp", "dcgan", "dcgan-deep", "resnet"] | None = Field(
+    arch: ArchName | None = Field(
         None, description="Model architecture.")
     conditional: bool | None = Field(None, description="Class-conditional generator.")
     loss: LossName | None = Field(None, description="GAN loss.")

@@ -5,7 +5,9 @@ tanh; D 784→1024→512→256→1 logits), a DCGAN for any H×W divisible by 4 
 H/4), the deeper DCGAN of Radford et al. 2016 (`dcgan-deep`: from 4×4, one doubling per
 octave, for 32 and 64 px colour), class-conditional variants of all (G: label embedding
 concatenated to z, as in Mirza & Osindero 2014; D: the projection discriminator of Miyato &
-Koyama 2018), and the builders, which also build the SNGAN ResNet nets of `gan.nets.resnet`.
+Koyama 2018), `dcgan-up` (dcgan's G with resize-convolutions instead of transposed ones:
+no checkerboard; dcgan's D), and the builders, which also build the SNGAN ResNet nets of
+`gan.nets.resnet` and the R3GAN nets of `gan.nets.r3gan`.
 Every net takes C = 1 or 3 channels (`image_shape`); the base classes are `gan.nets.base`'s
 (re-exported here). `build(cfg)` rebuilds any of them from the model config a checkpoint
 stores. `sample_latent` and `sample_images` draw seeded latents and images: the one sampling
@@ -27,12 +29,14 @@ from torch import Tensor, nn
 
 from gan.core.config import ModelConfig
 from gan.nets.base import EMBED_DIM, Discriminator, Generator, _dcgan_init, _sn
+from gan.nets.r3gan import R3GANDiscriminator, R3GANGenerator
 from gan.nets.resnet import ResNetDiscriminator, ResNetGenerator
 
 __all__ = ["EMBED_DIM", "DCGANDiscriminator", "DCGANGenerator", "Discriminator", "Generator",
            "MLPDiscriminator", "MLPGenerator", "ResNetDiscriminator", "ResNetGenerator", "build",
            "build_discriminator", "build_generator", "sample_images", "sample_latent",
-           "DeepDCGANGenerator", "DeepDCGANDiscriminator"]
+           "DeepDCGANGenerator", "DeepDCGANDiscriminator", "DCGANUpGenerator",
+           "R3GANDiscriminator", "R3GANGenerator"]
 
 
 # --------------------------------------------------------------------------- MLP (the seed)
@@ -145,6 +149,31 @@ class DCGANDiscriminator(Discriminator):
         return self.body(x)
 
 
+class DCGANUpGenerator(DCGANGenerator):
+    """`dcgan-up`: DCGANGenerator with each ConvTranspose2d(4, 2, 1) replaced by a nearest
+    2× upsample + Conv2d(3×3) (Odena, Dumoulin & Olah 2016, "Deconvolution and Checkerboard
+    Artifacts": resize-convolution). A transposed conv gives each of the four output phases
+    its own kernel, so they drift apart and draw a checkerboard; after a nearest resize all
+    four see one kernel. Same widths, BN + ReLU, tanh and D (`DCGANDiscriminator`) as dcgan."""
+
+    def __init__(self, *, latent_dim: int = 100, image_shape: tuple[int, int, int] = (1, 28, 28),
+                 base_channels: int = 64, num_classes: int = 10, conditional: bool = False) -> None:
+        super().__init__(latent_dim=latent_dim, image_shape=image_shape,
+                         base_channels=base_channels, num_classes=num_classes,
+                         conditional=conditional)
+        c_img, c = self.image_shape[0], base_channels
+        self.up = nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(c, c // 2, 3, 1, 1, bias=False),  # (B, c/2, H/2, W/2)
+            nn.BatchNorm2d(c // 2),
+            nn.ReLU(True),
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(c // 2, c_img, 3, 1, 1),  # (B, C, H, W)
+            nn.Tanh(),
+        )
+        self.up.apply(_dcgan_init)
+
+
 def _doublings(size: int) -> int:
     """log2(size / 4) for the 4×4-based DCGAN; sizes 8, 16, 32, 64, 128."""
     if size not in (8, 16, 32, 64, 128):
@@ -224,6 +253,15 @@ def build_generator(cfg: ModelConfig) -> Generator:
         return ResNetGenerator(latent_dim=cfg.latent_dim, image_shape=_image_shape(cfg),
                                base_channels=cfg.base_channels, num_classes=cfg.num_classes,
                                conditional=cfg.conditional)
+    if cfg.arch == "r3gan":
+        return R3GANGenerator(latent_dim=cfg.latent_dim, image_shape=_image_shape(cfg),
+                              base_channels=cfg.base_channels,
+                              blocks_per_stage=cfg.blocks_per_stage,
+                              num_classes=cfg.num_classes, conditional=cfg.conditional)
+    if cfg.arch == "dcgan-up":
+        return DCGANUpGenerator(latent_dim=cfg.latent_dim, image_shape=_image_shape(cfg),
+                                base_channels=cfg.base_channels, num_classes=cfg.num_classes,
+                                conditional=cfg.conditional)
     return DCGANGenerator(latent_dim=cfg.latent_dim, image_shape=_image_shape(cfg),
                           base_channels=cfg.base_channels, num_classes=cfg.num_classes,
                           conditional=cfg.conditional)
@@ -244,6 +282,12 @@ def build_discriminator(cfg: ModelConfig) -> Discriminator:
         return ResNetDiscriminator(image_shape=_image_shape(cfg), base_channels=cfg.base_channels,
                                    spectral=cfg.spectral_norm, num_classes=cfg.num_classes,
                                    conditional=cfg.conditional)
+    if cfg.arch == "r3gan":
+        return R3GANDiscriminator(image_shape=_image_shape(cfg), base_channels=cfg.base_channels,
+                                  blocks_per_stage=cfg.blocks_per_stage,
+                                  spectral=cfg.spectral_norm, num_classes=cfg.num_classes,
+                                  conditional=cfg.conditional)
+    # dcgan and dcgan-up share D: only G's upsampling differs
     return DCGANDiscriminator(image_shape=_image_shape(cfg), base_channels=cfg.base_channels,
                               leaky_slope=cfg.leaky_slope, spectral=cfg.spectral_norm,
                               num_classes=cfg.num_classes, conditional=cfg.conditional)

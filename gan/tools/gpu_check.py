@@ -1,8 +1,10 @@
 """`python -m gan.tools.gpu_check` (`make gpu-check`): the default model on a GPU, in < 5 min.
 
 What this module is: one prepared script for a machine with an NVIDIA GPU. It trains
-PRESETS["default"] for a fixed number of steps (`--steps`, default 300: 3 epochs of 100
-batches of 64 digits) with `use_gpu=True`, bf16 autocast off and on,
+PRESETS["default"] (or, with `--recipe r3gan`, PRESETS["r3gan"] at its GPU sizing
+`GPU_SIZING["r3gan"]`: width 256, 2 blocks per stage, batch 256) for a fixed number of steps
+(`--steps`, default 300: 3 epochs of 100 batches of 64 digits, or of 256 for r3gan) with
+`use_gpu=True`, bf16 autocast off and on,
   (a) in this process (`gan.train.loop.train_local`), and
   (b) when Ray is installed, through Ray Train with one GPU worker (NCCL, a local Ray),
 and prints steady-state images/s (median of the epochs after the first), peak GPU memory
@@ -37,6 +39,14 @@ from gan.tools.bench import bench_data, steady
 from gan.train.loop import train_local
 
 STEPS = 300  # per configuration: 3 epochs of 100 batches of 64
+# A recipe's GPU sizing over its preset (the CPU presets are sized for 2 cores). r3gan: the
+# paper's CIFAR-10 net is 768 wide, 2 blocks per stage, batch 512; a third of the width fits a
+# quick check and a 78 GiB GPU with room (docs/recipes.md).
+GPU_SIZING: dict[str, dict[str, dict[str, Any]]] = {
+    "default": {"model": {}, "train": {}},
+    "r3gan": {"model": {"base_channels": 256, "blocks_per_stage": 2},
+              "train": {"batch_size": 256}},
+}
 EPOCHS = 3  # the first is warm-up (cuDNN autotuning, allocator growth)
 NO_CUDA_EXIT = 2
 
@@ -51,11 +61,12 @@ def no_cuda_message() -> str | None:
             "machine with an NVIDIA GPU and a CUDA build of torch; nothing was trained.")
 
 
-def _configs(device: str, bf16: bool) -> tuple[Any, Any]:
+def _configs(device: str, bf16: bool, recipe: str = "default") -> tuple[Any, Any]:
     gpu = device == "cuda"
-    return resolve_configs("default", train={
-        "epochs": EPOCHS, "use_gpu": gpu, "bf16": bf16 and gpu, "checkpoint_every": EPOCHS,
-        "num_workers": 1, "cpus_per_worker": 1})
+    size = GPU_SIZING[recipe]
+    return resolve_configs(recipe, model=size["model"], train={
+        **size["train"], "epochs": EPOCHS, "use_gpu": gpu, "bf16": bf16 and gpu,
+        "checkpoint_every": EPOCHS, "num_workers": 1, "cpus_per_worker": 1})
 
 
 def _steady(per_epoch: list[float]) -> float:
@@ -67,9 +78,9 @@ def _peak_mb(device: str) -> float | None:
     return torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
 
 
-def in_process(data: Any, device: str, bf16: bool) -> dict[str, Any]:
+def in_process(data: Any, device: str, bf16: bool, recipe: str = "default") -> dict[str, Any]:
     """One configuration trained by `gan.train.loop.train_local` on `device`."""
-    model_cfg, train_cfg = _configs(device, bf16)
+    model_cfg, train_cfg = _configs(device, bf16, recipe)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     seen: list[float] = []
@@ -77,7 +88,7 @@ def in_process(data: Any, device: str, bf16: bool) -> dict[str, Any]:
                 device=device, autocast_dtype=torch.bfloat16 if bf16 else None)
     if device == "cuda":
         torch.cuda.synchronize()
-    return {"where": "in-process", "device": device, "bf16": bf16,
+    return {"where": "in-process", "device": device, "bf16": bf16, "recipe": recipe,
             "images_per_s": _steady(seen), "peak_memory_mb": _peak_mb(device)}
 
 
@@ -137,6 +148,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help=f"training steps per configuration (default {STEPS})")
     ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help=argparse.SUPPRESS)
     ap.add_argument("--no-ray", action="store_true", help="skip the Ray Train part")
+    ap.add_argument("--recipe", choices=sorted(GPU_SIZING), default="default",
+                    help="default, or r3gan at its GPU sizing (GPU_SIZING; in-process only)")
     args = ap.parse_args(argv)
     if args.steps < EPOCHS:
         ap.error(f"--steps must be at least {EPOCHS} (one batch per epoch), got {args.steps}")
@@ -152,15 +165,17 @@ def main(argv: list[str] | None = None) -> int:
             return NO_CUDA_EXIT
     t0 = time.perf_counter()
     batches = args.steps // EPOCHS
-    data = bench_data(batches * 64)  # `batches` batches of 64 per epoch
+    batch = _configs(args.device, False, args.recipe)[1].batch_size
+    data = bench_data(batches * batch)  # `batches` batches per epoch
     name = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
     print(f"gpu-check on {name} (torch {torch.__version__}, CUDA {torch.version.cuda}): "
-          f"default model, {EPOCHS} epochs × {batches} batches of 64 per configuration",
-          flush=True)
+          f"{args.recipe} model, {EPOCHS} epochs × {batches} batches of {batch} per "
+          "configuration", flush=True)
     variants = (False, True)
-    rows = [in_process(data, args.device, bf16) for bf16 in variants]
+    rows = [in_process(data, args.device, bf16, args.recipe) for bf16 in variants]
     print(format_rows(rows), flush=True)
-    more = None if args.no_ray else ray_rows(data, args.device, variants)
+    ray_part = not args.no_ray and args.recipe == "default"
+    more = ray_rows(data, args.device, variants) if ray_part else None
     if more:
         rows += more
         print(format_rows(more), flush=True)

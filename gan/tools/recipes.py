@@ -168,6 +168,17 @@ def candidates() -> dict[str, Candidate]:
         Candidate("resnet+diffaug", "default", {"arch": "resnet", "image_size": 32},
                   {"diffaugment": DIFFAUG_POLICY},
                   note=f"the ResNet with DiffAugment ({DIFFAUG_POLICY})"),
+        Candidate("default+up", "default", {"arch": "dcgan-up"},
+                  note="PRESETS['default'] with dcgan-up's G (resize-convolution: no "
+                  "checkerboard)"),
+        Candidate("r3gan", "r3gan", note="PRESETS['r3gan']: RpGAN + R1/R2 (γ 0.05, cosine), "
+                  "the R3GAN ResNet, width 32"),
+        Candidate("r3gan-lazy4", "r3gan", train={"r1r2_every": 4},
+                  note="PRESETS['r3gan'] with R1/R2 on every 4th D step (weight ×4)"),
+        Candidate("default+rpgan", "default", {"arch": "dcgan-up", "spectral_norm": False},
+                  {"loss": "rpgan", "r1r2_gamma": 0.05, "r1r2_every": 4, "mode_seeking": 0.0,
+                   "schedule": "r3gan-cosine"},
+                  note="dcgan-up nets, no SN, with R3GAN's loss and schedule (R1/R2 every 4th)"),
         Candidate("smoke", "smoke", note="tiny MLP for tests"),
     ]
     return {x.name: x for x in c}
@@ -269,6 +280,11 @@ def train_candidate(cand: Candidate, data: PreparedData, *, epochs: int | None =
 
     run_cfg = train_cfg if budget_s is None else train_cfg.model_copy(
         update={"epochs": MAX_BUDGET_EPOCHS})  # a budget, not the epochs, ends the run
+    if budget_s is not None and run_cfg.schedule != "constant" and not run_cfg.schedule_kimg:
+        # The schedule's horizon: the images of the recipe's own epochs (about the budget).
+        kimg = train_cfg.epochs * len(data.y_train) / 1000
+        run_cfg = run_cfg.model_copy(update={"schedule_kimg": kimg})
+        log(f"  {cand.name}: schedule over {kimg:g} kimg ({train_cfg.epochs} epochs)")
     try:
         train_for_budget(data, model_cfg, run_cfg, report, time_budget_s=budget_s, state=state)
     except DivergenceError as e:

@@ -35,6 +35,10 @@ def train_for_budget(data: PreparedData, model_cfg: ModelConfig, train_cfg: Trai
     state = state or make_state(model_cfg, train_cfg)
     if time_budget_s is None:
         return train_local(data, model_cfg, train_cfg, report, state=state)
+    if train_cfg.schedule != "constant" and train_cfg.schedule_kimg is None:
+        # One call per epoch below: "epochs × train images" would be one epoch's images.
+        raise ValueError(f"train.schedule {train_cfg.schedule!r} with a wall-clock budget "
+                         "needs train.schedule_kimg (e.g. images/s × budget / 1000)")
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < time_budget_s and state.epoch < train_cfg.epochs:
         step_cfg = train_cfg.model_copy(update={"epochs": state.epoch + 1})

@@ -34,6 +34,7 @@ from gan.data.prepare import PreparedData, prepare_arrays
 from gan.nets.models import sample_latent
 from gan.train.checkpoint import save_checkpoint
 from gan.train.diffaug import parse_policy
+from gan.train.schedule import apply_knobs, horizon_images, knobs_at
 from gan.train.state import TrainState, make_state
 from gan.train.steps import d_update, ema_update, g_update, generate, unwrap
 
@@ -72,13 +73,15 @@ class _Meter:
         self.one = torch.ones((), device=device)
         self.rows: list[Tensor] = []
         self.steps: list[int] = []
-        self.sums = {"loss_d": 0.0, "d_real": 0.0, "d_fake": 0.0, "gp": 0.0, "loss_g": 0.0}
+        self.sums = {"loss_d": 0.0, "d_real": 0.0, "d_fake": 0.0, "gp": 0.0, "loss_g": 0.0,
+                     "r1": 0.0, "r2": 0.0}
         self.n_d = self.n_g = 0
 
     def add(self, step: int, dm: dict[str, Tensor], gm: dict[str, Tensor] | None) -> None:
         g = gm["loss_g"] if gm else self.zero
         self.rows.append(torch.stack([dm["loss_d"], dm["d_real"], dm["d_fake"],
-                                      dm.get("gp", self.zero), g, self.one if gm else self.zero]))
+                                      dm.get("gp", self.zero), g, self.one if gm else self.zero,
+                                      dm.get("r1", self.zero), dm.get("r2", self.zero)]))
         self.steps.append(step)
         if len(self.rows) >= self.check_every:
             self.flush()
@@ -86,11 +89,13 @@ class _Meter:
     def flush(self) -> None:
         if not self.rows:
             return
-        values = torch.stack(self.rows).cpu().tolist()  # (k, 6): the one host sync
+        values = torch.stack(self.rows).cpu().tolist()  # (k, 8): the one host sync
         steps, self.rows, self.steps = self.steps, [], []
-        for step, (loss_d, d_real, d_fake, gp, loss_g, has_g) in zip(steps, values, strict=True):
+        for step, (loss_d, d_real, d_fake, gp, loss_g, has_g, r1, r2) in zip(steps, values,
+                                                                             strict=True):
             self._guard(step, loss_d, d_real, d_fake, loss_g if has_g else 0.0)
-            for k, v in (("loss_d", loss_d), ("d_real", d_real), ("d_fake", d_fake), ("gp", gp)):
+            for k, v in (("loss_d", loss_d), ("d_real", d_real), ("d_fake", d_fake), ("gp", gp),
+                         ("r1", r1), ("r2", r2)):
                 self.sums[k] += v
             self.n_d += 1
             if has_g:
@@ -118,18 +123,32 @@ class _Meter:
         out["loss_g"] = self.sums["loss_g"] / self.n_g if self.n_g else float("nan")
         if self.cfg.loss == "wgan-gp":
             out["gp"] = self.sums["gp"] / max(self.n_d, 1)
+        if self.cfg.r1r2_gamma > 0:
+            out["r1"], out["r2"] = (self.sums[k] / max(self.n_d, 1) for k in ("r1", "r2"))
         return out
+
+
+def _lazy(gamma: float, every: int, step: int) -> float:
+    """R1/R2's weight at this D step: γ·k on every k-th step, 0 between (lazy regularisation)."""
+    return gamma * every if step % every == 0 else 0.0
 
 
 def _run_epoch(state: TrainState, batches: Iterable[tuple[Tensor, Tensor]], cfg: TrainConfig,
                meter: _Meter, gen: torch.Generator, *, device: torch.device,
-               autocast_dtype: torch.dtype | None) -> int:
-    """One pass over `batches`; returns the number of real images this process consumed."""
+               autocast_dtype: torch.dtype | None, horizon: float | None = None) -> int:
+    """One pass over `batches`; returns the number of real images this process consumed.
+    `horizon`: the schedule's images (`gan.train.schedule`); lr, β2 and γ are set before each
+    step from the global images so far (step × batch_size), so a resumed run continues it."""
     G, D = state.G, state.D
     latent_dim = unwrap(G).latent_dim
     augment = parse_policy(cfg.diffaugment)
     n_images = 0
+    gamma = cfg.r1r2_gamma
     for x, y in batches:
+        if horizon is not None:
+            knobs = knobs_at(cfg, state.step * cfg.batch_size, horizon)
+            apply_knobs(knobs, state.opt_g, state.opt_d)
+            gamma = knobs.r1r2_gamma
         x = x.to(device, non_blocking=True)  # (B, C, H, W) in [-1, 1]
         y = y.to(device, non_blocking=True)  # (B,) int64
         z = sample_latent(x.shape[0], latent_dim, gen, device)  # (B, latent_dim)
@@ -139,11 +158,12 @@ def _run_epoch(state: TrainState, batches: Iterable[tuple[Tensor, Tensor]], cfg:
         fake = generate(G, z, y, autocast_dtype) if do_g else None
         dm = d_update(G, D, state.opt_d, x, y, z, loss=cfg.loss, real_label=cfg.real_label,
                       gp_weight=cfg.gp_weight, fake=fake, rng=gen, autocast_dtype=autocast_dtype,
-                      augment=augment)
+                      augment=augment, r1r2_gamma=_lazy(gamma, cfg.r1r2_every, state.step))
         gm = None
         if do_g:
             gm = g_update(G, D, state.opt_g, z, y, loss=cfg.loss, mode_seeking=cfg.mode_seeking,
-                          fake=fake, autocast_dtype=autocast_dtype, rng=gen, augment=augment)
+                          fake=fake, autocast_dtype=autocast_dtype, rng=gen, augment=augment,
+                          real=x)
             if state.G_ema is not None:
                 ema_update(state.G_ema, G, cfg.ema_decay, state.ema_updates)
                 state.ema_updates += 1
@@ -157,6 +177,7 @@ def run_epochs(
     state: TrainState, batches: Batches, train_cfg: TrainConfig, report: ReportFn | None = None, *,
     device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None,
     is_chief: bool = True, dataset_version: str = "", rank: int = 0, check_every: int = 50,
+    images_per_epoch: int | None = None,
 ) -> TrainState:
     """Train epochs state.epoch+1 … train_cfg.epochs; returns the (mutated) state.
 
@@ -164,9 +185,12 @@ def run_epochs(
     `report(metrics, checkpoint)` is called once per epoch on every rank; `checkpoint` is a
     callable returning checkpoint bytes every `checkpoint_every` epochs and at the last epoch
     (on the chief only; None otherwise) — not calling it costs nothing.
+    `images_per_epoch` (global: the train split's size) sets the horizon of a non-constant
+    `train_cfg.schedule` when `schedule_kimg` is empty (`gan.train.schedule.horizon_images`).
     Raises DivergenceError (step and reason) when training diverges.
     """
     device = torch.device(device)
+    horizon = horizon_images(train_cfg, images_per_epoch)
     state.train_cfg = train_cfg
     if dataset_version:
         state.dataset_version = dataset_version
@@ -181,7 +205,7 @@ def run_epochs(
             state.G.train()
             state.D.train()
             n_images = _run_epoch(state, batches(epoch), train_cfg, meter, gen, device=device,
-                                  autocast_dtype=autocast_dtype)
+                                  autocast_dtype=autocast_dtype, horizon=horizon)
             means = meter.means()  # flushes: the device is in sync after this
         dt = time.perf_counter() - t0
         metrics: dict[str, Any] = {"epoch": epoch, "step": state.step, **means,
@@ -235,7 +259,8 @@ def train_local(data: PreparedData, model_cfg: ModelConfig, train_cfg: TrainConf
     batches = local_batches(data.x_train, data.y_train, train_cfg,
                             pin_memory=device.type == "cuda")
     return run_epochs(state, batches, train_cfg, report, device=device,
-                      autocast_dtype=autocast_dtype, dataset_version=data.version)
+                      autocast_dtype=autocast_dtype, dataset_version=data.version,
+                      images_per_epoch=len(data.x_train))
 
 
 def main(argv: list[str] | None = None) -> int:

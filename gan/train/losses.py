@@ -1,9 +1,10 @@
 """GAN losses on discriminator logits, each with the paper it comes from.
 
-What this module is: pure functions of logits (and, for WGAN-GP, of the critic's output on
-interpolates) returning scalar losses to MINIMISE; `d_loss` / `g_loss` pick one by the
-`TrainConfig.loss` name. Every loss takes raw logits: sigmoids live inside the numerically
-stable `binary_cross_entropy_with_logits` / softplus forms, never in the models.
+What this module is: pure functions of logits (and, for WGAN-GP and R1/R2, of D's output and
+its inputs) returning scalar losses to MINIMISE; `d_loss` / `g_loss` pick one by the
+`TrainConfig.loss` name (rpgan's G loss also needs D's logits on a real batch). Every loss
+takes raw logits: sigmoids live inside the numerically stable
+`binary_cross_entropy_with_logits` / softplus forms, never in the models.
 
 What it is not: no optimiser steps, no models, no logging (see `gan.train.steps`).
 
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-LOSSES = ("bce", "ns", "hinge", "wgan-gp")
+LOSSES = ("bce", "ns", "hinge", "wgan-gp", "rpgan")
 
 
 # --- bce: Goodfellow et al. 2014, "Generative Adversarial Nets", with one-sided label
@@ -79,6 +80,28 @@ def gradient_penalty(critic_out: Tensor, x_hat: Tensor) -> Tensor:
     return ((norms - 1.0) ** 2).mean()
 
 
+# --- rpgan: relativistic pairing, Jolicoeur-Martineau 2019, "The relativistic discriminator";
+# with R1 + R2 it is R3GAN's loss (Huang et al. 2024, eq. 3 and §2.2; official Trainer.py).
+def rpgan_d(real: Tensor, fake: Tensor) -> Tensor:
+    """E[softplus(-(D(x) - D(G(z))))] = -E[log σ(D(x) - D(G(z)))], real/fake paired by index."""
+    return F.softplus(fake - real).mean()
+
+
+def rpgan_g(fake: Tensor, real: Tensor) -> Tensor:
+    """E[softplus(-(D(G(z)) - D(x)))]: G wants each fake to look more real than its pair."""
+    return F.softplus(real - fake).mean()
+
+
+def r1r2_penalty(logits: Tensor, real_in: Tensor, fake_in: Tensor) -> tuple[Tensor, Tensor]:
+    """(R1, R2) = (E‖∇_x D(x)‖², E‖∇_x̃ D(x̃)‖²), x̃ = G(z): zero-centred penalties (Mescheder
+    et al. 2018; R3GAN uses both). `logits` (2B,) are D's outputs on cat(real_in, fake_in)
+    (or on their augmented images), both (B, C, H, W) and requiring grad; the squared norm
+    sums over C, H, W and the mean is over the batch. The graph is kept (create_graph)."""
+    grads = torch.autograd.grad(logits.sum(), (real_in, fake_in), create_graph=True)
+    r1, r2 = (g.float().square().flatten(1).sum(1).mean() for g in grads)
+    return r1, r2
+
+
 def d_loss(name: str, real: Tensor, fake: Tensor, *, real_label: float = 0.9) -> Tensor:
     """D's loss (without any gradient penalty) for logits on real (B,) and fake (B,) images."""
     if name == "bce":
@@ -89,11 +112,17 @@ def d_loss(name: str, real: Tensor, fake: Tensor, *, real_label: float = 0.9) ->
         return hinge_d(real, fake)
     if name == "wgan-gp":
         return wgan_d(real, fake)
+    if name == "rpgan":
+        return rpgan_d(real, fake)
     raise ValueError(f"unknown loss {name!r}; choose one of {LOSSES}")
 
 
-def g_loss(name: str, fake: Tensor) -> Tensor:
-    """G's loss for D's logits on generated images (B,)."""
+def g_loss(name: str, fake: Tensor, real: Tensor | None = None) -> Tensor:
+    """G's loss for D's logits on generated images (B,) (and, for rpgan, on real ones (B,))."""
+    if name == "rpgan":
+        if real is None:
+            raise ValueError("loss rpgan: G's loss needs D's logits on a real batch")
+        return rpgan_g(fake, real)
     if name == "bce":
         return bce_g(fake)
     if name == "ns":

@@ -71,17 +71,21 @@ def d_update(
     G: nn.Module, D: nn.Module, opt_d: torch.optim.Optimizer, real: Tensor, y: Tensor, z: Tensor,
     *, loss: str, real_label: float, gp_weight: float, fake: Tensor | None = None,
     rng: torch.Generator | None = None, autocast_dtype: torch.dtype | None = None,
-    augment: tuple[str, ...] = (),
+    augment: tuple[str, ...] = (), r1r2_gamma: float = 0.0,
 ) -> dict[str, Tensor]:
     """One D step on real (B, C, H, W) with labels y (B,) and fakes G(z, y).
 
-    `loss`, `real_label` and `gp_weight` are `TrainConfig`'s fields of those names.
+    `loss`, `real_label` and `gp_weight` are `TrainConfig`'s fields of those names;
+    `r1r2_gamma` is `TrainConfig.r1r2_gamma` at this step (the schedule's value).
 
     Objective (D minimises; see gan.train.losses):
       bce    -[0.9·log σ(D(x)) + 0.1·log(1-σ(D(x)))] - log(1 - σ(D(G(z))))
       ns     -log σ(D(x)) - log(1 - σ(D(G(z))))
       hinge  E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))]
       wgan-gp  E[D(G(z))] - E[D(x)] + λ·E[(‖∇D(x̂)‖ - 1)²],  x̂ = εx + (1-ε)G(z)
+      rpgan  E[softplus(-(D(x) - D(G(z))))]   (relativistic pairing: x and G(z) paired by index)
+    plus, with γ = r1r2_gamma > 0 and any loss, (γ/2)·(E‖∇_x D(x)‖² + E‖∇ D(G(z))‖²) (R1 + R2,
+    R3GAN's penalties, every step: the same single forward, its inputs requiring grad).
     Fakes are conditioned on the real batch's labels (the data's class balance). `augment`
     (`train.diffaugment` parsed): DiffAugment applied to real and fake alike before D, so
     D(x) reads D(T(x)) above (Zhao et al. 2020; `gan.train.diffaug`).
@@ -92,6 +96,9 @@ def d_update(
             with torch.no_grad():
                 fake = G(z, y)  # (B, C, H, W)
         parts = [real, fake.detach().to(real.dtype)]
+        if r1r2_gamma > 0:  # R1/R2 differentiate D w.r.t. its (pre-augmentation) inputs
+            parts = [p.detach().requires_grad_(True) for p in parts]
+        inputs = tuple(parts)  # (real, fake), each (B, C, H, W)
         if augment:
             parts = [diff_augment(p, augment, rng) for p in parts]
         x_hat = None
@@ -108,6 +115,10 @@ def d_update(
         gp = losses.gradient_penalty(logits[2 * b :], x_hat)
         loss_d = loss_d + gp_weight * gp
         metrics["gp"] = gp.detach()
+    if r1r2_gamma > 0:
+        r1, r2 = losses.r1r2_penalty(logits[: 2 * b], *inputs)
+        loss_d = loss_d + 0.5 * r1r2_gamma * (r1 + r2)
+        metrics["r1"], metrics["r2"] = r1.detach(), r2.detach()
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     opt_d.step()
@@ -121,13 +132,16 @@ def g_update(
     G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, z: Tensor, y: Tensor,
     *, loss: str, mode_seeking: float, fake: Tensor | None = None,
     autocast_dtype: torch.dtype | None = None, rng: torch.Generator | None = None,
-    augment: tuple[str, ...] = (),
+    augment: tuple[str, ...] = (), real: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """One G step; `fake` may be the batch the preceding D step saw (with its graph).
+    `real` (B, C, H, W): the D step's real batch, needed by rpgan (D's logits on it pair with
+    the fakes'; one D forward over both, D frozen, no gradient into the real images).
     `rng` draws the second latent batch of the mode-seeking term (the trainer's z stream);
     `loss` and `mode_seeking` (its weight; 0 = off) are `TrainConfig`'s fields of those names.
 
-    Objective (G minimises): bce/ns  -log σ(D(G(z)))  (non-saturating);  hinge/wgan-gp  -E[D(G(z))]
+    Objective (G minimises): bce/ns  -log σ(D(G(z)))  (non-saturating);  hinge/wgan-gp  -E[D(G(z))];
+    rpgan  E[softplus(-(D(G(z)) - D(x)))]
     (D(T(G(z))) with DiffAugment `augment`: the gradient flows through the augmentation).
     D is frozen and, under DDP, its forward runs in `no_sync`: only G's gradients are reduced.
     """
@@ -136,8 +150,17 @@ def g_update(
             if fake is None:
                 fake = G(z, y)  # (B, C, H, W)
             seen = diff_augment(fake, augment, rng) if augment else fake
-            logits = D(seen, y).float()  # (B,)
-        loss_g = losses.g_loss(loss, logits)
+            real_logits = None
+            if loss == "rpgan":
+                if real is None:
+                    raise ValueError("loss rpgan: g_update needs the real batch (real=...)")
+                real_seen = diff_augment(real, augment, rng) if augment else real
+                b = seen.shape[0]
+                both = D(torch.cat([seen, real_seen.to(seen.dtype)]), y.repeat(2)).float()
+                logits, real_logits = both[:b], both[b:]  # (B,), (B,)
+            else:
+                logits = D(seen, y).float()  # (B,)
+        loss_g = losses.g_loss(loss, logits, real_logits)
         metrics: dict[str, Tensor] = {}
         if mode_seeking > 0:
             ms = mode_seeking_term(G, fake, z, y, autocast_dtype, rng=rng)

@@ -29,10 +29,12 @@ def digits():
     return prepare_arrays(DataConfig(limit=640))
 
 
+@pytest.mark.parametrize("preset", ["default", "r3gan"])
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
-def test_default_model_trains_on_cuda(digits, bf16):
-    model_cfg, train_cfg = resolve_configs("default", train={"epochs": 2, "use_gpu": True,
-                                                             "bf16": bf16})
+def test_default_model_trains_on_cuda(digits, bf16, preset):
+    """Also the r3gan recipe: R1/R2's double backward and the fixed-filter resampling on CUDA."""
+    model_cfg, train_cfg = resolve_configs(preset, train={"epochs": 2, "use_gpu": True,
+                                                            "bf16": bf16})
     seen: list[dict] = []
     state = train_local(digits, model_cfg, train_cfg, lambda m, _c: seen.append(m),
                         device="cuda", autocast_dtype=torch.bfloat16 if bf16 else None)

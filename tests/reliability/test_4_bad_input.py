@@ -47,7 +47,8 @@ def _gan(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 BAD_PARAMS = [
     ({"epochs": -1}, "params.epochs: Input should be greater than or equal to 1"),
-    ({"arch": "vit"}, "params.arch: Input should be 'mlp', 'dcgan', 'dcgan-deep' or 'resnet'"),
+    ({"arch": "vit"}, "params.arch: Input should be 'mlp', 'dcgan', "
+                      "'dcgan-up', 'dcgan-deep', 'resnet' or 'r3gan'"),
     ({"batch_size": 0}, "params.batch_size: Input should be greater than or equal to 1"),
     ({"registry": {"model_name": "my model/v2"}}, "model name 'my model/v2' is not accepted"),
     ({"registry": {"model_name": "x" * 129}}, "is not accepted: use 1-128"),
@@ -72,7 +73,8 @@ def test_malformed_flow_parameters_are_rejected_by_the_form(params, message) -> 
 
 @pytest.mark.parametrize(("options", "message"), [
     ({"epochs": -1}, "epochs: Input should be greater than or equal to 1 (got -1)"),
-    ({"arch": "vit"}, "arch: Input should be 'mlp', 'dcgan', 'dcgan-deep' or 'resnet' (got 'vit')"),
+    ({"arch": "vit"}, "arch: Input should be 'mlp', 'dcgan', 'dcgan-up', 'dcgan-deep', "
+                      "'resnet' or 'r3gan' (got 'vit')"),
     ({"batch_size": 0}, "batch_size: Input should be greater than or equal to 1 (got 0)"),
     ({"model_name": "-leading-dash"}, "model name '-leading-dash' is not accepted"),
 ])

@@ -61,8 +61,8 @@ def test_given_options_override_the_preset_and_others_keep_it():
     ({"epochs": -1}, "epochs: Input should be greater than or equal to 1 (got -1)"),
     ({"lr_d": 0.0}, "lr_d: Input should be greater than 0"),
     ({"batch_size": 0}, "batch_size"),
-    ({"arch": "vit"}, "arch: Input should be 'mlp', 'dcgan', 'dcgan-deep' or 'resnet' "
-                      "(got 'vit')"),
+    ({"arch": "vit"}, "arch: Input should be 'mlp', 'dcgan', 'dcgan-up', 'dcgan-deep', "
+                      "'resnet' or 'r3gan' (got 'vit')"),
     ({"source": "npz"}, "data: data.uri is required for source 'npz'"),
     ({"model_name": "bad name"}, "registry.model_name: model name 'bad name' is not accepted"),
     ({"run_id": "has space"}, "run_id: String should match pattern"),
@@ -142,7 +142,7 @@ def test_parameter_schema_is_a_clean_form():
     for model in ("DataConfig", "EvalConfig", "GateConfig", "RegistryConfig"):
         for name, prop in defs[model]["properties"].items():
             assert prop.get("description"), f"{model}.{name} has no description"
-    assert form["properties"]["preset"]["enum"] == ["default", "seed", "smoke"]
+    assert form["properties"]["preset"]["enum"] == ["default", "seed", "r3gan", "smoke"]
     epochs = form["properties"]["epochs"]  # a plain integer input (no null toggle)
     assert (epochs["minimum"], epochs["maximum"]) == (1, 10_000)
     assert defs["DataConfig"]["properties"]["source"]["enum"][0] == "digits"

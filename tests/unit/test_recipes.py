@@ -37,7 +37,7 @@ def test_every_candidate_resolves_to_valid_configs():
     for cand in recipes.candidates().values():
         model_cfg, train_cfg = cand.configs()
         assert train_cfg.epochs >= 1, cand.name
-        assert model_cfg.arch in ("mlp", "dcgan", "resnet"), cand.name
+        assert model_cfg.arch in ("mlp", "dcgan", "dcgan-up", "resnet", "r3gan"), cand.name
 
 
 def test_seed_and_default_candidates_are_the_live_presets():

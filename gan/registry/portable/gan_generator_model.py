@@ -19,17 +19,19 @@ pyfunc contract (also the model's signature and input example):
          0..num_classes-1 where the data had no names (digits) or named its classes by strings
          (then an integer is the class's index in "class_names"). A bare z array also works,
          and so does the one-row DataFrame MLflow's schema check turns a dict into.
-  output float32 numpy (N, C, H, W) in [-1, 1] (tanh); pixel = round((x + 1) * 127.5)
+  output float32 numpy (N, C, H, W) in [-1, 1] (tanh; r3gan: clamped);
+         pixel = round((x + 1) * 127.5)
   limit  one request's output is at most `max_output_bytes` (N·C·H·W·4; default 1 GiB, the
          model's MLflow model_config: `mlflow.pyfunc.load_model(uri, model_config=
          {"max_output_bytes": ...})` raises it); a larger one is refused before anything is
          drawn. Within it, images are drawn `chunk_size` at a time (CHUNK_BYTES of output per
          forward) into one output array.
 
-What it is not: not the pipeline's networks (`gan.nets.models` and `gan.nets.resnet` are the
-source of truth; this copy of every G architecture — `ARCHS`: mlp, dcgan, dcgan-deep, resnet —
-is pinned to them by `tests/unit/test_portable_model.py`, which walks every architecture the
-CLI offers), no D, no training, no MLflow calls.
+What it is not: not the pipeline's networks (`gan.nets.models`, `gan.nets.resnet` and
+`gan.nets.r3gan` are the source of truth; this copy of every G architecture — `ARCHS`: mlp,
+dcgan, dcgan-up, dcgan-deep, resnet, r3gan — is pinned to them by
+`tests/unit/test_portable_model.py`, which walks every architecture the CLI offers), no D, no
+training, no MLflow calls.
 """
 
 from __future__ import annotations
@@ -173,15 +175,93 @@ class ResNetGenerator(_Generator):
         return self.out(self.blocks(h))  # (B, C, H, W)
 
 
+class DCGANUpGenerator(DCGANGenerator):
+    """dcgan-up: DCGAN's G with each ConvT(4, 2, 1) as nearest 2× upsample + Conv2d(3×3)."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__(cfg)
+        c_img, c = self.image_shape[0], int(cfg["base_channels"])
+        self.up = nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c, c // 2, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(c // 2), nn.ReLU(True), nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(c // 2, c_img, 3, 1, 1), nn.Tanh())
+
+
+class _BiasedLeakyReLU(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return nn.functional.leaky_relu(x + self.bias.view(1, -1, 1, 1), 0.2)
+
+
+class _ResidualBlock(nn.Module):
+    """x + conv1(act(grouped conv3(act(conv1(x))))), inner width 2w, 16 channels per group."""
+
+    def __init__(self, w: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(w, 2 * w, 1, bias=False), _BiasedLeakyReLU(2 * w),
+            nn.Conv2d(2 * w, 2 * w, 3, padding=1, groups=max(1, 2 * w // 16), bias=False),
+            _BiasedLeakyReLU(2 * w), nn.Conv2d(2 * w, w, 1, bias=False))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+class _Upsample(nn.Module):
+    """Bilinear 2× by the fixed [1, 3, 3, 1]ᵀ[1, 3, 3, 1]/16 kernel (depthwise, stride 2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        k = torch.tensor([1.0, 3.0, 3.0, 1.0])
+        k2 = torch.outer(k, k)
+        self.register_buffer("kernel", (k2 / k2.sum())[None, None], persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = (4.0 * self.kernel).to(x.dtype).expand(x.shape[1], 1, 4, 4)
+        return nn.functional.conv_transpose2d(x, w, stride=2, padding=1, groups=x.shape[1])
+
+
+class R3GANGenerator(_Generator):
+    """R3GAN's G: basis (w, s, s) × linear(z) → blocks → [1×1 → up → blocks] → 1×1 conv, no
+    tanh: clamped to [-1, 1] in eval mode (`gan.nets.r3gan`)."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__(cfg)
+        c_img, h, _ = self.image_shape
+        s, n_blocks, base = h, int(cfg["blocks_per_stage"]), int(cfg["base_channels"])
+        while s % 2 == 0 and s // 2 >= 4:
+            s //= 2
+        widths = [max(base >> max(0, i - 1), min(base, 16)) for i in range((h // s).bit_length())]
+        self.basis = nn.Parameter(torch.zeros(widths[0], s, s))
+        self.to_basis = nn.Linear(self.input_dim, widths[0], bias=False)
+        stages: list[nn.Module] = [nn.Sequential(*[_ResidualBlock(widths[0])
+                                                   for _ in range(n_blocks)])]
+        for w_in, w_out in zip(widths, widths[1:], strict=False):
+            change = [nn.Conv2d(w_in, w_out, 1, bias=False)] if w_in != w_out else []
+            stages.append(nn.Sequential(*change, _Upsample(),
+                                        *[_ResidualBlock(w_out) for _ in range(n_blocks)]))
+        self.stages = nn.Sequential(*stages)
+        self.to_image = nn.Conv2d(widths[-1], c_img, 1, bias=False)
+
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        a = self.to_basis(self._input(z, y))  # (B, w)
+        x = self.to_image(self.stages(self.basis[None] * a[:, :, None, None]))  # (B, C, H, W)
+        return x if self.training else x.clamp(-1.0, 1.0)
+
+
 # Every architecture this file can rebuild (`gan.core.config.ModelConfig.arch`'s values); a
 # run whose arch is missing here is refused before training (`model_format.check_publishable`).
 GENERATORS: dict[str, type[_Generator]] = {
-    "mlp": MLPGenerator, "dcgan": DCGANGenerator, "dcgan-deep": DeepDCGANGenerator,
-    "resnet": ResNetGenerator}
+    "mlp": MLPGenerator, "dcgan": DCGANGenerator, "dcgan-up": DCGANUpGenerator,
+    "dcgan-deep": DeepDCGANGenerator, "resnet": ResNetGenerator, "r3gan": R3GANGenerator}
 ARCHS = tuple(GENERATORS)
 # What each arch reads from the config beyond the common fields, and the sizes it takes.
 _ARCH_FIELDS = {"mlp": ("g_hidden", "leaky_slope"), "dcgan": ("base_channels",),
-                "dcgan-deep": ("base_channels",), "resnet": ("base_channels",)}
+                "dcgan-up": ("base_channels",), "dcgan-deep": ("base_channels",),
+                "resnet": ("base_channels",), "r3gan": ("base_channels", "blocks_per_stage")}
 _ARCH_SIZES = {"dcgan-deep": (8, 16, 32, 64, 128), "resnet": (16, 32, 64, 128)}
 
 

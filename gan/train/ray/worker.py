@@ -137,7 +137,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     try:
         run_epochs(state, batches, tc, reporter, device=device,
                    autocast_dtype=torch.bfloat16 if tc.bf16 else None, is_chief=rank == 0,
-                   dataset_version=version, rank=rank)
+                   dataset_version=version, rank=rank, images_per_epoch=_n_train(spec))
     except _TimeLimitReached:
         pass
     except DivergenceError as e:
@@ -201,6 +201,13 @@ def _need_settings(spec: RunSpec) -> Settings:
     if spec.settings is None:
         raise ValueError(f"run {spec.run_id}: a dataset in storage needs settings")
     return spec.settings
+
+
+def _n_train(spec: RunSpec) -> int | None:
+    """The train split's images (a schedule's horizon: `gan.train.schedule`), when known."""
+    if spec.data is not None:
+        return len(spec.data.x_train)
+    return spec.dataset.n_train if spec.dataset is not None else None
 
 
 def _need_dataset(spec: RunSpec) -> DatasetRef:
