@@ -171,6 +171,9 @@ def candidates() -> dict[str, Candidate]:
         Candidate("default+up", "default", {"arch": "dcgan-up"},
                   note="PRESETS['default'] with dcgan-up's G (resize-convolution: no "
                   "checkerboard)"),
+        Candidate("default+up+diffaug", "default", {"arch": "dcgan-up"},
+                  {"diffaugment": DIFFAUG_POLICY},
+                  note=f"dcgan-up's G with DiffAugment ({DIFFAUG_POLICY}) before D"),
         Candidate("r3gan", "r3gan", note="PRESETS['r3gan']: RpGAN + R1/R2 (γ 0.05, cosine), "
                   "the R3GAN ResNet, width 32"),
         Candidate("r3gan-lazy4", "r3gan", train={"r1r2_every": 4},
