@@ -40,7 +40,7 @@ from gan.eval import judge as J
 from gan.eval import validation as V
 from gan.eval.evaluate import floor_images, n_samples
 from gan.eval.judge_ladder import build_judge, cache_key
-from gan.eval.ordering import generator_sampler
+from gan.nets.models import sample_images
 
 DATA_KINDS = ("digits", "shapes", "painted", "stacked")
 SHAPES_PER_CLASS = 750  # 3,000 images: 2,400 train, 600 held out (the default 0.2 split)
@@ -126,19 +126,29 @@ def reference_judge_for(kind: str, data: PreparedData, out_dir: Path,
 
 def reference_scores(generator: nn.Module, data: PreparedData, reference: J.Judge,
                      cfg: EvalConfig) -> dict[str, Any]:
-    """{"fid", "floor", "ratio", "fid_sd", "accuracy"}: FID of the generator's samples under
-    the reference against the holdout, mean (and sd) over `cfg.n_seeds` latent seeds, the
-    real-data floor (`floor_images` in place of samples) and fid / floor."""
+    """{"fid", "fid_sd", "floor", "ratio", "accuracy", "cond_acc"}: FID of the generator's
+    samples under the reference against the holdout, mean (and sd) over `cfg.n_seeds` latent
+    seeds, the real-data floor (`floor_images` in place of samples), fid / floor, the
+    reference's own accuracy and, for a conditional G, the share of samples the reference
+    reads as the class they were drawn for (None for an unconditional G)."""
     holdout = data.x_holdout.float()
+    conditional = bool(getattr(generator, "conditional", False))
     shares = torch.bincount(data.y_train, minlength=data.num_classes).double()
-    sample = generator_sampler(generator, shares / shares.sum()
-                               if getattr(generator, "conditional", False) else None)
     n = n_samples(cfg, data)
     real_feats = reference.features(holdout)
-    fids = [V.fid_of_features(real_feats, reference.features(sample(n, cfg.seed + i)))
-            for i in range(cfg.n_seeds)]
+    fids, hits = [], []
+    for i in range(cfg.n_seeds):
+        seed = cfg.seed + i
+        labels = (torch.multinomial(shares / shares.sum(), n, replacement=True,
+                                    generator=torch.Generator().manual_seed(seed + 7919))
+                  if conditional else None)  # (n,) drawn with the real class shares
+        fake = sample_images(generator, n, seed, labels).clamp(-1.0, 1.0)  # (n, C, H, W)
+        fids.append(V.fid_of_features(real_feats, reference.features(fake)))
+        if labels is not None:
+            hits.append(float((reference.predict(fake) == labels).float().mean()))
     floor = V.fid_of_features(real_feats, reference.features(floor_images(data, cfg)))
     mean = statistics.fmean(fids)
     return {"fid": round(mean, 4), "fid_sd": round(statistics.stdev(fids), 4),
             "floor": round(floor, 4), "ratio": round(mean / max(floor, 1e-9), 2),
-            "accuracy": round(float(reference.accuracy), 4)}
+            "accuracy": round(float(reference.accuracy), 4),
+            "cond_acc": round(statistics.fmean(hits), 4) if hits else None}

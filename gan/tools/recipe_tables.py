@@ -58,7 +58,7 @@ def results_table(rows: Sequence[dict[str, Any]]) -> str:
                       f"{m['fid']:.3f} ({ratio:.1f}×)", _ref(r.get("reference")),
                       f"{1e3 * m['kid_mean']:.2f} ± {1e3 * m['kid_std']:.2f}",
                       fmt(m["precision"]), fmt(m["recall"]), fmt(m["density"]), fmt(m["coverage"]),
-                      r.get("classes_covered"), fmt(m.get("class_kl"), 4),
+                      _classes(r), fmt(m.get("class_kl"), 4),
                       fmt(m.get("inception_score")), fmt(r.get("conditional_accuracy"))])
     if any("modes_covered" in r for r in rows):  # stacked digits: the mode benchmark
         head += ["modes", "modes KL"]
@@ -68,9 +68,17 @@ def results_table(rows: Sequence[dict[str, Any]]) -> str:
     return markdown_table(head, body) + "\n"
 
 
+def _classes(row: dict[str, Any]) -> object:
+    """Classes covered, or an em dash under a judge without classes (the label-free one)."""
+    return "—" if row["metrics"].get("class_kl") is None else row.get("classes_covered")
+
+
 def _ref(ref: dict[str, Any] | None) -> str:
     """The reference classifier's FID (÷ its floor), or an em dash without one."""
-    return "—" if not ref else f"{ref['fid']:.3f} ({ref['ratio']:.1f}×)"
+    if not ref:
+        return "—"
+    acc = "" if ref.get("cond_acc") is None else f", cond acc {ref['cond_acc']:.2f}"
+    return f"{ref['fid']:.3f} ({ref['ratio']:.1f}×{acc})"
 
 
 # --------------------------------------------------------------------------- over seeds
@@ -86,7 +94,8 @@ SEED_METRICS: dict[str, Callable[[dict[str, Any]], float | None]] = {
     "recall": lambda r: r["metrics"]["recall"],
     "density": lambda r: r["metrics"]["density"],
     "coverage": lambda r: r["metrics"]["coverage"],
-    "classes_covered": lambda r: r.get("classes_covered"),
+    "classes_covered": lambda r: None if r["metrics"].get("class_kl") is None
+    else r.get("classes_covered"),
     "class_kl": lambda r: r["metrics"].get("class_kl"),
     "conditional_accuracy": lambda r: r.get("conditional_accuracy"),
     "train_s": lambda r: r["train_s"],

@@ -127,6 +127,7 @@ def test_reference_scores_rank_a_worse_generator_worse(smoke_data, tmp_path: Pat
 
     noise = recipe_judges.reference_scores(Noise(), smoke_data, ref, cfg)
     assert trained["ratio"] > 1.0 and trained["floor"] > 0
+    assert trained["cond_acc"] is None  # an unconditional G has no class to be read as
     assert noise["fid"] > trained["fid"]
     assert (tmp_path / "reference").is_dir()  # cached beside the results
 
