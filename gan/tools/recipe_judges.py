@@ -13,6 +13,8 @@ What this module is: what `gan.tools.recipes` needs beyond training —
     the other half of the glyphs, shapes of another seed; for digits no more images exist, so
     it is trained on all 1,797 and has seen the holdout — said in its note), cached under
     `<out>/reference/`;
+  - `nyquist_scores`: the checkerboard measure (`gan.eval.spectrum.nyquist_ratio`) of a
+    generator's samples beside the real holdout's;
   - `reference_scores`: a generator's FID under the reference against the holdout, its
     real-data floor (real train images in place of samples) and their ratio, mean over the
     evaluation's seeds: the "× floor" figure of the recipe issue.
@@ -40,6 +42,7 @@ from gan.eval import judge as J
 from gan.eval import validation as V
 from gan.eval.evaluate import floor_images, n_samples
 from gan.eval.judge_ladder import build_judge, cache_key
+from gan.eval.spectrum import nyquist_ratio
 from gan.nets.models import sample_images
 
 DATA_KINDS = ("digits", "shapes", "painted", "stacked")
@@ -152,3 +155,17 @@ def reference_scores(generator: nn.Module, data: PreparedData, reference: J.Judg
             "floor": round(floor, 4), "ratio": round(mean / max(floor, 1e-9), 2),
             "accuracy": round(float(reference.accuracy), 4),
             "cond_acc": round(statistics.fmean(hits), 4) if hits else None}
+
+
+def nyquist_scores(generator: nn.Module, data: PreparedData, *, n: int = 512,
+                   seed: int = 0) -> dict[str, float]:
+    """{"samples", "real"}: `nyquist_ratio` of n samples (classes in turn for a conditional
+    G) and of the real holdout; well above the real figure means a checkerboard."""
+    labels = (torch.arange(n) % data.num_classes
+              if getattr(generator, "conditional", False) else None)  # (n,)
+    fake = sample_images(generator, n, seed, labels).clamp(-1.0, 1.0)  # (n, C, H, W)
+    h, w = fake.shape[-2:]
+    if h % 2 or w % 2:
+        return {}
+    return {"samples": round(nyquist_ratio(fake), 3),
+            "real": round(nyquist_ratio(data.x_holdout.float()), 3)}

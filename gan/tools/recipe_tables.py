@@ -60,6 +60,10 @@ def results_table(rows: Sequence[dict[str, Any]]) -> str:
                       fmt(m["precision"]), fmt(m["recall"]), fmt(m["density"]), fmt(m["coverage"]),
                       _classes(r), fmt(m.get("class_kl"), 4),
                       fmt(m.get("inception_score")), fmt(r.get("conditional_accuracy"))])
+    if any(r.get("nyquist") for r in rows):  # the checkerboard measure (gan.eval.spectrum)
+        head += ["Nyquist (real)"]
+        body = [b + ([""] if i == 0 else [_nyq(rows[i - 1].get("nyquist"))])
+                for i, b in enumerate(body)]
     if any("modes_covered" in r for r in rows):  # stacked digits: the mode benchmark
         head += ["modes", "modes KL"]
         body = [b + (["", ""] if i == 0 else [rows[i - 1].get("modes_covered", "—"),
@@ -71,6 +75,11 @@ def results_table(rows: Sequence[dict[str, Any]]) -> str:
 def _classes(row: dict[str, Any]) -> object:
     """Classes covered, or an em dash under a judge without classes (the label-free one)."""
     return "—" if row["metrics"].get("class_kl") is None else row.get("classes_covered")
+
+
+def _nyq(nyq: dict[str, float] | None) -> str:
+    """Samples' Nyquist ratio (the real holdout's), or an em dash."""
+    return "—" if not nyq else f"{nyq['samples']:.2f} ({nyq['real']:.2f})"
 
 
 def _ref(ref: dict[str, Any] | None) -> str:

@@ -66,6 +66,7 @@ from gan.tools.recipe_judges import (
     DATA_KINDS,
     ladder_judge,
     load_data,
+    nyquist_scores,
     reference_judge_for,
     reference_scores,
 )
@@ -359,6 +360,7 @@ def compare(cands: Sequence[Candidate], data: PreparedData, eval_cfg: EvalConfig
                        "dataset_version": data.version,
                        "judge_sha256": judge.meta.get("weights_sha256"),
                        "judge_kind": judge.meta.get("ladder", {}).get("kind"),
+                       "nyquist": nyquist_scores(generator, data, seed=eval_cfg.seed),
                        "eval_config": eval_cfg.model_dump(mode="json"), "history": state.history}
                 if ref_judge is not None:
                     row["reference"] = {**reference_scores(generator, data, ref_judge, eval_cfg),

@@ -94,6 +94,9 @@ def test_compare_smoke_writes_results_tables_and_grids(smoke_data, tmp_path: Pat
     assert "| smoke | no | 1 |" in md and "real data" in md
     # The judge is the pipeline's ladder's (labelled digits: the classifier judge), trained once
     assert row["judge_kind"] == "classifier"
+    # The checkerboard measure of the samples beside the real holdout's (digits: ≈ 0.87).
+    assert 0.5 < row["nyquist"]["real"] < 1.0 and row["nyquist"]["samples"] > 0
+    assert "Nyquist (real)" in md
     assert any("classifier judge" in line and "trained in" in line for line in logs)
 
     # The judge cached in the output folder is reused, not retrained.
